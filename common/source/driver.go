@@ -1,0 +1,143 @@
+package source
+
+import (
+	"context"
+	"time"
+)
+
+// Handle is a driver's ack handle for one delivery of a message: an SQS receipt handle, a Pub/Sub ack
+// ID, a Redis entry ID. The adapter never looks inside it; it only passes back the newest handle it was
+// given for a message.
+type Handle any
+
+// Message is one delivery of one broker message, as a driver's Receive returns it.
+type Message struct {
+	// ID identifies the message, not the delivery: it must be unique across every replica reading the
+	// same queue, subscription or group, and the same on every redelivery of the message. The adapter
+	// turns it into the Numaflow offset, so a reused ID loses a message and an ID that changes on
+	// redelivery loses the free deduplication numa gives. Must not be empty.
+	ID string
+	// Handle is the broker's handle for this delivery (see Handle).
+	Handle Handle
+	// Payload is the message body, passed to numa byte for byte.
+	Payload []byte
+	// EventTime is the broker's timestamp for the message (sent or publish time). Never zero: use the
+	// receive time if the broker gives none.
+	EventTime time.Time
+	// Keys become the Numaflow message keys (e.g. the FIFO group or the ordering key). May be nil.
+	Keys []string
+	// Headers become the Numaflow message headers. May be nil.
+	Headers map[string]string
+	// Deliveries is how many times the broker has delivered this message, this delivery included
+	// (1 = first delivery); 0 when the broker cannot tell. The adapter keeps its own count as well and
+	// uses the larger of the two for NackOptions.MaxDeliveries.
+	Deliveries int
+}
+
+// Capabilities tell the adapter how to drive a driver. Zero values are safe defaults.
+type Capabilities struct {
+	// MaxReceive is the most messages one Receive may return (SQS: 10). 0 means no limit of the
+	// broker's own (the adapter still passes a max).
+	MaxReceive int
+	// ReceiveConcurrency is the most Receive calls the adapter runs at once (default 1). The adapter
+	// starts with one and adds callers only while receives come back full, so an idle source makes one
+	// call at a time.
+	ReceiveConcurrency int
+	// MaxAck is the most handles one Ack, Nack or Extend call may carry (SQS: 10). 0 means no limit.
+	MaxAck int
+	// AckConcurrency is the most Ack/Nack/Extend calls the adapter runs at once (default 1).
+	AckConcurrency int
+	// Lease is how long a delivery stays invisible to other consumers after Receive or Extend, before
+	// the broker would redeliver it (SQS visibility timeout, Pub/Sub ack deadline, Redis claim idle
+	// time). 0 means the broker has no leases and Extend is never called.
+	Lease time.Duration
+	// MaxExtension is the longest total time the adapter keeps extending the lease of one delivery
+	// (a connector setting such as SQS_MAX_EXTENSION); after it the lease is left to expire and the
+	// broker redelivers. 0 means no limit.
+	MaxExtension time.Duration
+	// MaxNackDelay is the longest delay Nack can honour (SQS 12h, Pub/Sub 600s). Longer nack delays are
+	// cut to it. Ignored with LocalRedelivery.
+	MaxNackDelay time.Duration
+	// LocalRedelivery means the broker cannot make a held message readable again on demand: the
+	// adapter then keeps a nacked message (extending its lease) and hands it to numa again itself after
+	// the nack delay. Nack is then only called at shutdown, with delay 0, to release held messages.
+	LocalRedelivery bool
+	// OrderedKeys means the broker delivers messages with the same key in order (SQS FIFO groups,
+	// Pub/Sub ordering keys). When one is nacked, the adapter also releases the later messages of the
+	// same key that it still holds unread, so order survives a nack.
+	OrderedKeys bool
+}
+
+// Driver is what a broker connector implements. The adapter (Source) turns it into a numaflow-go
+// sourcer.Sourcer and owns batching, retries, leases, offsets, nack options, pending, shutdown and
+// metrics, so a driver stays small and does none of that.
+//
+// Every method is called from several goroutines at once and must be safe for that.
+//
+// Errors: return the broker's error wrapped with %w and a gerund naming the resource
+// ("receiving from queue X: %w"). Do not retry inside a method; the adapter retries with backoff and
+// decides what is transient from ErrorCode. Do not log errors you return. Never panic.
+type Driver interface {
+	// Capabilities is called once, before any other method.
+	Capabilities() Capabilities
+
+	// Receive returns up to max messages (max <= Capabilities.MaxReceive when that is set). It may
+	// block waiting for messages (a long poll) until ctx is done; the adapter calls it in the background,
+	// never on numa's read deadline, so it should wait as long as the broker allows rather than poll.
+	// It returns (nil, nil) when a wait ended with nothing. When ctx is cancelled it returns promptly.
+	// It must not return a message it returned before unless the broker redelivered it (a redelivery
+	// carries the same ID and a new Handle; the adapter then keeps the newest handle and does not hand
+	// the message to numa twice while it is in flight).
+	// Every returned message is leased for Capabilities.Lease from the moment of the call.
+	Receive(ctx context.Context, max int) ([]*Message, error)
+
+	// Ack commits the deliveries at the broker: they must never be delivered again. len(handles) <=
+	// Capabilities.MaxAck when that is set. Acking a handle twice, or one the broker no longer knows,
+	// must not be an error (it is at-least-once: report it as success). When some handles succeed and
+	// others fail, return a *BatchError so only the failed ones are retried.
+	Ack(ctx context.Context, handles []Handle) error
+
+	// Nack makes the deliveries readable again after delay (0 = at once; delay <= MaxNackDelay).
+	// Same batch rules and error rules as Ack. Used for numa's nacks, for releasing held messages at
+	// shutdown, and for releasing later messages of a nacked key.
+	Nack(ctx context.Context, handles []Handle, delay time.Duration) error
+
+	// Extend renews the lease of the deliveries to lease from now. Same batch and error rules as Ack.
+	// Not called when Capabilities.Lease is 0.
+	Extend(ctx context.Context, handles []Handle, lease time.Duration) error
+
+	// Backlog returns how many messages the whole source has not yet acked, across every replica,
+	// including those received and not yet acked; -1 when the broker cannot tell. It is cached by the
+	// adapter and may be slow; it must not count the adapter's buffer a second time.
+	Backlog(ctx context.Context) (int64, error)
+
+	// ErrorCode classifies an error returned by this driver (see Code). It is called for every error.
+	ErrorCode(err error) Code
+
+	// Close releases the driver's resources. The adapter calls it once, after the last call of any
+	// other method has returned and after held messages were released.
+	Close(ctx context.Context) error
+}
+
+// DeadLetterer is implemented by a driver that can dead-letter a message: move it to a dead-letter
+// queue, topic or stream (payload, headers, and the reason) and then ack it, so it is never delivered
+// again from the source. The adapter calls it for a message nacked with NackOptions.MaxDeliveries
+// exceeded, and for a message over the configured size limit. Return ErrNoDeadLetter when no
+// dead-letter target is configured; the adapter then applies its configured fallback.
+type DeadLetterer interface {
+	DeadLetter(ctx context.Context, msg *Message, reason string) error
+}
+
+// OffsetDecoder is implemented by a driver that can rebuild an ack handle from an offset alone (Redis:
+// the offset names the stream and the entry). numa re-sends acks to a restarted source; with this the
+// adapter can still commit offsets it never handed out in this process.
+type OffsetDecoder interface {
+	HandleFromID(id string) (Handle, bool)
+}
+
+// Checker is implemented by a driver that can check that its queue, subscription or stream exists and
+// is accessible. The server calls it once at start to log a clear message (the source keeps running
+// and retrying either way, so a broker outage never crash-loops the pod).
+type Checker interface {
+	Check(ctx context.Context) error
+}

@@ -1,0 +1,84 @@
+package source
+
+import (
+	"fmt"
+	"time"
+)
+
+// Fallback is what the adapter does with a message that must be dead-lettered when the driver has no
+// dead-letter target.
+type Fallback string
+
+const (
+	// FallbackNack nacks the message: it stays at the broker, whose own redrive policy (if any) applies.
+	FallbackNack Fallback = "nack"
+	// FallbackDrop acks the message and logs it with the reason: it is gone.
+	FallbackDrop Fallback = "drop"
+)
+
+// Options tune the adapter. The server fills them from the common configuration; zero values take the
+// defaults documented on each field.
+type Options struct {
+	// Partition is the partition id put on every offset and reported by ActivePartitions
+	// (NUMAFLOW_REPLICA).
+	Partition int32
+	// ReadBatchSize is numa's batch size (NUMAFLOW_READ_BATCH_SIZE, default 500); it sizes prefetch.
+	ReadBatchSize int
+	// Prefetch is the most messages held at once, buffered or in flight at numa (default 2 x
+	// ReadBatchSize). It bounds memory and the number of leases held.
+	Prefetch int
+	// MaxMessageBytes: a larger payload is dead-lettered (or handled by Fallback) with a reason instead
+	// of being handed to numa (default 4 MiB, numa's per-message gRPC limit before v1.8.3).
+	MaxMessageBytes int
+	// Fallback applies when a message must be dead-lettered and the driver has no target (default nack).
+	Fallback Fallback
+	// AckRetry bounds how long an ack (or nack or extend) is retried on transient errors before it is
+	// given up and left to broker redelivery (default 30 s).
+	AckRetry time.Duration
+	// PendingRefresh is how long a backlog reading is reused before the broker is asked again
+	// (default 5 s, numa's own polling interval).
+	PendingRefresh time.Duration
+	// ReleaseWait is how long Shutdown waits for numa to ack the messages in flight before it releases
+	// them to the broker anyway (default 2 s).
+	ReleaseWait time.Duration
+	// Linger is how long a Read that already has messages keeps waiting for more to fill its batch
+	// (default 20 ms; never past the read deadline).
+	Linger time.Duration
+	// ExtendEvery is how often the lease keeper runs (default Lease/10, between 100 ms and 5 s).
+	ExtendEvery time.Duration
+}
+
+func (o Options) withDefaults(c Capabilities) (Options, error) {
+	if o.ReadBatchSize <= 0 {
+		o.ReadBatchSize = 500
+	}
+	if o.Prefetch <= 0 {
+		o.Prefetch = 2 * o.ReadBatchSize
+	}
+	if o.MaxMessageBytes <= 0 {
+		o.MaxMessageBytes = 4 << 20
+	}
+	switch o.Fallback {
+	case "":
+		o.Fallback = FallbackNack
+	case FallbackNack, FallbackDrop:
+	default:
+		return o, fmt.Errorf("unknown fallback %q", o.Fallback)
+	}
+	if o.AckRetry <= 0 {
+		o.AckRetry = 30 * time.Second
+	}
+	if o.PendingRefresh <= 0 {
+		o.PendingRefresh = 5 * time.Second
+	}
+	if o.ReleaseWait <= 0 {
+		o.ReleaseWait = 2 * time.Second
+	}
+	if o.Linger <= 0 {
+		o.Linger = 20 * time.Millisecond
+	}
+	if o.ExtendEvery <= 0 {
+		o.ExtendEvery = min(max(c.Lease/10, 100*time.Millisecond), 5*time.Second)
+	}
+	return o, nil
+}

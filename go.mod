@@ -1,0 +1,3 @@
+module github.com/numaflow-connectors/sources
+
+go 1.26
