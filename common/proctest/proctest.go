@@ -1,0 +1,154 @@
+// Package proctest starts and stops real processes for tests: brokers on loopback and connector
+// binaries. Every process is stopped by its PID (never by name) in t.Cleanup.
+package proctest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Process is a started child process.
+type Process struct {
+	Cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+// Options for Start.
+type Options struct {
+	Dir string
+	Env []string // added to the test's environment
+	// Ready is polled every 50 ms until it returns nil or Timeout passes.
+	Ready   func(ctx context.Context) error
+	Timeout time.Duration // default 30 s
+	// KeepRunning leaves the process running after the test (never use outside a test binary's TestMain).
+	KeepRunning bool
+}
+
+// Start runs name with args, waits until opts.Ready succeeds and registers a cleanup that kills the
+// process (SIGKILL to its process group) and waits for it. Output goes to a buffer shown on failure.
+func Start(t testing.TB, name string, args []string, opts Options) *Process {
+	t.Helper()
+	p, err := StartE(name, args, opts)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", name, p.Output())
+		}
+	})
+	return p
+}
+
+// StartE is Start without a test: the caller must Kill the process.
+func StartE(name string, args []string, opts Options) (*Process, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = opts.Dir
+	cmd.Env = append(os.Environ(), opts.Env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &Process{Cmd: cmd, out: out, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	if opts.Ready == nil {
+		return p, nil
+	}
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last error
+	for {
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("%s exited before it was ready (%v):\n%s", name, p.err, out.String())
+		default:
+		}
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		last = opts.Ready(cctx)
+		ccancel()
+		if last == nil {
+			return p, nil
+		}
+		select {
+		case <-ctx.Done():
+			p.Kill()
+			return nil, fmt.Errorf("%s not ready after %s: %v\n%s", name, timeout, last, out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig syscall.Signal) error { return p.Cmd.Process.Signal(sig) }
+
+// Kill sends SIGKILL to the process group and waits for the process to end. Idempotent.
+func (p *Process) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// Wait waits up to d for the process to exit and returns its exit code (-1 on timeout or signal).
+func (p *Process) Wait(d time.Duration) (int, bool) {
+	select {
+	case <-p.done:
+		return p.Cmd.ProcessState.ExitCode(), true
+	case <-time.After(d):
+		return -1, false
+	}
+}
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Output returns everything the process printed so far.
+func (p *Process) Output() string { return p.out.String() }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
