@@ -1,0 +1,3 @@
+module github.com/numaflow-connectors/sources/pubsub-source
+
+go 1.26
