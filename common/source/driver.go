@@ -92,9 +92,11 @@ type Driver interface {
 	Receive(ctx context.Context, max int) ([]*Message, error)
 
 	// Ack commits the deliveries at the broker: they must never be delivered again. len(handles) <=
-	// Capabilities.MaxAck when that is set. Acking a handle twice, or one the broker no longer knows,
-	// must not be an error (it is at-least-once: report it as success). When some handles succeed and
-	// others fail, return a *BatchError so only the failed ones are retried.
+	// Capabilities.MaxAck when that is set. Acking a handle twice must not be an error. A handle the
+	// broker refuses as expired or invalid (the message may come back: at-least-once) is reported as
+	// failed with an error that ErrorCode classifies InvalidArgument: the adapter logs and counts it and
+	// does not retry it. When some handles succeed and others fail, return a *BatchError so only the
+	// failed ones are retried.
 	Ack(ctx context.Context, handles []Handle) error
 
 	// Nack makes the deliveries readable again after delay (0 = at once; delay <= MaxNackDelay).
