@@ -984,6 +984,22 @@ func (s *Source) releaseHeld(sel func(*record) bool) {
 	}
 }
 
+// Kill stops all background work and closes the driver without releasing or committing anything, as
+// if the process had died (kill -9): held messages come back only when their leases end. For tests.
+func (s *Source) Kill(ctx context.Context) {
+	s.closeOnce.Do(func() {
+		s.shutting.Store(true)
+		s.jobs.close()
+		s.bg.close()
+		s.recvCancel()
+		s.bgCancel()
+		s.recvWG.Wait()
+		s.jobs.wait(ctx)
+		s.bg.wait(ctx)
+		s.closeErr = s.d.Close(ctx)
+	})
+}
+
 // Close calls Shutdown, waits for every background goroutine and closes the driver. Idempotent.
 func (s *Source) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {

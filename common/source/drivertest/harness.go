@@ -40,6 +40,10 @@ type Capabilities struct {
 	Redelivery time.Duration
 	// MaxPayload is the largest payload the broker accepts (default 1 MiB).
 	MaxPayload int
+	// Binary: payloads may hold any bytes (false for brokers that need valid UTF-8 text, like SQS).
+	Binary bool
+	// Backlog: the driver reports a backlog (Pending is not -1).
+	Backlog bool
 }
 
 // Harness gives the suite a fresh resource (queue, subscription, stream) per test.

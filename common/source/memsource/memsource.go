@@ -1,0 +1,391 @@
+// Package memsource is an in-memory broker and its source driver: the reference implementation of
+// source.Driver. It passes the whole conformance suite, runs the local demo (`make run`) and backs the
+// adapter's own tests. Read it first when writing a driver for a new broker: every method is a few
+// lines because the adapter does the rest.
+//
+// The broker behaves like a queue with leases (think SQS): a received message is invisible until its
+// lease ends, then it is delivered again with a new handle and a higher delivery count.
+package memsource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/numaflow-connectors/sources/common/source"
+)
+
+// Errors the broker returns; ErrorCode classifies them.
+var (
+	ErrNotFound      = errors.New("queue does not exist")
+	ErrUnavailable   = errors.New("broker unavailable")
+	ErrInvalidHandle = errors.New("invalid or expired handle")
+)
+
+// Publication is a message to publish.
+type Publication struct {
+	Payload []byte
+	Key     string
+	Headers map[string]string
+}
+
+// DeadLetter is a message moved to a dead-letter queue.
+type DeadLetter struct {
+	Publication
+	Reason string
+}
+
+// Broker holds named queues in memory. Safe for concurrent use.
+type Broker struct {
+	mu      sync.Mutex
+	queues  map[string]*queue
+	down    bool
+	wake    chan struct{} // closed and replaced whenever something may have become visible
+	nextID  uint64
+	receipt uint64
+	calls   map[string]int
+}
+
+type queue struct {
+	msgs  map[string]*entry
+	order []string // ids in publish order (acked ones are skipped lazily)
+	dead  []DeadLetter
+}
+
+type entry struct {
+	id         string
+	pub        Publication
+	published  time.Time
+	visibleAt  time.Time
+	receipt    uint64 // current delivery's handle; 0 when not leased
+	deliveries int
+}
+
+// NewBroker returns an empty broker.
+func NewBroker() *Broker {
+	return &Broker{queues: make(map[string]*queue), wake: make(chan struct{}), calls: make(map[string]int)}
+}
+
+// CreateQueue creates a queue (no-op when it exists).
+func (b *Broker) CreateQueue(name string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.queues[name] == nil {
+		b.queues[name] = &queue{msgs: make(map[string]*entry)}
+	}
+}
+
+// DeleteQueue removes a queue and its messages.
+func (b *Broker) DeleteQueue(name string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.queues, name)
+}
+
+// SetDown makes every call fail with ErrUnavailable (true) or work again (false): an outage.
+func (b *Broker) SetDown(down bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.down = down
+	b.notifyLocked()
+}
+
+// Calls returns how many times each driver operation reached the broker.
+func (b *Broker) Calls(op string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.calls[op]
+}
+
+// Publish appends messages to a queue.
+func (b *Broker) Publish(name string, pubs ...Publication) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.queues[name]
+	if q == nil {
+		return fmt.Errorf("publishing to %s: %w", name, ErrNotFound)
+	}
+	now := time.Now()
+	for _, p := range pubs {
+		b.nextID++
+		id := "m-" + strconv.FormatUint(b.nextID, 10)
+		q.msgs[id] = &entry{id: id, pub: p, published: now, visibleAt: now}
+		q.order = append(q.order, id)
+	}
+	b.notifyLocked()
+	return nil
+}
+
+// Len returns how many messages of the queue are not yet acked.
+func (b *Broker) Len(name string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if q := b.queues[name]; q != nil {
+		return len(q.msgs)
+	}
+	return 0
+}
+
+// DeadLetters returns the messages dead-lettered from a queue.
+func (b *Broker) DeadLetters(name string) []DeadLetter {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if q := b.queues[name]; q != nil {
+		return append([]DeadLetter(nil), q.dead...)
+	}
+	return nil
+}
+
+func (b *Broker) notifyLocked() {
+	close(b.wake)
+	b.wake = make(chan struct{})
+}
+
+// Options configure a Driver.
+type Options struct {
+	Queue        string
+	Lease        time.Duration // default 30 s
+	MaxExtension time.Duration // default 1 h
+	MaxReceive   int           // default 100
+	DeadLetter   bool          // dead-letter to the queue's own dead-letter list (else ErrNoDeadLetter)
+	// Wait is the longest a Receive waits for a message (a long poll; default 5 s).
+	Wait time.Duration
+}
+
+// Driver is the memsource driver. Handles are delivery receipts.
+type Driver struct {
+	b    *Broker
+	opts Options
+}
+
+var (
+	_ source.Driver       = (*Driver)(nil)
+	_ source.DeadLetterer = (*Driver)(nil)
+	_ source.Checker      = (*Driver)(nil)
+)
+
+type handle struct {
+	id      string
+	receipt uint64
+}
+
+// NewDriver returns a driver for one queue of b. The queue need not exist yet.
+func NewDriver(b *Broker, opts Options) *Driver {
+	if opts.Lease <= 0 {
+		opts.Lease = 30 * time.Second
+	}
+	if opts.MaxExtension <= 0 {
+		opts.MaxExtension = time.Hour
+	}
+	if opts.MaxReceive <= 0 {
+		opts.MaxReceive = 100
+	}
+	if opts.Wait <= 0 {
+		opts.Wait = 5 * time.Second
+	}
+	return &Driver{b: b, opts: opts}
+}
+
+// Capabilities implements source.Driver.
+func (d *Driver) Capabilities() source.Capabilities {
+	return source.Capabilities{
+		MaxReceive: d.opts.MaxReceive, ReceiveConcurrency: 4, MaxAck: 100, AckConcurrency: 2,
+		Lease: d.opts.Lease, MaxExtension: d.opts.MaxExtension, MaxNackDelay: 12 * time.Hour,
+	}
+}
+
+// queueLocked returns the queue or an error when the broker is down or the queue missing.
+func (d *Driver) queueLocked(op string) (*queue, error) {
+	d.b.calls[op]++
+	if d.b.down {
+		return nil, fmt.Errorf("%s on %s: %w", op, d.opts.Queue, ErrUnavailable)
+	}
+	q := d.b.queues[d.opts.Queue]
+	if q == nil {
+		return nil, fmt.Errorf("%s on %s: %w", op, d.opts.Queue, ErrNotFound)
+	}
+	return q, nil
+}
+
+// Receive implements source.Driver: it long-polls for up to Options.Wait.
+func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
+	timer := time.NewTimer(d.opts.Wait)
+	defer timer.Stop()
+	for {
+		d.b.mu.Lock()
+		q, err := d.queueLocked("receive")
+		if err != nil {
+			d.b.mu.Unlock()
+			return nil, err
+		}
+		now := time.Now()
+		var out []*source.Message
+		next := time.Time{}
+		live := q.order[:0]
+		for _, id := range q.order {
+			e, ok := q.msgs[id]
+			if !ok {
+				continue // acked: compact
+			}
+			live = append(live, id)
+			if len(out) >= max {
+				continue
+			}
+			if e.visibleAt.After(now) {
+				if next.IsZero() || e.visibleAt.Before(next) {
+					next = e.visibleAt
+				}
+				continue
+			}
+			d.b.receipt++
+			e.receipt = d.b.receipt
+			e.deliveries++
+			e.visibleAt = now.Add(d.opts.Lease)
+			out = append(out, toMessage(e))
+		}
+		q.order = live
+		wake := d.b.wake
+		d.b.mu.Unlock()
+		if len(out) > 0 {
+			return out, nil
+		}
+		due := time.Hour
+		if !next.IsZero() {
+			due = time.Until(next)
+		}
+		t := time.NewTimer(due)
+		select {
+		case <-wake:
+		case <-t.C:
+		case <-timer.C:
+			t.Stop()
+			return nil, nil
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		}
+		t.Stop()
+	}
+}
+
+func toMessage(e *entry) *source.Message {
+	h := map[string]string{"x-mem-id": e.id}
+	for k, v := range e.pub.Headers {
+		h[k] = v
+	}
+	m := &source.Message{
+		ID: e.id, Handle: handle{e.id, e.receipt}, Payload: e.pub.Payload, EventTime: e.published,
+		Headers: h, Deliveries: e.deliveries,
+	}
+	if e.pub.Key != "" {
+		m.Keys = []string{e.pub.Key}
+	}
+	return m
+}
+
+// each applies f to the entry of every valid handle and reports the invalid ones in a BatchError.
+func (d *Driver) each(op string, handles []source.Handle, f func(q *queue, e *entry)) error {
+	d.b.mu.Lock()
+	defer d.b.mu.Unlock()
+	q, err := d.queueLocked(op)
+	if err != nil {
+		return err
+	}
+	var failed map[int]error
+	for i, h := range handles {
+		hd, _ := h.(handle)
+		e, ok := q.msgs[hd.id]
+		if !ok && op == "ack" {
+			continue // already acked: fine
+		}
+		if !ok || e.receipt != hd.receipt {
+			if failed == nil {
+				failed = make(map[int]error)
+			}
+			failed[i] = fmt.Errorf("%s %s on %s: %w", op, hd.id, d.opts.Queue, ErrInvalidHandle)
+			continue
+		}
+		f(q, e)
+	}
+	d.b.notifyLocked()
+	if failed != nil {
+		return &source.BatchError{Failed: failed}
+	}
+	return nil
+}
+
+// Ack implements source.Driver.
+func (d *Driver) Ack(_ context.Context, handles []source.Handle) error {
+	return d.each("ack", handles, func(q *queue, e *entry) { delete(q.msgs, e.id) })
+}
+
+// Nack implements source.Driver.
+func (d *Driver) Nack(_ context.Context, handles []source.Handle, delay time.Duration) error {
+	at := time.Now().Add(delay)
+	return d.each("nack", handles, func(_ *queue, e *entry) { e.visibleAt, e.receipt = at, 0 })
+}
+
+// Extend implements source.Driver.
+func (d *Driver) Extend(_ context.Context, handles []source.Handle, lease time.Duration) error {
+	at := time.Now().Add(lease)
+	return d.each("extend", handles, func(_ *queue, e *entry) { e.visibleAt = at })
+}
+
+// Backlog implements source.Driver: every message not yet acked.
+func (d *Driver) Backlog(context.Context) (int64, error) {
+	d.b.mu.Lock()
+	defer d.b.mu.Unlock()
+	q, err := d.queueLocked("backlog")
+	if err != nil {
+		return -1, err
+	}
+	return int64(len(q.msgs)), nil
+}
+
+// DeadLetter implements source.DeadLetterer.
+func (d *Driver) DeadLetter(_ context.Context, m *source.Message, reason string) error {
+	if !d.opts.DeadLetter {
+		return source.ErrNoDeadLetter
+	}
+	d.b.mu.Lock()
+	defer d.b.mu.Unlock()
+	q, err := d.queueLocked("dead_letter")
+	if err != nil {
+		return err
+	}
+	hd, _ := m.Handle.(handle)
+	e, ok := q.msgs[hd.id]
+	if !ok {
+		return nil // already gone
+	}
+	q.dead = append(q.dead, DeadLetter{Publication: e.pub, Reason: reason})
+	delete(q.msgs, e.id)
+	return nil
+}
+
+// Check implements source.Checker.
+func (d *Driver) Check(context.Context) error {
+	d.b.mu.Lock()
+	defer d.b.mu.Unlock()
+	_, err := d.queueLocked("check")
+	return err
+}
+
+// ErrorCode implements source.Driver.
+func (d *Driver) ErrorCode(err error) source.Code {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return source.NotFound
+	case errors.Is(err, ErrUnavailable):
+		return source.Unavailable
+	case errors.Is(err, ErrInvalidHandle):
+		return source.InvalidArgument
+	}
+	return source.Unknown
+}
+
+// Close implements source.Driver.
+func (d *Driver) Close(context.Context) error { return nil }
