@@ -1,0 +1,289 @@
+package numatest
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Action is what the loop does with a message after reading it.
+type Action int
+
+const (
+	// ActionAck acks the message (it was written downstream).
+	ActionAck Action = iota
+	// ActionNack nacks the message with Decision.Options (writing it failed).
+	ActionNack
+	// ActionHold neither acks nor nacks it, like a numa that crashed after reading: the source must
+	// redeliver it by itself (lease expiry). It stays in flight in this client.
+	ActionHold
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActionAck:
+		return "ack"
+	case ActionNack:
+		return "nack"
+	case ActionHold:
+		return "hold"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// Decision is the fate of one message.
+type Decision struct {
+	Action  Action
+	Options *NackOptions // for ActionNack; nil sends no options
+}
+
+// Ack, Hold and Nack build decisions.
+var (
+	Ack  = Decision{Action: ActionAck}
+	Hold = Decision{Action: ActionHold}
+)
+
+// Nack returns a nack decision with options (may be nil).
+func Nack(o *NackOptions) Decision { return Decision{Action: ActionNack, Options: o} }
+
+// Defaults of LoopOptions, numa's own.
+const (
+	DefaultBatchSize       = 500
+	DefaultTimeout         = time.Second
+	DefaultPendingEvery    = 5 * time.Second
+	DefaultPartitionsEvery = 10 * time.Second
+	// DefaultStopGrace bounds how long the batch in progress may take once Run's ctx has ended.
+	DefaultStopGrace = 30 * time.Second
+)
+
+// LoopOptions configure Run. Zero values take numa's defaults.
+type LoopOptions struct {
+	BatchSize uint64        // num_records of each read; default 500
+	Timeout   time.Duration // timeout_in_ms of each read; default 1 s
+	// Decide chooses each message's fate; nil acks everything.
+	Decide func(Message) Decision
+	// AckDelay is slept before acking each batch (a slow pipeline). Cut short when ctx ends.
+	AckDelay time.Duration
+	// Limit stops the loop after this many messages were acked or held (nacked ones come back and
+	// are not counted); 0 means no limit. Reads never ask for more than what is left.
+	Limit int64
+	// Idle stops the loop after this many consecutive empty reads; 0 means never.
+	Idle int
+	// PendingEvery and PartitionsEvery schedule PendingFn (default 5 s) and PartitionsFn (default
+	// 10 s), called between batches, first before the first read. Negative disables.
+	PendingEvery    time.Duration
+	PartitionsEvery time.Duration
+	// StopGrace bounds the batch in progress once ctx has ended (default 30 s): the read returns by
+	// its timeout, then the batch is acked and nacked, then Run returns.
+	StopGrace time.Duration
+	// OnBatch gets each non-empty batch as numa would forward it (duplicates removed), before the
+	// decisions are made. OnStats gets a snapshot after every read and when Run returns. Both run
+	// on Run's goroutine and slow the loop down while they run.
+	OnBatch func(batch []Message)
+	OnStats func(Stats)
+}
+
+// Stats count what Run did.
+type Stats struct {
+	Read        int64 // messages received, duplicates included
+	Acked       int64
+	Nacked      int64 // nacks sent
+	NackSkipped int64 // messages decided Nack but not sent because the source's SDK is too old for nacks
+	Held        int64
+	Batches     int64 // non-empty reads
+	EmptyReads  int64
+	// Duplicates counts messages whose offset was read again while still unacked in this client
+	// (read earlier in this batch or held): numa drops them and never acks them twice.
+	Duplicates      int64
+	LastPending     int64 // last PendingFn answer; -1 before the first (or when disabled)
+	LastPartitions  []int32
+	TotalPartitions *int32
+	Elapsed         time.Duration
+	ReadRate        float64 // Read per second over Elapsed
+}
+
+func (o *LoopOptions) defaults() {
+	if o.BatchSize == 0 {
+		o.BatchSize = DefaultBatchSize
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.PendingEvery == 0 {
+		o.PendingEvery = DefaultPendingEvery
+	}
+	if o.PartitionsEvery == 0 {
+		o.PartitionsEvery = DefaultPartitionsEvery
+	}
+	if o.StopGrace <= 0 {
+		o.StopGrace = DefaultStopGrace
+	}
+}
+
+// Run plays numa's loop until ctx ends, Limit or Idle is reached, or a call fails: read a batch, ack
+// the acked offsets in read order in one AckFn request, nack the nacked ones in one NackFn request
+// (when NackSupported), read again. When ctx ends, the batch in progress is finished (bounded by
+// StopGrace) and Run returns a nil error: ending ctx is the normal way to stop. Only a failed call
+// returns an error, with the stats so far.
+func (c *Client) Run(ctx context.Context, opts LoopOptions) (Stats, error) {
+	opts.defaults()
+	start := time.Now()
+	st := Stats{LastPending: -1}
+	snapshot := func() Stats {
+		s := st
+		s.LastPartitions = append([]int32(nil), st.LastPartitions...)
+		s.Elapsed = time.Since(start)
+		if secs := s.Elapsed.Seconds(); secs > 0 {
+			s.ReadRate = float64(s.Read) / secs
+		}
+		return s
+	}
+	report := func() {
+		if opts.OnStats != nil {
+			opts.OnStats(snapshot())
+		}
+	}
+
+	// Calls of the batch in progress outlive ctx by at most StopGrace.
+	opCtx, opCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer opCancel()
+	graceDone := make(chan struct{})
+	defer close(graceDone)
+	go func() {
+		select {
+		case <-graceDone:
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(opts.StopGrace)
+		defer t.Stop()
+		select {
+		case <-graceDone:
+		case <-t.C:
+			opCancel()
+		}
+	}()
+
+	inflight := map[string]struct{}{} // offsets read and neither acked nor nacked (held)
+	var nextPending, nextPartitions time.Time
+	idle := 0
+	finish := func(err error) (Stats, error) {
+		s := snapshot()
+		if opts.OnStats != nil {
+			opts.OnStats(s)
+		}
+		return s, err
+	}
+
+	for {
+		if ctx.Err() != nil {
+			return finish(nil)
+		}
+		if opts.Limit > 0 && st.Acked+st.Held >= opts.Limit {
+			return finish(nil)
+		}
+		now := time.Now()
+		if opts.PendingEvery > 0 && !now.Before(nextPending) {
+			p, err := c.Pending(opCtx)
+			if err != nil {
+				return finish(err)
+			}
+			st.LastPending = p
+			nextPending = now.Add(opts.PendingEvery)
+		}
+		if opts.PartitionsEvery > 0 && !now.Before(nextPartitions) {
+			parts, total, err := c.Partitions(opCtx)
+			if err != nil {
+				return finish(err)
+			}
+			st.LastPartitions, st.TotalPartitions = parts, total
+			nextPartitions = now.Add(opts.PartitionsEvery)
+		}
+
+		count := opts.BatchSize
+		if opts.Limit > 0 {
+			if left := uint64(opts.Limit - st.Acked - st.Held); left < count {
+				count = left
+			}
+		}
+		msgs, err := c.Read(opCtx, count, opts.Timeout)
+		if err != nil {
+			return finish(err)
+		}
+		st.Read += int64(len(msgs))
+		if len(msgs) == 0 {
+			st.EmptyReads++
+			idle++
+			report()
+			if opts.Idle > 0 && idle >= opts.Idle {
+				return finish(nil)
+			}
+			continue
+		}
+		idle = 0
+		st.Batches++
+
+		batch := msgs[:0:0]
+		for _, m := range msgs {
+			k := m.Offset.key()
+			if _, dup := inflight[k]; dup {
+				st.Duplicates++
+				continue
+			}
+			inflight[k] = struct{}{}
+			batch = append(batch, m)
+		}
+		if opts.OnBatch != nil && len(batch) > 0 {
+			opts.OnBatch(batch)
+		}
+
+		var acks []Offset
+		var nacks []NackItem
+		for _, m := range batch {
+			d := Ack
+			if opts.Decide != nil {
+				d = opts.Decide(m)
+			}
+			switch d.Action {
+			case ActionNack:
+				nacks = append(nacks, NackItem{Offset: m.Offset, Options: d.Options})
+			case ActionHold:
+				st.Held++
+			default:
+				acks = append(acks, m.Offset)
+			}
+		}
+
+		if opts.AckDelay > 0 {
+			t := time.NewTimer(opts.AckDelay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		if len(acks) > 0 {
+			if err := c.Ack(opCtx, acks); err != nil {
+				return finish(err)
+			}
+			for _, o := range acks {
+				delete(inflight, o.key())
+			}
+			st.Acked += int64(len(acks))
+		}
+		if len(nacks) > 0 {
+			if c.NackSupported() {
+				if err := c.Nack(opCtx, nacks); err != nil {
+					return finish(err)
+				}
+				st.Nacked += int64(len(nacks))
+			} else {
+				st.NackSkipped += int64(len(nacks))
+			}
+			for _, n := range nacks {
+				delete(inflight, n.Offset.key())
+			}
+		}
+		report()
+	}
+}
