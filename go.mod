@@ -1,3 +1,21 @@
 module github.com/numaflow-connectors/sources
 
-go 1.26
+go 1.26.0
+
+require (
+	github.com/numaflow-connectors/sources/common v0.0.0
+	github.com/numaproj/numaflow-go v0.12.0
+)
+
+require (
+	go.uber.org/goleak v1.3.0 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sync v0.23.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/grpc v1.85.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
+
+replace github.com/numaflow-connectors/sources/common => ./common
