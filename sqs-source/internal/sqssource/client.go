@@ -1,0 +1,161 @@
+package sqssource
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+
+	"github.com/numaflow-connectors/sources/common/server"
+	"github.com/numaflow-connectors/sources/common/source"
+)
+
+// Open builds the SQS driver. Credentials, region and endpoint come from the AWS SDK's default chain
+// (IRSA, EKS Pod Identity, env keys, shared profiles; AWS_REGION, AWS_ENDPOINT_URL_SQS), optionally
+// with SQS_ASSUME_ROLE_ARN assumed on top. It makes no call to SQS: a missing queue or an outage shows
+// in Check and in the adapter's readiness, never as a failed start.
+func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, error) {
+	return open(ctx, cfg, env, nil)
+}
+
+// OpenCounted is Open with every HTTP request the driver sends also counted in counter (for
+// benchmarks running the driver in process).
+func OpenCounted(ctx context.Context, cfg *Config, env *server.Env, counter *RequestCounter) (source.Driver, error) {
+	return open(ctx, cfg, env, counter)
+}
+
+func open(ctx context.Context, cfg *Config, env *server.Env, counter *RequestCounter) (*driver, error) {
+	if counter == nil {
+		counter = &RequestCounter{}
+	}
+	transport := &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          2 * (maxReceiveConcurrency + ackConcurrency),
+		MaxIdleConnsPerHost:   maxReceiveConcurrency + ackConcurrency,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// A long poll answers within SQS_WAIT_TIME; anything silent much longer is a dead connection.
+		ResponseHeaderTimeout: cfg.WaitTime + 30*time.Second,
+	}
+	httpClient := &http.Client{Transport: &countingTransport{base: transport, counter: counter}}
+
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithHTTPClient(httpClient))
+	if err != nil {
+		return nil, fmt.Errorf("loading AWS configuration: %w", err)
+	}
+	if awsCfg.Region == "" {
+		// No AWS_REGION or profile region: take it from the queue URL's host (sqs.REGION.amazonaws.com).
+		awsCfg.Region = regionFromURL(cfg.QueueURL)
+	}
+	if cfg.AssumeRoleARN != "" {
+		stsClient := sts.NewFromConfig(awsCfg)
+		provider := stscreds.NewAssumeRoleProvider(stsClient, cfg.AssumeRoleARN, func(o *stscreds.AssumeRoleOptions) {
+			o.RoleSessionName = cfg.AssumeRoleSession
+			if cfg.AssumeRoleExternal != "" {
+				o.ExternalID = aws.String(cfg.AssumeRoleExternal)
+			}
+		})
+		awsCfg.Credentials = aws.NewCredentialsCache(provider)
+	}
+	client := sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
+		// The adapter retries with backoff and classifies errors itself; SDK retries would hide errors
+		// and stack a second backoff under the adapter's.
+		o.RetryMaxAttempts = 1
+	})
+
+	log := env.Log
+	d := newDriver(*cfg, client, log)
+	if n := env.Platform.ReadBatchSize; n > 0 {
+		d.receives = min(max((n+maxBatch-1)/maxBatch, 1), maxReceiveConcurrency)
+	}
+	d.requests = counter
+	d.closeFn = transport.CloseIdleConnections
+	return d, nil
+}
+
+var regionHostRE = regexp.MustCompile(`^sqs\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$`)
+
+// regionFromURL returns the region in an AWS SQS queue URL's host, or "".
+func regionFromURL(queueURL string) string {
+	u, err := url.Parse(queueURL)
+	if err != nil {
+		return ""
+	}
+	if m := regionHostRE.FindStringSubmatch(u.Hostname()); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// RequestCounter counts the HTTP requests (every attempt) a driver sends, by SQS operation.
+type RequestCounter struct {
+	total atomic.Int64
+	mu    sync.Mutex
+	byOp  map[string]int64
+}
+
+// Total is the number of requests so far.
+func (c *RequestCounter) Total() int64 { return c.total.Load() }
+
+// Snapshot returns the requests so far by operation ("ReceiveMessage", "DeleteMessageBatch", ...;
+// requests that are not SQS calls, such as STS, under their service's target or "other").
+func (c *RequestCounter) Snapshot() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int64, len(c.byOp))
+	for k, v := range c.byOp {
+		out[k] = v
+	}
+	return out
+}
+
+func (c *RequestCounter) add(op string) {
+	c.total.Add(1)
+	c.mu.Lock()
+	if c.byOp == nil {
+		c.byOp = map[string]int64{}
+	}
+	c.byOp[op]++
+	c.mu.Unlock()
+}
+
+// countingTransport counts each request before passing it on.
+type countingTransport struct {
+	base    http.RoundTripper
+	counter *RequestCounter
+}
+
+func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.counter.add(operation(req))
+	return t.base.RoundTrip(req)
+}
+
+// operation names the SQS operation of a request from its X-Amz-Target header (AWS JSON protocol).
+func operation(req *http.Request) string {
+	target := req.Header.Get("X-Amz-Target")
+	if op, ok := strings.CutPrefix(target, "AmazonSQS."); ok {
+		return op
+	}
+	if target != "" {
+		return target
+	}
+	return "other"
+}

@@ -1,0 +1,190 @@
+package sqssource
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/numaflow-connectors/sources/common/source"
+)
+
+// codes classifies SQS (and STS) error codes. SQS's JSON protocol reports the short code
+// (QueueDoesNotExist); the query-compatible code (AWS.SimpleQueueService.NonExistentQueue) is looked up
+// both whole and without its prefix.
+var codes = map[string]source.Code{
+	// not found
+	"QueueDoesNotExist":         source.NotFound,
+	"NonExistentQueue":          source.NotFound,
+	"QueueDeletedRecently":      source.NotFound,
+	"ResourceNotFoundException": source.NotFound,
+
+	// permission
+	"AccessDenied":                source.PermissionDenied,
+	"AccessDeniedException":       source.PermissionDenied,
+	"InvalidClientTokenId":        source.PermissionDenied,
+	"UnrecognizedClientException": source.PermissionDenied,
+	"SignatureDoesNotMatch":       source.PermissionDenied,
+	"IncompleteSignature":         source.PermissionDenied,
+	"MissingAuthenticationToken":  source.PermissionDenied,
+	"InvalidSecurity":             source.PermissionDenied,
+	"ExpiredToken":                source.PermissionDenied,
+	"ExpiredTokenException":       source.PermissionDenied,
+	"RequestExpired":              source.PermissionDenied,
+	"KmsAccessDenied":             source.PermissionDenied,
+	"KMS.AccessDeniedException":   source.PermissionDenied,
+	"OptInRequired":               source.PermissionDenied,
+
+	// invalid request or handle
+	"ReceiptHandleIsInvalid":       source.InvalidArgument,
+	"InvalidParameterValue":        source.InvalidArgument,
+	"InvalidParameterValues":       source.InvalidArgument,
+	"InvalidParameterCombination":  source.InvalidArgument,
+	"MissingParameter":             source.InvalidArgument,
+	"InvalidAttributeName":         source.InvalidArgument,
+	"InvalidAttributeValue":        source.InvalidArgument,
+	"InvalidIdFormat":              source.InvalidArgument,
+	"InvalidMessageContents":       source.InvalidArgument,
+	"InvalidAddress":               source.InvalidArgument,
+	"InvalidBatchEntryId":          source.InvalidArgument,
+	"BatchEntryIdsNotDistinct":     source.InvalidArgument,
+	"EmptyBatchRequest":            source.InvalidArgument,
+	"TooManyEntriesInBatchRequest": source.InvalidArgument,
+	"UnsupportedOperation":         source.InvalidArgument,
+	"ValidationError":              source.InvalidArgument,
+	"InvalidAction":                source.InvalidArgument,
+
+	// refused in the current state
+	"MessageNotInflight":   source.FailedPrecondition,
+	"MessageTooLong":       source.FailedPrecondition,
+	"BatchRequestTooLong":  source.FailedPrecondition,
+	"KmsDisabled":          source.FailedPrecondition,
+	"KmsInvalidKeyUsage":   source.FailedPrecondition,
+	"KmsInvalidState":      source.FailedPrecondition,
+	"KmsNotFound":          source.FailedPrecondition,
+	"KmsOptInRequired":     source.FailedPrecondition,
+	"PurgeQueueInProgress": source.FailedPrecondition,
+
+	// rate and quota
+	"RequestThrottled":           source.Throttled,
+	"ThrottlingException":        source.Throttled,
+	"Throttling":                 source.Throttled,
+	"ThrottledException":         source.Throttled,
+	"TooManyRequestsException":   source.Throttled,
+	"RequestLimitExceeded":       source.Throttled,
+	"OverLimit":                  source.Throttled,
+	"KmsThrottled":               source.Throttled,
+	"KMS.KMSThrottlingException": source.Throttled,
+
+	// service side
+	"InternalError":               source.Unavailable,
+	"InternalFailure":             source.Unavailable,
+	"ServiceUnavailable":          source.Unavailable,
+	"ServiceUnavailableException": source.Unavailable,
+	"RequestTimeout":              source.DeadlineExceeded,
+	"RequestTimeoutException":     source.DeadlineExceeded,
+}
+
+// statusCode classifies an HTTP status when the error code is not in codes.
+func statusCode(status int) (source.Code, bool) {
+	switch {
+	case status == 400:
+		return source.InvalidArgument, true
+	case status == 401 || status == 403:
+		return source.PermissionDenied, true
+	case status == 404:
+		return source.NotFound, true
+	case status == 408:
+		return source.DeadlineExceeded, true
+	case status == 413:
+		return source.FailedPrecondition, true
+	case status == 429:
+		return source.Throttled, true
+	case status >= 500:
+		return source.Unavailable, true
+	}
+	return source.Unknown, false
+}
+
+// codeOf looks an SQS error code up in the table.
+func codeOf(apiCode string) (source.Code, bool) {
+	if c, ok := codes[apiCode]; ok {
+		return c, true
+	}
+	if short, ok := strings.CutPrefix(apiCode, "AWS.SimpleQueueService."); ok {
+		c, ok := codes[short]
+		return c, ok
+	}
+	return source.Unknown, false
+}
+
+// entryError is the failure of one entry of a batch call (DeleteMessageBatch,
+// ChangeMessageVisibilityBatch).
+type entryError struct {
+	op          string // "deleting", "changing visibility"
+	queue       string
+	code        string
+	message     string
+	senderFault bool
+}
+
+func (e *entryError) Error() string {
+	return fmt.Sprintf("%s message in %s: %s: %s", e.op, e.queue, e.code, e.message)
+}
+
+// errorCode classifies err, from the driver's own entry errors, the SQS error code, the HTTP status, or
+// the kind of network failure, in that order.
+func errorCode(err error) source.Code {
+	if err == nil {
+		return source.Unknown
+	}
+	var entry *entryError
+	if errors.As(err, &entry) {
+		if c, ok := codeOf(entry.code); ok {
+			return c
+		}
+		if entry.senderFault {
+			return source.InvalidArgument
+		}
+		return source.Unavailable
+	}
+	var canceled *smithy.CanceledError
+	if errors.As(err, &canceled) {
+		return source.Canceled
+	}
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		if c, ok := codeOf(api.ErrorCode()); ok {
+			return c
+		}
+	}
+	var resp *smithyhttp.ResponseError
+	if errors.As(err, &resp) {
+		if c, ok := statusCode(resp.HTTPStatusCode()); ok {
+			return c
+		}
+	}
+	if api != nil && api.ErrorFault() == smithy.FaultServer {
+		return source.Unavailable
+	}
+	var netErr net.Error
+	switch {
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return source.DeadlineExceeded
+	case errors.As(err, &netErr),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return source.Unavailable
+	}
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	if errors.As(err, &opErr) || errors.As(err, &dnsErr) {
+		return source.Unavailable
+	}
+	return source.Unknown
+}
