@@ -20,7 +20,7 @@ import (
 const maxPayloadShown = 200
 
 // rateWindow is the span over which the progress line's read/s is measured.
-const rateWindow = 3 * time.Second
+const rateWindow = 2 * time.Second
 
 // isTerminal reports whether w is a character device (a terminal).
 func isTerminal(w io.Writer) bool {
