@@ -10,25 +10,25 @@ const namespace = "numaflow_source"
 
 // Source is the set of metrics one adapter updates.
 type Source struct {
-	Read          prometheus.Counter
-	Acked         prometheus.Counter
-	AckFailed     prometheus.Counter
-	Nacked        prometheus.Counter
-	DeadLettered  *prometheus.CounterVec // reason: max_deliveries | too_large
-	Dropped       *prometheus.CounterVec // reason
-	Redelivered   prometheus.Counter
-	Duplicates    prometheus.Counter
-	UnknownAcks   prometheus.Counter
-	ReadLatency   prometheus.Histogram
-	AckLatency    prometheus.Histogram
-	ReceiveBatch  prometheus.Histogram
-	InFlight      prometheus.Gauge
-	Buffered      prometheus.Gauge
-	Extensions    prometheus.Counter
-	LeaseExpired  prometheus.Counter
-	BrokerErrors  *prometheus.CounterVec // op, kind
-	Pending       prometheus.Gauge
-	Ready         prometheus.Gauge
+	Read         prometheus.Counter
+	Acked        prometheus.Counter
+	AckFailed    prometheus.Counter
+	Nacked       prometheus.Counter
+	DeadLettered *prometheus.CounterVec // reason: max_deliveries | too_large
+	Dropped      *prometheus.CounterVec // reason
+	Redelivered  prometheus.Counter
+	Duplicates   prometheus.Counter
+	UnknownAcks  prometheus.Counter
+	ReadLatency  prometheus.Histogram
+	AckLatency   prometheus.Histogram
+	ReceiveBatch prometheus.Histogram
+	InFlight     prometheus.Gauge
+	Buffered     prometheus.Gauge
+	Extensions   prometheus.Counter
+	LeaseExpired prometheus.Counter
+	BrokerErrors *prometheus.CounterVec // op, kind
+	Pending      prometheus.Gauge
+	Ready        prometheus.Gauge
 }
 
 // New creates the metrics and registers them with reg (nil: not registered, for tests).

@@ -1,10 +1,12 @@
 package source
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,7 @@ type Source struct {
 	growCh  chan struct{} // a parked receiver takes a token to start receiving
 	active  atomic.Int32  // receivers currently receiving
 
+	stream     any // the context of numa's current read stream, compared by identity only
 	ready      atomic.Bool
 	shutting   atomic.Bool
 	sem        chan struct{} // bounds concurrent Ack/Nack/Extend/DeadLetter calls
@@ -53,7 +56,8 @@ type Source struct {
 	bgCancel   context.CancelFunc
 	recvCancel context.CancelFunc
 	recvWG     sync.WaitGroup
-	reserved   int // receive room promised to running Receive calls (under mu)
+	reserved   int    // receive room promised to running Receive calls (under mu)
+	seq        uint64 // last record sequence number (under mu)
 	shutOnce   sync.Once
 	closeOnce  sync.Once
 	closeErr   error
@@ -84,6 +88,7 @@ type record struct {
 	emitted    int       // times handed to numa by this process
 	maxedOut   bool      // MaxExtension reached: no more extensions
 	gen        int       // bumped whenever msg.Handle is replaced
+	seq        uint64    // receive order
 	heapIndex  int
 }
 
@@ -287,6 +292,9 @@ func (s *Source) admit(msgs []*Message) {
 			r.msg.Handle = m.Handle
 			r.gen++
 			r.leaseUntil = now.Add(s.caps.Lease)
+			if r.maxedOut { // its lease ran out and it came back to us: a fresh extension window
+				r.maxedOut, r.received = false, now
+			}
 			r.deliveries = max(r.deliveries, m.Deliveries)
 			s.m.Duplicates.Inc()
 			continue
@@ -294,7 +302,8 @@ func (s *Source) admit(msgs []*Message) {
 		if m.EventTime.IsZero() {
 			m.EventTime = now
 		}
-		r := &record{msg: m, received: now, leaseUntil: now.Add(s.caps.Lease), heapIndex: -1}
+		s.seq++
+		r := &record{msg: m, received: now, leaseUntil: now.Add(s.caps.Lease), heapIndex: -1, seq: s.seq}
 		r.deliveries = max(m.Deliveries, s.nacks.take(m.ID)+1)
 		s.recs[m.ID] = r
 		if len(m.Payload) > s.opts.MaxMessageBytes {
@@ -350,6 +359,7 @@ func (s *Source) forget(rs []*record) {
 func (s *Source) Read(ctx context.Context, req sourcer.ReadRequest, ch chan<- sourcer.Message) {
 	start := time.Now()
 	defer func() { s.m.ReadLatency.Observe(time.Since(start).Seconds()) }()
+	s.watchStream(ctx)
 	ctx, cancel := context.WithTimeout(ctx, req.TimeOut())
 	defer cancel()
 	want := int(min(req.Count(), uint64(1<<30)))
@@ -392,6 +402,43 @@ func (s *Source) Read(ctx context.Context, req sourcer.ReadRequest, ch chan<- so
 			t.Stop()
 			return
 		}
+	}
+}
+
+// watchStream notices a new read stream from numa. numaflow-go passes the stream's context to Read,
+// so when that context ends numa has gone away (restarted or shutting down): it will never ack or nack
+// what it was handed, so those messages are made readable again at once instead of being held until
+// their leases end (or, worse, swallowed as duplicates when the broker redelivers them to us).
+func (s *Source) watchStream(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stream == any(ctx) {
+		return
+	}
+	s.stream = ctx
+	context.AfterFunc(ctx, s.numaGone)
+}
+
+func (s *Source) numaGone() {
+	if s.shutting.Load() {
+		return // Shutdown releases whatever is in flight
+	}
+	s.mu.Lock()
+	var rs []*record
+	for _, r := range s.recs {
+		if r.state == inFlight {
+			rs = append(rs, r)
+		}
+	}
+	slices.SortFunc(rs, func(a, b *record) int { return cmp.Compare(b.seq, a.seq) })
+	for _, r := range rs { // newest first to the front, so the oldest ends up first
+		s.setState(r, buffered)
+		s.buffer.pushFront(r)
+	}
+	s.mu.Unlock()
+	if len(rs) > 0 {
+		s.log.Warn("numa's read stream ended; its unanswered messages will be read again", "count", len(rs))
+		signal(s.dataCh)
 	}
 }
 
@@ -481,8 +528,14 @@ func (s *Source) Ack(ctx context.Context, req sourcer.AckRequest) {
 			}
 			continue
 		}
-		if r.state != inFlight {
-			continue
+		switch r.state {
+		case buffered: // handed to an earlier numa stream, requeued, now acked: commit it
+			s.buffer.remove(r)
+		case delayed:
+			s.delayed.remove(r)
+		case inFlight:
+		default:
+			continue // already being committed
 		}
 		s.setState(r, committing)
 		rs = append(rs, r)

@@ -1,0 +1,506 @@
+package source_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/numaproj/numaflow-go/pkg/sourcer"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/numaflow-connectors/sources/common/source"
+	"github.com/numaflow-connectors/sources/common/source/memsource"
+)
+
+// ---- a scriptable fake driver for error paths ----
+
+var errTransient = errors.New("transient")
+var errBad = errors.New("bad handle")
+
+type call struct {
+	op      string
+	handles []source.Handle
+	delay   time.Duration
+}
+
+type fake struct {
+	caps source.Capabilities
+	mu   sync.Mutex
+	in   chan []*source.Message
+	// ackErr returns the error for one Ack call (nil: success).
+	ackErr func(n int, handles []source.Handle) error
+	calls  []call
+	acks   int
+}
+
+func newFake(caps source.Capabilities) *fake {
+	return &fake{caps: caps, in: make(chan []*source.Message, 100)}
+}
+
+func (f *fake) Capabilities() source.Capabilities { return f.caps }
+func (f *fake) Receive(ctx context.Context, max int) ([]*source.Message, error) {
+	select {
+	case m := <-f.in:
+		return m, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(200 * time.Millisecond):
+		return nil, nil
+	}
+}
+func (f *fake) record(op string, h []source.Handle, d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, call{op, append([]source.Handle(nil), h...), d})
+}
+func (f *fake) Ack(_ context.Context, h []source.Handle) error {
+	f.record("ack", h, 0)
+	f.mu.Lock()
+	n := f.acks
+	f.acks++
+	f.mu.Unlock()
+	if f.ackErr != nil {
+		return f.ackErr(n, h)
+	}
+	return nil
+}
+func (f *fake) Nack(_ context.Context, h []source.Handle, d time.Duration) error {
+	f.record("nack", h, d)
+	return nil
+}
+func (f *fake) Extend(_ context.Context, h []source.Handle, d time.Duration) error {
+	f.record("extend", h, d)
+	return nil
+}
+func (f *fake) Backlog(context.Context) (int64, error) { return -1, nil }
+func (f *fake) ErrorCode(err error) source.Code {
+	switch {
+	case errors.Is(err, errTransient):
+		return source.Unavailable
+	case errors.Is(err, errBad):
+		return source.InvalidArgument
+	}
+	return source.Unknown
+}
+func (f *fake) Close(context.Context) error { return nil }
+func (f *fake) callsOf(op string) []call {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []call
+	for _, c := range f.calls {
+		if c.op == op {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+type decodingFake struct{ *fake }
+
+func (d decodingFake) HandleFromID(id string) (source.Handle, bool) { return "decoded:" + id, true }
+
+func msg(id, handle string, keys ...string) *source.Message {
+	return &source.Message{ID: id, Handle: handle, Payload: []byte(id), EventTime: time.Now(), Keys: keys}
+}
+
+// ---- helpers ----
+
+type readReq struct {
+	n uint64
+	d time.Duration
+}
+
+func (r readReq) Count() uint64          { return r.n }
+func (r readReq) TimeOut() time.Duration { return r.d }
+
+type ackReq []sourcer.Offset
+
+func (a ackReq) Offsets() []sourcer.Offset { return a }
+
+type nackReq []sourcer.NackOffset
+
+func (n nackReq) Offsets() []sourcer.NackOffset { return n }
+
+func newSource(t *testing.T, d source.Driver, opts source.Options) (*source.Source, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	s, err := source.New(d, opts, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	return s, reg
+}
+
+func read(s *source.Source, n int, d time.Duration) []sourcer.Message {
+	ch := make(chan sourcer.Message)
+	var out []sourcer.Message
+	done := make(chan struct{})
+	go func() {
+		for m := range ch {
+			out = append(out, m)
+		}
+		close(done)
+	}()
+	s.Read(context.Background(), readReq{uint64(n), d}, ch)
+	close(ch)
+	<-done
+	return out
+}
+
+func ack(s *source.Source, msgs ...sourcer.Message) {
+	req := make(ackReq, len(msgs))
+	for i, m := range msgs {
+		req[i] = m.Offset()
+	}
+	s.Ack(context.Background(), req)
+}
+
+func nack(s *source.Source, opts *sourcer.NackOptions, msgs ...sourcer.Message) {
+	req := make(nackReq, len(msgs))
+	for i, m := range msgs {
+		req[i] = sourcer.NackOffset{Offset: m.Offset(), NackOptions: opts}
+	}
+	s.Nack(context.Background(), req)
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func ids(msgs []sourcer.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = string(m.Offset().Value())
+	}
+	return out
+}
+
+// ---- tests ----
+
+func TestAckRetriesOnlyTheFailedEntries(t *testing.T) {
+	f := newFake(source.Capabilities{MaxAck: 10})
+	f.ackErr = func(n int, h []source.Handle) error {
+		if n == 0 {
+			return &source.BatchError{Failed: map[int]error{1: errTransient, 2: errBad}}
+		}
+		return nil
+	}
+	s, reg := newSource(t, f, source.Options{})
+	f.in <- []*source.Message{msg("a", "ha"), msg("b", "hb"), msg("c", "hc")}
+	got := read(s, 10, time.Second)
+	ack(s, got...)
+	waitFor(t, 5*time.Second, "the retry", func() bool { return len(f.callsOf("ack")) == 2 })
+	calls := f.callsOf("ack")
+	if fmt.Sprint(calls[1].handles) != "[hb]" {
+		t.Fatalf("retry carried %v, want only the transient failure [hb]", calls[1].handles)
+	}
+	waitFor(t, 5*time.Second, "metrics", func() bool {
+		return testutil.ToFloat64(counterVec(t, reg, "numaflow_source_acked_total")) == 2
+	})
+	if v := testutil.ToFloat64(counterVec(t, reg, "numaflow_source_ack_failed_total")); v != 1 {
+		t.Errorf("ack_failed_total = %v, want 1 (the invalid handle)", v)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(f.callsOf("ack")); n != 2 {
+		t.Errorf("%d ack calls: a permanent failure must not be retried", n)
+	}
+}
+
+// counterVec finds a single-series metric by name in reg.
+func counterVec(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	return gathered{reg, name}
+}
+
+type gathered struct {
+	reg  *prometheus.Registry
+	name string
+}
+
+func (g gathered) Describe(ch chan<- *prometheus.Desc) {}
+func (g gathered) Collect(ch chan<- prometheus.Metric) {
+	mfs, _ := g.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != g.name {
+			continue
+		}
+		v := 0.0
+		for _, m := range mf.GetMetric() {
+			v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(g.name, "", nil, nil), prometheus.UntypedValue, v)
+	}
+}
+
+func TestRedeliveryWhileInFlightIsNotEmittedTwiceAndNewestHandleWins(t *testing.T) {
+	f := newFake(source.Capabilities{})
+	s, _ := newSource(t, f, source.Options{})
+	f.in <- []*source.Message{msg("a", "h1")}
+	first := read(s, 10, time.Second)
+	f.in <- []*source.Message{msg("a", "h2"), msg("b", "hb")}
+	second := read(s, 10, time.Second)
+	if fmt.Sprint(ids(first), ids(second)) != "[a] [b]" {
+		t.Fatalf("reads %v then %v; a redelivery of an in-flight message must not be emitted again", ids(first), ids(second))
+	}
+	ack(s, first...)
+	waitFor(t, 5*time.Second, "ack", func() bool { return len(f.callsOf("ack")) == 1 })
+	if h := f.callsOf("ack")[0].handles; fmt.Sprint(h) != "[h2]" {
+		t.Errorf("acked with %v, want the newest handle h2", h)
+	}
+}
+
+func TestUnknownOffsetsAckedThroughTheDecoder(t *testing.T) {
+	f := newFake(source.Capabilities{})
+	s, _ := newSource(t, decodingFake{f}, source.Options{})
+	s.Ack(context.Background(), ackReq{sourcer.NewOffset([]byte("s:1-0"), 0)})
+	waitFor(t, 5*time.Second, "ack", func() bool { return len(f.callsOf("ack")) == 1 })
+	if h := f.callsOf("ack")[0].handles; fmt.Sprint(h) != "[decoded:s:1-0]" {
+		t.Errorf("acked %v", h)
+	}
+}
+
+func TestOrderedKeyNackReleasesLaterMessagesOfTheKey(t *testing.T) {
+	f := newFake(source.Capabilities{OrderedKeys: true})
+	s, _ := newSource(t, f, source.Options{})
+	f.in <- []*source.Message{msg("a", "ha", "k1"), msg("b", "hb", "k2"), msg("c", "hc", "k1")}
+	first := read(s, 1, time.Second)
+	if fmt.Sprint(ids(first)) != "[a]" {
+		t.Fatalf("read %v", ids(first))
+	}
+	delay := uint64(1500)
+	nack(s, &sourcer.NackOptions{Delay: &delay}, first...)
+	waitFor(t, 5*time.Second, "nack", func() bool { return len(f.callsOf("nack")) == 1 })
+	c := f.callsOf("nack")[0]
+	if fmt.Sprint(c.handles) != "[ha hc]" || c.delay != 1500*time.Millisecond {
+		t.Errorf("nack %v after %s, want [ha hc] after 1.5s", c.handles, c.delay)
+	}
+	if rest := read(s, 10, 300*time.Millisecond); fmt.Sprint(ids(rest)) != "[b]" {
+		t.Errorf("then read %v, want [b]", ids(rest))
+	}
+}
+
+func TestLocalRedeliveryHonoursDelayAndCountsDeliveries(t *testing.T) {
+	f := newFake(source.Capabilities{LocalRedelivery: true})
+	s, _ := newSource(t, f, source.Options{})
+	f.in <- []*source.Message{msg("a", "ha")}
+	first := read(s, 10, time.Second)
+	delay := uint64(300)
+	maxDel := uint32(2)
+	opts := &sourcer.NackOptions{Delay: &delay, MaxDeliveries: &maxDel}
+	nacked := time.Now()
+	nack(s, opts, first...)
+	var again []sourcer.Message
+	for len(again) == 0 && time.Since(nacked) < 5*time.Second {
+		again = read(s, 10, time.Second)
+	}
+	if took := time.Since(nacked); len(again) != 1 || took < 290*time.Millisecond {
+		t.Fatalf("redelivered %v after %s, want [a] after >= 300ms", ids(again), took)
+	}
+	if n := len(f.callsOf("nack")); n != 0 {
+		t.Errorf("driver Nack called %d times: local redelivery keeps the message", n)
+	}
+	// Second delivery nacked with MaxDeliveries 2: no dead-letter target, fallback nack releases it.
+	nack(s, opts, again...)
+	waitFor(t, 5*time.Second, "release to the broker", func() bool { return len(f.callsOf("nack")) == 1 })
+}
+
+func TestPrefetchBoundsWhatIsHeld(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	pubs := make([]memsource.Publication, 500)
+	for i := range pubs {
+		pubs[i] = memsource.Publication{Payload: []byte("x")}
+	}
+	if err := b.Publish("q", pubs...); err != nil {
+		t.Fatal(err)
+	}
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 7})
+	s, reg := newSource(t, d, source.Options{Prefetch: 30})
+	waitFor(t, 5*time.Second, "prefetch", func() bool {
+		return testutil.ToFloat64(counterVec(t, reg, "numaflow_source_buffered")) >= 30
+	})
+	time.Sleep(300 * time.Millisecond)
+	if v := testutil.ToFloat64(counterVec(t, reg, "numaflow_source_buffered")); v > 30 {
+		t.Errorf("buffered %v messages with Prefetch 30", v)
+	}
+	got := read(s, 100, time.Second)
+	if len(got) == 0 || len(got) > 30 {
+		t.Errorf("read %d with Prefetch 30", len(got))
+	}
+}
+
+func TestOutageMakesNotReadyWithoutSpinningAndRecovers(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", Wait: 200 * time.Millisecond})
+	s, _ := newSource(t, d, source.Options{})
+	b.SetDown(true)
+	waitFor(t, 5*time.Second, "not ready", func() bool { return !s.Ready() })
+	before := b.Calls("receive") + b.Calls("check")
+	start := time.Now()
+	if got := read(s, 10, time.Second); len(got) != 0 {
+		t.Fatalf("read during an outage returned %d", len(got))
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("read during an outage took %s", took)
+	}
+	time.Sleep(2 * time.Second)
+	if n := b.Calls("receive") + b.Calls("check") - before; n > 30 {
+		t.Errorf("%d broker calls in 3 s of outage: back off instead of spinning", n)
+	}
+	b.SetDown(false)
+	if err := b.Publish("q", memsource.Publication{Payload: []byte("after")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 35*time.Second, "ready again", s.Ready)
+	var got []sourcer.Message
+	for len(got) == 0 {
+		got = read(s, 10, time.Second)
+	}
+	if string(got[0].Value()) != "after" {
+		t.Errorf("after recovery read %q", got[0].Value())
+	}
+}
+
+func TestIdleSourceMakesOneReceiveAtATime(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	pubs := make([]memsource.Publication, 400)
+	for i := range pubs {
+		pubs[i] = memsource.Publication{Payload: []byte("x")}
+	}
+	_ = b.Publish("q", pubs...)
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 10, Wait: 500 * time.Millisecond})
+	s, _ := newSource(t, d, source.Options{})
+	n := 0
+	for n < 400 {
+		got := read(s, 100, time.Second)
+		ack(s, got...)
+		n += len(got)
+	}
+	time.Sleep(time.Second) // busy receivers notice the queue is empty and park
+	before := b.Calls("receive")
+	time.Sleep(2 * time.Second)
+	// One long poll at a time: about 2 s / 500 ms = 4 calls; 4 parallel receivers would make 16.
+	if n := b.Calls("receive") - before; n > 7 {
+		t.Errorf("%d receive calls in 2 s while idle with a 500 ms long poll: idle sources must poll one at a time", n)
+	}
+}
+
+func TestTooLargeMessageIsDeadLetteredAndTheStreamGoesOn(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	_ = b.Publish("q", memsource.Publication{Payload: make([]byte, 100)}, memsource.Publication{Payload: []byte("ok")})
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", DeadLetter: true})
+	s, _ := newSource(t, d, source.Options{MaxMessageBytes: 10})
+	var got []sourcer.Message
+	for start := time.Now(); len(got) == 0 && time.Since(start) < 5*time.Second; {
+		got = read(s, 10, time.Second)
+	}
+	if fmt.Sprint(len(got)) != "1" || string(got[0].Value()) != "ok" {
+		t.Fatalf("read %d messages", len(got))
+	}
+	waitFor(t, 5*time.Second, "dead letter", func() bool { return len(b.DeadLetters("q")) == 1 })
+	if r := b.DeadLetters("q")[0].Reason; r == "" {
+		t.Errorf("no reason")
+	}
+}
+
+func TestFallbackDropAcksAndCounts(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	_ = b.Publish("q", memsource.Publication{Payload: []byte("poison")})
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q"})
+	s, reg := newSource(t, d, source.Options{Fallback: source.FallbackDrop})
+	got := read(s, 10, 2*time.Second)
+	one := uint32(1)
+	nack(s, &sourcer.NackOptions{MaxDeliveries: &one}, got...)
+	waitFor(t, 5*time.Second, "the drop", func() bool { return b.Len("q") == 0 })
+	if v := testutil.ToFloat64(counterVec(t, reg, "numaflow_source_dropped_total")); v != 1 {
+		t.Errorf("dropped_total = %v", v)
+	}
+}
+
+func TestMaxExtensionLetsTheLeaseExpire(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	_ = b.Publish("q", memsource.Publication{Payload: []byte("held")})
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", Lease: 400 * time.Millisecond, MaxExtension: 1200 * time.Millisecond})
+	s, reg := newSource(t, d, source.Options{})
+	if got := read(s, 10, 2*time.Second); len(got) != 1 {
+		t.Fatalf("read %d", len(got))
+	}
+	other := memsource.NewDriver(b, memsource.Options{Queue: "q", Wait: time.Millisecond})
+	// Kept past its first lease, then left to expire at the maximum.
+	time.Sleep(700 * time.Millisecond)
+	if m, _ := other.Receive(context.Background(), 10); len(m) != 0 {
+		t.Fatalf("message escaped while its lease was being extended")
+	}
+	waitFor(t, 5*time.Second, "the maximum extension", func() bool {
+		return testutil.ToFloat64(counterVec(t, reg, "numaflow_source_lease_max_extension_reached_total")) == 1
+	})
+	// The broker makes it visible again: another consumer, or this source (a duplicate it absorbs), gets it.
+	waitFor(t, 5*time.Second, "redelivery after the maximum extension", func() bool {
+		m, _ := other.Receive(context.Background(), 10)
+		return len(m) == 1 || testutil.ToFloat64(counterVec(t, reg, "numaflow_source_duplicate_receives_total")) >= 1
+	})
+}
+
+func TestNumaRestartMakesInFlightMessagesReadableAgain(t *testing.T) {
+	f := newFake(source.Capabilities{})
+	s, _ := newSource(t, f, source.Options{})
+	f.in <- []*source.Message{msg("a", "ha"), msg("b", "hb")}
+	stream1, endStream1 := context.WithCancel(context.Background())
+	ch := make(chan sourcer.Message, 10)
+	s.Read(stream1, readReq{10, time.Second}, ch)
+	if len(ch) != 2 {
+		t.Fatalf("read %d", len(ch))
+	}
+	endStream1() // numa went away without answering
+	var again []sourcer.Message
+	waitFor(t, 5*time.Second, "requeue", func() bool {
+		again = append(again, read(s, 10, 100*time.Millisecond)...)
+		return len(again) == 2
+	})
+	if fmt.Sprint(ids(again)) != "[a b]" {
+		t.Errorf("read again %v", ids(again))
+	}
+	ack(s, again...)
+	waitFor(t, 5*time.Second, "ack", func() bool { return len(f.callsOf("ack")) == 1 })
+}
+
+func TestPendingIsCachedAndUnknownOnError(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	_ = b.Publish("q", memsource.Publication{Payload: []byte("x")})
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q"})
+	s, _ := newSource(t, d, source.Options{PendingRefresh: time.Hour})
+	if p := s.Pending(context.Background()); p != 1 {
+		t.Fatalf("pending %d, want 1", p)
+	}
+	s.Pending(context.Background())
+	s.Pending(context.Background())
+	if n := b.Calls("backlog"); n != 1 {
+		t.Errorf("%d backlog calls for 3 Pending calls within the refresh period", n)
+	}
+	s2, _ := newSource(t, memsource.NewDriver(b, memsource.Options{Queue: "missing"}), source.Options{})
+	if p := s2.Pending(context.Background()); p != -1 {
+		t.Errorf("pending %d on a failing backlog, want -1", p)
+	}
+}
