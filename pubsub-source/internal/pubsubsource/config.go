@@ -1,0 +1,174 @@
+// Package pubsubsource is the Google Cloud Pub/Sub driver behind the pubsub-source connector. It
+// receives with the unary Pull API (exact control of ack deadlines), acks and modifies deadlines in
+// batches, dead-letters to an optional topic and reads the backlog from Cloud Monitoring on demand.
+// The portable adapter in common/source does buffering, retries, leases and shutdown.
+package pubsubsource
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/numaflow-connectors/sources/common/config"
+)
+
+// Pub/Sub limits the configuration is checked against.
+const (
+	minAckDeadline = 10 * time.Second
+	maxAckDeadline = 600 * time.Second // also the longest nack delay
+
+	// PendingOff leaves the backlog unknown (Pending -1: Numaflow does not autoscale on it).
+	PendingOff = "off"
+	// PendingMonitoring reads subscription/num_undelivered_messages from Cloud Monitoring.
+	PendingMonitoring = "monitoring"
+)
+
+// Config is the pubsub-source configuration, read from environment variables. The client library
+// reads its own variables on top (PUBSUB_EMULATOR_HOST, GOOGLE_APPLICATION_CREDENTIALS and the rest of
+// Application Default Credentials): they are not redeclared here.
+type Config struct {
+	Project            string        `env:"PUBSUB_PROJECT" desc:"Google Cloud project of the subscription. Required unless PUBSUB_SUBSCRIPTION is a full projects/P/subscriptions/S name or GOOGLE_CLOUD_PROJECT is set."`
+	GoogleCloudProject string        `env:"GOOGLE_CLOUD_PROJECT" desc:"Fallback for PUBSUB_PROJECT (the variable many Google Cloud tools set)."`
+	Subscription       string        `env:"PUBSUB_SUBSCRIPTION,required" desc:"Subscription to read: an ID (my-sub) in PUBSUB_PROJECT, or a full name projects/P/subscriptions/S. Pull subscriptions only. Required."`
+	MaxOutstanding     int           `env:"PUBSUB_MAX_OUTSTANDING_MESSAGES" envDefault:"1000" desc:"Flow control: the most messages this replica holds at once (buffered or in flight at numa, not yet acked or nacked). No pull is made while it is reached. 1 or more."`
+	MaxOutstandingB    int64         `env:"PUBSUB_MAX_OUTSTANDING_BYTES" envDefault:"33554432" desc:"Flow control: the most payload and attribute bytes this replica holds at once (default 32 MiB). No pull is made while it is reached; one pull may overshoot it by its own size. 1 or more."`
+	AckDeadline        time.Duration `env:"PUBSUB_ACK_DEADLINE" envDefault:"30s" desc:"Ack deadline set on every received message and by every lease extension; whole seconds, 10s to 600s. A replica that dies holding messages gives them back after at most this long, so it bounds crash recovery."`
+	MaxExtension       time.Duration `env:"PUBSUB_MAX_EXTENSION" envDefault:"1h" desc:"Longest total time the lease of a held message is extended; after it the message is left to expire and Pub/Sub redelivers it. At least PUBSUB_ACK_DEADLINE."`
+	DeadLetterTopic    string        `env:"PUBSUB_DEAD_LETTER_TOPIC" desc:"Topic (ID in the subscription's project, or projects/P/topics/T) that receives messages nacked more often than numa's max deliveries: data, attributes and x-dead-letter-* attributes with the reason. Empty: such messages are nacked and left to the subscription's own dead-letter policy."`
+	Pending            string        `env:"PUBSUB_PENDING" envDefault:"off" desc:"Backlog reported to Numaflow's autoscaler: off (unknown) or monitoring (Cloud Monitoring's subscription/num_undelivered_messages, which lags by a minute or more; needs roles/monitoring.viewer)."`
+}
+
+var (
+	// Resource IDs: 3-255 characters, starting with a letter, of letters, digits and -_.~+%; not
+	// starting with goog.
+	resourceIDRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$`)
+	// Project IDs (optionally domain-scoped, example.com:my-project) or project numbers.
+	projectRE  = regexp.MustCompile(`^(?:(?:[a-z0-9-]+\.)+[a-z]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$|^[0-9]{1,20}$`)
+	fullSubRE  = regexp.MustCompile(`^projects/([^/]+)/subscriptions/([^/]+)$`)
+	fullTopRE  = regexp.MustCompile(`^projects/([^/]+)/topics/([^/]+)$`)
+	deletedTop = "_deleted-topic_"
+)
+
+// Validate reports every problem in the configuration at once, each naming its variable. It makes no
+// network call.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(name, format string, args ...any) { errs = append(errs, config.Problem(name, format, args...)) }
+
+	subProject, subID, full := splitName(c.Subscription, fullSubRE)
+	switch {
+	case c.Subscription == "":
+		// Reported by the loader (the field is required).
+	case strings.HasPrefix(c.Subscription, "projects/") && !full:
+		add("PUBSUB_SUBSCRIPTION", "must be a subscription ID or projects/PROJECT/subscriptions/ID, got %q", c.Subscription)
+	case !validID(subID):
+		add("PUBSUB_SUBSCRIPTION", "has an invalid subscription ID %q (3-255 letters, digits and -_.~+%%, starting with a letter, not with goog)", subID)
+	}
+	if full && !projectRE.MatchString(subProject) {
+		add("PUBSUB_SUBSCRIPTION", "has an invalid project %q", subProject)
+	}
+
+	if c.Project != "" && !projectRE.MatchString(c.Project) {
+		add("PUBSUB_PROJECT", "must be a project ID such as my-project (6-30 lowercase letters, digits and hyphens) or a project number, got %q", c.Project)
+	}
+	if c.GoogleCloudProject != "" && c.Project == "" && !projectRE.MatchString(c.GoogleCloudProject) {
+		add("GOOGLE_CLOUD_PROJECT", "must be a project ID or number, got %q", c.GoogleCloudProject)
+	}
+	if full && c.Project != "" && c.Project != subProject {
+		add("PUBSUB_PROJECT", "is %q but PUBSUB_SUBSCRIPTION names project %q: set one of them", c.Project, subProject)
+	}
+	if !full && c.Project == "" && c.GoogleCloudProject == "" {
+		add("PUBSUB_PROJECT", "is required when PUBSUB_SUBSCRIPTION is only an ID (or set GOOGLE_CLOUD_PROJECT, or give projects/P/subscriptions/S)")
+	}
+
+	if c.DeadLetterTopic != "" {
+		tp, tid, tfull := splitName(c.DeadLetterTopic, fullTopRE)
+		switch {
+		case strings.HasPrefix(c.DeadLetterTopic, "projects/") && !tfull:
+			add("PUBSUB_DEAD_LETTER_TOPIC", "must be a topic ID or projects/PROJECT/topics/ID, got %q", c.DeadLetterTopic)
+		case tid == deletedTop || !validID(tid):
+			add("PUBSUB_DEAD_LETTER_TOPIC", "has an invalid topic ID %q (3-255 letters, digits and -_.~+%%, starting with a letter, not with goog)", tid)
+		case tfull && !projectRE.MatchString(tp):
+			add("PUBSUB_DEAD_LETTER_TOPIC", "has an invalid project %q", tp)
+		}
+	}
+
+	if c.MaxOutstanding < 1 {
+		add("PUBSUB_MAX_OUTSTANDING_MESSAGES", "must be at least 1, got %d", c.MaxOutstanding)
+	}
+	if c.MaxOutstandingB < 1 {
+		add("PUBSUB_MAX_OUTSTANDING_BYTES", "must be at least 1, got %d", c.MaxOutstandingB)
+	}
+	ackOK := false
+	switch {
+	case c.AckDeadline < minAckDeadline || c.AckDeadline > maxAckDeadline:
+		add("PUBSUB_ACK_DEADLINE", "must be between 10s and 600s (Pub/Sub's limits), got %s", c.AckDeadline)
+	case c.AckDeadline%time.Second != 0:
+		add("PUBSUB_ACK_DEADLINE", "must be a whole number of seconds, got %s", c.AckDeadline)
+	default:
+		ackOK = true
+	}
+	switch {
+	case c.MaxExtension <= 0:
+		add("PUBSUB_MAX_EXTENSION", "must be more than 0s, got %s", c.MaxExtension)
+	case ackOK && c.MaxExtension < c.AckDeadline:
+		add("PUBSUB_MAX_EXTENSION", "must be at least PUBSUB_ACK_DEADLINE (%s), got %s", c.AckDeadline, c.MaxExtension)
+	}
+	switch c.Pending {
+	case PendingOff, PendingMonitoring:
+	default:
+		add("PUBSUB_PENDING", "must be %q or %q, got %q", PendingOff, PendingMonitoring, c.Pending)
+	}
+	return errors.Join(errs...)
+}
+
+// ProjectID is the project of the subscription: from its full name, PUBSUB_PROJECT or
+// GOOGLE_CLOUD_PROJECT, in that order. Valid after Validate.
+func (c *Config) ProjectID() string {
+	if p, _, full := splitName(c.Subscription, fullSubRE); full {
+		return p
+	}
+	if c.Project != "" {
+		return c.Project
+	}
+	return c.GoogleCloudProject
+}
+
+// SubscriptionName is the full resource name projects/P/subscriptions/S.
+func (c *Config) SubscriptionName() string {
+	_, id, _ := splitName(c.Subscription, fullSubRE)
+	return fmt.Sprintf("projects/%s/subscriptions/%s", c.ProjectID(), id)
+}
+
+// SubscriptionID is the short ID of the subscription (the subscription_id label in Cloud Monitoring).
+func (c *Config) SubscriptionID() string {
+	_, id, _ := splitName(c.Subscription, fullSubRE)
+	return id
+}
+
+// DeadLetterTopicName is the full resource name of PUBSUB_DEAD_LETTER_TOPIC ("" when unset); an ID is
+// taken to be in the subscription's project.
+func (c *Config) DeadLetterTopicName() string {
+	if c.DeadLetterTopic == "" {
+		return ""
+	}
+	if p, id, full := splitName(c.DeadLetterTopic, fullTopRE); full {
+		return fmt.Sprintf("projects/%s/topics/%s", p, id)
+	}
+	return fmt.Sprintf("projects/%s/topics/%s", c.ProjectID(), c.DeadLetterTopic)
+}
+
+// splitName splits a full resource name matched by re into project and ID; a plain ID comes back as
+// ("", id, false).
+func splitName(s string, re *regexp.Regexp) (project, id string, full bool) {
+	if m := re.FindStringSubmatch(s); m != nil {
+		return m[1], m[2], true
+	}
+	return "", s, false
+}
+
+func validID(id string) bool {
+	return resourceIDRE.MatchString(id) && !strings.HasPrefix(strings.ToLower(id), "goog")
+}
