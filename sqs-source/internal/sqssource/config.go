@@ -41,7 +41,7 @@ var (
 	queueNameRE   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,80}$`)
 	roleARNRE     = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$`)
 	sessionNameRE = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
-	externalIDRE  = regexp.MustCompile(`^[\w+=,.@:/-]{2,1224}$`)
+	externalIDRE  = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
 )
 
 // Validate reports every problem in the configuration at once, each naming its variable. It makes no
@@ -94,7 +94,7 @@ func (c *Config) Validate() error {
 		if c.AssumeRoleARN == "" {
 			add("SQS_ASSUME_ROLE_EXTERNAL_ID", "is set but SQS_ASSUME_ROLE_ARN is not: an external ID is only used when assuming a role")
 		}
-		if !externalIDRE.MatchString(c.AssumeRoleExternal) {
+		if n := len(c.AssumeRoleExternal); n < 2 || n > 1224 || !externalIDRE.MatchString(c.AssumeRoleExternal) {
 			add("SQS_ASSUME_ROLE_EXTERNAL_ID", "must be 2-1224 characters of letters, digits and +=,.@:/-_")
 		}
 	}
