@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian 12 machine: Redis from apt, the SQS emulator from npm
+# (pinned by tools/fauxqs/package-lock.json), and every module's Go dependencies. Idempotent and quick
+# when everything is already there. Google's Pub/Sub emulator cannot be installed from the registries:
+# the Pub/Sub tests use it when the machine has it and fall back to a pstest server of ours.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
+if ((${#need[@]})); then
+	echo "deps: installing ${need[*]} with apt"
+	SUDO=""
+	[ "$(id -u)" = 0 ] || SUDO="sudo"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# apt starts nothing for us on Debian 12 in containers; if a service did start, it is not ours and we
+# never use its port (tests pick free ports).
+
+if [ -f tools/fauxqs/package-lock.json ]; then
+	if [ ! -f tools/fauxqs/node_modules/.package-lock.json ] || [ tools/fauxqs/package-lock.json -nt tools/fauxqs/node_modules/.package-lock.json ]; then
+		echo "deps: npm ci in tools/fauxqs"
+		npm ci --prefix tools/fauxqs --no-audit --no-fund --loglevel=error
+	fi
+fi
+
+for m in $(git ls-files '*go.mod' 2>/dev/null || find . -name go.mod -not -path './tools/*'); do
+	(cd "$(dirname "$m")" && GOWORK=off go mod download)
+done
+echo "deps: ready"
