@@ -15,7 +15,7 @@ LDFLAGS    := -s -w -X github.com/numaflow-connectors/sources/common/version.Ver
 TEST_FLAGS ?= -race -shuffle=on -count=1 -timeout 25m -parallel 8
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-dir = $(if $(filter root,$(1)),.,$(1))
+moddir = $(if $(filter root,$(1)),.,$(1))
 
 .PHONY: all build run test deps vet lint tidy bench docs clean $(addprefix test/,$(MODULES)) $(addprefix vet/,$(MODULES)) \
         $(addprefix lint/,$(MODULES)) $(addprefix tidy/,$(MODULES)) $(addprefix bench/,$(MODULES))
@@ -48,7 +48,7 @@ test: deps tidy vet $(addprefix test/,$(MODULES))
 
 $(addprefix test/,$(MODULES)): test/%:
 	@echo "== test $*"
-	cd $(call dir,$*) && GOWORK=off $(GO) test $(TEST_FLAGS) ./...
+	cd $(call moddir,$*) && GOWORK=off $(GO) test $(TEST_FLAGS) ./...
 
 ## vet: go vet and gofmt for every module, plus module-boundary checks (part of make test)
 vet: $(addprefix vet/,$(MODULES))
@@ -58,25 +58,25 @@ vet: $(addprefix vet/,$(MODULES))
 lint: vet $(addprefix lint/,$(MODULES))
 
 $(addprefix lint/,$(MODULES)): lint/%:
-	cd $(call dir,$*) && GOWORK=off $(GO) run $(STATICCHECK) ./...
+	cd $(call moddir,$*) && GOWORK=off $(GO) run $(STATICCHECK) ./...
 
 $(addprefix vet/,$(MODULES)): vet/%:
-	cd $(call dir,$*) && GOWORK=off $(GO) vet ./...
-	@test -z "$$(cd $(call dir,$*) && gofmt -l $$(git ls-files '*.go' | grep -v '^-'))" || \
-		{ echo "gofmt needed in $*:"; cd $(call dir,$*) && gofmt -l .; exit 1; }
+	cd $(call moddir,$*) && GOWORK=off $(GO) vet ./...
+	@test -z "$$(cd $(call moddir,$*) && gofmt -l $$(git ls-files '*.go' | grep -v '^-'))" || \
+		{ echo "gofmt needed in $*:"; cd $(call moddir,$*) && gofmt -l .; exit 1; }
 
 ## tidy: fail when go mod tidy would change any go.mod or go.sum
 tidy: $(addprefix tidy/,$(MODULES))
 
 $(addprefix tidy/,$(MODULES)): tidy/%:
-	@cd $(call dir,$*) && GOWORK=off $(GO) mod tidy -diff >/dev/null || \
-		{ echo "go mod tidy would change $*:"; cd $(call dir,$*) && GOWORK=off $(GO) mod tidy -diff; exit 1; }
+	@cd $(call moddir,$*) && GOWORK=off $(GO) mod tidy -diff >/dev/null || \
+		{ echo "go mod tidy would change $*:"; cd $(call moddir,$*) && GOWORK=off $(GO) mod tidy -diff; exit 1; }
 
 ## bench: every module's benchmarks (the figures go into the module READMEs and docs/benchmarks.md)
 bench: deps $(addprefix bench/,$(MODULES))
 
 $(addprefix bench/,$(MODULES)): bench/%:
-	cd $(call dir,$*) && GOWORK=off $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+	cd $(call moddir,$*) && GOWORK=off $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 
 ## docs: regenerate the env tables in every README from the config structs
 docs:
