@@ -3,7 +3,6 @@ package sqssource
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -27,40 +27,38 @@ import (
 // with SQS_ASSUME_ROLE_ARN assumed on top. It makes no call to SQS: a missing queue or an outage shows
 // in Check and in the adapter's readiness, never as a failed start.
 func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, error) {
-	return open(ctx, cfg, env, nil)
+	return open(ctx, cfg, env, nil, nil)
 }
 
 // OpenCounted is Open with every HTTP request the driver sends also counted in counter (for
 // benchmarks running the driver in process).
 func OpenCounted(ctx context.Context, cfg *Config, env *server.Env, counter *RequestCounter) (source.Driver, error) {
-	return open(ctx, cfg, env, counter)
+	return open(ctx, cfg, env, counter, nil)
 }
 
-func open(ctx context.Context, cfg *Config, env *server.Env, counter *RequestCounter) (*driver, error) {
+// open builds the driver; load adds options to config.LoadDefaultConfig (tests point it at fauxqs).
+func open(ctx context.Context, cfg *Config, env *server.Env, counter *RequestCounter, load []func(*awsconfig.LoadOptions) error) (*driver, error) {
 	if counter == nil {
 		counter = &RequestCounter{}
 	}
-	transport := &http.Transport{
-		Proxy: http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          2 * (maxReceiveConcurrency + ackConcurrency),
-		MaxIdleConnsPerHost:   maxReceiveConcurrency + ackConcurrency,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		// A long poll answers within SQS_WAIT_TIME; anything silent much longer is a dead connection.
-		ResponseHeaderTimeout: cfg.WaitTime + 30*time.Second,
-	}
-	httpClient := &http.Client{Transport: &countingTransport{base: transport, counter: counter}}
-
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithHTTPClient(httpClient))
+	// The SDK's own buildable client, tuned, so that settings it applies while loading (such as
+	// AWS_CA_BUNDLE) apply; its transport is then wrapped to count requests.
+	tuned := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.MaxIdleConns = 2 * (maxReceiveConcurrency + ackConcurrency)
+		tr.MaxIdleConnsPerHost = maxReceiveConcurrency + ackConcurrency
+		// A long poll answers within SQS_WAIT_TIME; a connection silent much longer is dead.
+		tr.ResponseHeaderTimeout = cfg.WaitTime + 30*time.Second
+	})
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, append([]func(*awsconfig.LoadOptions) error{awsconfig.WithHTTPClient(tuned)}, load...)...)
 	if err != nil {
 		return nil, fmt.Errorf("loading AWS configuration: %w", err)
 	}
+	bc, ok := awsCfg.HTTPClient.(*awshttp.BuildableClient)
+	if !ok {
+		return nil, fmt.Errorf("loading AWS configuration: unexpected HTTP client %T", awsCfg.HTTPClient)
+	}
+	transport := bc.GetTransport()
+	awsCfg.HTTPClient = &http.Client{Transport: &countingTransport{base: transport, counter: counter}}
 	if awsCfg.Region == "" {
 		// No AWS_REGION or profile region: take it from the queue URL's host (sqs.REGION.amazonaws.com).
 		awsCfg.Region = regionFromURL(cfg.QueueURL)
