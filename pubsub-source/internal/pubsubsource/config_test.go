@@ -1,0 +1,151 @@
+package pubsubsource
+
+import (
+	"errors"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/numaflow-connectors/sources/common/config"
+)
+
+func validConfig() Config {
+	return Config{
+		Project: "my-project", Subscription: "orders", MaxOutstanding: 1000, MaxOutstandingB: 32 << 20,
+		AckDeadline: 30 * time.Second, MaxExtension: time.Hour, Pending: PendingOff,
+	}
+}
+
+// problems returns the variables named by err's problems, sorted.
+func problems(t *testing.T, err error) []string {
+	t.Helper()
+	if err == nil {
+		return nil
+	}
+	var vars []string
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		var fe *config.FieldError
+		if !errors.As(e, &fe) {
+			t.Fatalf("problem %v is not a config.FieldError", e)
+		}
+		vars = append(vars, fe.Var)
+	}
+	walk(err)
+	sort.Strings(vars)
+	return vars
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   []string
+	}{
+		{"valid", func(*Config) {}, nil},
+		{"full subscription name needs no project", func(c *Config) {
+			c.Project, c.Subscription = "", "projects/other-project/subscriptions/orders"
+		}, nil},
+		{"GOOGLE_CLOUD_PROJECT as fallback", func(c *Config) { c.Project, c.GoogleCloudProject = "", "fallback-project" }, nil},
+		{"project number and domain-scoped project", func(c *Config) { c.Project = "example.com:my-project" }, nil},
+		{"numeric project", func(c *Config) { c.Project = "123456789012" }, nil},
+		{"no project at all", func(c *Config) { c.Project = "" }, []string{"PUBSUB_PROJECT"}},
+		{"projects differ", func(c *Config) { c.Subscription = "projects/other-project/subscriptions/orders" }, []string{"PUBSUB_PROJECT"}},
+		{"bad project", func(c *Config) { c.Project = "My_Project" }, []string{"PUBSUB_PROJECT"}},
+		{"bad fallback project", func(c *Config) { c.Project, c.GoogleCloudProject = "", "X" }, []string{"GOOGLE_CLOUD_PROJECT"}},
+		{"malformed full name", func(c *Config) { c.Subscription = "projects/p/topics/t" }, []string{"PUBSUB_SUBSCRIPTION"}},
+		{"short subscription ID", func(c *Config) { c.Subscription = "ab" }, []string{"PUBSUB_SUBSCRIPTION"}},
+		{"goog prefix", func(c *Config) { c.Subscription = "google-sub" }, []string{"PUBSUB_SUBSCRIPTION"}},
+		{"ID starting with a digit", func(c *Config) { c.Subscription = "1orders" }, []string{"PUBSUB_SUBSCRIPTION"}},
+		{"bad project in full name", func(c *Config) {
+			c.Project, c.Subscription = "", "projects/P!/subscriptions/orders"
+		}, []string{"PUBSUB_SUBSCRIPTION"}},
+		{"dead-letter topic ID", func(c *Config) { c.DeadLetterTopic = "orders-dlq" }, nil},
+		{"dead-letter topic full name", func(c *Config) { c.DeadLetterTopic = "projects/other-project/topics/dlq" }, nil},
+		{"bad dead-letter topic", func(c *Config) { c.DeadLetterTopic = "projects/x/subscriptions/y" }, []string{"PUBSUB_DEAD_LETTER_TOPIC"}},
+		{"deleted-topic sentinel", func(c *Config) { c.DeadLetterTopic = "_deleted-topic_" }, []string{"PUBSUB_DEAD_LETTER_TOPIC"}},
+		{"zero outstanding messages", func(c *Config) { c.MaxOutstanding = 0 }, []string{"PUBSUB_MAX_OUTSTANDING_MESSAGES"}},
+		{"zero outstanding bytes", func(c *Config) { c.MaxOutstandingB = 0 }, []string{"PUBSUB_MAX_OUTSTANDING_BYTES"}},
+		{"ack deadline too short", func(c *Config) { c.AckDeadline = 9 * time.Second }, []string{"PUBSUB_ACK_DEADLINE"}},
+		{"ack deadline too long", func(c *Config) { c.AckDeadline = 601 * time.Second }, []string{"PUBSUB_ACK_DEADLINE"}},
+		{"ack deadline not whole seconds", func(c *Config) { c.AckDeadline = 10500 * time.Millisecond }, []string{"PUBSUB_ACK_DEADLINE"}},
+		{"ack deadline bounds", func(c *Config) { c.AckDeadline, c.MaxExtension = 600*time.Second, 600*time.Second }, nil},
+		{"max extension zero", func(c *Config) { c.MaxExtension = 0 }, []string{"PUBSUB_MAX_EXTENSION"}},
+		{"max extension below ack deadline", func(c *Config) { c.MaxExtension = 20 * time.Second }, []string{"PUBSUB_MAX_EXTENSION"}},
+		{"pending monitoring", func(c *Config) { c.Pending = PendingMonitoring }, nil},
+		{"pending unknown", func(c *Config) { c.Pending = "stackdriver" }, []string{"PUBSUB_PENDING"}},
+		{"every problem at once", func(c *Config) {
+			*c = Config{Subscription: "x", DeadLetterTopic: "goog", MaxOutstanding: -1, MaxOutstandingB: -1,
+				AckDeadline: time.Second, MaxExtension: -1, Pending: "yes"}
+		}, []string{"PUBSUB_ACK_DEADLINE", "PUBSUB_DEAD_LETTER_TOPIC", "PUBSUB_MAX_EXTENSION", "PUBSUB_MAX_OUTSTANDING_BYTES",
+			"PUBSUB_MAX_OUTSTANDING_MESSAGES", "PUBSUB_PENDING", "PUBSUB_PROJECT", "PUBSUB_SUBSCRIPTION"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			tt.change(&c)
+			err := c.Validate()
+			got := problems(t, err)
+			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("problems %v, want %v (error: %v)", got, tt.want, err)
+			}
+		})
+	}
+}
+
+func TestNames(t *testing.T) {
+	tests := []struct {
+		cfg                          Config
+		project, sub, subID, deadLtr string
+	}{
+		{Config{Project: "p-123456", Subscription: "s1x", DeadLetterTopic: "dlq"},
+			"p-123456", "projects/p-123456/subscriptions/s1x", "s1x", "projects/p-123456/topics/dlq"},
+		{Config{GoogleCloudProject: "g-123456", Subscription: "s1x"},
+			"g-123456", "projects/g-123456/subscriptions/s1x", "s1x", ""},
+		{Config{Project: "p-123456", GoogleCloudProject: "g-123456", Subscription: "s1x"},
+			"p-123456", "projects/p-123456/subscriptions/s1x", "s1x", ""},
+		{Config{GoogleCloudProject: "g-123456", Subscription: "projects/f-123456/subscriptions/s2x", DeadLetterTopic: "projects/d-123456/topics/t"},
+			"f-123456", "projects/f-123456/subscriptions/s2x", "s2x", "projects/d-123456/topics/t"},
+	}
+	for _, tt := range tests {
+		c := tt.cfg
+		if got := c.ProjectID(); got != tt.project {
+			t.Errorf("%+v: project %q, want %q", c, got, tt.project)
+		}
+		if got := c.SubscriptionName(); got != tt.sub {
+			t.Errorf("%+v: subscription %q, want %q", c, got, tt.sub)
+		}
+		if got := c.SubscriptionID(); got != tt.subID {
+			t.Errorf("%+v: subscription ID %q, want %q", c, got, tt.subID)
+		}
+		if got := c.DeadLetterTopicName(); got != tt.deadLtr {
+			t.Errorf("%+v: dead-letter topic %q, want %q", c, got, tt.deadLtr)
+		}
+	}
+}
+
+// Every field is documented and has an env tag; secrets or credentials are not redeclared.
+func TestConfigTags(t *testing.T) {
+	typ := reflectType()
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		env, desc := f.Tag.Get("env"), f.Tag.Get("desc")
+		if env == "" || desc == "" {
+			t.Errorf("field %s: env %q desc %q: both are required", f.Name, env, desc)
+		}
+		name := strings.Split(env, ",")[0]
+		if name == "PUBSUB_EMULATOR_HOST" || name == "GOOGLE_APPLICATION_CREDENTIALS" {
+			t.Errorf("field %s redeclares %s, which the client library reads itself", f.Name, name)
+		}
+	}
+}
+
+func reflectType() reflect.Type { return reflect.TypeOf(Config{}) }
