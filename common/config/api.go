@@ -57,3 +57,9 @@ type Platform struct {
 	ReadTimeoutMS int           `env:"NUMAFLOW_READ_TIMEOUT_MS" envDefault:"1000" desc:"Set by Numaflow (v1.7+): the vertex's read timeout in milliseconds."`
 	_             time.Duration // keeps the import used while this file is a stub
 }
+
+// MarshalJSON redacts, so a config struct logged as a whole (slog's JSON handler) shows no secret.
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + s.String() + `"`), nil }
+
+// MarshalText redacts.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }

@@ -1,0 +1,36 @@
+// Package configtest holds test helpers for connector configuration: every variable is documented,
+// and a README's environment variable table matches the code.
+package configtest
+
+import (
+	"testing"
+
+	"github.com/numaflow-connectors/sources/common/config"
+)
+
+// Documented fails t when a variable of cfgs has no desc tag, is declared twice, or is required with a
+// default.
+func Documented(t testing.TB, cfgs ...any) {
+	t.Helper()
+	if err := config.Lint(cfgs...); err != nil {
+		t.Errorf("configuration docs:\n%v", err)
+	}
+}
+
+// README fails t when the env table in the README at path differs from groups (with UPDATE_DOCS=1 set
+// it rewrites the table instead). A connector's TestREADME is one line:
+//
+//	configtest.README(t, "../../README.md", config.Groups("sqs-source", sqssource.Config{})...)
+func README(t testing.TB, path string, groups ...config.Group) {
+	t.Helper()
+	for _, g := range groups {
+		for _, v := range g.Vars {
+			if v.Description == "" {
+				t.Errorf("%s (%s): missing desc tag", v.Name, v.Field)
+			}
+		}
+	}
+	if err := config.CheckMarkdown(path, config.Markdown(groups...)); err != nil {
+		t.Error(err)
+	}
+}
