@@ -23,6 +23,7 @@ const (
 	maxReceiveConcurrency     = 100
 	ackConcurrency            = 8
 	maxNackDelay              = 12 * time.Hour
+	idleBacklogTTL            = time.Minute
 )
 
 // driver is the SQS source.Driver. Handles are receipt handles (string).
@@ -39,6 +40,14 @@ type driver struct {
 
 	checked   atomic.Bool
 	closeOnce sync.Once
+
+	// An empty queue stays empty while no receive of this driver returns a message: a zero backlog is
+	// then reused for up to idleBacklogTTL, so an idle replica 0 (asked for pending every 5 s) makes
+	// about one GetQueueAttributes call a minute instead of twelve.
+	received  atomic.Uint64 // receives that returned messages
+	zeroMu    sync.Mutex
+	zeroAt    time.Time // when a zero backlog was read; zero time when none
+	zeroRecvd uint64    // received when it was read
 }
 
 var (
@@ -96,6 +105,7 @@ func (d *driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 	if len(out.Messages) == 0 {
 		return nil, nil
 	}
+	d.received.Add(1)
 	now := time.Now()
 	msgs := make([]*source.Message, 0, len(out.Messages))
 	for _, m := range out.Messages {
@@ -246,8 +256,29 @@ func failedByID(entries []types.BatchResultErrorEntry) map[string]types.BatchRes
 
 // Backlog is ApproximateNumberOfMessages (visible) + ApproximateNumberOfMessagesNotVisible (in flight
 // at any replica, including messages nacked with a delay). Delayed messages (DelaySeconds) are not
-// counted: they cannot be read yet and are counted once they become visible.
+// counted: they cannot be read yet and are counted once they become visible. A zero reading is reused
+// for up to a minute while no receive of this driver returns a message (see idleBacklogTTL); SQS's own
+// counts lag by about that much.
 func (d *driver) Backlog(ctx context.Context) (int64, error) {
+	recvd := d.received.Load()
+	d.zeroMu.Lock()
+	idle := !d.zeroAt.IsZero() && d.zeroRecvd == recvd && time.Since(d.zeroAt) < idleBacklogTTL
+	d.zeroMu.Unlock()
+	if idle {
+		return 0, nil
+	}
+	n, err := d.backlog(ctx)
+	d.zeroMu.Lock()
+	if err == nil && n == 0 {
+		d.zeroAt, d.zeroRecvd = time.Now(), recvd
+	} else {
+		d.zeroAt = time.Time{}
+	}
+	d.zeroMu.Unlock()
+	return n, err
+}
+
+func (d *driver) backlog(ctx context.Context) (int64, error) {
 	out, err := d.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl: &d.cfg.QueueURL,
 		AttributeNames: []types.QueueAttributeName{

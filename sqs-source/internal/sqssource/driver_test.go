@@ -582,3 +582,39 @@ func TestRegionFromURL(t *testing.T) {
 		}
 	}
 }
+
+func TestBacklogIdleCache(t *testing.T) {
+	visible := "0"
+	f := &fakeSQS{
+		attrs: func(*sqs.GetQueueAttributesInput) (*sqs.GetQueueAttributesOutput, error) {
+			return &sqs.GetQueueAttributesOutput{Attributes: map[string]string{
+				"ApproximateNumberOfMessages": visible, "ApproximateNumberOfMessagesNotVisible": "0"}}, nil
+		},
+		receive: func(*sqs.ReceiveMessageInput) (*sqs.ReceiveMessageOutput, error) {
+			return &sqs.ReceiveMessageOutput{Messages: []types.Message{{MessageId: aws.String("m"), ReceiptHandle: aws.String("r"), Body: aws.String("b")}}}, nil
+		},
+	}
+	d := newTestDriver(t, nil, f)
+	queries := func() int { return strings.Count(strings.Join(f.calls, ","), "GetQueueAttributes") }
+	for i := 0; i < 5; i++ {
+		if n, err := d.Backlog(context.Background()); n != 0 || err != nil {
+			t.Fatalf("backlog %d, %v", n, err)
+		}
+	}
+	if q := queries(); q != 1 {
+		t.Fatalf("%d queries for 5 idle backlog readings, want 1", q)
+	}
+	// A receive that returns a message ends the idle reuse.
+	visible = "3"
+	if _, err := d.Receive(context.Background(), 10); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := d.Backlog(context.Background()); n != 3 {
+		t.Fatalf("backlog %d after a receive, want a fresh reading of 3", n)
+	}
+	// Non-zero readings are never reused.
+	d.Backlog(context.Background())
+	if q := queries(); q != 3 {
+		t.Fatalf("%d queries, want 3", q)
+	}
+}
