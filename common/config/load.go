@@ -271,6 +271,9 @@ func fromEnvError(err error, fs []field) *FieldError {
 	case errors.As(err, &fe):
 		return fe
 	case errors.As(err, &pe):
+		if fe, ok := pe.Err.(*FieldError); ok { // from parserFor: names the variable already
+			return fe
+		}
 		key, secret := byName(pe.Name, pe.Type)
 		if secret {
 			return &FieldError{Var: key, Problem: "invalid value"}

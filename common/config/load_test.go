@@ -159,6 +159,11 @@ func TestLoad(t *testing.T) {
 			if strings.Join(vars, ",") != strings.Join(tc.wantVars, ",") {
 				t.Fatalf("problems for %v, want %v; error:\n%v", vars, tc.wantVars, err)
 			}
+			for _, p := range got {
+				if strings.Count(p.Error(), p.Var+": ") != 1 {
+					t.Errorf("problem names its variable more than once: %v", p)
+				}
+			}
 			for _, s := range tc.wantText {
 				if !strings.Contains(err.Error(), s) {
 					t.Errorf("error %q does not contain %q", err, s)

@@ -4,10 +4,32 @@ package server
 
 import (
 	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
 	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/numaproj/numaflow-go/pkg/sourcer"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/numaflow-connectors/sources/common/config"
+	"github.com/numaflow-connectors/sources/common/logging"
 	"github.com/numaflow-connectors/sources/common/source"
+	"github.com/numaflow-connectors/sources/common/version"
 )
 
 // Env is what Open gets besides its own configuration.
@@ -27,8 +49,299 @@ type App[C any] struct {
 	Open func(ctx context.Context, cfg *C, env *Env) (source.Driver, error)
 }
 
+// Exit statuses of Run.
+const (
+	ExitOK     = 0 // graceful shutdown, --help, --version
+	ExitFailed = 1 // the driver, the adapter or a server could not start
+	ExitConfig = 2 // bad flags or configuration (before any network call)
+)
+
+// Bounds of the shutdown and start-up steps around the configured SHUTDOWN_TIMEOUT.
+const (
+	checkTimeout   = 10 * time.Second       // the driver's start-up Check
+	grpcStopWait   = time.Second            // numaflow-go's server after the source is closed
+	httpStopWait   = 500 * time.Millisecond // the metrics server
+	httpReadHeader = 5 * time.Second
+)
+
 // Main runs app and exits: status 2 for bad configuration (before any network call), 1 when the
-// driver cannot be built, 0 after a graceful shutdown.
+// driver cannot be built, 0 after a graceful shutdown (on SIGTERM or SIGINT).
 func Main[C any](app App[C]) {
-	panic("TODO")
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := Run(ctx, app, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Run is Main without the process: args are the command-line arguments (without the program name),
+// environ the environment in os.Environ form. It serves until ctx is done (Main cancels it on SIGTERM
+// or SIGINT), then shuts down within SHUTDOWN_TIMEOUT and returns the exit status.
+func Run[C any](ctx context.Context, app App[C], args []string, environ []string, stdout, stderr io.Writer) int {
+	// Flags.
+	fs := flag.NewFlagSet(app.Name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var help, showVersion bool
+	fs.BoolVar(&help, "help", false, "print the environment variables this connector reads and exit")
+	fs.BoolVar(&help, "h", false, "same as --help")
+	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s [--help] [--version]\nConfigured by environment variables: run %s --help for the list.\n", app.Name, app.Name)
+	}
+	if err := fs.Parse(args); err != nil {
+		return ExitConfig
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q (configuration is read from environment variables; see --help)\n", app.Name, fs.Arg(0))
+		return ExitConfig
+	}
+	if help {
+		if err := config.WriteHelp(stdout, app.Name, app.Description, config.Groups(app.Name, new(C))...); err != nil {
+			fmt.Fprintln(stderr, err)
+			return ExitFailed
+		}
+		return ExitOK
+	}
+	if showVersion {
+		fmt.Fprintln(stdout, version.String(app.Name))
+		return ExitOK
+	}
+
+	// Configuration: every problem of both structs at once, before any network call.
+	var (
+		cfg    C
+		common config.Common
+	)
+	if bad := printProblems(stderr, config.Load(&cfg, environ), config.Load(&common, environ)); bad {
+		return ExitConfig
+	}
+
+	// Logging.
+	ver, commit := version.Get()
+	logger, err := logging.New(stderr, common.LogLevel, common.LogFormat)
+	if err != nil { // Common.Validate already checked both values
+		fmt.Fprintf(stderr, "config: %v\n", err)
+		return ExitConfig
+	}
+	logger = logger.With("connector", app.Name, "version", ver, "replica", common.Replica)
+	defer restoreStdLog()()
+	logging.RouteStdLog(logger)
+	logger.Info("starting", "commit", commit, "numaflow_go", version.NumaflowGo(), "go", runtime.Version(),
+		"pipeline", common.Pipeline, "vertex", common.Vertex, "pod", common.Pod)
+	logger.Debug("configuration", "config", cfg, "common", common)
+
+	// Metrics and health.
+	reg := prometheus.NewRegistry()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "numaflow_source", Name: "build_info", Help: "Always 1; the labels say what runs.",
+		ConstLabels: prometheus.Labels{"connector": app.Name, "version": ver, "commit": commit, "numaflow_go": version.NumaflowGo()},
+	})
+	buildInfo.Set(1)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo)
+	h := &health{}
+	stopHTTP := func(context.Context) {}
+	if common.MetricsAddr != "" {
+		stopHTTP, err = serveHTTP(common.MetricsAddr, reg, h, logger)
+		if err != nil {
+			logger.Error("starting the metrics server failed", "addr", common.MetricsAddr, "error", err)
+			return ExitFailed
+		}
+	}
+	defer stopHTTP(context.WithoutCancel(ctx))
+
+	// Driver and adapter.
+	env := &Env{Log: logger, Platform: common.Platform}
+	driver, err := app.Open(ctx, &cfg, env)
+	if err == nil && driver == nil {
+		err = errors.New("open returned no driver")
+	}
+	if err != nil {
+		logger.Error("opening the driver failed", "error", err)
+		return ExitFailed
+	}
+	checkCtx, stopCheck := context.WithCancel(ctx)
+	var checkWG sync.WaitGroup
+	defer checkWG.Wait()
+	defer stopCheck()
+	if chk, ok := driver.(source.Checker); ok {
+		checkWG.Go(func() { runCheck(checkCtx, chk, driver, logger) })
+	}
+	src, err := source.New(driver, common.SourceOptions(), logger, reg)
+	if err != nil {
+		logger.Error("creating the source failed", "error", err)
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), common.ShutdownTimeout)
+		defer cancel()
+		if err := driver.Close(closeCtx); err != nil {
+			logger.Warn("closing the driver failed", "error", err)
+		}
+		return ExitFailed
+	}
+	h.src.Store(src)
+
+	// numaflow-go's gRPC server. Its context is ours to cancel after the source is closed; it also
+	// stops by itself on SIGTERM (its own handler) or after a panic in a handler.
+	grpcCtx, stopGRPC := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopGRPC()
+	grpcDone := make(chan error, 1)
+	for _, p := range []string{common.SourceSocket, common.SourceServerInfoFile} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			logger.Warn("creating a directory failed", "path", filepath.Dir(p), "error", err)
+		}
+	}
+	go func() {
+		srv := sourcer.NewServer(src, sourcer.WithSockAddr(common.SourceSocket), sourcer.WithServerInfoFilePath(common.SourceServerInfoFile))
+		grpcDone <- srv.Start(grpcCtx)
+	}()
+	logger.Info("serving", "socket", common.SourceSocket, "server_info_file", common.SourceServerInfoFile)
+
+	code := ExitOK
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "reason", context.Cause(ctx))
+	case err := <-grpcDone:
+		grpcDone <- err // for the wait below
+		if err != nil {
+			logger.Error("grpc server failed", "socket", common.SourceSocket, "error", err)
+			code = ExitFailed
+		} else {
+			logger.Warn("grpc server stopped; shutting down")
+		}
+	}
+
+	// Shutdown: release held messages at once, flush acks, close the driver, all within
+	// SHUTDOWN_TIMEOUT; then give the gRPC server a moment to end, but do not wait for numaflow-go's own
+	// 15 s graceful stop.
+	h.stopping.Store(true)
+	stopCheck()
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), common.ShutdownTimeout)
+	defer cancel()
+	start := time.Now()
+	src.Shutdown(shutCtx)
+	if err := src.Close(shutCtx); err != nil {
+		logger.Warn("closing the source failed", "error", err)
+	}
+	stopGRPC()
+	t := time.NewTimer(grpcStopWait)
+	defer t.Stop()
+	select {
+	case <-grpcDone:
+	case <-t.C:
+		logger.Warn("grpc server still stopping; exiting anyway")
+	}
+	// A server that stopped by itself without our signal (e.g. after a panic in a handler) is a failure.
+	if code == ExitOK && ctx.Err() == nil {
+		code = ExitFailed
+	}
+	logger.Info("stopped", "took", time.Since(start).Round(time.Millisecond).String(), "exit_status", code)
+	return code
+}
+
+// printProblems prints every configuration problem, one line each, and reports whether there were any.
+func printProblems(w io.Writer, errs ...error) bool {
+	bad := false
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		bad = true
+		var ce *config.Errors
+		if !errors.As(err, &ce) {
+			fmt.Fprintf(w, "config: %v\n", err)
+			continue
+		}
+		for _, p := range ce.Problems {
+			if p.Var == "" {
+				fmt.Fprintf(w, "config: %s\n", p.Problem)
+			} else {
+				fmt.Fprintf(w, "config: %s: %s\n", p.Var, p.Problem)
+			}
+		}
+	}
+	return bad
+}
+
+// restoreStdLog saves the standard logger's settings and returns a func that puts them back, so a Run
+// inside a test leaves the log package as it found it.
+func restoreStdLog() func() {
+	out, flags, prefix := log.Writer(), log.Flags(), log.Prefix()
+	return func() {
+		log.SetOutput(out)
+		log.SetFlags(flags)
+		log.SetPrefix(prefix)
+	}
+}
+
+// runCheck runs the driver's start-up check once and logs what it found. The source runs either way.
+func runCheck(ctx context.Context, chk source.Checker, d source.Driver, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	start := time.Now()
+	err := chk.Check(ctx)
+	switch {
+	case err == nil:
+		logger.Info("broker check passed", "took", time.Since(start).Round(time.Millisecond).String())
+	case errors.Is(err, context.Canceled):
+	default:
+		logger.Error("broker check failed; the source keeps running and retrying, and reports not ready",
+			"kind", d.ErrorCode(err).String(), "error", err)
+	}
+}
+
+// health answers /healthz and /readyz.
+type health struct {
+	src      atomic.Pointer[source.Source]
+	stopping atomic.Bool
+}
+
+func (h *health) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+func (h *health) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	src := h.src.Load()
+	switch {
+	case h.stopping.Load():
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "shutting down\n")
+	case src == nil:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "starting\n")
+	case !src.Ready():
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "broker unreachable\n")
+	default:
+		_, _ = io.WriteString(w, "ready\n")
+	}
+}
+
+// serveHTTP serves /metrics, /healthz and /readyz on addr and returns the func that stops the server
+// (within httpStopWait of its ctx).
+func serveHTTP(addr string, reg *prometheus.Registry, h *health, logger *slog.Logger) (func(context.Context), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", h.healthz)
+	mux.HandleFunc("GET /readyz", h.readyz)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: httpReadHeader,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server failed", "error", err)
+		}
+	}()
+	logger.Info("serving metrics and health", "addr", ln.Addr().String())
+	return func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, httpStopWait)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+		}
+		<-done
+	}, nil
 }
