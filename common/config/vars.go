@@ -93,6 +93,9 @@ func joinNonEmpty(parts ...string) string {
 	return strings.Join(out, " ")
 }
 
+// helpWidth is the line width --help aims for.
+const helpWidth = 120
+
 // WriteHelp prints the --help text of a connector: a usage line, its description, and one table per
 // group (name, default, required, description).
 func WriteHelp(w io.Writer, name, description string, groups ...Group) error {
@@ -108,19 +111,27 @@ func WriteHelp(w io.Writer, name, description string, groups ...Group) error {
 		fmt.Fprintf(&b, "\n%s:\n", g.Title)
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  NAME\tDEFAULT\tREQUIRED\tDESCRIPTION")
-		for _, v := range g.Vars {
-			def := v.Default
-			if def == "" {
-				def = "-"
+		defs := make([]string, len(g.Vars))
+		nameW, defW := len("NAME"), len("DEFAULT")
+		for i, v := range g.Vars {
+			defs[i] = v.Default
+			if defs[i] == "" {
+				defs[i] = "-"
 			}
 			if v.Secret && v.Default != "" {
-				def = "(hidden)"
+				defs[i] = "(hidden)"
 			}
+			nameW, defW = max(nameW, len(v.Name)), max(defW, len(defs[i]))
+		}
+		// Keep lines within helpWidth when the other columns leave room for a readable description.
+		descW := max(40, helpWidth-(2+nameW+2+defW+2+len("REQUIRED")+2))
+		for i, v := range g.Vars {
+			def := defs[i]
 			req := "no"
 			if v.Required {
 				req = "yes"
 			}
-			lines := wrap(joinNonEmpty(v.Description, secretNote(v, func(s string) string { return s })), 72)
+			lines := wrap(joinNonEmpty(v.Description, secretNote(v, func(s string) string { return s })), descW)
 			if len(lines) == 0 {
 				lines = []string{""}
 			}
