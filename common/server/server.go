@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -80,10 +81,11 @@ func Run[C any](ctx context.Context, app App[C], args []string, environ []string
 	// Flags.
 	fs := flag.NewFlagSet(app.Name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var help, showVersion bool
+	var help, showVersion, envJSON bool
 	fs.BoolVar(&help, "help", false, "print the environment variables this connector reads and exit")
 	fs.BoolVar(&help, "h", false, "same as --help")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&envJSON, "env-json", false, "print the environment variables as JSON (for tools that check manifests) and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s [--help] [--version]\nConfigured by environment variables: run %s --help for the list.\n", app.Name, app.Name)
 	}
@@ -103,6 +105,13 @@ func Run[C any](ctx context.Context, app App[C], args []string, environ []string
 	}
 	if showVersion {
 		fmt.Fprintln(stdout, version.String(app.Name))
+		return ExitOK
+	}
+	if envJSON {
+		if err := writeEnvJSON(stdout, config.Groups(app.Name, new(C))); err != nil {
+			fmt.Fprintln(stderr, err)
+			return ExitFailed
+		}
 		return ExitOK
 	}
 
@@ -344,4 +353,26 @@ func serveHTTP(addr string, reg *prometheus.Registry, h *health, logger *slog.Lo
 		}
 		<-done
 	}, nil
+}
+
+// envVar is one line of --env-json.
+type envVar struct {
+	Name        string `json:"name"`
+	Default     string `json:"default"`
+	Required    bool   `json:"required"`
+	Secret      bool   `json:"secret"`
+	Description string `json:"description"`
+}
+
+// writeEnvJSON prints every variable the binary reads (its own, then the common ones) as a JSON array.
+func writeEnvJSON(w io.Writer, groups []config.Group) error {
+	out := []envVar{}
+	for _, g := range groups {
+		for _, v := range g.Vars {
+			out = append(out, envVar{v.Name, v.Default, v.Required, v.Secret, v.Description})
+		}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }

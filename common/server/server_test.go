@@ -179,6 +179,7 @@ func TestRunFlags(t *testing.T) {
 		{args: []string{"--help"}, code: 0, stdout: []string{"Usage: demo-source", "Reads a demo queue.", "DEMO_QUEUE", "DEMO_WAIT", "LOG_LEVEL", "METRICS_ADDR", "NUMAFLOW_REPLICA"}},
 		{args: []string{"-h"}, code: 0, stdout: []string{"DEMO_QUEUE"}},
 		{args: []string{"--version"}, code: 0, stdout: []string{"demo-source ", "(commit ", "numaflow-go "}},
+		{args: []string{"--env-json"}, code: 0, stdout: []string{`"name": "DEMO_QUEUE"`, `"required": true`, `"name": "LOG_LEVEL"`, `"default": "info"`}},
 		{args: []string{"--bogus"}, code: 2, stderr: []string{"bogus", "Usage: demo-source"}, noStdout: true},
 		{args: []string{"extra"}, code: 2, stderr: []string{"unexpected argument"}, noStdout: true},
 	}
