@@ -62,8 +62,10 @@ type Source struct {
 	closeOnce  sync.Once
 	closeErr   error
 
+	acked    atomic.Int64 // messages committed at the broker, ever
 	pmu      sync.Mutex
 	pVal     int64
+	pAcked   int64 // acked when pVal was read
 	pAt      time.Time
 	pRunning chan struct{} // closed when the running refresh ends; nil when none runs
 }
@@ -544,6 +546,7 @@ func (s *Source) Ack(ctx context.Context, req sourcer.AckRequest) {
 	if len(rs) > 0 {
 		s.commit(rs, "ack", func(ctx context.Context, h []Handle) error { return s.d.Ack(ctx, h) }, func(done []*record) {
 			s.m.Acked.Add(float64(len(done)))
+			s.acked.Add(int64(len(done)))
 		})
 	}
 	if len(orphans) > 0 {
@@ -930,7 +933,7 @@ func (s *Source) callBatchedOnce(ctx context.Context, op string, handles []Handl
 func (s *Source) Pending(ctx context.Context) int64 {
 	s.pmu.Lock()
 	if !s.pAt.IsZero() && time.Since(s.pAt) < s.opts.PendingRefresh {
-		v := s.pVal
+		v := s.pendingNow()
 		s.pmu.Unlock()
 		return v
 	}
@@ -956,12 +959,22 @@ func (s *Source) Pending(ctx context.Context) int64 {
 	if s.pAt.IsZero() || time.Since(s.pAt) > 3*s.opts.PendingRefresh {
 		return -1 // no reading, or too old to steer an autoscaler
 	}
-	return s.pVal
+	return s.pendingNow()
+}
+
+// pendingNow is the last backlog reading less what this source committed since: acks certainly
+// shrank the backlog, new arrivals show at the next reading. Caller holds s.pmu.
+func (s *Source) pendingNow() int64 {
+	if s.pVal < 0 {
+		return -1
+	}
+	return max(0, s.pVal-(s.acked.Load()-s.pAcked))
 }
 
 func (s *Source) refreshPending(done chan struct{}) {
 	ctx, cancel := context.WithTimeout(s.bgCtx, 10*time.Second)
 	defer cancel()
+	acked := s.acked.Load()
 	v, err := s.d.Backlog(ctx)
 	if err != nil {
 		s.brokerError("backlog", classify(s.d, err), err)
@@ -972,7 +985,7 @@ func (s *Source) refreshPending(done chan struct{}) {
 	}
 	s.m.Pending.Set(float64(v))
 	s.pmu.Lock()
-	s.pVal, s.pAt, s.pRunning = v, time.Now(), nil
+	s.pVal, s.pAcked, s.pAt, s.pRunning = v, acked, time.Now(), nil
 	s.pmu.Unlock()
 	close(done)
 }

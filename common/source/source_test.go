@@ -504,3 +504,25 @@ func TestPendingIsCachedAndUnknownOnError(t *testing.T) {
 		t.Errorf("pending %d on a failing backlog, want -1", p)
 	}
 }
+
+func TestCachedPendingCountsAcksSinceTheReading(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	for i := 0; i < 10; i++ {
+		_ = b.Publish("q", memsource.Publication{Payload: []byte("x")})
+	}
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q"})
+	s, _ := newSource(t, d, source.Options{PendingRefresh: time.Hour})
+	if p := s.Pending(context.Background()); p != 10 {
+		t.Fatalf("pending %d, want 10", p)
+	}
+	var got []sourcer.Message
+	for len(got) < 4 {
+		got = append(got, read(s, 4-len(got), time.Second)...)
+	}
+	ack(s, got...)
+	waitFor(t, 5*time.Second, "pending 6", func() bool { return s.Pending(context.Background()) == 6 })
+	if n := b.Calls("backlog"); n != 1 {
+		t.Errorf("%d backlog calls; the reading is cached", n)
+	}
+}
