@@ -84,3 +84,46 @@ docs:
 
 clean:
 	rm -rf $(BIN) dist
+
+# Container images (no Docker engine): common/cmd/build-image packs the static binaries; see RELEASING.md.
+DIST ?= dist
+
+.PHONY: images push
+
+## images: for every connector with a main.go, static linux/amd64 + linux/arm64 binaries packed into one OCI
+##   image index: $(DIST)/oci/<connector>/ (OCI layout) and $(DIST)/<connector>-linux-<arch>.tar (docker load),
+##   then every image is opened and checked (common/imagebuild TestDist). Tag: VERSION when given on the
+##   command line, else the connector's newest <connector>/vX.Y.Z git tag (build-image version <connector>).
+##   One connector: make images CONNECTORS=sqs-source VERSION=v0.1.0
+images:
+	@set -e; \
+	epoch=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct)}; rev=$$(git rev-parse HEAD); \
+	bi=$(abspath $(DIST))/bin/build-image; vp=github.com/numaflow-connectors/sources/common/version; \
+	mkdir -p $(DIST)/bin; \
+	(cd common && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -o $$bi ./cmd/build-image); \
+	for c in $(CONNECTORS); do \
+		if [ ! -f $$c/main.go ]; then echo "images: skipping $$c (no main.go)"; continue; fi; \
+		if [ "$(origin VERSION)" = "command line" ]; then v='$(VERSION)'; else v=$$($$bi version $$c); fi; \
+		echo "== image $$c:$$v"; \
+		for a in amd64 arm64; do \
+			(cd $$c && GOWORK=off CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath \
+				-ldflags "-s -w -X $$vp.Version=$$v -X $$vp.Commit=$(COMMIT)" -o $(abspath $(DIST))/bin/$$c/$$a/$$c .); \
+		done; \
+		$$bi build -name $$c -version "$$v" -revision "$$rev" -created "$$epoch" \
+			-description "$$(cd $$c && GOWORK=off $(GO) list -f '{{.Doc}}' .)" \
+			-bin linux/amd64=$(DIST)/bin/$$c/amd64/$$c -bin linux/arm64=$(DIST)/bin/$$c/arm64/$$c -out $(DIST); \
+	done; \
+	cd common && GOWORK=off $(GO) test -count=1 -run '^TestDist$$' ./imagebuild -args -dist=$(abspath $(DIST))
+
+## push: push every image index built by `make images` as $(REGISTRY)/<connector>:<its version>
+##   (credentials: docker's config.json and credential helpers; PUSH_FLAGS=-insecure for a plain-HTTP registry)
+push:
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host/path"; exit 2; }
+	@set -e; \
+	bi=$(abspath $(DIST))/bin/build-image; mkdir -p $(DIST)/bin; \
+	(cd common && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -o $$bi ./cmd/build-image); \
+	for c in $(CONNECTORS); do \
+		if [ ! -f $$c/main.go ]; then continue; fi; \
+		if [ ! -d $(DIST)/oci/$$c ]; then echo "push: no $(DIST)/oci/$$c: run make images first"; exit 1; fi; \
+		$$bi push -layout $(DIST)/oci/$$c -registry $(REGISTRY) $(PUSH_FLAGS); \
+	done
