@@ -12,6 +12,9 @@ import (
 
 // config is the runner's command line.
 type config struct {
+	embedded      string // embedded broker to start: "" or "redis"
+	embeddedCount int
+	embeddedBytes int
 	batch         uint64
 	timeout       time.Duration
 	limit         int64
@@ -78,6 +81,9 @@ flags:
 	fs.BoolVar(&c.childLogs, "child-logs", false, "let the connector write to this terminal instead of a log file")
 	fs.DurationVar(&c.startTimeout, "start-timeout", 30*time.Second, "how long to wait for the source to be ready")
 	fs.DurationVar(&c.stopTimeout, "stop-timeout", 30*time.Second, "how long the connector may take to exit after SIGTERM")
+	fs.StringVar(&c.embedded, "embedded", "", "start an embedded broker for the connector: redis (miniredis seeded with --embedded-messages entries; skipped when REDIS_URL or REDIS_ADDRS is set)")
+	fs.IntVar(&c.embeddedCount, "embedded-messages", 100000, "entries seeded into the embedded broker")
+	fs.IntVar(&c.embeddedBytes, "embedded-payload-bytes", 64, "payload size of the seeded entries")
 	fs.DurationVar(&c.progressEvery, "progress-every", 0, "progress line interval; 0 = 500ms on a terminal, 5s otherwise")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -117,6 +123,15 @@ flags:
 	}
 	if c.startTimeout <= 0 || c.stopTimeout <= 0 || c.progressEvery < 0 {
 		problems = append(problems, errors.New("--start-timeout and --stop-timeout must be positive, --progress-every not negative"))
+	}
+	if c.embedded != "" && c.embedded != "redis" {
+		problems = append(problems, fmt.Errorf("--embedded %q: only redis is supported", c.embedded))
+	}
+	if c.embedded != "" && len(c.command) == 0 {
+		problems = append(problems, errors.New("--embedded needs a connector command"))
+	}
+	if c.embeddedCount < 0 || c.embeddedBytes < 0 {
+		problems = append(problems, errors.New("--embedded-messages and --embedded-payload-bytes must not be negative"))
 	}
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)

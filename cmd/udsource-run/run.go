@@ -46,6 +46,13 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 	// Once stopping has begun, a second Ctrl-C kills the runner (the kernel then stops the child).
 	context.AfterFunc(stopCtx, stopSignals)
 
+	emb, env, err := startEmbedded(c, env, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "udsource-run: %v\n", err)
+		return exitFail
+	}
+	defer emb.close()
+
 	socket, serverInfo := c.socket, c.serverInfo
 	var ch *child
 	if len(c.command) > 0 {
