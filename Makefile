@@ -62,15 +62,14 @@ $(addprefix lint/,$(MODULES)): lint/%:
 
 $(addprefix vet/,$(MODULES)): vet/%:
 	cd $(call moddir,$*) && GOWORK=off $(GO) vet ./...
-	@test -z "$$(cd $(call moddir,$*) && gofmt -l $$(git ls-files '*.go' | grep -v '^-'))" || \
-		{ echo "gofmt needed in $*:"; cd $(call moddir,$*) && gofmt -l .; exit 1; }
+	@cd $(call moddir,$*) && { test -z "$$(gofmt -l .)" || { echo "gofmt needed in $*:"; gofmt -l .; exit 1; }; }
 
 ## tidy: fail when go mod tidy would change any go.mod or go.sum
 tidy: $(addprefix tidy/,$(MODULES))
 
 $(addprefix tidy/,$(MODULES)): tidy/%:
-	@cd $(call moddir,$*) && GOWORK=off $(GO) mod tidy -diff >/dev/null || \
-		{ echo "go mod tidy would change $*:"; cd $(call moddir,$*) && GOWORK=off $(GO) mod tidy -diff; exit 1; }
+	@cd $(call moddir,$*) && { GOWORK=off $(GO) mod tidy -diff >/dev/null 2>&1 || \
+		{ echo "go mod tidy would change $*:"; GOWORK=off $(GO) mod tidy -diff; exit 1; }; }
 
 ## bench: every module's benchmarks (the figures go into the module READMEs and docs/benchmarks.md)
 bench: deps $(addprefix bench/,$(MODULES))
