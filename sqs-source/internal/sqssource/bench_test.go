@@ -1,0 +1,367 @@
+package sqssource
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/numaproj/numaflow-go/pkg/sourcer"
+
+	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/source"
+	"github.com/numaflow-connectors/sources/sqs-source/sqstest"
+)
+
+var (
+	benchMessages = flag.Int("sqs.messages", 20000, "messages per throughput run")
+	benchIdle     = flag.Duration("sqs.idle", time.Minute, "idle period over which requests are counted")
+)
+
+const (
+	benchPayload    = 1024
+	benchBatch      = 500 // numa's default readBatchSize
+	benchVisibility = 10 * time.Second
+)
+
+// BenchmarkThroughput compares the connector (adapter + driver, served over a real unix socket and
+// driven by numatest as numa would) with a raw SDK loop (ReceiveMessage 10 + DeleteMessageBatch, same
+// concurrency) on fauxqs, counts SQS requests per 1,000 messages and per idle minute, and reports the
+// peak RSS of the source phase. `make bench` runs it once (-benchtime 1x).
+func BenchmarkThroughput(b *testing.B) {
+	srv := sqstest.Shared(b)
+	for i := 0; i < b.N; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+		// A fresh queue per phase: on fauxqs, draining a queue a second time stalls for a visibility
+		// timeout (some receives are lost and come back late), whichever loop drains it.
+		queue := func(phase string) string {
+			return srv.CreateQueue(b, fmt.Sprintf("bench-%s-%d-%d", phase, time.Now().UnixNano(), i), nil)
+		}
+
+		url := queue("source")
+		fill(ctx, b, srv, url, *benchMessages)
+		src := runSource(ctx, b, srv, url, *benchMessages)
+		rss := peakRSS()
+
+		url = queue("raw")
+		fill(ctx, b, srv, url, *benchMessages)
+		raw := runRaw(ctx, b, srv, url, *benchMessages, (benchBatch+maxBatch-1)/maxBatch)
+
+		idle := runIdle(ctx, b, srv, queue("idle"), *benchIdle)
+		cancel()
+
+		ratio := src.rate() / raw.rate()
+		b.ReportMetric(src.rate(), "source_msg/s")
+		b.ReportMetric(raw.rate(), "raw_msg/s")
+		b.ReportMetric(100*ratio, "ratio_%")
+		b.ReportMetric(100*src.rateNoStall()/raw.rateNoStall(), "ratio_no_stall_%")
+		b.ReportMetric(src.perThousand(), "source_req/1000msg")
+		b.ReportMetric(raw.perThousand(), "raw_req/1000msg")
+		b.ReportMetric(idle, "idle_req/min")
+		b.ReportMetric(float64(rss)/(1<<20), "peak_rss_MiB")
+		for _, r := range []struct {
+			name string
+			benchRun
+		}{{"source", src}, {"raw", raw}} {
+			b.Logf("%-6s %d msgs, %.0f msg/s (first to last message %s; %s with start-up), %d requests = %.0f per 1,000 msgs %v, %d redelivered, longest gap %s, stalled %s",
+				r.name, r.msgs, r.rate(), r.span.Round(time.Millisecond), r.took.Round(time.Millisecond), r.requests, r.perThousand(), r.byOp,
+				r.dups, r.gap.Round(time.Millisecond), r.stalled.Round(time.Millisecond))
+		}
+		b.Logf("ratio %.0f%% (%.0f%% without stalls); idle: %.1f requests per minute on replica 0 (pending asked every 5 s); peak RSS %.0f MiB",
+			100*ratio, 100*src.rateNoStall()/raw.rateNoStall(), idle, float64(rss)/(1<<20))
+	}
+}
+
+type benchRun struct {
+	msgs, requests, dups int
+	took                 time.Duration // start of the phase (start-up included) to the last message
+	span                 time.Duration // first to last message
+	gap                  time.Duration // longest time between two messages
+	stalled              time.Duration // sum of gaps over stallGap
+	byOp                 map[string]int64
+}
+
+// stallGap: a pause this long between two messages is a stall (fauxqs losing receives until their
+// visibility timeout), not throughput.
+const stallGap = time.Second
+
+// rate is the steady-state throughput: messages between the first and the last arrival.
+func (r benchRun) rate() float64 { return float64(r.msgs-1) / r.span.Seconds() }
+
+// rateNoStall is rate without the stalls.
+func (r benchRun) rateNoStall() float64 { return float64(r.msgs-1) / (r.span - r.stalled).Seconds() }
+func (r benchRun) perThousand() float64 { return 1000 * float64(r.requests) / float64(r.msgs) }
+
+// fill sends n messages of benchPayload bytes with SendMessageBatch, 8 calls at a time.
+func fill(ctx context.Context, b testing.TB, srv *sqstest.Server, url string, n int) {
+	b.Helper()
+	body := strings.Repeat("x", benchPayload-6)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				start := int(next.Add(maxBatch)) - maxBatch
+				if start >= n {
+					return
+				}
+				var entries []types.SendMessageBatchRequestEntry
+				for i := start; i < min(start+maxBatch, n); i++ {
+					entries = append(entries, types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i - start)),
+						MessageBody: aws.String(fmt.Sprintf("%06d", i) + body)})
+				}
+				out, err := srv.Client().SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: &url, Entries: entries})
+				if err == nil && len(out.Failed) > 0 {
+					err = fmt.Errorf("%d entries failed", len(out.Failed))
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatalf("filling %s: %v", url, err)
+	}
+}
+
+// tracker records distinct messages and the longest gap between two arrivals.
+type tracker struct {
+	mu          sync.Mutex
+	seen        map[string]bool
+	dups        int
+	first, last time.Time
+	gap         time.Duration
+	stalled     time.Duration
+}
+
+func (t *tracker) run(requests int, byOp map[string]int64, took time.Duration) benchRun {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return benchRun{msgs: len(t.seen), requests: requests, byOp: byOp, dups: t.dups, took: took,
+		span: t.last.Sub(t.first), gap: t.gap, stalled: t.stalled}
+}
+
+func (t *tracker) add(id string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	if t.first.IsZero() {
+		t.first = now
+	}
+	if gap := now.Sub(t.last); !t.last.IsZero() {
+		t.gap = max(t.gap, gap)
+		if gap >= stallGap {
+			t.stalled += gap
+		}
+	}
+	t.last = now
+	if t.seen[id] {
+		t.dups++
+	}
+	t.seen[id] = true
+	return len(t.seen)
+}
+
+// serveSource runs the connector over the driver on a fresh unix socket and connects numatest to it.
+func serveSource(ctx context.Context, b testing.TB, srv *sqstest.Server, url string, counter *RequestCounter) (*numatest.Client, func()) {
+	b.Helper()
+	cfg := testConfig(url, "")
+	cfg.VisibilityTimeout = benchVisibility
+	cfg.WaitTime = 20 * time.Second
+	d := openAt(ctx, b, srv, cfg, counter)
+	s, err := source.New(d, source.Options{ReadBatchSize: benchBatch}, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "sqsb")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sock, infoFile := filepath.Join(dir, "source.sock"), filepath.Join(dir, "server-info")
+	sctx, scancel := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() {
+		served <- sourcer.NewServer(s, sourcer.WithSockAddr(sock), sourcer.WithServerInfoFilePath(infoFile)).Start(sctx)
+	}()
+	c, err := numatest.Dial(ctx, numatest.Options{Socket: sock, ServerInfoFile: infoFile})
+	if err != nil {
+		scancel()
+		b.Fatalf("dialing the source: %v", err)
+	}
+	return c, func() {
+		_ = c.Close()
+		scancel()
+		<-served
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.Close(cctx); err != nil {
+			b.Errorf("closing source: %v", err)
+		}
+		_ = os.RemoveAll(dir)
+	}
+}
+
+// runSource reads n messages through the socket as numa does: read 500 (1 s timeout), ack them all,
+// ask for pending every 5 s.
+func runSource(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, n int) benchRun {
+	b.Helper()
+	counter := &RequestCounter{}
+	start := time.Now() // start-up included
+	c, stop := serveSource(ctx, b, srv, url, counter)
+	tr := &tracker{seen: map[string]bool{}}
+	lastPending := start
+	got := 0
+	var reads int
+	var readTime, ackTime time.Duration
+	defer func() {
+		b.Logf("source loop: %d reads (%.0f msgs each), read %s, ack %s", reads, float64(got)/float64(reads), readTime, ackTime)
+	}()
+	for got < n {
+		if ctx.Err() != nil {
+			b.Fatalf("source run: %d of %d messages before the deadline", got, n)
+		}
+		rs := time.Now()
+		msgs, err := c.Read(ctx, benchBatch, time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		readTime += time.Since(rs)
+		reads++
+		offs := make([]numatest.Offset, len(msgs))
+		for i, m := range msgs {
+			got = tr.add(string(m.Offset.Value))
+			offs[i] = m.Offset
+		}
+		if len(offs) > 0 {
+			as := time.Now()
+			if err := c.Ack(ctx, offs); err != nil {
+				b.Fatal(err)
+			}
+			ackTime += time.Since(as)
+		}
+		if time.Since(lastPending) >= 5*time.Second {
+			lastPending = time.Now()
+			if _, err := c.Pending(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	took := time.Since(start)
+	stop() // flushes the last acks; their requests count
+	return tr.run(int(counter.Total()), counter.Snapshot(), took)
+}
+
+// runRaw is the baseline: workers each loop ReceiveMessage(10) + DeleteMessageBatch.
+func runRaw(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, n, workers int) benchRun {
+	b.Helper()
+	counter := &RequestCounter{}
+	cfg := srv.AWSConfig()
+	// The same connection pool as the driver's, so neither side pays for connection churn.
+	tr0 := http.DefaultTransport.(*http.Transport).Clone()
+	tr0.MaxIdleConns = 2 * (maxReceiveConcurrency + ackConcurrency)
+	tr0.MaxIdleConnsPerHost = maxReceiveConcurrency + ackConcurrency
+	cfg.HTTPClient = &http.Client{Transport: &countingTransport{base: tr0, counter: counter}}
+	client := sqs.NewFromConfig(cfg)
+	tr := &tracker{seen: map[string]bool{}}
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	start := time.Now()
+	var took time.Duration
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !done.Load() && rctx.Err() == nil {
+				out, err := client.ReceiveMessage(rctx, &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 10,
+					WaitTimeSeconds: 20, VisibilityTimeout: int32(benchVisibility / time.Second),
+					MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
+					MessageAttributeNames:       []string{"All"}})
+				if err != nil || len(out.Messages) == 0 {
+					continue
+				}
+				entries := make([]types.DeleteMessageBatchRequestEntry, len(out.Messages))
+				for i, m := range out.Messages {
+					entries[i] = types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: m.ReceiptHandle}
+				}
+				_, _ = client.DeleteMessageBatch(rctx, &sqs.DeleteMessageBatchInput{QueueUrl: &url, Entries: entries})
+				for _, m := range out.Messages {
+					if tr.add(*m.MessageId) >= n && !done.Swap(true) {
+						took = time.Since(start)
+						cancel() // ends the other workers' long polls
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if !done.Load() {
+		b.Fatalf("raw run ended before %d messages", n)
+	}
+	return tr.run(int(counter.Total()), counter.Snapshot(), took)
+}
+
+// runIdle serves the source on the (now empty) queue for d, reading as numa does and asking for
+// pending every 5 s as numa does on replica 0, and returns SQS requests per minute.
+func runIdle(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, d time.Duration) float64 {
+	b.Helper()
+	counter := &RequestCounter{}
+	c, stop := serveSource(ctx, b, srv, url, counter)
+	defer stop()
+	// Let start-up settle (the first receive and the first backlog reading), then count.
+	if _, err := c.Read(ctx, benchBatch, time.Second); err != nil {
+		b.Fatal(err)
+	}
+	base := counter.Total()
+	start := time.Now()
+	lastPending := time.Time{}
+	for time.Since(start) < d {
+		if time.Since(lastPending) >= 5*time.Second {
+			lastPending = time.Now()
+			if _, err := c.Pending(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := c.Read(ctx, benchBatch, time.Second); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return float64(counter.Total()-base) / time.Since(start).Minutes()
+}
+
+// peakRSS returns the process's peak resident set size (VmHWM) in bytes, 0 if unknown.
+func peakRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
