@@ -33,9 +33,9 @@ const (
 	maxAckBytes = 384 << 10
 	// ackConcurrency is the most Acknowledge/ModifyAckDeadline calls at once.
 	ackConcurrency = 4
-	// pullWait bounds one Pull: the service answers an empty pull after a wait of its own (the Java
-	// emulator waits until just before the call's deadline).
-	pullWait = 50 * time.Second
+	// pullWait is the deadline of one Pull: the service answers an empty pull by then (the Java
+	// emulator just before it). It also bounds how long Close waits for a pull still running.
+	pullWait = 5 * time.Second
 	// minEmptyPull is the shortest time an empty Receive takes, so a server that answers an empty
 	// pull at once does not turn the receiver into a hot loop.
 	minEmptyPull = 500 * time.Millisecond
@@ -56,6 +56,8 @@ type Driver struct {
 	maxExtend  time.Duration
 	flow       *flowControl
 	closers    []func() error
+	pullWait   time.Duration  // deadline of one Pull (pullWait; shorter in tests)
+	pulls      sync.WaitGroup // pulls still running (see pull)
 	closeOnce  sync.Once
 	closeErr   error
 	publishedM sync.Mutex
@@ -131,6 +133,7 @@ func newDriver(cfg *Config, a apis, log *slog.Logger) *Driver {
 		dlTopic:   cfg.DeadLetterTopicName(),
 		lease:     cfg.AckDeadline,
 		maxExtend: cfg.MaxExtension,
+		pullWait:  pullWait,
 		flow:      newFlowControl(cfg.MaxOutstanding, cfg.MaxOutstandingB, cfg.MaxExtension+cfg.AckDeadline+time.Minute),
 		published: make(map[string]bool),
 	}
@@ -179,15 +182,9 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 		n = 1
 	}
 	start := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, pullWait)
-	resp, err := d.sub.Pull(pctx, &pb.PullRequest{Subscription: d.name, MaxMessages: int32(n)}, noRetry)
-	pulled := pctx.Err()
-	cancel()
+	resp, err := d.pull(ctx, n)
 	if err != nil {
-		if ctx.Err() == nil && pulled != nil && status.Code(err) == codes.DeadlineExceeded {
-			return nil, nil // the wait ended with nothing
-		}
-		return nil, fmt.Errorf("pulling from subscription %s: %w", d.name, err)
+		return nil, err
 	}
 	rms := resp.GetReceivedMessages()
 	if len(rms) == 0 {
@@ -216,6 +213,58 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 		}
 	}
 	return out, nil
+}
+
+// pull runs one Pull. A Pull is never cancelled: the service may still hand messages to a pull the
+// client has given up on (the Java emulator keeps a cancelled pull waiting and leases the next
+// messages to it), and those then stay invisible until their ack deadline. So the call runs detached
+// from ctx, with its own short deadline that the service honours; when ctx ends first, pull returns at
+// once and whatever the call still brings is released (ack deadline 0) when it ends. Close waits for it.
+func (d *Driver) pull(ctx context.Context, n int) (*pb.PullResponse, error) {
+	type result struct {
+		resp    *pb.PullResponse
+		err     error
+		expired bool
+	}
+	done := make(chan result, 1)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.pullWait)
+	d.pulls.Add(1)
+	go func() {
+		defer d.pulls.Done()
+		defer cancel()
+		resp, err := d.sub.Pull(pctx, &pb.PullRequest{Subscription: d.name, MaxMessages: int32(n)}, noRetry)
+		done <- result{resp, err, pctx.Err() != nil}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			if r.expired && status.Code(r.err) == codes.DeadlineExceeded {
+				return &pb.PullResponse{}, nil // the wait ended with nothing
+			}
+			return nil, fmt.Errorf("pulling from subscription %s: %w", d.name, r.err)
+		}
+		return r.resp, nil
+	case <-ctx.Done():
+		d.pulls.Add(1)
+		go func() {
+			defer d.pulls.Done()
+			r := <-done
+			ids := make([]string, 0, len(r.resp.GetReceivedMessages()))
+			for _, rm := range r.resp.GetReceivedMessages() {
+				ids = append(ids, rm.GetAckId())
+			}
+			if len(ids) == 0 {
+				return
+			}
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.pullWait)
+			defer cancel()
+			if err := d.modify(rctx, ids, 0); err != nil {
+				d.log.Warn("releasing messages of an abandoned pull failed; they come back after the ack deadline",
+					"subscription", d.name, "count", len(ids), "error", err)
+			}
+		}()
+		return nil, ctx.Err()
+	}
 }
 
 // Ack acknowledges the deliveries. With exactly-once delivery the service reports each ack ID it
@@ -313,9 +362,15 @@ func (d *Driver) DeadLetter(ctx context.Context, msg *source.Message, reason str
 	return nil
 }
 
-// Close closes the clients. Idempotent.
-func (d *Driver) Close(context.Context) error {
+// Close waits (until ctx ends) for pulls still running, then closes the clients. Idempotent.
+func (d *Driver) Close(ctx context.Context) error {
 	d.closeOnce.Do(func() {
+		done := make(chan struct{})
+		go func() { d.pulls.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
 		var errs []error
 		for _, c := range d.closers {
 			if err := c(); err != nil && !strings.Contains(err.Error(), "the client connection is closing") {

@@ -372,23 +372,53 @@ func TestReceive(t *testing.T) {
 	})
 	t.Run("the server's wait running out is an empty result", func(t *testing.T) {
 		f := &fakeSub{pull: func(ctx context.Context, _ *pb.PullRequest) (*pb.PullResponse, error) {
+			dl, ok := ctx.Deadline()
+			if !ok || time.Until(dl) > 200*time.Millisecond {
+				t.Errorf("pull without its own short deadline (%v, %v)", dl, ok)
+			}
 			<-ctx.Done()
 			return nil, status.Error(codes.DeadlineExceeded, "deadline")
 		}}
 		d := testDriver(t, f, nil)
-		// The pull wait is 50 s; make the test's parent deadline far and check mapping directly by
-		// cancelling: a cancelled receive must return promptly with an error.
+		d.pullWait = 200 * time.Millisecond
+		msgs, err := d.Receive(context.Background(), 10)
+		if msgs != nil || err != nil {
+			t.Fatalf("got %v, %v; want nil, nil", msgs, err)
+		}
+	})
+	// A cancelled Pull can still be handed messages by the service: the driver never cancels one.
+	// Receive returns when its ctx ends, and whatever the pull brings later is released at once.
+	t.Run("cancelled receive: the pull is not cancelled, what it brings is released", func(t *testing.T) {
+		release := make(chan struct{})
+		pullCancelled := make(chan bool, 1)
+		f := &fakeSub{pull: func(ctx context.Context, _ *pb.PullRequest) (*pb.PullResponse, error) {
+			<-release
+			pullCancelled <- ctx.Err() != nil
+			return &pb.PullResponse{ReceivedMessages: received(2, 10)}, nil
+		}}
+		d := testDriver(t, f, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { _, err := d.Receive(ctx, 10); done <- err }()
 		cancel()
 		select {
 		case err := <-done:
-			if err == nil {
-				t.Fatalf("a cancelled receive returned no error")
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("cancelled receive returned %v", err)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("receive did not return after its context was cancelled")
+		}
+		close(release)
+		if err := d.Close(context.Background()); err != nil { // waits for the pull
+			t.Fatal(err)
+		}
+		if <-pullCancelled {
+			t.Errorf("the pull's context was cancelled with the caller's")
+		}
+		_, mods := f.calls()
+		if len(mods) != 1 || mods[0].secs != 0 || strings.Join(mods[0].ids, ",") != "ack-0,ack-1" {
+			t.Fatalf("modacks %+v, want the late messages released (deadline 0)", mods)
 		}
 	})
 	t.Run("missing subscription names it", func(t *testing.T) {
