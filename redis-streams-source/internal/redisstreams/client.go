@@ -1,0 +1,135 @@
+package redisstreams
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/numaflow-connectors/sources/common/server"
+	"github.com/numaflow-connectors/sources/common/source"
+)
+
+// readTimeoutMargin is added to REDIS_BLOCK for the socket read deadline of every command, so a
+// blocking XREADGROUP (sent through Do, which go-redis gives no per-command timeout) is never cut short.
+const readTimeoutMargin = 3 * time.Second
+
+// Open builds the Redis client and the driver. It makes no network call: a Redis that is down or a
+// missing group shows in Receive's errors (the adapter retries) and in Check's start-up message.
+func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, error) {
+	client, err := newClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	consumer := consumerName(cfg, env)
+	log := env.Log.With("group", cfg.Group, "consumer", consumer)
+	log.Info("redis streams source configured", "mode", cfg.Mode, "streams", cfg.Streams(), "tls", cfg.tlsWanted(),
+		"claim_min_idle", cfg.ClaimMinIdle.String(), "payload_field", cfg.PayloadField, "dead_letter_stream", cfg.DeadLetterStream)
+	return newDriver(cfg, consumer, client, log), nil
+}
+
+// consumerName is REDIS_CONSUMER, or <pipeline>-<vertex>-<replica>: stable across restarts of a
+// replica, so a restarted replica finds its own pending list.
+func consumerName(cfg *Config, env *server.Env) string {
+	if cfg.Consumer != "" {
+		return cfg.Consumer
+	}
+	p := env.Platform
+	name := ""
+	for _, part := range []string{p.Pipeline, p.Vertex} {
+		if part != "" {
+			name += part + "-"
+		}
+	}
+	if name == "" {
+		name = "redis-streams-source-"
+	}
+	return name + strconv.Itoa(p.Replica)
+}
+
+// newClient builds the go-redis client for the configured mode, with TLS applied in every mode.
+func newClient(cfg *Config) (redis.UniversalClient, error) {
+	tc, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading TLS settings: %w", err)
+	}
+	readTimeout := cfg.Block + readTimeoutMargin
+	maint := func() *maintnotifications.Config {
+		return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	}
+	if u := cfg.URL.Reveal(); u != "" {
+		if cfg.Mode == ModeCluster {
+			o, err := redis.ParseClusterURL(u)
+			if err != nil {
+				return nil, fmt.Errorf("parsing REDIS_URL: %s", redactURLError(err, u))
+			}
+			if cfg.Username != "" {
+				o.Username = cfg.Username
+			}
+			if cfg.Password != "" {
+				o.Password = cfg.Password.Reveal()
+			}
+			o.TLSConfig = mergeTLS(tc, o.TLSConfig, false)
+			o.Protocol, o.ReadTimeout, o.ContextTimeoutEnabled, o.DisableIdentity = 2, readTimeout, true, true
+			o.MaintNotificationsConfig = maint()
+			return redis.NewClusterClient(o), nil
+		}
+		o, err := redis.ParseURL(u)
+		if err != nil {
+			return nil, fmt.Errorf("parsing REDIS_URL: %s", redactURLError(err, u))
+		}
+		if cfg.Username != "" {
+			o.Username = cfg.Username
+		}
+		if cfg.Password != "" {
+			o.Password = cfg.Password.Reveal()
+		}
+		o.TLSConfig = mergeTLS(tc, o.TLSConfig, true)
+		o.Protocol, o.ReadTimeout, o.ContextTimeoutEnabled, o.DisableIdentity = 2, readTimeout, true, true
+		o.MaxRetries = -1 // the adapter retries
+		o.MaintNotificationsConfig = maint()
+		return redis.NewClient(o), nil
+	}
+	uo := &redis.UniversalOptions{
+		Addrs:                    cfg.addrs(),
+		Username:                 cfg.Username,
+		Password:                 cfg.Password.Reveal(),
+		DB:                       cfg.DB,
+		TLSConfig:                tc,
+		Protocol:                 2,
+		ReadTimeout:              readTimeout,
+		ContextTimeoutEnabled:    true,
+		DisableIdentity:          true,
+		MaxRetries:               -1,
+		MaintNotificationsConfig: maint(),
+	}
+	switch cfg.Mode {
+	case ModeCluster:
+		return redis.NewClusterClient(uo.Cluster()), nil
+	case ModeSentinel:
+		uo.MasterName = cfg.SentinelMaster
+		uo.SentinelPassword = cfg.SentinelPassword.Reveal()
+		return redis.NewFailoverClient(uo.Failover()), nil
+	}
+	return redis.NewClient(uo.Simple()), nil
+}
+
+// mergeTLS combines the REDIS_TLS_* configuration (ours) with what a rediss:// URL set (fromURL):
+// ours wins; the URL's server name is kept when none is configured (standalone only: in a cluster each
+// node is verified against its own address).
+func mergeTLS(ours, fromURL *tls.Config, keepServerName bool) *tls.Config {
+	switch {
+	case ours == nil:
+		return fromURL
+	case fromURL == nil:
+		return ours
+	}
+	if ours.ServerName == "" && keepServerName {
+		ours.ServerName = fromURL.ServerName
+	}
+	return ours
+}
