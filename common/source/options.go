@@ -25,7 +25,8 @@ type Options struct {
 	// ReadBatchSize is numa's batch size (NUMAFLOW_READ_BATCH_SIZE, default 500); it sizes prefetch.
 	ReadBatchSize int
 	// Prefetch is the most messages held at once, buffered or in flight at numa (default 2 x
-	// ReadBatchSize). It bounds memory and the number of leases held.
+	// ReadBatchSize). It bounds memory and the number of leases held. Messages numa already answered
+	// do not count while their commit is under way, up to another 2 x Prefetch.
 	Prefetch int
 	// MaxMessageBytes: a larger payload is dead-lettered (or handled by Fallback) with a reason instead
 	// of being handed to numa (default 4 MiB, numa's per-message gRPC limit before v1.8.3).

@@ -259,7 +259,14 @@ func (s *Source) park(ctx context.Context) bool {
 func (s *Source) reserveRoom(ctx context.Context) int {
 	for {
 		s.mu.Lock()
-		room := s.opts.Prefetch - len(s.recs) - s.reserved
+		// Messages numa has answered (acked, nacked) are waiting for the broker's commit: they do not
+		// hold back receiving, so the next batch is fetched while the last one is being deleted. A
+		// broker that commits slowly still applies backpressure through the second bound.
+		committing := s.counts[committing]
+		room := s.opts.Prefetch - (len(s.recs) - committing) - s.reserved
+		if committing >= 2*s.opts.Prefetch {
+			room = 0
+		}
 		if room > 0 {
 			if s.caps.MaxReceive > 0 {
 				room = min(room, s.caps.MaxReceive)
