@@ -1,0 +1,117 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/numaflow-connectors/sources/common/proctest"
+)
+
+// Cluster is a running Redis Cluster of 3 masters with one replica each.
+type Cluster struct {
+	Addrs []string // every node, 127.0.0.1:PORT
+	Nodes []*Server
+}
+
+// StartCluster runs 6 cluster-enabled redis-servers (each with its own bus port), joins them with
+// `redis-cli --cluster create ... --cluster-replicas 1` and waits until every node reports
+// cluster_state:ok. The nodes are stopped when t ends.
+func StartCluster(t testing.TB) *Cluster {
+	t.Helper()
+	need(t, ServerBinary, CLIBinary)
+	c := &Cluster{}
+	for range 6 {
+		dir := t.TempDir()
+		bus, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := newServer(dir, Options{Args: []string{
+			"--cluster-enabled", "yes",
+			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-node-timeout", "2000",
+			"--cluster-port", strconv.Itoa(bus),
+			"--cluster-announce-ip", "127.0.0.1",
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.proc = proctest.Start(t, ServerBinary, s.args, s.procOptions())
+		c.Nodes = append(c.Nodes, s)
+		c.Addrs = append(c.Addrs, s.Addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	args := append([]string{"--cluster", "create"}, c.Addrs...)
+	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, CLIBinary, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for _, n := range c.Nodes {
+		cl := n.newClient()
+		err := waitFor(ctx, func() error {
+			info, err := cl.ClusterInfo(ctx).Result()
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(info, "cluster_state:ok") {
+				return fmt.Errorf("node %s: cluster not ok yet", n.Addr)
+			}
+			return nil
+		})
+		_ = cl.Close()
+		if err != nil {
+			t.Fatalf("waiting for the cluster: %v", err)
+		}
+	}
+	// Every node must also know every slot's owner, or a client's first MOVED may point nowhere.
+	cl := c.newClient()
+	defer cl.Close()
+	if err := waitFor(ctx, func() error {
+		return cl.ForEachShard(ctx, func(ctx context.Context, s *redis.Client) error { return s.Ping(ctx).Err() })
+	}); err != nil {
+		t.Fatalf("waiting for the cluster's shards: %v", err)
+	}
+	return c
+}
+
+// Options returns cluster client options (RESP2, nothing sent beyond the commands).
+func (c *Cluster) Options() *redis.ClusterOptions {
+	return &redis.ClusterOptions{
+		Addrs: c.Addrs, Protocol: 2, DisableIdentity: true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	}
+}
+
+func (c *Cluster) newClient() *redis.ClusterClient { return redis.NewClusterClient(c.Options()) }
+
+// Client returns a cluster client, closed when t ends.
+func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
+	cl := c.newClient()
+	t.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+// waitFor polls check every 100 ms until it returns nil or ctx ends.
+func waitFor(ctx context.Context, check func() error) error {
+	var last error
+	for {
+		if last = check(); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
