@@ -3,7 +3,9 @@ package pubsubsource
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,7 +59,7 @@ func (h *harness) open(ctx context.Context, sub string) (source.Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	log := slog.New(slog.NewTextHandler(testLogWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(newTestLogWriter(h.t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return Open(ctx, cfg, &server.Env{Log: log})
 }
 
@@ -98,10 +100,22 @@ func (h *harness) Capabilities() drivertest.Capabilities {
 // Close: the topics and subscriptions are deleted by the test's cleanups.
 func (h *harness) Close() {}
 
-// testLogWriter sends driver logs to t.Log.
-type testLogWriter struct{ t *testing.T }
+// testLogWriter sends driver logs to t.Log until the test ends (late lines are dropped: t.Log after
+// the end of a test panics).
+type testLogWriter struct {
+	t    *testing.T
+	done *atomic.Bool
+}
+
+func newTestLogWriter(t *testing.T) testLogWriter {
+	w := testLogWriter{t: t, done: new(atomic.Bool)}
+	t.Cleanup(func() { w.done.Store(true) })
+	return w
+}
 
 func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
+	if !w.done.Load() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }

@@ -118,6 +118,25 @@ func TestEmulatorReceiveAck(t *testing.T) {
 	}
 }
 
+// Acks on a subscription with exactly-once delivery succeed and stick (neither emulator makes an
+// exactly-once ack fail; the per-ack-ID failure path is covered by TestAckResults).
+func TestEmulatorExactlyOnce(t *testing.T) {
+	t.Parallel()
+	emu := pubsubtest.Shared(t)
+	topic := emu.CreateTopic(t, "eo")
+	sub := emu.CreateSubscription(t, "eo", pubsubtest.Subscription{Topic: topic, ExactlyOnce: true})
+	publish(t, emu, topic, texts("eo", 3)...)
+	d := openOn(t, sub, nil)
+	got := receiveFor(t, d, 3, 20*time.Second, 5*time.Second)
+	if len(got) != 3 {
+		t.Fatalf("received %d of 3", len(got))
+	}
+	ackAll(t, d, got)
+	if again := receiveFor(t, d, 1, 13*time.Second, 13*time.Second); len(again) != 0 {
+		t.Fatalf("acked message came back on an exactly-once subscription: %q", again[0].Payload)
+	}
+}
+
 func TestEmulatorNackDelay(t *testing.T) {
 	t.Parallel()
 	emu := pubsubtest.Shared(t)
