@@ -224,14 +224,19 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 		now := time.Now()
 		var out []*source.Message
 		next := time.Time{}
-		live := q.order[:0]
+		// Drop the acked prefix, then scan in publish order until the batch is full.
+		for len(q.order) > 0 {
+			if _, ok := q.msgs[q.order[0]]; ok {
+				break
+			}
+			q.order = q.order[1:]
+		}
 		for _, id := range q.order {
+			if len(out) >= max {
+				break
+			}
 			e, ok := q.msgs[id]
 			if !ok {
-				continue // acked: compact
-			}
-			live = append(live, id)
-			if len(out) >= max {
 				continue
 			}
 			if e.visibleAt.After(now) {
@@ -246,7 +251,6 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 			e.visibleAt = now.Add(d.opts.Lease)
 			out = append(out, toMessage(e))
 		}
-		q.order = live
 		wake := d.b.wake
 		d.b.mu.Unlock()
 		if len(out) > 0 {
