@@ -438,7 +438,7 @@ func (d *Driver) call(ctx context.Context, ids []string, op string, call func(co
 	if f, ok := d.perAckID(ids, op, err); ok {
 		return f, nil
 	}
-	if len(ids) > 1 && errorCode(err) == source.InvalidArgument && ctx.Err() == nil {
+	if len(ids) > 1 && refusedAckID(err) && ctx.Err() == nil {
 		// The service refused the whole request for some of its IDs (the emulator does this for an
 		// unknown ack ID): split it to find them, so the good ones are not given up.
 		mid := len(ids) / 2
@@ -506,6 +506,17 @@ func (d *Driver) perAckID(ids []string, op string, err error) (map[int]error, bo
 		}
 	}
 	return failed, true
+}
+
+// refusedAckID reports whether err is the service refusing a request for an ack ID in it ("Invalid ack
+// id (ack_id=...)" from the emulator, "You have passed an invalid ack ID to the service" from Pub/Sub),
+// as opposed to a request that is wrong as a whole.
+func refusedAckID(err error) bool {
+	if errorCode(err) != source.InvalidArgument {
+		return false
+	}
+	msg := strings.ToLower(status.Convert(err).Message())
+	return strings.Contains(msg, "ack id") || strings.Contains(msg, "ack_id")
 }
 
 func ackIDs(handles []source.Handle) []string {

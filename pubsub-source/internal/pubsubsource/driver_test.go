@@ -289,6 +289,19 @@ func TestAckIsolatesRefusedIDs(t *testing.T) {
 			t.Errorf("good ack ID %s was never acked in a successful call", id)
 		}
 	}
+	// A request refused as a whole (not for an ack ID) is not split.
+	f.ack = func([]string) error { return status.Error(codes.InvalidArgument, "Request payload size exceeds the limit") }
+	before, _ := f.calls()
+	err = d.Ack(context.Background(), handles("a", "b", "c", "d"))
+	if errors.As(err, &be) || d.ErrorCode(err) != source.InvalidArgument {
+		t.Errorf("refused request: %v, want the call's invalid_argument error", err)
+	}
+	if after, _ := f.calls(); len(after)-len(before) != 1 {
+		t.Errorf("a request refused as a whole was retried in %d calls", len(after)-len(before))
+	}
+	f.ack = func(ids []string) error {
+		return status.Errorf(codes.InvalidArgument, "Invalid ack id (ack_id=%s)", ids[0])
+	}
 	// A single refused ID is an InvalidArgument error, not a BatchError.
 	err = d.Ack(context.Background(), handles("bad-3"))
 	if errors.As(err, &be) || d.ErrorCode(err) != source.InvalidArgument {
