@@ -1,0 +1,216 @@
+package redisstreams
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/numaflow-connectors/sources/common/config"
+	"github.com/numaflow-connectors/sources/common/config/configtest"
+	"github.com/numaflow-connectors/sources/common/server"
+	"github.com/numaflow-connectors/sources/redis-streams-source/redistest"
+)
+
+func validConfig() Config {
+	return Config{
+		URL: "redis://127.0.0.1:6390", Mode: ModeStandalone, Stream: "orders", Group: "g", StartFrom: StartOldest,
+		CreateGroup: true, ClaimMinIdle: time.Minute, MaxExtension: time.Hour, Block: 2 * time.Second, ReadCount: 500,
+	}
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	certs, err := redistest.NewCerts(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		mutate func(c *Config)
+		want   []string // "VAR: substring" of each problem, in any order
+	}{
+		{"defaults are valid", func(c *Config) {}, nil},
+		{"rediss url with user and db", func(c *Config) { c.URL = "rediss://reader:s3cret@redis.example.com:6380/2" }, nil},
+		{"unix socket", func(c *Config) { c.URL = "unix:///run/redis.sock" }, nil},
+		{"cluster addrs with hash-tagged streams", func(c *Config) {
+			c.URL, c.Addrs, c.Mode, c.Stream = "", "10.0.0.1:6379, 10.0.0.2:6379", ModeCluster, "{orders}:eu,{orders}:us"
+		}, nil},
+		{"sentinel", func(c *Config) {
+			c.URL, c.Addrs, c.Mode, c.SentinelMaster, c.DB = "", "s1:26379,s2:26379,s3:26379", ModeSentinel, "mymaster", 3
+		}, nil},
+		{"start from an id", func(c *Config) { c.StartFrom = "1700000000000-5" }, nil},
+		{"start from ms", func(c *Config) { c.StartFrom = "1700000000000" }, nil},
+		{"latest", func(c *Config) { c.StartFrom = StartLatest }, nil},
+		{"several streams", func(c *Config) { c.Stream = "a, b ,c"; c.DeadLetterStream = "dlq" }, nil},
+		{"tls files", func(c *Config) {
+			c.TLSCAFile, c.TLSCertFile, c.TLSKeyFile, c.TLSServerName = certs.CAFile, certs.ClientCertFile, certs.ClientKeyFile, "redis"
+		}, nil},
+
+		{"neither url nor addrs", func(c *Config) { c.URL = "" }, []string{"REDIS_URL: set REDIS_URL or REDIS_ADDRS"}},
+		{"both url and addrs", func(c *Config) { c.Addrs = "h:1" }, []string{"REDIS_ADDRS: set only one"}},
+		{"bad mode", func(c *Config) { c.Mode = "ring" }, []string{"REDIS_MODE: must be standalone, cluster or sentinel"}},
+		{"sentinel without master", func(c *Config) { c.URL, c.Addrs, c.Mode = "", "s:26379", ModeSentinel },
+			[]string{"REDIS_SENTINEL_MASTER: must be set in sentinel mode"}},
+		{"sentinel with a url", func(c *Config) { c.Mode, c.SentinelMaster = ModeSentinel, "m" },
+			[]string{"REDIS_URL: sentinel mode needs REDIS_ADDRS"}},
+		{"master without sentinel mode", func(c *Config) { c.SentinelMaster = "m" }, []string{"REDIS_SENTINEL_MASTER: is only used with REDIS_MODE=sentinel"}},
+		{"url scheme", func(c *Config) { c.URL = "http://h:1" }, []string{"REDIS_URL: must start with redis://, rediss:// or unix://"}},
+		{"url password is never echoed", func(c *Config) { c.URL = "redis://u:hunter2@h:1/notadb" }, []string{"REDIS_URL: is not a valid redis:// URL"}},
+		{"addr without port", func(c *Config) { c.URL, c.Addrs = "", "redis" }, []string{"REDIS_ADDRS: each address must be host:port"}},
+		{"standalone with two addrs", func(c *Config) { c.URL, c.Addrs = "", "a:1,b:2" }, []string{"REDIS_ADDRS: standalone mode takes one address"}},
+		{"negative db", func(c *Config) { c.URL, c.Addrs, c.DB = "", "a:1", -1 }, []string{"REDIS_DB: must be 0 or more"}},
+		{"db in cluster", func(c *Config) { c.URL, c.Addrs, c.Mode, c.DB = "", "a:1", ModeCluster, 1 }, []string{"REDIS_DB: must be 0 in cluster mode"}},
+		{"db with a url", func(c *Config) { c.DB = 1 }, []string{"REDIS_DB: is only used with REDIS_ADDRS"}},
+		{"cert without key", func(c *Config) { c.TLSCertFile = certs.ClientCertFile }, []string{"REDIS_TLS_KEY_FILE: must be set with REDIS_TLS_CERT_FILE"}},
+		{"key without cert", func(c *Config) { c.TLSKeyFile = certs.ClientKeyFile }, []string{"REDIS_TLS_CERT_FILE: must be set with REDIS_TLS_KEY_FILE"}},
+		{"missing ca file", func(c *Config) { c.TLSCAFile = filepath.Join(dir, "nope.pem") }, []string{"REDIS_TLS_CA_FILE: reading the CA file"}},
+		{"ca file not pem", func(c *Config) { c.TLSCAFile = notPEM }, []string{"REDIS_TLS_CA_FILE: no PEM certificate found"}},
+		{"cert and key do not load", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = notPEM, notPEM }, []string{"REDIS_TLS_CERT_FILE: loading the client certificate"}},
+		{"empty stream in list", func(c *Config) { c.Stream = "a,,b" }, []string{"REDIS_STREAM: has an empty stream name"}},
+		{"stream twice", func(c *Config) { c.Stream = "a,b,a" }, []string{`REDIS_STREAM: names stream "a" twice`}},
+		{"cluster streams without a shared tag", func(c *Config) { c.URL, c.Addrs, c.Mode, c.Stream = "", "a:1", ModeCluster, "a,b" },
+			[]string{"REDIS_STREAM: in cluster mode several streams must share a hash tag"}},
+		{"cluster streams with different tags", func(c *Config) { c.URL, c.Addrs, c.Mode, c.Stream = "", "a:1", ModeCluster, "{a}x,{b}x" },
+			[]string{"REDIS_STREAM: in cluster mode several streams must share a hash tag"}},
+		{"group with a space", func(c *Config) { c.Group = "my group" }, []string{"REDIS_GROUP: must not contain white space"}},
+		{"consumer with a space", func(c *Config) { c.Consumer = "a b" }, []string{"REDIS_CONSUMER: must not contain white space"}},
+		{"bad start", func(c *Config) { c.StartFrom = "newest" }, []string{"REDIS_START_FROM: must be oldest, latest or an entry ID"}},
+		{"bad start id", func(c *Config) { c.StartFrom = "12-x" }, []string{"REDIS_START_FROM: must be oldest, latest or an entry ID"}},
+		{"claim idle too small", func(c *Config) { c.ClaimMinIdle = 500 * time.Millisecond; c.Block = 100 * time.Millisecond },
+			[]string{"REDIS_CLAIM_MIN_IDLE: must be at least 1s"}},
+		{"max extension zero", func(c *Config) { c.MaxExtension = 0 }, []string{"REDIS_MAX_EXTENSION: must be more than 0s"}},
+		{"block too long", func(c *Config) { c.Block = time.Minute }, []string{"REDIS_BLOCK: must be between 10ms and 10s"}},
+		{"block not under half the claim idle", func(c *Config) { c.ClaimMinIdle = 2 * time.Second; c.Block = time.Second },
+			[]string{"REDIS_BLOCK: must be less than half of REDIS_CLAIM_MIN_IDLE"}},
+		{"read count zero", func(c *Config) { c.ReadCount = 0 }, []string{"REDIS_READ_COUNT: must be between 1 and 10000"}},
+		{"dead letters to the source stream", func(c *Config) { c.Stream = "a,b"; c.DeadLetterStream = "b" },
+			[]string{"REDIS_DEAD_LETTER_STREAM: must not be one of the streams read"}},
+		{"negative dlq maxlen", func(c *Config) { c.DeadLetterMaxLen = -1 }, []string{"REDIS_DEAD_LETTER_MAXLEN: must be 0 (no cap) or more"}},
+		{"every problem at once", func(c *Config) {
+			c.Mode, c.StartFrom, c.ClaimMinIdle, c.ReadCount, c.TLSCertFile = "x", "y", 0, -1, certs.ClientCertFile
+		}, []string{"REDIS_MODE:", "REDIS_START_FROM:", "REDIS_CLAIM_MIN_IDLE:", "REDIS_READ_COUNT:", "REDIS_TLS_KEY_FILE:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			tt.mutate(&c)
+			got := problems(c.Validate())
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d problems, want %d:\n%s", len(got), len(tt.want), strings.Join(got, "\n"))
+			}
+			for _, w := range tt.want {
+				name, text, _ := strings.Cut(w, ":")
+				found := false
+				for _, g := range got {
+					found = found || strings.HasPrefix(g, name+":") && strings.Contains(g, strings.TrimSpace(text))
+				}
+				if !found {
+					t.Errorf("no problem %q in:\n%s", w, strings.Join(got, "\n"))
+				}
+			}
+			for _, g := range got {
+				if strings.Contains(g, "hunter2") {
+					t.Errorf("a problem shows the password: %s", g)
+				}
+			}
+		})
+	}
+}
+
+// problems flattens a Validate error into "VAR: problem" lines.
+func problems(err error) []string {
+	if err == nil {
+		return nil
+	}
+	var out []string
+	var walk func(error)
+	walk = func(e error) {
+		if u, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range u.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		var fe *config.FieldError
+		if errors.As(e, &fe) {
+			out = append(out, fe.Error())
+		} else {
+			out = append(out, "?: "+e.Error())
+		}
+	}
+	walk(err)
+	return out
+}
+
+func TestLoadDefaults(t *testing.T) {
+	var c Config
+	if err := config.Load(&c, []string{"REDIS_URL=redis://127.0.0.1:6390", "REDIS_STREAM=orders", "REDIS_GROUP=g"}); err != nil {
+		t.Fatalf("loading: %v", err)
+	}
+	if want := validConfig(); c != want {
+		t.Fatalf("loaded %+v, want %+v", c, want)
+	}
+}
+
+func TestLoadPasswordFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(f, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var c Config
+	err := config.Load(&c, []string{"REDIS_ADDRS=127.0.0.1:6390", "REDIS_STREAM=s", "REDIS_GROUP=g", "REDIS_PASSWORD_FILE=" + f})
+	if err != nil {
+		t.Fatalf("loading: %v", err)
+	}
+	if c.Password.Reveal() != "s3cret" {
+		t.Fatalf("password %q, want it from REDIS_PASSWORD_FILE", c.Password.Reveal())
+	}
+}
+
+func TestLoadReportsEveryProblem(t *testing.T) {
+	var c Config
+	err := config.Load(&c, []string{"REDIS_MODE=ring", "REDIS_CLAIM_MIN_IDLE=soon", "REDIS_START_FROM=newest"})
+	var errs *config.Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("error %v, want *config.Errors", err)
+	}
+	named := map[string]bool{}
+	for _, p := range errs.Problems {
+		named[p.Var] = true
+	}
+	for _, v := range []string{"REDIS_URL", "REDIS_STREAM", "REDIS_GROUP", "REDIS_MODE", "REDIS_CLAIM_MIN_IDLE", "REDIS_START_FROM"} {
+		if !named[v] {
+			t.Errorf("no problem named %s in:\n%v", v, err)
+		}
+	}
+}
+
+func TestConsumerName(t *testing.T) {
+	for _, tt := range []struct {
+		consumer, pipeline, vertex string
+		replica                    int
+		want                       string
+	}{
+		{"", "orders", "in", 3, "orders-in-3"},
+		{"fixed", "orders", "in", 3, "fixed"},
+		{"", "", "", 0, "redis-streams-source-0"},
+	} {
+		c := Config{Consumer: tt.consumer}
+		env := &server.Env{Platform: config.Platform{Pipeline: tt.pipeline, Vertex: tt.vertex, Replica: tt.replica}}
+		if got := consumerName(&c, env); got != tt.want {
+			t.Errorf("consumerName(%+v) = %q, want %q", tt, got, tt.want)
+		}
+	}
+}
+
+func TestREADME(t *testing.T) {
+	configtest.Documented(t, Config{})
+	configtest.README(t, "../../README.md", config.Groups("redis-streams-source", Config{})...)
+}

@@ -1,0 +1,108 @@
+package redisstreams
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/numaflow-connectors/sources/common/source"
+)
+
+// replyError is a Redis error reply as go-redis returns it.
+type replyError string
+
+func (e replyError) Error() string { return string(e) }
+func (replyError) RedisError()     {}
+
+var _ redis.Error = replyError("")
+
+func TestErrorCode(t *testing.T) {
+	wrap := func(err error) error { return fmt.Errorf("reading stream s with group g: %w", err) }
+	tests := []struct {
+		err  error
+		want source.Code
+	}{
+		{replyError("NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option"), source.NotFound},
+		{replyError("ERR no such key"), source.NotFound},
+		{errGroupMissing, source.NotFound},
+		{replyError("NOAUTH Authentication required."), source.PermissionDenied},
+		{replyError("WRONGPASS invalid username-password pair or user is disabled."), source.PermissionDenied},
+		{replyError("NOPERM this user has no permissions to run the 'xautoclaim' command"), source.PermissionDenied},
+		{replyError("WRONGTYPE Operation against a key holding the wrong kind of value"), source.FailedPrecondition},
+		{replyError("LOADING Redis is loading the dataset in memory"), source.Unavailable},
+		{replyError("READONLY You can't write against a read only replica."), source.Unavailable},
+		{replyError("CLUSTERDOWN The cluster is down"), source.Unavailable},
+		{replyError("MASTERDOWN Link with MASTER is down"), source.Unavailable},
+		{replyError("TRYAGAIN Multiple keys request during rehashing of slot"), source.Unavailable},
+		{replyError("OOM command not allowed when used memory > 'maxmemory'."), source.Unavailable},
+		{replyError("CROSSSLOT Keys in request don't hash to the same slot"), source.InvalidArgument},
+		{replyError("ERR Invalid stream ID specified as stream command argument"), source.InvalidArgument},
+		{replyError("ERR max number of clients reached"), source.Throttled},
+		{replyError("ERR something new"), source.Unknown},
+		{&handleError{op: "acking", stream: "s", id: "1-0", reason: "gone"}, source.InvalidArgument},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, source.Unavailable},
+		{syscall.ECONNRESET, source.Unavailable},
+		{io.EOF, source.Unavailable},
+		{io.ErrUnexpectedEOF, source.Unavailable},
+		{&net.OpError{Op: "read", Net: "tcp", Err: timeoutErr{}}, source.Unavailable},
+		{redis.ErrPoolTimeout, source.Unavailable},
+		{errors.New("redis: all sentinels specified in configuration are unreachable"), source.Unavailable},
+		{redis.ErrClosed, source.Canceled},
+		{x509.UnknownAuthorityError{}, source.PermissionDenied},
+		{x509.HostnameError{Certificate: &x509.Certificate{}, Host: "h"}, source.PermissionDenied},
+		{errors.New("something else"), source.Unknown},
+		{nil, source.Unknown},
+	}
+	d := &driver{}
+	for _, tt := range tests {
+		name := "nil"
+		if tt.err != nil {
+			name = tt.err.Error()
+		}
+		t.Run(name, func(t *testing.T) {
+			if got := d.ErrorCode(tt.err); got != tt.want {
+				t.Errorf("ErrorCode(%v) = %s, want %s", tt.err, got, tt.want)
+			}
+			if tt.err != nil {
+				if got := d.ErrorCode(wrap(tt.err)); got != tt.want {
+					t.Errorf("ErrorCode(wrapped %v) = %s, want %s", tt.err, got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+// TestErrorCodeOfRealFailures classifies errors as go-redis really returns them.
+func TestErrorCodeOfRealFailures(t *testing.T) {
+	ctx := context.Background()
+	// Nothing listens on a port that was just free.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, Protocol: 2, DisableIdentity: true})
+	defer c.Close()
+	err = c.Ping(ctx).Err()
+	if got := errorCode(err); got != source.Unavailable {
+		t.Errorf("connection refused (%v) = %s, want unavailable", err, got)
+	}
+	_ = c.Close()
+	if got := errorCode(c.Ping(ctx).Err()); got != source.Canceled {
+		t.Errorf("closed client = %s, want canceled", got)
+	}
+}
