@@ -290,7 +290,9 @@ func TestAckIsolatesRefusedIDs(t *testing.T) {
 		}
 	}
 	// A request refused as a whole (not for an ack ID) is not split.
-	f.ack = func([]string) error { return status.Error(codes.InvalidArgument, "Request payload size exceeds the limit") }
+	f.ack = func([]string) error {
+		return status.Error(codes.InvalidArgument, "Request payload size exceeds the limit")
+	}
 	before, _ := f.calls()
 	err = d.Ack(context.Background(), handles("a", "b", "c", "d"))
 	if errors.As(err, &be) || d.ErrorCode(err) != source.InvalidArgument {
