@@ -47,7 +47,7 @@ const (
 
 // Config is the redis-streams-source configuration, read from environment variables.
 type Config struct {
-	URL              config.Secret `env:"REDIS_URL" desc:"Redis URL, redis://[user:password@]host:port[/db] or rediss:// for TLS (unix:///path.sock also works). Required unless REDIS_ADDRS is set. Secret: it may hold a password."`
+	URL              config.Secret `env:"REDIS_URL" desc:"Redis URL, redis://[user:password@]host:port[/db] or rediss:// for TLS (unix:///path.sock also works). Required unless REDIS_ADDRS is set."`
 	Addrs            string        `env:"REDIS_ADDRS" desc:"Comma-separated host:port list instead of REDIS_URL: the server (standalone), seed nodes (cluster) or the sentinels (sentinel)."`
 	Mode             string        `env:"REDIS_MODE" envDefault:"standalone" desc:"Deployment: standalone, cluster or sentinel (sentinel needs REDIS_ADDRS and REDIS_SENTINEL_MASTER)."`
 	SentinelMaster   string        `env:"REDIS_SENTINEL_MASTER" desc:"Sentinel mode: the master name the sentinels monitor."`
