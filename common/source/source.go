@@ -62,7 +62,7 @@ type Source struct {
 	closeOnce  sync.Once
 	closeErr   error
 
-	acked    atomic.Int64 // messages committed at the broker, ever
+	acked    atomic.Int64 // messages numa acked, ever
 	pmu      sync.Mutex
 	pVal     int64
 	pAcked   int64 // acked when pVal was read
@@ -551,9 +551,9 @@ func (s *Source) Ack(ctx context.Context, req sourcer.AckRequest) {
 	}
 	s.mu.Unlock()
 	if len(rs) > 0 {
+		s.acked.Add(int64(len(rs))) // numa is done with them: Pending counts them gone from now on
 		s.commit(rs, "ack", func(ctx context.Context, h []Handle) error { return s.d.Ack(ctx, h) }, func(done []*record) {
 			s.m.Acked.Add(float64(len(done)))
-			s.acked.Add(int64(len(done)))
 		})
 	}
 	if len(orphans) > 0 {
@@ -969,8 +969,9 @@ func (s *Source) Pending(ctx context.Context) int64 {
 	return s.pendingNow()
 }
 
-// pendingNow is the last backlog reading less what this source committed since: acks certainly
-// shrank the backlog, new arrivals show at the next reading. Caller holds s.pmu.
+// pendingNow is the last backlog reading less what numa acked since: those commits are under way
+// (a commit that fails shows again at the next reading), new arrivals show at the next reading.
+// Caller holds s.pmu.
 func (s *Source) pendingNow() int64 {
 	if s.pVal < 0 {
 		return -1
