@@ -33,10 +33,11 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/udsource-run ./cmd/udsource-run
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/memsource ./cmd/memsource
 
-## run: a connector end to end on an embedded broker, with a live progress line
+## run: the Redis Streams connector end to end on an embedded broker (miniredis inside the runner,
+## seeded with 100,000 entries), with a live progress line. With REDIS_URL set it uses that Redis.
 RUN_ARGS ?= --limit 100000 --idle 3
 run: build
-	$(BIN)/udsource-run $(RUN_ARGS) -- $(BIN)/memsource
+	$(BIN)/udsource-run --embedded redis $(RUN_ARGS) -- $(BIN)/redis-streams-source
 
 ## deps: install brokers and emulators the tests need (apt, npm ci) and Go modules
 deps:

@@ -24,10 +24,11 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Dir(filepath.Dir(file))
-		for name, pkg := range map[string]string{"memsource": "./cmd/memsource", "udsource-run": "./cmd/udsource-run"} {
+		for name, pkg := range map[string]string{"memsource": "./cmd/memsource", "udsource-run": "./cmd/udsource-run",
+			"redis-streams-source": "./redis-streams-source"} {
 			out := filepath.Join(dir, name)
-			cmd := exec.Command("go", "build", "-o", out, pkg)
-			cmd.Dir = root
+			cmd := exec.Command("go", "build", "-o", out, ".")
+			cmd.Dir = filepath.Join(root, pkg)
 			if b, err := cmd.CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, b)
 				return 1

@@ -113,3 +113,31 @@ func TestServerInfoCarriesTheSDKVersion(t *testing.T) {
 		t.Errorf("server info %s: numa would send no nacks", b)
 	}
 }
+
+// make run: the runner starts an embedded Redis, seeds it and drives the real Redis Streams connector.
+func TestRunnerWithEmbeddedRedis(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bins["udsource-run"], "--embedded", "redis", "--embedded-messages", "20000",
+		"--limit", "20000", "--idle", "3", "--", bins["redis-streams-source"])
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "REDIS_") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "LOG_LEVEL=warn")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("udsource-run: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{`read\s+20000\b`, `acked\s+20000\b`, `duplicates\s+0\b`} {
+		if !regexp.MustCompile(want).MatchString(stdout.String()) {
+			t.Errorf("summary lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if !strings.Contains(stderr.String(), "embedded redis on 127.0.0.1:") {
+		t.Errorf("no embedded redis announced:\n%s", stderr.String())
+	}
+}

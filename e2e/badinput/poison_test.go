@@ -1,0 +1,73 @@
+package badinput
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/numaflow-connectors/sources/common/numatest"
+)
+
+// Poison messages and messages over MAX_MESSAGE_BYTES, the same for every connector.
+
+const (
+	// smallLimit is MAX_MESSAGE_BYTES in the oversize runs.
+	smallLimit = "1000"
+	// drainTimeout bounds each wait for the message that follows the poison ones.
+	drainTimeout = 30 * time.Second
+)
+
+var (
+	// bigPayload is over smallLimit.
+	bigPayload = strings.Repeat("b", 2000)
+	// oneMiB is a 1 MiB payload, under the default MAX_MESSAGE_BYTES (4 MiB).
+	oneMiB = strings.Repeat("m", 1<<20)
+	// nonUTF8 is not valid UTF-8 (a lone continuation byte, an invalid start byte, a NUL).
+	nonUTF8 = "\x80\xff\xfe\x00poison"
+)
+
+// reason is what the adapter says about a message over the limit.
+const reasonTooLarge = "exceeds MAX_MESSAGE_BYTES"
+
+// seenAll is a drainUntil predicate that is true once every payload in want has arrived.
+func seenAll(want ...string) func(numatest.Message) bool {
+	preds := make([]func(numatest.Message) bool, len(want))
+	for i, w := range want {
+		preds[i] = payloadIs(w)
+	}
+	return seenEach(preds...)
+}
+
+// seenEach is a drainUntil predicate that is true once each of preds has matched some message.
+func seenEach(preds ...func(numatest.Message) bool) func(numatest.Message) bool {
+	left := map[int]bool{}
+	for i := range preds {
+		left[i] = true
+	}
+	return func(m numatest.Message) bool {
+		for i := range left {
+			if preds[i](m) {
+				delete(left, i)
+			}
+		}
+		return len(left) == 0
+	}
+}
+
+// assertOversizeNotDelivered checks that no message of bigPayload's size reached numa.
+func assertOversizeNotDelivered(t *testing.T, msgs []numatest.Message) {
+	t.Helper()
+	for _, m := range msgs {
+		if len(m.Payload) > 1000 {
+			t.Errorf("a message of %d bytes over MAX_MESSAGE_BYTES=%s was delivered", len(m.Payload), smallLimit)
+		}
+	}
+}
+
+// finish checks what every broker run ends with: the process is still up (no crash loop) and never
+// printed the secret.
+func (c *conn) finish(t *testing.T) {
+	t.Helper()
+	c.assertAlive(t)
+	assertNoSentinel(t, c.name+"'s output at LOG_LEVEL=debug", c.proc.Output())
+}

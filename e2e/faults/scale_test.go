@@ -1,0 +1,121 @@
+package faults
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// minShare is the least fraction of the messages each of three replicas must deliver (a fair share is
+// a third; this allows for one replica starting its receives a moment later than the others).
+const minShare = 0.15
+
+// Three replicas sharing one queue, subscription or consumer group drain scaled(30,000) messages:
+// nothing is lost, nothing is delivered twice, and each does a fair share.
+func TestThreeReplicasShareTheLoad(t *testing.T) {
+	forEachKit(t, func(t *testing.T, k *kit) {
+		n := scaled(30000)
+		res := k.resource(t, resOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), budget())
+		defer cancel()
+		l := newLedger(n)
+		reps := make([]*replica, 3)
+		for i := range reps {
+			reps[i] = newReplica(t, k, res, i, res.upstream())
+			reps[i].mustStart(ctx)
+		}
+		start := time.Now()
+		errs := make(chan error, len(reps))
+		var wg sync.WaitGroup
+		for _, r := range reps {
+			wg.Go(func() { errs <- r.run(ctx, l, loopOpts{done: func(bool) bool { return l.complete() }}) })
+		}
+		res.publish(t, makePayloads(n, newRand(t))) // while all three are reading
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		took := time.Since(start)
+		checkAll(t, l)
+		per := l.perReplica()
+		t.Logf("%s: %d messages drained by 3 replicas in %s (%.0f msg/s, publishing included): %d / %d / %d, %d duplicates",
+			k.name, n, secs(took), float64(n)/took.Seconds(), per[0], per[1], per[2], l.duplicates())
+		if d := l.duplicates(); d > 0 {
+			t.Errorf("%d messages delivered twice without any fault", d)
+		}
+		for i := range reps {
+			if share := float64(per[i]) / float64(n); share < minShare {
+				t.Errorf("replica %d delivered %.1f%% of the messages (at least %.0f%% expected)", i, 100*share, 100*minShare)
+			}
+		}
+	})
+}
+
+// Three replicas shrink to one mid-stream: two are killed with kill -9 while each holds a read batch
+// unacked (and more prefetched). The survivor gets every one of their held messages within about a
+// lease (limit 1.5 leases + 5 s), and nothing is lost.
+func TestShrinkThreeToOne(t *testing.T) {
+	forEachKit(t, func(t *testing.T, k *kit) {
+		n := scaled(20000)
+		res := k.resource(t, resOptions{})
+		res.publish(t, makePayloads(n, newRand(t)))
+		ctx, cancel := context.WithTimeout(context.Background(), budget())
+		defer cancel()
+		l := newLedger(n)
+		reps := make([]*replica, 3)
+		for i := range reps {
+			reps[i] = newReplica(t, k, res, i, res.upstream())
+			reps[i].mustStart(ctx)
+		}
+		// Replicas 1 and 2 read until a third of the messages are out, then read one more batch and
+		// hold it (a numa that is about to die); the survivor acks everything until all are in.
+		errs := make([]chan error, 3)
+		for i, r := range reps {
+			o := loopOpts{done: func(bool) bool { return l.complete() }}
+			if i > 0 {
+				o.done = func(empty bool) bool { return !empty && l.uniqueCount() >= n/3 }
+				o.holdLast = true
+			}
+			errs[i] = make(chan error, 1)
+			go func() { errs[i] <- r.run(ctx, l, o) }()
+		}
+		for _, ch := range errs[1:] { // replicas 1 and 2 now hold their last batch
+			if err := <-ch; err != nil {
+				t.Fatal(err)
+			}
+		}
+		var held []int
+		bound := 0
+		t0 := time.Now()
+		for _, r := range reps[1:] {
+			rec := r.kill9()
+			held = append(held, rec.unacked...)
+			bound += len(rec.unacked) + rec.recentAcked
+		}
+		if err := <-errs[0]; err != nil {
+			t.Fatal(err)
+		}
+		checkAll(t, l)
+		back, last := l.deliveredAfter(held, t0, 0)
+		rt := last.Sub(t0)
+		limit := k.lease + k.lease/2 + 5*time.Second
+		t.Logf("%s: replicas 1 and 2 killed holding %d read messages; the survivor had %d of them back, the last %s after the kills (lease %s); all %d delivered %s after the kills; %d duplicates (bound %d)",
+			k.name, len(held), back, secs(rt), k.lease, n, secs(time.Since(t0)), l.duplicates(), bound)
+		if back != len(held) {
+			t.Errorf("the survivor got only %d of the %d messages the killed replicas held", back, len(held))
+		}
+		if len(held) == 0 {
+			t.Errorf("the killed replicas held nothing: the test proved nothing")
+		}
+		if rt > limit {
+			t.Errorf("held messages took %s to reach the survivor (limit %s)", secs(rt), limit)
+		}
+		if d := l.duplicates(); d > bound {
+			t.Errorf("%d duplicates, more than the %d in flight at the kills", d, bound)
+		}
+	})
+}
