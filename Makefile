@@ -78,6 +78,12 @@ bench: deps $(addprefix bench/,$(MODULES))
 $(addprefix bench/,$(MODULES)): bench/%:
 	cd $(call moddir,$*) && GOWORK=off $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 
+## soak: the fault and scale tests of e2e/faults, bigger and longer (SOAK=1: 5x messages and kills;
+##   SOAK_FACTOR=N to change); stops by itself within its timeout
+.PHONY: soak
+soak:
+	GOWORK=off SOAK=1 $(GO) test -race -count=1 -timeout 120m -v -run . ./e2e/faults/
+
 ## docs: regenerate the env tables in every README from the config structs
 docs:
 	@for m in $(CONNECTORS) root; do (cd $$(if [ $$m = root ] ; then echo . ; else echo $$m; fi) && UPDATE_DOCS=1 GOWORK=off $(GO) test -count=1 -run 'TestREADME' ./... >/dev/null) || exit 1; done
