@@ -119,6 +119,13 @@ func startConnector(t *testing.T, name string, env []string) *conn {
 	p := proctest.Start(t, bins[name], nil, proctest.Options{Env: append(base, env...)})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	go func() { // a process that exits is not waited for
+		select {
+		case <-p.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	c, err := numatest.Dial(ctx, numatest.Options{Socket: sock, ServerInfoFile: info})
 	if err != nil {
 		t.Fatalf("dialing %s: %v\n%s", name, err, p.Output())

@@ -19,11 +19,12 @@ import (
 // #x10000-#x10FFFF) and rejects a body that is not valid UTF-8, or empty, at SendMessage: such a
 // message never reaches a queue, so there is nothing for the connector to stall on. The bytes SQS
 // does carry unchanged are Binary message attributes; the poison run sends non-UTF-8 bytes there and
-// the edge characters SQS allows in the body.
-const sqsEdgeBody = "\t\n\r \u00a0\ud7ff\ue000\ufffd\U0001F680\U0010FFFF"
+// the edge characters SQS allows in the body. (AWS also allows #x10000-#x10FFFF; fauxqs 1.9.2 rejects
+// them, so they are left out here.)
+const sqsEdgeBody = "\t\n\r \u00a0\ud7ff\ue000\ufffd"
 
-func sqsEnv(srv *sqstest.Server, extra ...string) []string {
-	env := append(srv.Env(), "AWS_SECRET_ACCESS_KEY="+sentinel, "LOG_LEVEL=debug",
+func sqsEnv(srv *sqstest.Server, queue string, extra ...string) []string {
+	env := append(srv.Env(), "SQS_QUEUE_URL="+queue, "AWS_SECRET_ACCESS_KEY="+sentinel, "LOG_LEVEL=debug",
 		"SQS_VISIBILITY_TIMEOUT=5s", "SQS_WAIT_TIME=2s")
 	return append(env, extra...)
 }
@@ -57,7 +58,7 @@ func TestSQSPoisonAndOversize(t *testing.T) {
 			t.Fatalf("sending a binary attribute: %v", err)
 		}
 		sqsSend(t, srv, url, sqsEdgeBody, oneMiB)
-		c := startConnector(t, sqsSource, sqsEnv(srv, "LOG_FORMAT=json"))
+		c := startConnector(t, sqsSource, sqsEnv(srv, url, "LOG_FORMAT=json"))
 		msgs := c.drainUntil(t, drainTimeout, seenAll("binary-attribute", sqsEdgeBody, oneMiB))
 		sqsSend(t, srv, url, "after-poison")
 		msgs = append(msgs, c.drainUntil(t, drainTimeout, payloadIs("after-poison"))...)
@@ -71,13 +72,13 @@ func TestSQSPoisonAndOversize(t *testing.T) {
 	t.Run("oversize dead-lettered", func(t *testing.T) {
 		q := srv.CreateQueueWithDLQ(t, sqstest.QueueName(t), false, 0, nil)
 		sqsSend(t, srv, q.URL, "before", bigPayload, "after")
-		c := startConnector(t, sqsSource, sqsEnv(srv, "LOG_FORMAT=text", "MAX_MESSAGE_BYTES="+smallLimit,
+		c := startConnector(t, sqsSource, sqsEnv(srv, q.URL, "LOG_FORMAT=text", "MAX_MESSAGE_BYTES="+smallLimit,
 			"SQS_DEAD_LETTER_QUEUE_URL="+q.DLQURL))
 		msgs := c.drainUntil(t, drainTimeout, seenAll("before", "after"))
 		assertOversizeNotDelivered(t, msgs)
 		eventually(t, 20*time.Second, func(ctx context.Context) error {
 			out, err := srv.Client().ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &q.DLQURL, MaxNumberOfMessages: 10,
-				WaitTimeSeconds: 1, MessageAttributeNames: []string{"All"}})
+				WaitTimeSeconds: 1, VisibilityTimeout: 1, MessageAttributeNames: []string{"All"}})
 			if err != nil {
 				return err
 			}
@@ -97,7 +98,7 @@ func TestSQSPoisonAndOversize(t *testing.T) {
 	t.Run("oversize dropped", func(t *testing.T) {
 		url := srv.CreateQueue(t, sqstest.QueueName(t), nil)
 		sqsSend(t, srv, url, "before", bigPayload, "after")
-		c := startConnector(t, sqsSource, sqsEnv(srv, "LOG_FORMAT=json", "MAX_MESSAGE_BYTES="+smallLimit, "DEAD_LETTER_FALLBACK=drop"))
+		c := startConnector(t, sqsSource, sqsEnv(srv, url, "LOG_FORMAT=json", "MAX_MESSAGE_BYTES="+smallLimit, "DEAD_LETTER_FALLBACK=drop"))
 		msgs := c.drainUntil(t, drainTimeout, seenAll("before", "after"))
 		assertOversizeNotDelivered(t, msgs)
 		c.waitOutput(t, 5*time.Second, "message dropped", reasonTooLarge)
