@@ -20,7 +20,6 @@ type redisAPI interface {
 	XAdd(ctx context.Context, a *redis.XAddArgs) *redis.StringCmd
 	XGroupCreateMkStream(ctx context.Context, stream, group, start string) *redis.StatusCmd
 	XGroupCreate(ctx context.Context, stream, group, start string) *redis.StatusCmd
-	XGroupDelConsumer(ctx context.Context, stream, group, consumer string) *redis.IntCmd
 	XInfoGroups(ctx context.Context, key string) *redis.XInfoGroupsCmd
 	XInfoConsumers(ctx context.Context, key, group string) *redis.XInfoConsumersCmd
 	XPendingExt(ctx context.Context, a *redis.XPendingExtArgs) *redis.XPendingExtCmd

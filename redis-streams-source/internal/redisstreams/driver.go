@@ -313,9 +313,18 @@ func (d *driver) claimError(stream string, claimed []*source.Message, err error)
 	return fmt.Errorf("claiming idle entries of stream %s in group %s: %w", stream, d.group, err)
 }
 
+// delConsumerIfEmpty deletes a consumer only if it has nothing pending, in one atomic step: a consumer
+// that reads entries between a check and the delete would otherwise lose them from every pending list.
+const delConsumerIfEmpty = `if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1`
+
 // removeIdleConsumers deletes consumers that have nothing pending and were idle longer than
-// REDIS_CLAIM_MIN_IDLE: those left behind by crashed or scaled-down replicas. Never ourselves.
-// Failures are only logged: it is housekeeping.
+// REDIS_CLAIM_MIN_IDLE: those left behind by crashed or scaled-down replicas. Never ourselves. On Redis
+// before 7.2 a live consumer waiting on an empty stream also looks idle; deleting it is harmless, since
+// the delete is atomic with the check that it holds nothing and its next read creates it again.
+// Failures (e.g. an ACL without EVAL) are only logged: it is housekeeping.
 func (d *driver) removeIdleConsumers(ctx context.Context) {
 	for _, s := range d.streams {
 		cs, err := d.api.XInfoConsumers(ctx, s, d.group).Result()
@@ -327,16 +336,13 @@ func (d *driver) removeIdleConsumers(ctx context.Context) {
 			if c.Name == d.consumer || c.Pending > 0 || c.Idle <= d.claimIdle {
 				continue
 			}
-			n, err := d.api.XGroupDelConsumer(ctx, s, d.group, c.Name).Result()
-			if err != nil {
+			n, err := d.api.Do(ctx, "EVAL", delConsumerIfEmpty, 1, s, d.group, c.Name).Int64()
+			switch {
+			case err != nil:
 				d.log.Warn("removing an idle consumer failed", "stream", s, "group", d.group, "consumer", c.Name, "error", err)
-				continue
+			case n == 0:
+				d.log.Debug("removed idle consumer", "stream", s, "group", d.group, "consumer", c.Name, "idle", c.Idle.String())
 			}
-			if n > 0 {
-				// It read entries between XINFO and DELCONSUMER: they left every pending list.
-				d.log.Warn("removed consumer had just read entries", "stream", s, "group", d.group, "consumer", c.Name, "entries", n)
-			}
-			d.log.Info("removed idle consumer", "stream", s, "group", d.group, "consumer", c.Name, "idle", c.Idle.String())
 		}
 	}
 }
