@@ -72,8 +72,9 @@ $(addprefix tidy/,$(MODULES)): tidy/%:
 	@cd $(call moddir,$*) && { GOWORK=off $(GO) mod tidy -diff >/dev/null 2>&1 || \
 		{ echo "go mod tidy would change $*:"; GOWORK=off $(GO) mod tidy -diff; exit 1; }; }
 
-## bench: every module's benchmarks (the figures go into the module READMEs and docs/benchmarks.md)
-bench: deps $(addprefix bench/,$(MODULES))
+## bench: every module's benchmarks, then docs/benchmarks.md (machine, versions, figures beside their targets)
+bench: deps
+	@GO=$(GO) bash scripts/bench.sh
 
 $(addprefix bench/,$(MODULES)): bench/%:
 	cd $(call moddir,$*) && GOWORK=off $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
