@@ -186,10 +186,11 @@ func (l *ledger) explain(kills []time.Time) dupReport {
 	for _, ds := range l.dels {
 		for j := 1; j < len(ds); j++ {
 			prev, cur := ds[j-1], ds[j]
-			k := -1
+			k := -1 // the first kill after the earlier delivery: the one that cut it short
 			for i, kt := range kills {
 				if kt.After(prev.at) && kt.Before(cur.at) {
 					k = i
+					break
 				}
 			}
 			if k < 0 {
@@ -426,8 +427,9 @@ func (r *replica) run(ctx context.Context, l *ledger, o loopOpts) error {
 		r.mu.Unlock()
 		msgs, err := c.Read(ctx, o.batch, time.Second)
 		if err == nil && len(msgs) > 0 {
-			idx := l.record(r.id, msgs)
+			// Under r.mu, so a kill9 sees the batch either not yet read or read and unacked.
 			r.mu.Lock()
+			idx := l.record(r.id, msgs)
 			if r.gen == gen {
 				for _, i := range idx {
 					r.unacked[i] = struct{}{}
@@ -448,8 +450,8 @@ func (r *replica) run(ctx context.Context, l *ledger, o loopOpts) error {
 				}
 				err = c.Ack(ctx, offs)
 				if err == nil {
-					l.acked(idx)
 					r.mu.Lock()
+					l.acked(idx)
 					if r.gen == gen {
 						for _, i := range idx {
 							delete(r.unacked, i)

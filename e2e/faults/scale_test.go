@@ -99,12 +99,21 @@ func TestShrinkThreeToOne(t *testing.T) {
 		if err := <-errs[0]; err != nil {
 			t.Fatal(err)
 		}
+		took := time.Since(t0)
 		checkAll(t, l)
 		back, last := l.deliveredAfter(held, t0, 0)
 		rt := last.Sub(t0)
 		limit := k.lease + k.lease/2 + 5*time.Second
-		t.Logf("%s: replicas 1 and 2 killed holding %d read messages; the survivor had %d of them back, the last %s after the kills (lease %s); all %d delivered %s after the kills; %d duplicates (bound %d)",
-			k.name, len(held), back, secs(rt), k.lease, n, secs(time.Since(t0)), l.duplicates(), bound)
+		rep := l.explain([]time.Time{t0})
+		t.Logf("%s: replicas 1 and 2 killed holding %d read messages; the survivor had %d of them back, the last %s after the kills (lease %s); "+
+			"all %d delivered %s after the kills; %d duplicates (bound %d), %d of them acknowledged before the kills (the oldest %s before)",
+			k.name, len(held), back, secs(rt), k.lease, n, secs(took), l.duplicates(), bound, rep.ackedBefore[0], rep.maxLag[0].Round(time.Millisecond))
+		if rep.unexplained > 0 {
+			t.Errorf("%d redeliveries not caused by the kills (a lease ran out while a replica held the message)", rep.unexplained)
+		}
+		if rep.maxLag[0] > ackWindow {
+			t.Errorf("a message acknowledged %s before the kills was redelivered: acks take longer than %s to reach the broker", rep.maxLag[0], ackWindow)
+		}
 		if back != len(held) {
 			t.Errorf("the survivor got only %d of the %d messages the killed replicas held", back, len(held))
 		}
