@@ -34,7 +34,7 @@ func TestIntegrationReplicaKilledMidStream(t *testing.T) {
 		src      *source.Source
 		consumer string
 		stop     context.CancelFunc
-		done chan struct{}
+		done     chan struct{}
 	}
 	start := func(i int, ack bool) *replica {
 		d := openTest(ctx, t, testConfig(srv.URL(), stream))
