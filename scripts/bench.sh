@@ -93,6 +93,7 @@ pstest) pubsub_broker="pstest fallback (cloud.google.com/go/pubsub/v2 $(gomod_ve
 esac
 
 # ---- document ----
+mkdir -p "$(dirname "$out")" || exit 1
 row() { printf '| %s | %s | %s | %s |\n' "$@"; }
 {
 	echo "# Benchmarks"
@@ -194,7 +195,7 @@ row() { printf '| %s | %s | %s | %s |\n' "$@"; }
 		echo "<details><summary>benchmark output</summary>"
 		echo
 		echo '```'
-		grep -vE '^(goos|goarch|pkg|cpu|PASS|ok |\? )' "$logs/$m.txt" | grep -vE '^\s*$' | tail -n 60
+		grep -vE '^(goos|goarch|pkg|cpu|PASS|ok |\? |[0-9]{4}/[0-9]{2}/[0-9]{2} )' "$logs/$m.txt" | grep -vE '^\s*$' | tail -n 60
 		echo '```'
 		echo
 		echo "</details>"
@@ -213,8 +214,8 @@ row() { printf '| %s | %s | %s | %s |\n' "$@"; }
 	echo '```'
 	echo
 	echo "Set \`PUBSUBTEST_EMULATOR=pstest\` to benchmark Pub/Sub on the pstest fallback instead of the Java emulator."
-} >"$out.tmp" && mv "$out.tmp" "$out"
-echo "wrote $out"
+} >"$out.tmp" || exit 1
+mv "$out.tmp" "$out" && echo "wrote $out"
 
 if [ ${#failed[@]} -gt 0 ]; then
 	echo "benchmarks failed in: ${failed[*]}" >&2
