@@ -23,7 +23,8 @@ const testSub = "projects/test-project/subscriptions/orders"
 
 // fakeSub is a subscriberAPI whose calls are scripted by the test; it records the requests.
 type fakeSub struct {
-	subscriberAPI // nil: a call that is not scripted panics, which fails the test
+	//lint:ignore U1000 embedded so the fake satisfies subscriberAPI; a call that is not scripted panics
+	subscriberAPI
 
 	mu      sync.Mutex
 	pull    func(ctx context.Context, req *pb.PullRequest) (*pb.PullResponse, error)
@@ -77,6 +78,7 @@ func (f *fakeSub) calls() ([][]string, []modackCall) {
 }
 
 type fakePub struct {
+	//lint:ignore U1000 embedded so the fake satisfies publisherAPI
 	publisherAPI
 	mu   sync.Mutex
 	err  error
