@@ -1,6 +1,9 @@
 package badinput
 
 import (
+	"context"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -65,9 +68,25 @@ func assertOversizeNotDelivered(t *testing.T, msgs []numatest.Message) {
 }
 
 // finish checks what every broker run ends with: the process is still up (no crash loop) and never
-// printed the secret.
+// printed the secret, neither in its output nor in its metrics.
 func (c *conn) finish(t *testing.T) {
 	t.Helper()
 	c.assertAlive(t)
 	assertNoSentinel(t, c.name+"'s output at LOG_LEVEL=debug", c.proc.Output())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.metrics+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("getting /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !strings.Contains(string(body), "numaflow_source_build_info") {
+		t.Fatalf("/metrics answered %s without build info (%v)", resp.Status, err)
+	}
+	assertNoSentinel(t, c.name+"'s /metrics", string(body))
 }
