@@ -29,8 +29,36 @@ var (
 	nonUTF8 = "\x80\xff\xfe\x00poison"
 )
 
-// reason is what the adapter says about a message over the limit.
+// reasonTooLarge is what the adapter says about a message over the limit.
 const reasonTooLarge = "exceeds MAX_MESSAGE_BYTES"
+
+// nackedOverLimit is the adapter's warning when a message over the limit is nacked back to the broker
+// (no dead-letter target, DEAD_LETTER_FALLBACK=nack, the default).
+const nackedOverLimit = "message over its limit nacked"
+
+// maxRenacks bounds how often a message over the limit may come back and be nacked again within
+// renackWindow: it stays at the broker (whose own redrive policy applies), but must not spin. A hot
+// loop on loopback would be hundreds a second; measured here: SQS 1-7, Redis 0 (its nacked entries
+// wait in the pending list), Pub/Sub about 27 (every pull brings it back at once: the adapter nacks
+// it with no delay).
+const (
+	renackWindow = 5 * time.Second
+	maxRenacks   = 50
+)
+
+// assertNoNackSpin reads and acks for renackWindow and fails t when the oversize message was nacked
+// more than maxRenacks times meanwhile.
+func (c *conn) assertNoNackSpin(t *testing.T) {
+	t.Helper()
+	c.waitOutput(t, 5*time.Second, nackedOverLimit, reasonTooLarge)
+	before := strings.Count(c.proc.Output(), nackedOverLimit)
+	assertOversizeNotDelivered(t, c.readFor(t, renackWindow))
+	n := strings.Count(c.proc.Output(), nackedOverLimit) - before
+	t.Logf("the oversize message was nacked %d times in %s", n, renackWindow)
+	if n > maxRenacks {
+		t.Errorf("the oversize message was nacked %d times in %s: a hot loop", n, renackWindow)
+	}
+}
 
 // seenAll is a drainUntil predicate that is true once every payload in want has arrived.
 func seenAll(want ...string) func(numatest.Message) bool {

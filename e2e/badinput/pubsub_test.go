@@ -79,6 +79,18 @@ func TestPubSubPoisonAndOversize(t *testing.T) {
 		c.finish(t)
 	})
 
+	// Over the limit with no dead-letter topic and the default fallback (nack): the message stays (the
+	// subscription's own dead-letter policy applies), the stream goes on and nothing spins.
+	t.Run("oversize nacked", func(t *testing.T) {
+		topic := emu.CreateTopic(t, "nack")
+		sub := emu.CreateSubscription(t, "nack", pubsubtest.Subscription{Topic: topic})
+		publish(t, emu, topic, data("before"), data(bigPayload), data("after"))
+		c := startConnector(t, pubsubSource, pubsubEnv(t, emu, sub, "LOG_FORMAT=text", "MAX_MESSAGE_BYTES="+smallLimit))
+		assertOversizeNotDelivered(t, c.drainUntil(t, drainTimeout, seenAll("before", "after")))
+		c.assertNoNackSpin(t)
+		c.finish(t)
+	})
+
 	t.Run("oversize dropped", func(t *testing.T) {
 		topic := emu.CreateTopic(t, "drop")
 		sub := emu.CreateSubscription(t, "drop", pubsubtest.Subscription{Topic: topic})

@@ -136,6 +136,24 @@ func TestRedisPoisonAndOversize(t *testing.T) {
 		c.finish(t)
 	})
 
+	// Over the limit with no dead-letter stream and the default fallback (nack): the entry stays in the
+	// group's pending list, the stream goes on and nothing spins.
+	t.Run("oversize nacked", func(t *testing.T) {
+		stream := redistest.Name(t)
+		xadd(t, rc, stream, "data", "before")
+		xadd(t, rc, stream, "data", bigPayload)
+		xadd(t, rc, stream, "data", "after")
+		c := startConnector(t, redisSource, redisEnv(srv, stream, "LOG_FORMAT=text", "REDIS_PAYLOAD_FIELD=data", "MAX_MESSAGE_BYTES="+smallLimit))
+		assertOversizeNotDelivered(t, c.drainUntil(t, drainTimeout, seenAll("before", "after")))
+		c.assertNoNackSpin(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if p, err := rc.XPending(ctx, stream, "badinput").Result(); err != nil || p.Count != 1 {
+			t.Errorf("pending list: %+v (%v), want the oversize entry still pending", p, err)
+		}
+		c.finish(t)
+	})
+
 	t.Run("oversize dropped", func(t *testing.T) {
 		stream := redistest.Name(t)
 		xadd(t, rc, stream, "data", "before")

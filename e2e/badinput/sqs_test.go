@@ -95,6 +95,22 @@ func TestSQSPoisonAndOversize(t *testing.T) {
 		c.finish(t)
 	})
 
+	// Over the limit with no dead-letter queue and the default fallback (nack): the message stays in
+	// the queue (its redrive policy applies), the stream goes on and nothing spins.
+	t.Run("oversize nacked", func(t *testing.T) {
+		url := srv.CreateQueue(t, sqstest.QueueName(t), nil)
+		sqsSend(t, srv, url, "before", bigPayload, "after")
+		c := startConnector(t, sqsSource, sqsEnv(srv, url, "LOG_FORMAT=text", "MAX_MESSAGE_BYTES="+smallLimit))
+		assertOversizeNotDelivered(t, c.drainUntil(t, drainTimeout, seenAll("before", "after")))
+		c.assertNoNackSpin(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if visible, inFlight, _, err := srv.Counts(ctx, url); err != nil || visible+inFlight != 1 {
+			t.Errorf("queue holds %d visible and %d in flight (%v), want the oversize message still there", visible, inFlight, err)
+		}
+		c.finish(t)
+	})
+
 	t.Run("oversize dropped", func(t *testing.T) {
 		url := srv.CreateQueue(t, sqstest.QueueName(t), nil)
 		sqsSend(t, srv, url, "before", bigPayload, "after")
