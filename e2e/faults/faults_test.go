@@ -46,7 +46,7 @@ func TestKill9DuringDrain(t *testing.T) {
 		slices.Sort(at)
 		var (
 			mu       sync.Mutex
-			recs     []killRec
+			recs     []*killRec
 			lastKill time.Time
 		)
 		killerDone := make(chan struct{})
@@ -125,7 +125,7 @@ func TestKill9DuringDrain(t *testing.T) {
 			t.Errorf("%d duplicates, more than the %d messages in flight at the kills", dups, bound)
 		}
 		if rep.unexplained > 0 {
-			t.Errorf("%d redeliveries with no kill in between (a lease ran out while the source held the message)", rep.unexplained)
+			t.Errorf("%d redeliveries with no kill in between (a lease ran out while the source held the message), e.g. %v", rep.unexplained, rep.samples)
 		}
 		if maxLag > ackWindow {
 			t.Errorf("a message acknowledged %s before a kill was redelivered: acks take longer than %s to reach the broker", maxLag, ackWindow)

@@ -80,7 +80,10 @@ func newLedger(n int) *ledger {
 
 // record notes a batch read by replica and returns the message indices in it.
 func (l *ledger) record(replica int, msgs []numatest.Message) []int {
-	now := time.Now()
+	return l.recordAt(replica, msgs, time.Now())
+}
+
+func (l *ledger) recordAt(replica int, msgs []numatest.Message, now time.Time) []int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	idx := make([]int, 0, len(msgs))
@@ -177,6 +180,7 @@ type dupReport struct {
 	ackedBefore []int           // of those, how many the client had seen acknowledged before the kill
 	maxLag      []time.Duration // per kill: the oldest acknowledged-then-redelivered ack, before the kill
 	unexplained int             // redeliveries with no kill in between: a lease ran out, or a double send
+	samples     []string        // a few unexplained ones, for the log
 }
 
 func (l *ledger) explain(kills []time.Time) dupReport {
@@ -195,6 +199,9 @@ func (l *ledger) explain(kills []time.Time) dupReport {
 			}
 			if k < 0 {
 				rep.unexplained++
+				if len(rep.samples) < 3 {
+					rep.samples = append(rep.samples, fmt.Sprintf("deliveries %v (kills %v)", ds, kills))
+				}
 				continue
 			}
 			rep.perKill[k]++
@@ -250,6 +257,7 @@ type replica struct {
 	stopped bool             // the test killed or stopped the current process on purpose
 	unacked map[int]struct{} // read by the client, not yet acknowledged by the source
 	acks    []ackRec         // recent acks of this process
+	killed  *killRec         // the kill of the current process, once it happened
 }
 
 type ackRec struct {
@@ -304,7 +312,7 @@ func (r *replica) start(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	r.proc, r.client, r.gen, r.stopped = p, c, gen, false
-	r.unacked, r.acks = map[int]struct{}{}, nil
+	r.unacked, r.acks, r.killed = map[int]struct{}{}, nil, nil
 	r.mu.Unlock()
 	return nil
 }
@@ -340,12 +348,13 @@ type killRec struct {
 // in the background) when the process dies.
 const ackWindow = time.Second
 
-// kill9 kills the process with SIGKILL, noting what it held.
-func (r *replica) kill9() killRec {
+// kill9 kills the process with SIGKILL, noting what it held. A batch the dead process had already sent
+// and the client reads afterwards is added to the record by run.
+func (r *replica) kill9() *killRec {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	rec := killRec{at: now}
+	rec := &killRec{at: now}
 	for i := range r.unacked {
 		rec.unacked = append(rec.unacked, i)
 	}
@@ -355,7 +364,7 @@ func (r *replica) kill9() killRec {
 		}
 	}
 	rec.lastAcks = append([]ackRec(nil), r.acks[max(0, len(r.acks)-3):]...)
-	r.stopped = true
+	r.stopped, r.killed = true, rec
 	r.proc.Kill()
 	return rec
 }
@@ -429,7 +438,16 @@ func (r *replica) run(ctx context.Context, l *ledger, o loopOpts) error {
 		if err == nil && len(msgs) > 0 {
 			// Under r.mu, so a kill9 sees the batch either not yet read or read and unacked.
 			r.mu.Lock()
-			idx := l.record(r.id, msgs)
+			at := time.Now()
+			late := r.gen == gen && r.killed != nil
+			if late {
+				// Sent by the process before it was killed (it sat in the client's buffer): in flight at the kill.
+				at = r.killed.at.Add(-time.Microsecond)
+			}
+			idx := l.recordAt(r.id, msgs, at)
+			if late {
+				r.killed.unacked = append(r.killed.unacked, idx...)
+			}
 			if r.gen == gen {
 				for _, i := range idx {
 					r.unacked[i] = struct{}{}
