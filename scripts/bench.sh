@@ -120,7 +120,8 @@ row() { printf '| %s | %s | %s | %s |\n' "$@"; }
 	echo
 	echo "The machine is shared (2 cores; other work ran at the same time, see the load average), so figures"
 	echo "vary between runs, by about ±30% for the emulators. Ratios compare the connector with a raw client"
-	echo "loop on the same broker in the same run, which cancels much of that noise."
+	echo "loop on the same broker in the same run, but the two phases run one after the other, so load that"
+	echo "changes between them still moves the ratio: compare several runs before drawing conclusions."
 	echo
 
 	for m in "${ran[@]}"; do
