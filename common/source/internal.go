@@ -1,6 +1,7 @@
 package source
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"math/rand/v2"
@@ -137,12 +138,15 @@ func (n *nackCounts) take(id string) int {
 	return v
 }
 
-// backoff is exponential with full jitter, from 100 ms up to 30 s.
-type backoff struct{ n int }
+// backoff is exponential with jitter, from 100 ms up to max (default 5 s).
+type backoff struct {
+	n   int
+	max time.Duration
+}
 
 func (b *backoff) next() time.Duration {
 	ceil := 100 * time.Millisecond << min(b.n, 9) // 100ms .. 51.2s, capped below
-	ceil = min(ceil, 30*time.Second)
+	ceil = min(ceil, cmp.Or(b.max, 5*time.Second))
 	b.n++
 	return ceil/2 + rand.N(ceil/2+1)
 }

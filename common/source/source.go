@@ -171,7 +171,9 @@ func (s *Source) receiver(ctx context.Context, startActive bool) {
 	if !startActive && !s.park(ctx) {
 		return
 	}
-	var bo backoff
+	// Receive retries back off to at most 2 s: a couple of cheap calls a second is no hot spin, and
+	// readiness must come back within seconds of the broker (the probe after each wait).
+	bo := backoff{max: 2 * time.Second}
 	for ctx.Err() == nil {
 		want := s.reserveRoom(ctx)
 		if want == 0 {
@@ -198,7 +200,13 @@ func (s *Source) receiver(ctx context.Context, startActive bool) {
 			continue
 		}
 		bo.reset()
-		s.setReady(true)
+		if len(msgs) > 0 || s.chk == nil {
+			s.setReady(true)
+		} else if !s.Ready() {
+			// An empty answer proves little (a silent network drops nothing but bytes, and some waits
+			// end quietly): while not ready, the health check must pass first.
+			s.probe(ctx)
+		}
 		s.m.ReceiveBatch.Observe(float64(len(msgs)))
 		s.admit(msgs)
 		switch {
@@ -691,8 +699,8 @@ func (s *Source) callRetry(ctx context.Context, op string, handles []Handle, cal
 		} else {
 			code := classify(s.d, err)
 			s.brokerError(op, code, err)
-			if code == Unavailable {
-				s.setReady(false)
+			if code == Unavailable || code == DeadlineExceeded {
+				s.setReady(false) // the receivers' probe brings it back
 			}
 			if code.Transient() {
 				retry = idx

@@ -368,7 +368,9 @@ func TestOutageMakesNotReadyWithoutSpinningAndRecovers(t *testing.T) {
 	if err := b.Publish("q", memsource.Publication{Payload: []byte("after")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 35*time.Second, "ready again", s.Ready)
+	healed := time.Now()
+	waitFor(t, 5*time.Second, "ready again within 5 s of the heal", s.Ready)
+	t.Logf("ready %s after the heal", time.Since(healed).Round(time.Millisecond))
 	var got []sourcer.Message
 	for len(got) == 0 {
 		got = read(s, 10, time.Second)
@@ -525,4 +527,52 @@ func TestCachedPendingCountsAcksSinceTheReading(t *testing.T) {
 	if n := b.Calls("backlog"); n != 1 {
 		t.Errorf("%d backlog calls; the reading is cached", n)
 	}
+}
+
+// silentFake answers receives with nothing (as a quiet long poll does) while its extensions time out
+// and its health check fails: a silent network partition.
+type silentFake struct {
+	*fake
+	mu      sync.Mutex
+	silent  bool
+	checked int
+}
+
+func (f *silentFake) set(v bool) { f.mu.Lock(); f.silent = v; f.mu.Unlock() }
+func (f *silentFake) isSilent() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.silent
+}
+func (f *silentFake) Extend(ctx context.Context, h []source.Handle, d time.Duration) error {
+	if f.isSilent() {
+		return fmt.Errorf("extending: %w", context.DeadlineExceeded)
+	}
+	return f.fake.Extend(ctx, h, d)
+}
+func (f *silentFake) Check(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.checked++
+	if f.silent {
+		return fmt.Errorf("checking: %w", context.DeadlineExceeded)
+	}
+	return nil
+}
+
+func TestSilentPartitionIsNotReadyUntilTheCheckPasses(t *testing.T) {
+	f := &silentFake{fake: newFake(source.Capabilities{Lease: 400 * time.Millisecond})}
+	s, _ := newSource(t, f, source.Options{})
+	f.in <- []*source.Message{msg("a", "ha")}
+	if got := read(s, 10, time.Second); len(got) != 1 {
+		t.Fatalf("read %d", len(got))
+	}
+	f.set(true) // held message: its extensions now time out, receives stay quietly empty
+	waitFor(t, 5*time.Second, "not ready", func() bool { return !s.Ready() })
+	time.Sleep(500 * time.Millisecond) // several empty receives
+	if s.Ready() {
+		t.Fatalf("empty receives made a silent partition look ready")
+	}
+	f.set(false)
+	waitFor(t, 5*time.Second, "ready after the check passes", s.Ready)
 }
