@@ -632,4 +632,30 @@ func TestCheck(t *testing.T) {
 	if err := d.Check(context.Background()); err != nil {
 		t.Errorf("check: %v", err)
 	}
+	// Without pubsub.subscriptions.get (roles/pubsub.subscriber only), a working pull is enough.
+	f := &fakeSub{
+		get: func() (*pb.Subscription, error) { return nil, status.Error(codes.PermissionDenied, "denied") },
+		pull: func(context.Context, *pb.PullRequest) (*pb.PullResponse, error) {
+			return &pb.PullResponse{ReceivedMessages: received(1, 1)}, nil
+		},
+	}
+	d = testDriver(t, f, nil)
+	if err := d.Check(context.Background()); err == nil {
+		t.Errorf("check before any pull passed with get denied")
+	}
+	if _, err := d.Receive(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Check(context.Background()); err != nil {
+		t.Errorf("check after a successful pull, get denied: %v", err)
+	}
+	f.pull = func(context.Context, *pb.PullRequest) (*pb.PullResponse, error) {
+		return nil, status.Error(codes.PermissionDenied, "pull denied")
+	}
+	if _, err := d.Receive(context.Background(), 1); err == nil {
+		t.Fatal("receive passed with pull denied")
+	}
+	if err := d.Check(context.Background()); err == nil {
+		t.Errorf("check passed after a denied pull")
+	}
 }
