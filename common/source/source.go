@@ -62,7 +62,11 @@ type Source struct {
 	closeOnce  sync.Once
 	closeErr   error
 
-	acked    atomic.Int64 // messages numa acked, ever
+	acked      atomic.Int64 // messages numa acked, ever
+	logMu      sync.Mutex
+	logged     map[string]time.Time // last "broker call failed" line per op/kind
+	suppressed map[string]int
+
 	pmu      sync.Mutex
 	pVal     int64
 	pAcked   int64 // acked when pVal was read
@@ -122,7 +126,8 @@ func New(d Driver, opts Options, log *slog.Logger, reg prometheus.Registerer) (*
 		sem:     make(chan struct{}, caps.AckConcurrency),
 		pVal:    -1,
 		jobs:    newTracker(),
-		bg:      newTracker(),
+		logged:  make(map[string]time.Time), suppressed: make(map[string]int),
+		bg: newTracker(),
 	}
 	s.dl, _ = d.(DeadLetterer)
 	s.dec, _ = d.(OffsetDecoder)
@@ -889,8 +894,12 @@ func (s *Source) leaseKeeper(ctx context.Context) {
 	}
 }
 
-// extendDue extends every held record with less than half its lease left.
+// extendDue extends every held record with less than half its lease left. While the broker is
+// unreachable it does nothing: the calls would fail, and the receivers' probe notices the recovery.
 func (s *Source) extendDue(ctx context.Context) {
+	if !s.Ready() {
+		return
+	}
 	now := time.Now()
 	half := s.caps.Lease / 2
 	var rs []*record
@@ -1103,12 +1112,27 @@ func (s *Source) brokerError(op string, code Code, err error) {
 		return
 	}
 	s.m.BrokerErrors.WithLabelValues(op, code.String()).Inc()
+	// One line per operation and kind every 5 s at most: an outage must not flood the logs (the
+	// metric counts every error).
+	key := op + "/" + code.String()
+	s.logMu.Lock()
+	last, suppressed := s.logged[key], s.suppressed[key]
+	if time.Since(last) < 5*time.Second {
+		s.suppressed[key]++
+		s.logMu.Unlock()
+		return
+	}
+	s.logged[key] = time.Now()
+	s.suppressed[key] = 0
+	s.logMu.Unlock()
 	level := slog.LevelWarn
 	if !code.Transient() {
 		level = slog.LevelError
 	}
-	s.log.Log(s.bgCtx, level, "broker call failed", "op", op, "kind", code.String(), "error", err)
+	s.log.Log(s.bgCtx, level, "broker call failed", "op", op, "kind", code.String(), "error", err,
+		"similar_errors_suppressed", suppressed)
 }
+
 
 func signal(ch chan struct{}) {
 	select {
