@@ -1133,7 +1133,6 @@ func (s *Source) brokerError(op string, code Code, err error) {
 		"similar_errors_suppressed", suppressed)
 }
 
-
 func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
