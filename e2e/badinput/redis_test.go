@@ -78,11 +78,55 @@ func TestRedisPoisonAndOversize(t *testing.T) {
 		xadd(t, rc, stream, "data", "bad-field-name", nonUTF8, "v")
 		xadd(t, rc, stream, "data", "after-poison")
 		c := startConnector(t, redisSource, redisEnv(srv, stream, "LOG_FORMAT=text", "REDIS_PAYLOAD_FIELD=data", "REDIS_KEY_FIELD=k"))
-		msgs := c.drainUntil(t, drainTimeout, payloadIs("after-poison"))
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		var msgs []numatest.Message
+		for ctx.Err() == nil {
+			got, err := c.client.Read(ctx, 500, time.Second)
+			if err != nil {
+				if strings.Contains(err.Error(), "invalid UTF-8") {
+					code, exited := c.proc.Wait(10 * time.Second)
+					// Restarted (same consumer name), it replays its pending entries: the same one again.
+					again := startConnector(t, redisSource, redisEnv(srv, stream, "LOG_FORMAT=text", "REDIS_PAYLOAD_FIELD=data", "REDIS_KEY_FIELD=k"))
+					_, err2 := again.client.Read(ctx, 500, time.Second)
+					code2, exited2 := again.proc.Wait(10 * time.Second)
+					knownIssue(t, "redis-streams-source: an entry with non-UTF-8 bytes in a field other than REDIS_PAYLOAD_FIELD, "+
+						"or in REDIS_KEY_FIELD, cannot be marshalled (headers and keys are protobuf strings): numaflow-go ends "+
+						"the read stream and stops its server, and the process exits (status %d, exited %v); restarted, it "+
+						"replays the same pending entry and exits again (read error %v; status %d, exited %v): a crash loop. "+
+						"First read error: %v", code, exited, err2, code2, exited2, err)
+					return
+				}
+				t.Fatalf("reading: %v\n%s", err, c.proc.Output())
+			}
+			msgs = append(msgs, got...)
+			offs := make([]numatest.Offset, len(got))
+			for i, m := range got {
+				offs[i] = m.Offset
+			}
+			if len(offs) > 0 {
+				if err := c.client.Ack(ctx, offs); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, ok := find(msgs, []byte("after-poison")); ok {
+				break
+			}
+		}
+		for _, p := range []string{"bad-header", "bad-key", "bad-field-name", "after-poison"} {
+			if _, ok := find(msgs, []byte(p)); !ok {
+				t.Errorf("%s did not arrive (got %s)", p, describe(msgs))
+			}
+		}
 		for _, m := range msgs {
 			for k, v := range m.Headers {
 				if !utf8.ValidString(k) || !utf8.ValidString(v) {
 					t.Errorf("header %q=%q is not valid UTF-8", k, v)
+				}
+			}
+			for _, k := range m.Keys {
+				if !utf8.ValidString(k) {
+					t.Errorf("key %q is not valid UTF-8", k)
 				}
 			}
 		}
