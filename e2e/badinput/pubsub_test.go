@@ -66,14 +66,15 @@ func TestPubSubPoisonAndOversize(t *testing.T) {
 			if err != nil {
 				return err
 			}
+			err = errNotYet
 			for _, m := range got {
 				reason := m.GetAttributes()["x-dead-letter-reason"]
 				if string(m.GetData()) == bigPayload && strings.Contains(reason, reasonTooLarge) {
 					return nil
 				}
-				return fmt.Errorf("dead-letter topic got a %d-byte message with reason %q", len(m.GetData()), reason)
+				err = fmt.Errorf("dead-letter topic got a %d-byte message with reason %q", len(m.GetData()), reason)
 			}
-			return errNotYet
+			return err
 		})
 		c.waitOutput(t, 5*time.Second, "message dead-lettered", reasonTooLarge)
 		c.finish(t)

@@ -35,10 +35,6 @@ func xadd(t *testing.T, rc *redis.Client, stream string, fields ...string) {
 	}
 }
 
-func headerIs(k, v string) func(numatest.Message) bool {
-	return func(m numatest.Message) bool { return m.Headers[k] == v }
-}
-
 func TestRedisPoisonAndOversize(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{Password: sentinel})
@@ -166,14 +162,15 @@ func TestRedisPoisonAndOversize(t *testing.T) {
 			if err != nil {
 				return err
 			}
+			err = errNotYet
 			for _, e := range es {
 				reason, _ := e.Values["dead-letter-reason"].(string)
 				if e.Values["data"] == bigPayload && strings.Contains(reason, reasonTooLarge) {
 					return nil
 				}
-				return fmt.Errorf("dead-letter stream holds %d fields with reason %q", len(e.Values), reason)
+				err = fmt.Errorf("dead-letter stream holds %d fields with reason %q", len(e.Values), reason)
 			}
-			return errNotYet
+			return err
 		})
 		c.waitOutput(t, 5*time.Second, "message dead-lettered", reasonTooLarge)
 		eventually(t, 10*time.Second, pendingZero(rc, stream))

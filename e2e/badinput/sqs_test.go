@@ -82,14 +82,15 @@ func TestSQSPoisonAndOversize(t *testing.T) {
 			if err != nil {
 				return err
 			}
+			err = errNotYet
 			for _, m := range out.Messages {
 				reason := aws.ToString(m.MessageAttributes["dead-letter-reason"].StringValue)
 				if aws.ToString(m.Body) == bigPayload && strings.Contains(reason, reasonTooLarge) {
 					return nil
 				}
-				return fmt.Errorf("dead-letter queue holds a %d-byte message with reason %q", len(aws.ToString(m.Body)), reason)
+				err = fmt.Errorf("dead-letter queue holds a %d-byte message with reason %q", len(aws.ToString(m.Body)), reason)
 			}
-			return errNotYet
+			return err
 		})
 		c.waitOutput(t, 5*time.Second, "message dead-lettered", reasonTooLarge)
 		c.finish(t)
