@@ -16,10 +16,12 @@ import (
 )
 
 // SQS accepts only XML characters in a body (#x9, #xA, #xD, #x20-#xD7FF, #xE000-#xFFFD,
-// #x10000-#x10FFFF) and rejects a body that is not valid UTF-8, or empty, at SendMessage: such a
-// message never reaches a queue, so there is nothing for the connector to stall on. The bytes SQS
-// does carry unchanged are Binary message attributes; the poison run sends non-UTF-8 bytes there and
-// the edge characters SQS allows in the body. (AWS also allows #x10000-#x10FFFF; fauxqs 1.9.2 rejects
+// #x10000-#x10FFFF) and rejects an empty body or one with other characters (a NUL, say) at
+// SendMessage: such a message never reaches a queue, so there is nothing for the connector to stall
+// on. Bytes that are not UTF-8 cannot even be sent as they are: the SDK's JSON encoding turns them into
+// U+FFFD, the queue stores that, and the SDK then reports a checksum mismatch to the sender. The bytes
+// SQS does carry unchanged are Binary message attributes; the poison run sends non-UTF-8 bytes there,
+// a body mangled as above, and the edge characters SQS allows in the body. (AWS also allows #x10000-#x10FFFF; fauxqs 1.9.2 rejects
 // them, so they are left out here.)
 const sqsEdgeBody = "\t\n\r \u00a0\ud7ff\ue000\ufffd"
 
@@ -58,8 +60,16 @@ func TestSQSPoisonAndOversize(t *testing.T) {
 			t.Fatalf("sending a binary attribute: %v", err)
 		}
 		sqsSend(t, srv, url, sqsEdgeBody, oneMiB)
+		for _, body := range []string{"", "\x00nul"} {
+			if _, err := srv.Client().SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String(body)}); err == nil {
+				t.Errorf("SQS accepted the body %q; the connector's handling of it is untested", body)
+			}
+		}
+		if _, err := srv.Client().SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String("\x80\xffmangled")}); err == nil {
+			t.Logf("a non-UTF-8 body was sent without the checksum error seen so far")
+		}
 		c := startConnector(t, sqsSource, sqsEnv(srv, url, "LOG_FORMAT=json"))
-		msgs := c.drainUntil(t, drainTimeout, seenAll("binary-attribute", sqsEdgeBody, oneMiB))
+		msgs := c.drainUntil(t, drainTimeout, seenAll("binary-attribute", sqsEdgeBody, oneMiB, "\ufffd\ufffdmangled"))
 		sqsSend(t, srv, url, "after-poison")
 		msgs = append(msgs, c.drainUntil(t, drainTimeout, payloadIs("after-poison"))...)
 
