@@ -204,7 +204,8 @@ row() { printf '| %s | %s | %s | %s |\n' "$@"; }
 		echo
 	done
 	for m in $modules; do
-		printf '%s\n' "${ran[@]}" | grep -qx "$m" || echo "$m: no benchmarks yet."
+		printf '%s\n' "${ran[@]}" | grep -qx "$m" && continue
+		if [ "$m" = root ]; then echo "root (the local runner and the end-to-end tests): no benchmarks."; else echo "$m: no benchmarks yet."; fi
 	done | sed '1{/./s/^/## Not benchmarked\n\n/}'
 	echo
 	echo "## Reproduce"
