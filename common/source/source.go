@@ -726,6 +726,10 @@ func (s *Source) callRetry(ctx context.Context, op string, handles []Handle, cal
 			}
 			return failed
 		}
+		// While the broker is unreachable, wait for the receivers' probe to see it back rather than
+		// calling it again and again (an outage must cost next to no CPU).
+		for !s.Ready() && time.Now().Before(deadline) && !s.shutting.Load() && sleepCtx(ctx, 200*time.Millisecond) {
+		}
 	}
 	return failed
 }
