@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"log/slog"
 	"strings"
 	"sync"
@@ -92,7 +95,13 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 	if env != nil && env.Log != nil {
 		log = env.Log
 	}
-	c, err := pubsub.NewClient(ctx, cfg.ProjectID())
+	// gRPC's default reconnect backoff grows to 120 s; after an outage the source must be back within
+	// seconds, so reconnect attempts are capped at 2 s apart (a few cheap dials, no hot spin).
+	reconnect := option.WithGRPCDialOption(grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+		MinConnectTimeout: 5 * time.Second,
+	}))
+	c, err := pubsub.NewClient(ctx, cfg.ProjectID(), reconnect)
 	if err != nil {
 		return nil, fmt.Errorf("creating Pub/Sub client for project %s: %w", cfg.ProjectID(), err)
 	}
