@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/numaproj/numaflow-go/pkg/sourcer"
 	"github.com/prometheus/client_golang/prometheus"
@@ -518,12 +520,42 @@ func (s *Source) toNuma(r *record) sourcer.Message {
 	m := r.msg
 	msg := sourcer.NewMessage(m.Payload, sourcer.NewOffset([]byte(m.ID), s.opts.Partition), m.EventTime)
 	if len(m.Keys) > 0 {
-		msg = msg.WithKeys(m.Keys)
+		msg = msg.WithKeys(validKeys(m.Keys))
 	}
 	if len(m.Headers) > 0 {
-		msg = msg.WithHeaders(m.Headers)
+		msg = msg.WithHeaders(validHeaders(m.Headers))
 	}
 	return msg
+}
+
+// Keys and headers travel as protobuf strings, which must be valid UTF-8: one bad byte from a broker
+// would make numaflow-go fail to send the batch and stop its server (and the same message would stop
+// it again after every restart). Invalid bytes become U+FFFD; valid strings are passed as they are.
+// Payloads are bytes and always pass untouched.
+func validKeys(keys []string) []string {
+	for i, k := range keys {
+		if !utf8.ValidString(k) {
+			out := slices.Clone(keys)
+			for j := i; j < len(out); j++ {
+				out[j] = strings.ToValidUTF8(out[j], "\uFFFD")
+			}
+			return out
+		}
+	}
+	return keys
+}
+
+func validHeaders(h map[string]string) map[string]string {
+	for k, v := range h {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			out := make(map[string]string, len(h))
+			for k, v := range h {
+				out[strings.ToValidUTF8(k, "\uFFFD")] = strings.ToValidUTF8(v, "\uFFFD")
+			}
+			return out
+		}
+	}
+	return h
 }
 
 // ---- Ack ----
@@ -854,7 +886,9 @@ func (s *Source) deadLetter(r *record, kind, reason string, delay time.Duration)
 			} else {
 				s.log.Warn("message over its limit nacked: no dead-letter target (DEAD_LETTER_FALLBACK=nack)", "id", r.msg.ID, "reason", reason)
 			}
-			s.release([]*record{r}, delay)
+			// It will come back and fail the same way: space its returns out by its delivery count
+			// (1 s, 2 s, 4 s ... up to 5 min) so it never turns into a hot loop.
+			s.release([]*record{r}, max(delay, fallbackDelay(r.deliveries)))
 		}
 	})
 	if !ran {
@@ -862,6 +896,11 @@ func (s *Source) deadLetter(r *record, kind, reason string, delay time.Duration)
 		s.forget([]*record{r})
 		s.mu.Unlock()
 	}
+}
+
+// fallbackDelay is the nack delay for a message that could not be dead-lettered, by delivery count.
+func fallbackDelay(deliveries int) time.Duration {
+	return min(time.Second<<min(max(deliveries-1, 0), 9), 5*time.Minute)
 }
 
 func (s *Source) dlRetry(ctx context.Context, r *record, reason string) error {

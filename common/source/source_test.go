@@ -576,3 +576,28 @@ func TestSilentPartitionIsNotReadyUntilTheCheckPasses(t *testing.T) {
 	f.set(false)
 	waitFor(t, 5*time.Second, "ready after the check passes", s.Ready)
 }
+
+// Keys and headers must reach numaflow-go as valid UTF-8 (protobuf strings), whatever the broker held;
+// payloads pass byte for byte.
+func TestInvalidUTF8InKeysAndHeadersIsReplaced(t *testing.T) {
+	f := newFake(source.Capabilities{})
+	s, _ := newSource(t, f, source.Options{})
+	bad := string([]byte{0xff, 'x', 0xfe})
+	m := msg("a", "ha", bad)
+	m.Headers = map[string]string{bad: bad, "ok": "fine"}
+	m.Payload = []byte{0xff, 0x00, 0xfe}
+	f.in <- []*source.Message{m}
+	got := read(s, 10, time.Second)
+	if len(got) != 1 {
+		t.Fatalf("read %d", len(got))
+	}
+	if k := got[0].Keys()[0]; k != "\uFFFDx\uFFFD" {
+		t.Errorf("key %q", k)
+	}
+	if v, ok := got[0].Headers()["\uFFFDx\uFFFD"]; !ok || v != "\uFFFDx\uFFFD" || got[0].Headers()["ok"] != "fine" {
+		t.Errorf("headers %q", got[0].Headers())
+	}
+	if string(got[0].Value()) != string([]byte{0xff, 0x00, 0xfe}) {
+		t.Errorf("payload changed: %q", got[0].Value())
+	}
+}

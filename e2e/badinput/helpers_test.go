@@ -295,20 +295,6 @@ func payloadIs(p string) func(numatest.Message) bool {
 
 var errNotYet = errors.New("not yet")
 
-// strict makes known issues fail like any other check (BADINPUT_STRICT=1).
-var strict = os.Getenv("BADINPUT_STRICT") == "1"
-
-// knownIssue reports a failure that is known and reported to the code's owner: logged as KNOWN ISSUE,
-// or a test failure with BADINPUT_STRICT=1. Remove the call once the issue is fixed.
-func knownIssue(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if strict {
-		t.Errorf("KNOWN ISSUE: "+format, args...)
-		return
-	}
-	t.Logf("KNOWN ISSUE (BADINPUT_STRICT=1 makes it fail): "+format, args...)
-}
-
 // syncWriter is a bytes.Buffer safe for a process's stdout and stderr and a reader at once.
 type syncWriter struct {
 	mu sync.Mutex
