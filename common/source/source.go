@@ -50,6 +50,7 @@ type Source struct {
 
 	stream     any // the context of numa's current read stream, compared by identity only
 	ready      atomic.Bool
+	probing    atomic.Bool // the prober runs
 	shutting   atomic.Bool
 	sem        chan struct{} // bounds concurrent Ack/Nack/Extend/DeadLetter calls
 	jobs       *tracker      // outstanding broker commits (acks, nacks, dead letters)
@@ -160,6 +161,10 @@ func (s *Source) setReady(v bool) {
 	if s.ready.Swap(v) != v {
 		if v {
 			s.log.Info("broker reachable")
+		} else if s.chk != nil && s.probing.CompareAndSwap(false, true) {
+			if !s.bg.run(s.prober) {
+				s.probing.Store(false)
+			}
 		}
 	}
 	if v {
@@ -203,21 +208,20 @@ func (s *Source) receiver(ctx context.Context, startActive bool) {
 			if !sleepCtx(ctx, bo.next()) {
 				return
 			}
-			s.probe(ctx)
 			continue
 		}
 		bo.reset()
 		if len(msgs) > 0 || s.chk == nil {
+			// An empty answer proves little (some waits end quietly on a silent network): with a
+			// health check, only messages or the prober make the source ready again.
 			s.setReady(true)
-		} else if !s.Ready() {
-			// An empty answer proves little (a silent network drops nothing but bytes, and some waits
-			// end quietly): while not ready, the health check must pass first.
-			s.probe(ctx)
 		}
 		s.m.ReceiveBatch.Observe(float64(len(msgs)))
 		s.admit(msgs)
 		switch {
-		case len(msgs) >= want && s.caps.MaxReceive > 0 && want == s.caps.MaxReceive:
+		case len(msgs) > 0 && s.caps.MaxReceive > 0 && want == s.caps.MaxReceive:
+			// Messages are flowing: add a receiver. Growing on full batches only would starve a
+			// replica sharing the queue with busier ones (it only ever sees partial batches).
 			s.grow()
 		case len(msgs) == 0:
 			if s.shrink() && !s.park(ctx) {
@@ -227,16 +231,21 @@ func (s *Source) receiver(ctx context.Context, startActive bool) {
 	}
 }
 
-// probe runs the driver's health check after a receive error so readiness comes back as soon as the
-// broker does, even when the next Receive is a long poll that would answer much later.
-func (s *Source) probe(ctx context.Context) {
-	if s.chk == nil {
-		return
-	}
-	c, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := s.chk.Check(c); err == nil {
-		s.setReady(true)
+// prober runs while the broker is unreachable: it calls the driver's health check every second and
+// declares the broker reachable again as soon as one passes. Readiness thus comes back within about a
+// second of the broker, whatever the receivers are doing (backing off, in a long poll, or idle
+// because prefetch is full), and a silent network (where calls neither fail nor answer) stays
+// not-ready until a check really answers.
+func (s *Source) prober() {
+	defer s.probing.Store(false)
+	for !s.Ready() && sleepCtx(s.bgCtx, time.Second) {
+		c, cancel := context.WithTimeout(s.bgCtx, 5*time.Second)
+		err := s.chk.Check(c)
+		cancel()
+		if err == nil {
+			s.setReady(true)
+			return
+		}
 	}
 }
 
