@@ -350,8 +350,8 @@ func (s *Source) admit(msgs []*Message) {
 		s.buffer.push(r)
 		added = true
 	}
-	s.mu.Unlock()
 	s.m.Buffered.Set(float64(s.counts[buffered]))
+	s.mu.Unlock()
 	if added {
 		signal(s.dataCh)
 	}
