@@ -48,9 +48,9 @@ func TestThreeReplicasShareTheLoad(t *testing.T) {
 			t.Errorf("%d messages delivered twice without any fault", d)
 		}
 		for i := range reps {
-			if share := float64(per[i]) / float64(n); share < minShare {
-				t.Errorf("replica %d delivered %.1f%% of the messages (at least %.0f%% expected)", i, 100*share, 100*minShare)
-			}
+			share := float64(per[i]) / float64(n)
+			k.check(t, "scale-fair-share", share >= minShare,
+				"replica %d delivered %.1f%% of the messages (at least %.0f%% expected)", i, 100*share, 100*minShare)
 		}
 	})
 }
