@@ -722,7 +722,11 @@ func (s *Source) callRetry(ctx context.Context, op string, handles []Handle, cal
 			}
 			return failed
 		}
-		err := call(ctx, batch)
+		// Each attempt is bounded: on a silent network a call neither fails nor answers, and only a
+		// deadline turns that into an error (and readiness false).
+		cctx, ccancel := context.WithTimeout(ctx, callTimeout)
+		err := call(cctx, batch)
+		ccancel()
 		<-s.sem
 		if err == nil {
 			return failed
@@ -907,6 +911,9 @@ func (s *Source) deadLetter(r *record, kind, reason string, delay time.Duration)
 	}
 }
 
+// callTimeout bounds one Ack, Nack, Extend or DeadLetter attempt.
+const callTimeout = 5 * time.Second
+
 // fallbackDelay is the nack delay for a message that could not be dead-lettered, by delivery count.
 func fallbackDelay(deliveries int) time.Duration {
 	return min(time.Second<<min(max(deliveries-1, 0), 9), 5*time.Minute)
@@ -917,7 +924,9 @@ func (s *Source) dlRetry(ctx context.Context, r *record, reason string) error {
 	var bo backoff
 	for {
 		s.sem <- struct{}{}
-		err := s.dl.DeadLetter(ctx, r.msg, reason)
+		cctx, ccancel := context.WithTimeout(ctx, callTimeout)
+		err := s.dl.DeadLetter(cctx, r.msg, reason)
+		ccancel()
 		<-s.sem
 		if err == nil || errors.Is(err, ErrNoDeadLetter) {
 			return err

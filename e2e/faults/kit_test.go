@@ -38,13 +38,6 @@ type kit struct {
 	known map[string]string
 }
 
-// Known issues shared by every connector: they are in the adapter (common/source), reported to its owner.
-const (
-	issueSilentReady = "a silent partition (connections open, no bytes) is not reported: the driver's receive waits end " +
-		"without an error (long poll, or a pull deadline taken for an empty pull) and failed lease extensions " +
-		"(deadline exceeded) do not touch readiness, so /readyz stays 200 until the connections are closed."
-)
-
 // knownIssues merges the adapter's known issues with a connector's own.
 func knownIssues(own map[string]string) map[string]string {
 	m := map[string]string{}
@@ -142,7 +135,6 @@ func sqsKit() *kit {
 		},
 		noRestart: "fauxqs keeps queues in memory only: a restarted broker has lost the queue and its messages",
 		known: knownIssues(map[string]string{
-			"cut-silent-notready": issueSilentReady,
 			"scale-fair-share": "on fauxqs, a 30,000-message drain by three sqs-source replicas takes about 4.5 s and one " +
 				"replica sometimes gets only 11-12% (e.g. 15,160 / 3,260 / 11,580): the share is decided while the replicas " +
 				"ramp up their long polls; nothing is lost or duplicated. Not seen with Pub/Sub or Redis.",
@@ -235,7 +227,7 @@ func pubsubKit() *kit {
 			return &pubsubResource{emu: emu, topic: topic, sub: sub, lease: o.lease}
 		},
 		noRestart: "the Pub/Sub emulator keeps topics and subscriptions in memory only: a restarted emulator has lost them",
-		known:     knownIssues(map[string]string{"cut-silent-notready": issueSilentReady}),
+		known:     knownIssues(nil),
 	}
 }
 
