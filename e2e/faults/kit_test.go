@@ -138,9 +138,6 @@ func sqsKit() *kit {
 			"scale-fair-share": "on fauxqs, a 30,000-message drain by three sqs-source replicas takes about 4.5 s and one " +
 				"replica sometimes gets only 11-12% (e.g. 15,160 / 3,260 / 11,580): the share is decided while the replicas " +
 				"ramp up their long polls; nothing is lost or duplicated. Not seen with Pub/Sub or Redis.",
-			"sigterm-prefetched": "sqs-source cancels its in-flight long polls at shutdown, before it releases the prefetched " +
-				"messages; the broker can hand released messages to such an abandoned poll (fauxqs does; SQS may, as for any " +
-				"dropped long poll), and they stay invisible for a whole visibility timeout (seen: the last 10 = one receive).",
 		}),
 	}
 }

@@ -40,6 +40,7 @@ type driver struct {
 
 	checked   atomic.Bool
 	closeOnce sync.Once
+	polls     sync.WaitGroup // long polls and the releases of what late ones brought
 
 	// An empty queue stays empty while no receive of this driver returns a message: a zero backlog is
 	// then reused for up to idleBacklogTTL, so an idle replica 0 (asked for pending every 5 s) makes
@@ -91,14 +92,62 @@ func (d *driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 	if n <= 0 {
 		n = maxBatch
 	}
-	out, err := d.api.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+	in := &sqs.ReceiveMessageInput{
 		QueueUrl:                    &d.cfg.QueueURL,
 		MaxNumberOfMessages:         int32(n),
 		WaitTimeSeconds:             int32(d.cfg.WaitTime / time.Second),
 		VisibilityTimeout:           seconds(d.cfg.VisibilityTimeout),
 		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
 		MessageAttributeNames:       []string{"All"},
-	})
+	}
+	// A long poll is never abandoned: SQS (fauxqs does, measured) may still hand messages to a poll
+	// whose client went away, and they would stay hidden for a whole visibility timeout. So the poll
+	// runs detached from the adapter's cancellation (bounded by the wait plus slack); when the adapter
+	// stops receiving, Receive returns at once and whatever the poll still brings is released.
+	type result struct {
+		out *sqs.ReceiveMessageOutput
+		err error
+	}
+	done := make(chan result, 1)
+	d.polls.Add(1)
+	go func() {
+		defer d.polls.Done()
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.WaitTime+15*time.Second)
+		defer cancel()
+		out, err := d.api.ReceiveMessage(pctx, in)
+		done <- result{out, err}
+	}()
+	var out *sqs.ReceiveMessageOutput
+	var err error
+	select {
+	case r := <-done:
+		out, err = r.out, r.err
+	case <-ctx.Done():
+		d.polls.Add(1)
+		go func() {
+			defer d.polls.Done()
+			r := <-done
+			if r.err != nil || r.out == nil || len(r.out.Messages) == 0 {
+				return
+			}
+			handles := make([]source.Handle, 0, len(r.out.Messages))
+			for _, m := range r.out.Messages {
+				if m.ReceiptHandle != nil {
+					handles = append(handles, *m.ReceiptHandle)
+				}
+			}
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			// d.Nack sends them in batches of 10.
+			if err := d.Nack(rctx, handles, 0); err != nil {
+				d.log.Warn("releasing messages a late long poll brought failed; they come back after the visibility timeout",
+					"queue", d.cfg.QueueURL, "count", len(handles), "error", err)
+				return
+			}
+			d.log.Info("released messages a late long poll brought", "queue", d.cfg.QueueURL, "count", len(handles))
+		}()
+		return nil, ctx.Err()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("receiving from queue %s: %w", d.cfg.QueueURL, err)
 	}
@@ -378,6 +427,17 @@ func (d *driver) ErrorCode(err error) source.Code { return errorCode(err) }
 // Close releases the HTTP client's idle connections and logs how many SQS requests were made.
 func (d *driver) Close(ctx context.Context) error {
 	d.closeOnce.Do(func() {
+		// Give polls that outlived the adapter's receiving a moment to return and release what they
+		// brought; a poll on an idle queue ends by itself after SQS_WAIT_TIME.
+		polled := make(chan struct{})
+		go func() { d.polls.Wait(); close(polled) }()
+		t := time.NewTimer(3 * time.Second)
+		select {
+		case <-polled:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
 		if d.requests != nil {
 			d.log.Info("sqs requests", "queue", d.cfg.QueueURL, "total", d.requests.Total(), "by_operation", d.requests.Snapshot())
 		}
