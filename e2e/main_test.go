@@ -4,10 +4,9 @@ package e2e
 
 import (
 	"fmt"
+	e2ebins "github.com/numaflow-connectors/sources/e2e/internal/bins"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -22,18 +21,13 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Dir(filepath.Dir(file))
-		for name, pkg := range map[string]string{"memsource": "./cmd/memsource", "udsource-run": "./cmd/udsource-run",
-			"redis-streams-source": "./redis-streams-source"} {
-			out := filepath.Join(dir, name)
-			cmd := exec.Command("go", "build", "-o", out, ".")
-			cmd.Dir = filepath.Join(root, pkg)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, b)
-				return 1
-			}
-			bins[name] = out
+		built, err := e2ebins.Build(dir, "cmd/memsource", "cmd/udsource-run", "redis-streams-source")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		for d, b := range built {
+			bins[filepath.Base(d)] = b
 		}
 		return m.Run()
 	}()

@@ -265,7 +265,7 @@ func TestBadConfigExitsTwoWithoutBrokerCalls(t *testing.T) {
 // command is the connector binary with exactly env (nothing inherited but PATH and HOME), in its own
 // process group.
 func command(ctx context.Context, c string, env map[string]string, args []string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, bins[c], args...)
+	cmd := exec.CommandContext(ctx, binaries[c], args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	keys := make([]string, 0, len(env))
 	for k := range env {

@@ -116,7 +116,7 @@ func startConnector(t *testing.T, name string, env []string) *conn {
 	metrics := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
 	base := []string{"SOURCE_SOCKET=" + sock, "SOURCE_SERVER_INFO_FILE=" + info, "METRICS_ADDR=" + metrics,
 		"NUMAFLOW_READ_BATCH_SIZE=500", "NUMAFLOW_READ_TIMEOUT_MS=1000"}
-	p := proctest.Start(t, bins[name], nil, proctest.Options{Env: append(base, env...)})
+	p := proctest.Start(t, binaries[name], nil, proctest.Options{Env: append(base, env...)})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	go func() { // a process that exits is not waited for

@@ -10,10 +10,8 @@ package badinput
 
 import (
 	"fmt"
+	"github.com/numaflow-connectors/sources/e2e/internal/bins"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -26,8 +24,8 @@ const (
 
 var connectors = []string{sqsSource, pubsubSource, redisSource}
 
-// bins maps a connector to its binary, built once for the package.
-var bins = map[string]string{}
+// binaries maps a connector to its binary, built once for the package.
+var binaries map[string]string
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -40,20 +38,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Dir(filepath.Dir(filepath.Dir(file)))
-	for _, c := range connectors {
-		out := filepath.Join(dir, c)
-		// Built as `make build` builds it (static, trimmed); in the module's own directory so that
-		// GOWORK=off builds exactly what a fork of the connector builds.
-		cmd := exec.Command("go", "build", "-trimpath", "-o", out, ".")
-		cmd.Dir = filepath.Join(root, c)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", c, err, b)
-			return 1
-		}
-		bins[c] = out
+	built, err := bins.Build(dir, connectors...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
+	binaries = built
 	return m.Run()
 }

@@ -92,7 +92,7 @@ func kits() []*kit {
 	}
 	var out []*kit
 	for _, k := range all {
-		if bins[k.name] != "" {
+		if binaries[k.name] != "" {
 			out = append(out, k)
 		}
 	}

@@ -13,18 +13,16 @@ package faults
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 	"testing"
 
+	"github.com/numaflow-connectors/sources/e2e/internal/bins"
 	"github.com/numaflow-connectors/sources/pubsub-source/pubsubtest"
 )
 
-// bins holds the connector binaries built once for the package, by connector directory name.
-var bins = map[string]string{}
+// binaries holds the connector binaries built once for the package, by connector directory name.
+var binaries map[string]string
 
 // connectors the package builds and tests. A connector whose directory has no main.go yet is skipped.
 var connectors = []string{"sqs-source", "pubsub-source", "redis-streams-source"}
@@ -40,22 +38,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Dir(filepath.Dir(filepath.Dir(file)))
-	for _, c := range connectors {
-		if _, err := os.Stat(filepath.Join(root, c, "main.go")); err != nil {
-			continue
-		}
-		out := filepath.Join(dir, c)
-		// Built in the connector's own module, as its image is; GOWORK is inherited (make test sets off).
-		cmd := exec.Command("go", "build", "-o", out, ".")
-		cmd.Dir = filepath.Join(root, c)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", c, err, b)
-			return 1
-		}
-		bins[c] = out
+	built, err := bins.Build(dir, connectors...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
+	binaries = built
 	code := m.Run()
 	stopPubsub()
 	return code

@@ -274,7 +274,7 @@ func newReplica(t *testing.T, k *kit, res resource, id int, addr string, extra .
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	r := &replica{
-		t: t, name: k.name, bin: bins[k.name], id: id,
+		t: t, name: k.name, bin: binaries[k.name], id: id,
 		sock: filepath.Join(dir, "s.sock"), info: filepath.Join(dir, "info"),
 		metricsAddr: "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t)),
 	}
