@@ -27,6 +27,11 @@ func TestIntegrationReplicaKilledMidStream(t *testing.T) {
 	stream := redistest.Name(t)
 	const total = 3000
 	publishN(t, c, stream, total, "e")
+	// The group exists before the replicas start (they would create it on their first read), so the
+	// pending list can be watched from the start.
+	if err := c.XGroupCreate(ctx, stream, "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
 
 	var mu sync.Mutex
 	acked := map[string]int{}
