@@ -160,6 +160,9 @@ func (d *driver) receive(ctx context.Context, limit int) ([]*source.Message, err
 	return d.read(ctx, limit)
 }
 
+// claimPassMax bounds the time between two claim passes.
+const claimPassMax = 5 * time.Second
+
 func (d *driver) startReplay() {
 	for _, s := range d.streams {
 		d.replay[s] = "0"
@@ -295,7 +298,9 @@ func (d *driver) claim(ctx context.Context, limit int) ([]*source.Message, error
 	}
 	if len(d.claimCursor) == 0 {
 		d.claimCursor = nil
-		d.nextClaim = d.now().Add(d.claimIdle / 2)
+		// At least every 5 s: entries a stopping replica released are claimable at once, and only
+		// entries idle longer than the claim idle are ever taken (held ones are kept fresh).
+		d.nextClaim = d.now().Add(min(d.claimIdle/2, claimPassMax))
 		d.removeIdleConsumers(ctx)
 	}
 	return msgs, nil
