@@ -219,9 +219,10 @@ func (s *Source) receiver(ctx context.Context, startActive bool) {
 		s.m.ReceiveBatch.Observe(float64(len(msgs)))
 		s.admit(msgs)
 		switch {
-		case len(msgs) > 0 && s.caps.MaxReceive > 0 && want == s.caps.MaxReceive:
-			// Messages are flowing: add a receiver. Growing on full batches only would starve a
-			// replica sharing the queue with busier ones (it only ever sees partial batches).
+		case len(msgs) >= want && s.caps.MaxReceive > 0 && want == s.caps.MaxReceive:
+			// A full batch: there is more, add a receiver. (Growing on any non-empty batch was tried:
+			// it multiplies outstanding polls, and the Pub/Sub emulator lets a killed replica's
+			// outstanding pulls absorb redeliveries for another ack deadline each.)
 			s.grow()
 		case len(msgs) == 0:
 			if s.shrink() && !s.park(ctx) {
