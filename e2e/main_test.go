@@ -3,33 +3,15 @@
 package e2e
 
 import (
-	"fmt"
 	e2ebins "github.com/numaflow-connectors/sources/e2e/internal/bins"
 	"os"
-	"path/filepath"
 	"testing"
 )
 
 // bins holds the binaries built once for the whole package.
-var bins = map[string]string{}
+var bins map[string]string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "e2e-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := func() int {
-		defer os.RemoveAll(dir)
-		built, err := e2ebins.Build(dir, "cmd/memsource", "cmd/udsource-run", "redis-streams-source")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		for d, b := range built {
-			bins[filepath.Base(d)] = b
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+	os.Exit(e2ebins.Run(m, []string{"cmd/memsource", "cmd/udsource-run", "redis-streams-source"},
+		func(b map[string]string) { bins = b }))
 }

@@ -149,14 +149,6 @@ func (d *display) printBatch(batch []numatest.Message) {
 	fmt.Fprint(d.stdout, b.String())
 }
 
-// message writes a line to stderr without garbling the progress line.
-func (d *display) message(format string, args ...any) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.clearLocked()
-	fmt.Fprintf(d.stderr, format+"\n", args...)
-}
-
 // close stops the refresh and removes the progress line. Idempotent.
 func (d *display) close() {
 	d.stopOnce.Do(func() { close(d.stop) })

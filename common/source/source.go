@@ -351,7 +351,7 @@ func (s *Source) admit(msgs []*Message) {
 		s.buffer.push(r)
 		added = true
 	}
-	s.m.Buffered.Set(float64(s.counts[buffered]))
+	s.setGauges()
 	s.mu.Unlock()
 	if added {
 		signal(s.dataCh)
@@ -368,21 +368,27 @@ func (s *Source) setState(r *record, st state) {
 	s.counts[r.state]--
 	r.state = st
 	s.counts[st]++
-	s.m.Buffered.Set(float64(s.counts[buffered]))
-	s.m.InFlight.Set(float64(s.counts[inFlight]))
+	s.setGauges()
 }
 
-// forget removes records that the broker has committed or taken back. Caller holds s.mu.
+// forget removes records that the broker has committed or taken back.
 func (s *Source) forget(rs []*record) {
+	s.mu.Lock()
 	for _, r := range rs {
 		if cur, ok := s.recs[r.msg.ID]; ok && cur == r {
 			s.counts[r.state]--
 			delete(s.recs, r.msg.ID)
 		}
 	}
+	s.setGauges()
+	s.mu.Unlock()
+	signal(s.spaceCh)
+}
+
+// setGauges publishes the per-state counts. Caller holds s.mu.
+func (s *Source) setGauges() {
 	s.m.Buffered.Set(float64(s.counts[buffered]))
 	s.m.InFlight.Set(float64(s.counts[inFlight]))
-	signal(s.spaceCh)
 }
 
 // ---- Read ----
@@ -649,14 +655,10 @@ func (s *Source) commit(rs []*record, op string, call func(context.Context, []Ha
 		if done != nil {
 			done(ok)
 		}
-		s.mu.Lock()
 		s.forget(rs)
-		s.mu.Unlock()
 	})
 	if !ran { // closed: the driver may not be called any more; the broker redelivers after the lease
-		s.mu.Lock()
 		s.forget(rs)
-		s.mu.Unlock()
 	}
 }
 
@@ -792,9 +794,12 @@ func (s *Source) Nack(ctx context.Context, req sourcer.NackRequest) {
 		delay time.Duration
 	}
 	var releases []release
-	var toDLQ []*record
-	var dlqReasons []string
-	var dlqDelays []time.Duration
+	type overLimit struct {
+		r      *record
+		reason string
+		delay  time.Duration
+	}
+	var toDLQ []overLimit
 	s.mu.Lock()
 	for _, no := range req.Offsets() {
 		r, ok := s.recs[string(no.Offset.Value())]
@@ -818,9 +823,8 @@ func (s *Source) Nack(ctx context.Context, req sourcer.NackRequest) {
 		}
 		if maxDeliveries > 0 && r.deliveries >= maxDeliveries {
 			s.setState(r, committing)
-			toDLQ = append(toDLQ, r)
-			dlqReasons = append(dlqReasons, fmt.Sprintf("max deliveries (%d) reached after %d deliveries; last nack reason: %s", maxDeliveries, r.deliveries, reasonOr(reason)))
-			dlqDelays = append(dlqDelays, delay)
+			toDLQ = append(toDLQ, overLimit{r, fmt.Sprintf("max deliveries (%d) reached after %d deliveries; last nack reason: %s",
+				maxDeliveries, r.deliveries, reasonOr(reason)), delay})
 			continue
 		}
 		rs := []*record{r}
@@ -848,8 +852,8 @@ func (s *Source) Nack(ctx context.Context, req sourcer.NackRequest) {
 	for _, rel := range releases {
 		s.release(rel.rs, rel.delay)
 	}
-	for i, r := range toDLQ {
-		s.deadLetter(r, "max_deliveries", dlqReasons[i], dlqDelays[i])
+	for _, o := range toDLQ {
+		s.deadLetter(o.r, "max_deliveries", o.reason, o.delay)
 	}
 }
 
@@ -886,9 +890,7 @@ func (s *Source) deadLetter(r *record, kind, reason string, delay time.Duration)
 		case err == nil:
 			s.m.DeadLettered.WithLabelValues(kind).Inc()
 			s.log.Warn("message dead-lettered", "id", r.msg.ID, "reason", reason)
-			s.mu.Lock()
 			s.forget([]*record{r})
-			s.mu.Unlock()
 		case errors.Is(err, ErrNoDeadLetter) && s.opts.Fallback == FallbackDrop:
 			s.log.Warn("message dropped: no dead-letter target and DEAD_LETTER_FALLBACK=drop", "id", r.msg.ID, "reason", reason)
 			s.commit([]*record{r}, "ack", func(ctx context.Context, h []Handle) error { return s.d.Ack(ctx, h) }, func(done []*record) {
@@ -906,9 +908,7 @@ func (s *Source) deadLetter(r *record, kind, reason string, delay time.Duration)
 		}
 	})
 	if !ran {
-		s.mu.Lock()
 		s.forget([]*record{r})
-		s.mu.Unlock()
 	}
 }
 

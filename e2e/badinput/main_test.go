@@ -9,7 +9,6 @@
 package badinput
 
 import (
-	"fmt"
 	"github.com/numaflow-connectors/sources/e2e/internal/bins"
 	"os"
 	"testing"
@@ -28,21 +27,5 @@ var connectors = []string{sqsSource, pubsubSource, redisSource}
 var binaries map[string]string
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "badinput-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	built, err := bins.Build(dir, connectors...)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	binaries = built
-	return m.Run()
+	os.Exit(bins.Run(m, connectors, func(b map[string]string) { binaries = b }))
 }

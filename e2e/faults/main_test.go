@@ -11,7 +11,6 @@
 package faults
 
 import (
-	"fmt"
 	"os"
 	"strconv"
 	"sync"
@@ -28,25 +27,9 @@ var binaries map[string]string
 var connectors = []string{"sqs-source", "pubsub-source", "redis-streams-source"}
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "faults-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	built, err := bins.Build(dir, connectors...)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	binaries = built
-	code := m.Run()
+	code := bins.Run(m, connectors, func(b map[string]string) { binaries = b })
 	stopPubsub()
-	return code
+	os.Exit(code)
 }
 
 // soak is set by SOAK=1 (make soak): bigger and longer runs of the same tests.

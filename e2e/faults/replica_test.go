@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -395,17 +394,6 @@ func (r *replica) closeClient() {
 	if c != nil {
 		_ = c.Close()
 	}
-}
-
-func (r *replica) unackedNow() []int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]int, 0, len(r.unacked))
-	for i := range r.unacked {
-		out = append(out, i)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // loopOpts drive run.

@@ -9,12 +9,35 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"testing"
 )
 
 // Root is the repository root.
 func Root() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+}
+
+// Run is for TestMain: it builds dirs into a temporary directory, hands the binaries (by base name)
+// to use, runs the tests, removes the directory and returns the exit code.
+func Run(m *testing.M, dirs []string, use func(map[string]string)) int {
+	dir, err := os.MkdirTemp("", "e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	built, err := Build(dir, dirs...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	byName := make(map[string]string, len(built))
+	for d, b := range built {
+		byName[filepath.Base(d)] = b
+	}
+	use(byName)
+	return m.Run()
 }
 
 // Build builds each directory (relative to the repository root, e.g. "sqs-source" or
