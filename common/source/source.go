@@ -43,10 +43,11 @@ type Source struct {
 	delayed delayQueue         // locally nacked records, by due time
 	nacks   nackCounts         // delivery counts of messages nacked back to the broker
 
-	dataCh  chan struct{} // signalled when a record becomes readable
-	spaceCh chan struct{} // signalled when a record is released (room to receive)
-	growCh  chan struct{} // a parked receiver takes a token to start receiving
-	active  atomic.Int32  // receivers currently receiving
+	dataCh   chan struct{} // signalled when a record becomes readable
+	spaceCh  chan struct{} // signalled when a record is released (room to receive)
+	growCh   chan struct{} // a parked receiver takes a token to start receiving
+	active   atomic.Int32  // receivers currently receiving
+	lastFull atomic.Int64  // when a receive last returned a full batch (unix nanoseconds)
 
 	stream     any // the context of numa's current read stream, compared by identity only
 	ready      atomic.Bool
@@ -223,8 +224,15 @@ func (s *Source) receiver(ctx context.Context, startActive bool) {
 			// A full batch: there is more, add a receiver. (Growing on any non-empty batch was tried:
 			// it multiplies outstanding polls, and the Pub/Sub emulator lets a killed replica's
 			// outstanding pulls absorb redeliveries for another ack deadline each.)
+			s.lastFull.Store(time.Now().UnixNano())
 			s.grow()
-		case len(msgs) == 0:
+		case len(msgs) == 0 && time.Since(time.Unix(0, s.lastFull.Load())) >= shrinkIdle:
+			// Empty, and no receive has returned a full batch for a while: drop to one receive at a
+			// time. An empty answer while full batches keep coming (a broker that wakes every waiting
+			// poll for each send and gives the messages to one of them) is no reason to shrink: a
+			// replica whose receivers shrank that way gets an ever smaller share of a queue it shares
+			// with others while its peers keep theirs. A trickle (partial batches, empty answers in
+			// between, as with short polling) still runs one receive at a time.
 			if s.shrink() && !s.park(ctx) {
 				return
 			}
@@ -249,6 +257,10 @@ func (s *Source) prober() {
 		}
 	}
 }
+
+// shrinkIdle is how long no receive must have returned a full batch before an empty receive parks its
+// receiver.
+const shrinkIdle = time.Second
 
 func (s *Source) grow() {
 	n := s.active.Load()

@@ -405,6 +405,80 @@ func TestIdleSourceMakesOneReceiveAtATime(t *testing.T) {
 	}
 }
 
+// herdDriver answers like a broker that wakes every waiting poll for each send and gives the
+// messages to one of them: while messages keep coming, two receives in three return empty at once.
+type herdDriver struct {
+	*fake
+	partial        bool // answer one message instead of a full batch (a trickle)
+	mu             sync.Mutex
+	calls, n, most int
+	next           int
+}
+
+func (h *herdDriver) Receive(ctx context.Context, limit int) ([]*source.Message, error) {
+	h.mu.Lock()
+	h.calls++
+	h.n++
+	h.most = max(h.most, h.n)
+	empty := h.calls%3 != 0
+	var out []*source.Message
+	if !empty {
+		if h.partial {
+			limit = 1
+		}
+		for range limit {
+			h.next++
+			id := fmt.Sprint(h.next)
+			out = append(out, msg(id, id))
+		}
+	}
+	h.mu.Unlock()
+	defer func() { h.mu.Lock(); h.n--; h.mu.Unlock() }()
+	if !sleepCtx(ctx, 2*time.Millisecond) {
+		return nil, ctx.Err()
+	}
+	return out, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-time.After(d):
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Empty receives while messages keep coming do not park receivers: a replica whose receivers shrank
+// on them would get an ever smaller share of a queue it shares with others (seen on the SQS
+// emulator: 11% instead of a third).
+func TestEmptyReceivesWhileBusyKeepReceivers(t *testing.T) {
+	h := &herdDriver{fake: newFake(source.Capabilities{MaxReceive: 10, ReceiveConcurrency: 8})}
+	if most := h.drain(t); most < 6 {
+		t.Errorf("at most %d receives ran at once (ReceiveConcurrency 8): empty answers while messages flow shrank the receivers", most)
+	}
+}
+
+// A trickle (one message per answer, empty answers in between, as with short polling) keeps one
+// receive at a time: no busy loop of parallel polls for a few messages.
+func TestTrickleKeepsOneReceive(t *testing.T) {
+	h := &herdDriver{fake: newFake(source.Capabilities{MaxReceive: 10, ReceiveConcurrency: 8}), partial: true}
+	if most := h.drain(t); most > 1 {
+		t.Errorf("%d receives ran at once for a trickle of one message per answer", most)
+	}
+}
+
+// drain reads and acks for a second and returns the most receives that ran at once.
+func (h *herdDriver) drain(t *testing.T) int {
+	s, _ := newSource(t, h, source.Options{Prefetch: 1000})
+	for start := time.Now(); time.Since(start) < time.Second; {
+		ack(s, read(s, 500, 50*time.Millisecond)...)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.most
+}
+
 func TestTooLargeMessageIsDeadLetteredAndTheStreamGoesOn(t *testing.T) {
 	b := memsource.NewBroker()
 	b.CreateQueue("q")

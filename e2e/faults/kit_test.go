@@ -134,11 +134,6 @@ func sqsKit() *kit {
 			return &sqsResource{srv: srv, url: url, lease: o.lease}
 		},
 		noRestart: "fauxqs keeps queues in memory only: a restarted broker has lost the queue and its messages",
-		known: knownIssues(map[string]string{
-			"scale-fair-share": "on fauxqs, a 30,000-message drain by three sqs-source replicas takes about 4.5 s and one " +
-				"replica sometimes gets only 11-12% (e.g. 15,160 / 3,260 / 11,580): the share is decided while the replicas " +
-				"ramp up their long polls; nothing is lost or duplicated. Not seen with Pub/Sub or Redis.",
-		}),
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 
 // minShare is the least fraction of the messages each of three replicas must deliver (a fair share is
 // a third; this allows for one replica starting its receives a moment later than the others).
-const minShare = 0.15
+const minShare = 0.2
 
 // Three replicas sharing one queue, subscription or consumer group drain scaled(30,000) messages:
 // nothing is lost, nothing is delivered twice, and each does a fair share.
