@@ -79,11 +79,11 @@ bench: deps
 $(addprefix bench/,$(MODULES)): bench/%:
 	cd $(call moddir,$*) && GOWORK=off $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 
-## soak: the fault and scale tests of e2e/faults, bigger and longer (SOAK=1: 5x messages and kills;
+## soak: the fault and scale tests of e2e/faults, bigger and longer (SOAK=1: 5x messages and kills, longer holds;
 ##   SOAK_FACTOR=N to change); stops by itself within its timeout
 .PHONY: soak
 soak:
-	GOWORK=off SOAK=1 $(GO) test -race -count=1 -timeout 120m -v -run . ./e2e/faults/
+	GOWORK=off SOAK=1 $(GO) test -race -count=1 -timeout 120m -parallel 8 -v -run . ./e2e/faults/
 
 ## docs: regenerate the env tables in every README from the config structs
 docs:
