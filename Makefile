@@ -43,8 +43,8 @@ run: build
 deps:
 	@bash scripts/deps.sh
 
-## test: everything CI checks: deps, module hygiene, vet, gofmt, docs drift, unit + integration + conformance tests
-test: deps tidy vet $(addprefix test/,$(MODULES))
+## test: everything CI checks: deps, module hygiene, vet, gofmt, staticcheck, docs drift, unit + integration + conformance tests
+test: deps tidy lint $(addprefix test/,$(MODULES))
 	@echo "make test: all modules passed"
 
 $(addprefix test/,$(MODULES)): test/%:
@@ -55,7 +55,7 @@ $(addprefix test/,$(MODULES)): test/%:
 vet: $(addprefix vet/,$(MODULES))
 	@bash scripts/check-modules.sh
 
-## lint: vet plus staticcheck (installed from the Go module proxy, pinned)
+## lint: vet plus staticcheck (installed from the Go module proxy, pinned; part of make test)
 lint: vet $(addprefix lint/,$(MODULES))
 
 $(addprefix lint/,$(MODULES)): lint/%:

@@ -29,7 +29,7 @@ func TestSharedAndNames(t *testing.T) {
 	if a != b {
 		t.Fatal("Shared started two servers")
 	}
-	if Name(t) == Name(t) {
+	if n1, n2 := Name(t), Name(t); n1 == n2 {
 		t.Fatal("Name is not unique")
 	}
 	if err := a.Client(t).Ping(context.Background()).Err(); err != nil {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +24,6 @@ type Sentinel struct {
 	SentinelAddrs []string
 	Master        *Server
 	Replica       *Server
-	mu            sync.Mutex
 	sentinels     []*proctest.Process
 }
 

@@ -25,9 +25,8 @@ import (
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
-// fakeSQS embeds sqsAPI: a call a test did not set up panics, which fails the test.
+// fakeSQS implements sqsAPI; a call a test did not set up panics, which fails the test.
 type fakeSQS struct {
-	sqsAPI
 	mu       sync.Mutex
 	receive  func(*sqs.ReceiveMessageInput) (*sqs.ReceiveMessageOutput, error)
 	del      func(*sqs.DeleteMessageBatchInput) (*sqs.DeleteMessageBatchOutput, error)

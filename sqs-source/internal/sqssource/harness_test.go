@@ -62,13 +62,12 @@ func testConfig(queueURL, dlqURL string) Config {
 
 // harness is the conformance harness: a fresh queue and dead-letter queue per test.
 type harness struct {
-	t      *testing.T
-	srv    *sqstest.Server
-	fifo   bool
-	q      sqstest.QueueWithDLQ
-	seq    int
-	dead   []drivertest.DeadLetter
-	closed bool
+	t    *testing.T
+	srv  *sqstest.Server
+	fifo bool
+	q    sqstest.QueueWithDLQ
+	seq  int
+	dead []drivertest.DeadLetter
 }
 
 func newHarnessOf(fifo bool) drivertest.NewHarness {
