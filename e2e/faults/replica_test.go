@@ -491,7 +491,10 @@ func (r *replica) run(ctx context.Context, l *ledger, o loopOpts) error {
 			}
 			continue
 		}
-		if o.done != nil && o.done(len(msgs) == 0) {
+		// With holdLast only the check right after a read may end the loop: asked again here, after
+		// the ack, done could turn true on other replicas' deliveries and the loop would end holding
+		// nothing.
+		if o.done != nil && !o.holdLast && o.done(len(msgs) == 0) {
 			return nil
 		}
 	}

@@ -3,6 +3,7 @@ package faults
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -73,9 +74,24 @@ func TestShrinkThreeToOne(t *testing.T) {
 		}
 		// Replicas 1 and 2 read until a third of the messages are out, then read one more batch and
 		// hold it (a numa that is about to die); the survivor acks everything until all are in.
+		// The survivor stops once everything was delivered and, after the kills, every message the
+		// killed replicas held came back to it (or 10 s past the limit: the checks below report it).
+		limit := k.lease + k.lease/2 + 5*time.Second
+		var (
+			killed atomic.Bool
+			held   []int
+			t0     time.Time
+		)
+		survivorDone := func(bool) bool {
+			if !killed.Load() || !l.complete() {
+				return false
+			}
+			back, _ := l.deliveredAfter(held, t0, 0)
+			return back == len(held) || time.Since(t0) > limit+10*time.Second
+		}
 		errs := make([]chan error, 3)
 		for i, r := range reps {
-			o := loopOpts{done: func(bool) bool { return l.complete() }}
+			o := loopOpts{done: survivorDone}
 			if i > 0 {
 				o.done = func(empty bool) bool { return !empty && l.uniqueCount() >= n/3 }
 				o.holdLast = true
@@ -88,14 +104,14 @@ func TestShrinkThreeToOne(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		var held []int
 		bound := 0
-		t0 := time.Now()
+		t0 = time.Now()
 		for _, r := range reps[1:] {
 			rec := r.kill9()
 			held = append(held, rec.unacked...)
 			bound += len(rec.unacked) + rec.recentAcked
 		}
+		killed.Store(true)
 		if err := <-errs[0]; err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +119,6 @@ func TestShrinkThreeToOne(t *testing.T) {
 		checkAll(t, l)
 		back, last := l.deliveredAfter(held, t0, 0)
 		rt := last.Sub(t0)
-		limit := k.lease + k.lease/2 + 5*time.Second
 		rep := l.explain([]time.Time{t0})
 		t.Logf("%s: replicas 1 and 2 killed holding %d read messages; the survivor had %d of them back, the last %s after the kills (lease %s); "+
 			"all %d delivered %s after the kills; %d duplicates (bound %d), %d of them acknowledged before the kills (the oldest %s before)",
