@@ -40,8 +40,9 @@ type Capabilities struct {
 	// broker's own (the adapter still passes a max).
 	MaxReceive int
 	// ReceiveConcurrency is the most Receive calls the adapter runs at once (default 1). The adapter
-	// starts with one and adds callers only while receives come back full, so an idle source makes one
-	// call at a time.
+	// starts with one, adds callers only while receives come back full, and drops back to one when
+	// receives come back empty with no full batch for a second, so an idle source makes one call at a
+	// time.
 	ReceiveConcurrency int
 	// MaxAck is the most handles one Ack, Nack or Extend call may carry (SQS: 10). 0 means no limit.
 	MaxAck int
