@@ -29,7 +29,7 @@ func FreePort(t testing.TB) int {
 // Process is a started child process.
 type Process struct {
 	Cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *Buffer
 	done chan struct{}
 	err  error
 }
@@ -69,7 +69,7 @@ func StartE(name string, args []string, opts Options) (*Process, error) {
 	cmd.Env = append(os.Environ(), opts.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	dieWithParent(cmd.SysProcAttr)
-	out := &syncBuffer{}
+	out := &Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
@@ -137,18 +137,19 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 // Output returns everything the process printed so far.
 func (p *Process) Output() string { return p.out.String() }
 
-type syncBuffer struct {
+// Buffer collects a process's output (or any writer's) and may be read while it is written to.
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *Buffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/proctest"
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
@@ -105,24 +106,6 @@ type checkingDriver struct {
 }
 
 func (d *checkingDriver) Check(context.Context) error { return d.err }
-
-// syncBuffer is stderr for a Run in the background.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 type harness struct {
 	app    App[demoConfig]
@@ -262,7 +245,7 @@ func TestRunBadConfig(t *testing.T) {
 func TestRunOpenFails(t *testing.T) {
 	environ, _, _ := baseEnv(t)
 	h := newHarness(nil, errors.New("building client: bad region"))
-	var errOut syncBuffer
+	var errOut proctest.Buffer
 	if code := Run(t.Context(), h.app, nil, environ, io.Discard, &errOut); code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
@@ -279,7 +262,7 @@ func TestRunSocketNotWritable(t *testing.T) {
 	}
 	d := &fakeDriver{}
 	h := newHarness(d, nil)
-	var errOut syncBuffer
+	var errOut proctest.Buffer
 	environ = append(environ, "SOURCE_SOCKET="+filepath.Join(blocker, "source.sock"))
 	if code := Run(t.Context(), h.app, nil, environ, io.Discard, &errOut); code != 1 {
 		t.Errorf("exit %d, want 1", code)
@@ -297,13 +280,13 @@ type running struct {
 	cancel context.CancelFunc
 	exited chan struct{} // closed when Run returned code
 	code   int
-	stderr *syncBuffer
+	stderr *proctest.Buffer
 }
 
 func start(t *testing.T, app App[demoConfig], environ []string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	r := &running{cancel: cancel, exited: make(chan struct{}), stderr: &syncBuffer{}}
+	r := &running{cancel: cancel, exited: make(chan struct{}), stderr: &proctest.Buffer{}}
 	go func() {
 		defer close(r.exited)
 		r.code = Run(ctx, app, nil, environ, io.Discard, r.stderr)

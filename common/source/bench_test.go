@@ -5,8 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/numaproj/numaflow-go/pkg/sourcer"
-
+	"github.com/numaflow-connectors/sources/common/numatest"
 	"github.com/numaflow-connectors/sources/common/source"
 	"github.com/numaflow-connectors/sources/common/source/memsource"
 )
@@ -33,19 +32,8 @@ func BenchmarkAdapterInProcess(b *testing.B) {
 		start := time.Now()
 		n := 0
 		for n < total {
-			ch := make(chan sourcer.Message)
-			done := make(chan ackReq)
-			go func() {
-				var offs ackReq
-				for m := range ch {
-					offs = append(offs, m.Offset())
-				}
-				done <- offs
-			}()
-			s.Read(context.Background(), readReq{500, time.Second}, ch)
-			close(ch)
-			offs := <-done
-			s.Ack(context.Background(), offs)
+			offs := numatest.OffsetsOf(numatest.ReadFrom(context.Background(), s, 500, time.Second))
+			s.Ack(context.Background(), numatest.AckRequest(offs...))
 			n += len(offs)
 		}
 		b.ReportMetric(float64(total)/time.Since(start).Seconds(), "msg/s")

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/numaflow-connectors/sources/common/numatest"
 	"github.com/numaflow-connectors/sources/common/source"
 	"github.com/numaflow-connectors/sources/common/source/memsource"
 )
@@ -109,22 +110,6 @@ func msg(id, handle string, keys ...string) *source.Message {
 
 // ---- helpers ----
 
-type readReq struct {
-	n uint64
-	d time.Duration
-}
-
-func (r readReq) Count() uint64          { return r.n }
-func (r readReq) TimeOut() time.Duration { return r.d }
-
-type ackReq []sourcer.Offset
-
-func (a ackReq) Offsets() []sourcer.Offset { return a }
-
-type nackReq []sourcer.NackOffset
-
-func (n nackReq) Offsets() []sourcer.NackOffset { return n }
-
 func newSource(t *testing.T, d source.Driver, opts source.Options) (*source.Source, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
@@ -141,35 +126,19 @@ func newSource(t *testing.T, d source.Driver, opts source.Options) (*source.Sour
 }
 
 func read(s *source.Source, n int, d time.Duration) []sourcer.Message {
-	ch := make(chan sourcer.Message)
-	var out []sourcer.Message
-	done := make(chan struct{})
-	go func() {
-		for m := range ch {
-			out = append(out, m)
-		}
-		close(done)
-	}()
-	s.Read(context.Background(), readReq{uint64(n), d}, ch)
-	close(ch)
-	<-done
-	return out
+	return numatest.ReadFrom(context.Background(), s, n, d)
 }
 
 func ack(s *source.Source, msgs ...sourcer.Message) {
-	req := make(ackReq, len(msgs))
-	for i, m := range msgs {
-		req[i] = m.Offset()
-	}
-	s.Ack(context.Background(), req)
+	s.Ack(context.Background(), numatest.AckRequest(numatest.OffsetsOf(msgs)...))
 }
 
 func nack(s *source.Source, opts *sourcer.NackOptions, msgs ...sourcer.Message) {
-	req := make(nackReq, len(msgs))
+	req := make([]sourcer.NackOffset, len(msgs))
 	for i, m := range msgs {
 		req[i] = sourcer.NackOffset{Offset: m.Offset(), NackOptions: opts}
 	}
-	s.Nack(context.Background(), req)
+	s.Nack(context.Background(), numatest.NackRequest(req...))
 }
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
@@ -268,7 +237,7 @@ func TestRedeliveryWhileInFlightIsNotEmittedTwiceAndNewestHandleWins(t *testing.
 func TestUnknownOffsetsAckedThroughTheDecoder(t *testing.T) {
 	f := newFake(source.Capabilities{})
 	s, _ := newSource(t, decodingFake{f}, source.Options{})
-	s.Ack(context.Background(), ackReq{sourcer.NewOffset([]byte("s:1-0"), 0)})
+	s.Ack(context.Background(), numatest.AckRequest(sourcer.NewOffset([]byte("s:1-0"), 0)))
 	waitFor(t, 5*time.Second, "ack", func() bool { return len(f.callsOf("ack")) == 1 })
 	if h := f.callsOf("ack")[0].handles; fmt.Sprint(h) != "[decoded:s:1-0]" {
 		t.Errorf("acked %v", h)
@@ -544,7 +513,7 @@ func TestNumaRestartMakesInFlightMessagesReadableAgain(t *testing.T) {
 	f.in <- []*source.Message{msg("a", "ha"), msg("b", "hb")}
 	stream1, endStream1 := context.WithCancel(context.Background())
 	ch := make(chan sourcer.Message, 10)
-	s.Read(stream1, readReq{10, time.Second}, ch)
+	s.Read(stream1, numatest.ReadRequest(10, time.Second), ch)
 	if len(ch) != 2 {
 		t.Fatalf("read %d", len(ch))
 	}

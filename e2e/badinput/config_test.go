@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/numaflow-connectors/sources/common/proctest"
 )
 
 // unset removes a variable of the base environment in a configCase.
@@ -230,7 +232,7 @@ func TestBadConfigExitsTwoWithoutBrokerCalls(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				cmd := command(ctx, c, env, nil)
-				var out syncWriter
+				var out proctest.Buffer
 				cmd.Stdout, cmd.Stderr = &out, &out
 				if err := cmd.Start(); err != nil {
 					t.Fatal(err)
@@ -287,7 +289,7 @@ func runConfig(t *testing.T, c string, env map[string]string, args []string) (in
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := command(ctx, c, env, args)
-	var stdout, stderr syncWriter
+	var stdout, stderr proctest.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	err := cmd.Run()

@@ -294,21 +294,3 @@ func payloadIs(p string) func(numatest.Message) bool {
 }
 
 var errNotYet = errors.New("not yet")
-
-// syncWriter is a bytes.Buffer safe for a process's stdout and stderr and a reader at once.
-type syncWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}

@@ -750,59 +750,36 @@ func testPartitions(f *fixture) {
 
 type inProcess struct{ src *source.Source }
 
-type readReq struct {
-	n       uint64
-	timeout time.Duration
-}
-
-func (r readReq) Count() uint64          { return r.n }
-func (r readReq) TimeOut() time.Duration { return r.timeout }
-
-type ackReq []sourcer.Offset
-
-func (a ackReq) Offsets() []sourcer.Offset { return a }
-
-type nackReq []sourcer.NackOffset
-
-func (n nackReq) Offsets() []sourcer.NackOffset { return n }
-
 func (p inProcess) read(ctx context.Context, n int, timeout time.Duration) ([]numatest.Message, error) {
-	ch := make(chan sourcer.Message)
-	done := make(chan struct{})
-	var out []numatest.Message
-	go func() {
-		defer close(done)
-		for m := range ch {
-			out = append(out, numatest.Message{
-				Payload: m.Value(), EventTime: m.EventTime(), Keys: m.Keys(), Headers: m.Headers(),
-				Offset: numatest.Offset{Value: m.Offset().Value(), Partition: m.Offset().PartitionId()},
-			})
+	msgs := numatest.ReadFrom(ctx, p.src, n, timeout)
+	out := make([]numatest.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = numatest.Message{
+			Payload: m.Value(), EventTime: m.EventTime(), Keys: m.Keys(), Headers: m.Headers(),
+			Offset: numatest.Offset{Value: m.Offset().Value(), Partition: m.Offset().PartitionId()},
 		}
-	}()
-	p.src.Read(ctx, readReq{uint64(n), timeout}, ch)
-	close(ch)
-	<-done
+	}
 	return out, nil
 }
 
 func (p inProcess) ack(ctx context.Context, offsets []numatest.Offset) error {
-	req := make(ackReq, len(offsets))
+	req := make([]sourcer.Offset, len(offsets))
 	for i, o := range offsets {
 		req[i] = sourcer.NewOffset(o.Value, o.Partition)
 	}
-	p.src.Ack(ctx, req)
+	p.src.Ack(ctx, numatest.AckRequest(req...))
 	return nil
 }
 
 func (p inProcess) nack(ctx context.Context, items []numatest.NackItem) error {
-	req := make(nackReq, len(items))
+	req := make([]sourcer.NackOffset, len(items))
 	for i, it := range items {
 		req[i] = sourcer.NackOffset{Offset: sourcer.NewOffset(it.Offset.Value, it.Offset.Partition)}
 		if o := it.Options; o != nil {
 			req[i].NackOptions = &sourcer.NackOptions{Delay: o.Delay, MaxDeliveries: o.MaxDeliveries, Reason: o.Reason}
 		}
 	}
-	p.src.Nack(ctx, req)
+	p.src.Nack(ctx, numatest.NackRequest(req...))
 	return nil
 }
 

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/numaproj/numaflow-go/pkg/sourcer"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/numaflow-connectors/sources/common/numatest"
 	"github.com/numaflow-connectors/sources/common/source"
 	"github.com/numaflow-connectors/sources/redis-streams-source/redistest"
 )
@@ -53,17 +53,11 @@ func TestIntegrationReplicaKilledMidStream(t *testing.T) {
 		go func() { // numa's loop: read a batch, ack it
 			defer close(r.done)
 			for rctx.Err() == nil {
-				ch := make(chan sourcer.Message, 100)
-				src.Read(rctx, readReq{n: 100, timeout: 300 * time.Millisecond}, ch)
-				close(ch)
-				var offs ackReq
-				for m := range ch {
-					offs = append(offs, m.Offset())
-				}
+				offs := numatest.OffsetsOf(numatest.ReadFrom(rctx, src, 100, 300*time.Millisecond))
 				if len(offs) == 0 || rctx.Err() != nil || !ack {
 					continue // the stalled replica never acks
 				}
-				src.Ack(rctx, offs)
+				src.Ack(rctx, numatest.AckRequest(offs...))
 				mu.Lock()
 				for _, o := range offs {
 					acked[string(o.Value())]++
@@ -129,15 +123,3 @@ func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
-type readReq struct {
-	n       uint64
-	timeout time.Duration
-}
-
-func (r readReq) Count() uint64          { return r.n }
-func (r readReq) TimeOut() time.Duration { return r.timeout }
-
-type ackReq []sourcer.Offset
-
-func (a ackReq) Offsets() []sourcer.Offset { return a }

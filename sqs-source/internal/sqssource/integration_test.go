@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/numaproj/numaflow-go/pkg/sourcer"
 
+	"github.com/numaflow-connectors/sources/common/numatest"
 	"github.com/numaflow-connectors/sources/common/source"
 	"github.com/numaflow-connectors/sources/sqs-source/sqstest"
 )
@@ -223,51 +224,20 @@ func TestDriverUnreachable(t *testing.T) {
 // inProc drives an adapter in process, as numa would.
 type inProc struct{ src *source.Source }
 
-type readReq struct {
-	n       uint64
-	timeout time.Duration
-}
-
-func (r readReq) Count() uint64          { return r.n }
-func (r readReq) TimeOut() time.Duration { return r.timeout }
-
-type ackReq []sourcer.Offset
-
-func (a ackReq) Offsets() []sourcer.Offset { return a }
-
-type nackReq []sourcer.NackOffset
-
-func (n nackReq) Offsets() []sourcer.NackOffset { return n }
-
 func (p inProc) read(ctx context.Context, n int, timeout time.Duration) []sourcer.Message {
-	ch := make(chan sourcer.Message)
-	done := make(chan []sourcer.Message)
-	go func() {
-		var out []sourcer.Message
-		for m := range ch {
-			out = append(out, m)
-		}
-		done <- out
-	}()
-	p.src.Read(ctx, readReq{uint64(n), timeout}, ch)
-	close(ch)
-	return <-done
+	return numatest.ReadFrom(ctx, p.src, n, timeout)
 }
 
 func (p inProc) ack(ctx context.Context, msgs ...sourcer.Message) {
-	req := make(ackReq, len(msgs))
-	for i, m := range msgs {
-		req[i] = m.Offset()
-	}
-	p.src.Ack(ctx, req)
+	p.src.Ack(ctx, numatest.AckRequest(numatest.OffsetsOf(msgs)...))
 }
 
 func (p inProc) nack(ctx context.Context, msgs ...sourcer.Message) {
-	req := make(nackReq, len(msgs))
+	req := make([]sourcer.NackOffset, len(msgs))
 	for i, m := range msgs {
 		req[i] = sourcer.NackOffset{Offset: m.Offset()}
 	}
-	p.src.Nack(ctx, req)
+	p.src.Nack(ctx, numatest.NackRequest(req...))
 }
 
 func newSource(ctx context.Context, t *testing.T, srv *sqstest.Server, cfg Config) inProc {
