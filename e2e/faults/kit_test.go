@@ -213,7 +213,7 @@ func pubsubKit() *kit {
 		name:  "pubsub-source",
 		lease: 10 * time.Second, // Pub/Sub's minimum ack deadline
 		newResource: func(t *testing.T, o resOptions) resource {
-			emu := sharedPubsub(t)
+			emu := pubsubtest.Shared(t)
 			topic := emu.CreateTopic(t, "faults")
 			sub := emu.CreateSubscription(t, "faults", pubsubtest.Subscription{Topic: topic, AckDeadline: o.lease})
 			return &pubsubResource{emu: emu, topic: topic, sub: sub, lease: o.lease}

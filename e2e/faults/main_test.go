@@ -13,7 +13,6 @@ package faults
 import (
 	"os"
 	"strconv"
-	"sync"
 	"testing"
 
 	"github.com/numaflow-connectors/sources/e2e/internal/bins"
@@ -27,10 +26,17 @@ var binaries map[string]string
 var connectors = []string{"sqs-source", "pubsub-source", "redis-streams-source"}
 
 func TestMain(m *testing.M) {
-	code := bins.Run(m, connectors, func(b map[string]string) { binaries = b })
-	stopPubsub()
-	os.Exit(code)
+	// The Pub/Sub emulator is shared by the package (a JVM takes seconds and hundreds of MB to start);
+	// every test uses its own topic and subscription on it (pubsubtest.Shared).
+	os.Exit(pubsubtest.Main(runTests(func() int {
+		return bins.Run(m, connectors, func(b map[string]string) { binaries = b })
+	})))
 }
+
+// runTests runs a test binary's tests (a *testing.M wrapped in more set-up).
+type runTests func() int
+
+func (r runTests) Run() int { return r() }
 
 // soak is set by SOAK=1 (make soak): bigger and longer runs of the same tests.
 var soak = os.Getenv("SOAK") == "1"
@@ -45,36 +51,4 @@ func scaled(n int) int {
 		f = 5
 	}
 	return n * f
-}
-
-// The Pub/Sub emulator is shared by the package (a JVM takes seconds and hundreds of MB to start);
-// every test uses its own topic and subscription on it.
-var pubsubEmu struct {
-	sync.Mutex
-	emu *pubsubtest.Emulator
-	err error
-}
-
-func sharedPubsub(t *testing.T) *pubsubtest.Emulator {
-	t.Helper()
-	if pubsubtest.Skip() {
-		t.Skip("SKIP_BROKER_TESTS=1")
-	}
-	pubsubEmu.Lock()
-	defer pubsubEmu.Unlock()
-	if pubsubEmu.emu == nil && pubsubEmu.err == nil {
-		pubsubEmu.emu, pubsubEmu.err = pubsubtest.StartE()
-	}
-	if pubsubEmu.err != nil {
-		t.Fatalf("starting the Pub/Sub emulator: %v", pubsubEmu.err)
-	}
-	return pubsubEmu.emu
-}
-
-func stopPubsub() {
-	pubsubEmu.Lock()
-	defer pubsubEmu.Unlock()
-	if pubsubEmu.emu != nil {
-		pubsubEmu.emu.Stop()
-	}
 }

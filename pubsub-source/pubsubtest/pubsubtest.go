@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,17 +120,8 @@ func StartE() (*Emulator, error) {
 	return startPstest()
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func startJava(launcher string) (*Emulator, error) {
-	port, err := freePort()
+	port, err := proctest.FreePortE()
 	if err != nil {
 		return nil, err
 	}
@@ -139,21 +129,7 @@ func startJava(launcher string) (*Emulator, error) {
 	p, err := proctest.StartE(launcher, []string{"--host=127.0.0.1", fmt.Sprintf("--port=%d", port)}, proctest.Options{
 		Env:     []string{"JAVA_TOOL_OPTIONS=-Xmx256m -XX:+UseSerialGC"},
 		Timeout: 60 * time.Second,
-		Ready: func(ctx context.Context) error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/", nil)
-			if err != nil {
-				return err
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("GET / answered %s", resp.Status)
-			}
-			return nil
-		},
+		Ready:   proctest.HTTPReady("http://"+host+"/", ""),
 	})
 	if err != nil {
 		return nil, err
@@ -195,7 +171,7 @@ func startPstest() (*Emulator, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := proctest.FreePortE()
 	if err != nil {
 		return nil, err
 	}
@@ -228,46 +204,41 @@ func (e *Emulator) Stop() {
 // Output is what the emulator printed so far.
 func (e *Emulator) Output() string { return e.proc.Output() }
 
-var (
-	sharedMu  sync.Mutex
-	shared    *Emulator
-	sharedErr error
-)
+var shared = &proctest.Shared[*Emulator]{
+	Name: "pubsubtest",
+	Start: func() (*Emulator, error) {
+		e, err := StartE()
+		if err != nil {
+			return nil, fmt.Errorf("starting the Pub/Sub emulator: %w", err)
+		}
+		if err := os.Setenv("PUBSUB_EMULATOR_HOST", e.Host); err != nil {
+			e.Stop()
+			return nil, err
+		}
+		return e, nil
+	},
+	Stop: func(e *Emulator, failed bool) {
+		if failed {
+			fmt.Fprintf(os.Stderr, "output of the %s emulator:\n%s\n", e.Kind, lastLines(e.Output(), 80))
+		}
+		e.Stop()
+	},
+}
 
 // Shared returns the emulator shared by this test binary, starting it on first use and setting
-// PUBSUB_EMULATOR_HOST to it; t is skipped when SKIP_BROKER_TESTS=1. Main stops it.
+// PUBSUB_EMULATOR_HOST to it; t is skipped when SKIP_BROKER_TESTS=1. The test binary must run its
+// tests through Main, which stops it.
 func Shared(t testing.TB) *Emulator {
 	t.Helper()
 	if Skip() {
 		t.Skip("SKIP_BROKER_TESTS=1")
 	}
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if shared == nil && sharedErr == nil {
-		shared, sharedErr = StartE()
-		if sharedErr == nil {
-			sharedErr = os.Setenv("PUBSUB_EMULATOR_HOST", shared.Host)
-		}
-	}
-	if sharedErr != nil {
-		t.Fatalf("starting the Pub/Sub emulator: %v", sharedErr)
-	}
-	return shared
+	return shared.Get(t)
 }
 
-// Main runs the tests and stops the shared emulator, if one was started. Use it from TestMain.
-func Main(m *testing.M) int {
-	code := m.Run()
-	sharedMu.Lock()
-	defer sharedMu.Unlock()
-	if shared != nil {
-		if code != 0 {
-			fmt.Fprintf(os.Stderr, "output of the %s emulator:\n%s\n", shared.Kind, lastLines(shared.Output(), 80))
-		}
-		shared.Stop()
-	}
-	return code
-}
+// Main runs the tests through m (a *testing.M, or anything else that runs them) and stops the shared
+// emulator, if one was started; it returns the tests' exit code. Use it from TestMain.
+func Main(m interface{ Run() int }) int { return shared.Main(m) }
 
 func lastLines(s string, n int) string {
 	lines := strings.Split(s, "\n")

@@ -31,7 +31,7 @@ func StartCluster(t testing.TB) *Cluster {
 	c := &Cluster{}
 	for range 6 {
 		dir := t.TempDir()
-		bus, err := freePort()
+		bus, err := proctest.FreePortE()
 		if err != nil {
 			t.Fatal(err)
 		}

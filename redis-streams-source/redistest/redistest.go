@@ -21,7 +21,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -99,7 +98,7 @@ func Start(t testing.TB, opts Options) *Server {
 }
 
 func newServer(dir string, opts Options) (*Server, error) {
-	port, err := freePort()
+	port, err := proctest.FreePortE()
 	if err != nil {
 		return nil, err
 	}
@@ -215,65 +214,39 @@ func (s *Server) Output() string {
 
 // ---- one server per test binary ----
 
-var shared struct {
-	sync.Mutex
-	inMain bool
-	srv    *Server
-	dir    string
-	err    error
+var shared = &proctest.Shared[*Server]{
+	Name: "redistest",
+	Start: func() (*Server, error) {
+		dir, err := os.MkdirTemp("", "redistest")
+		if err != nil {
+			return nil, fmt.Errorf("creating a directory for redis: %w", err)
+		}
+		s, err := newServer(dir, Options{})
+		if err == nil {
+			s.proc, err = proctest.StartE(ServerBinary, s.args, s.procOptions())
+		}
+		if err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, err
+		}
+		return s, nil
+	},
+	Stop: func(s *Server, _ bool) {
+		s.proc.Kill()
+		_ = os.RemoveAll(s.Dir)
+	},
 }
 
 // Main runs the test binary's tests with one shared server (started on first use by Shared) and stops
 // it afterwards. Call it from TestMain.
-func Main(m *testing.M) {
-	shared.Lock()
-	shared.inMain = true
-	shared.Unlock()
-	m.Run()
-	shared.Lock()
-	defer shared.Unlock()
-	if shared.srv != nil {
-		shared.srv.proc.Kill()
-	}
-	if shared.dir != "" {
-		_ = os.RemoveAll(shared.dir)
-	}
-}
+func Main(m *testing.M) { shared.Main(m) }
 
 // Shared returns the test binary's server, starting it on first use. The test binary must call Main
 // from TestMain. Use fresh keys per test (Name).
 func Shared(t testing.TB) *Server {
 	t.Helper()
 	need(t, ServerBinary)
-	shared.Lock()
-	defer shared.Unlock()
-	if !shared.inMain {
-		t.Fatal("redistest.Shared needs redistest.Main(m) in the package's TestMain")
-	}
-	if shared.srv == nil && shared.err == nil {
-		shared.srv, shared.err = startShared()
-	}
-	if shared.err != nil {
-		t.Fatal(shared.err)
-	}
-	return shared.srv
-}
-
-func startShared() (*Server, error) {
-	dir, err := os.MkdirTemp("", "redistest")
-	if err != nil {
-		return nil, fmt.Errorf("creating a directory for redis: %w", err)
-	}
-	shared.dir = dir
-	s, err := newServer(dir, Options{})
-	if err != nil {
-		return nil, err
-	}
-	s.proc, err = proctest.StartE(ServerBinary, s.args, s.procOptions())
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return shared.Get(t)
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
@@ -287,14 +260,4 @@ func Name(t testing.TB) string {
 		n = n[len(n)-60:]
 	}
 	return strings.Trim(n, "-") + "-" + hex.EncodeToString(b[:])
-}
-
-// freePort is proctest.FreePort without a testing.TB (for Shared, outside any test).
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

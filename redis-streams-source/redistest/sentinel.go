@@ -53,7 +53,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 	}
 	for range 3 {
 		dir := t.TempDir()
-		port, err := freePort()
+		port, err := proctest.FreePortE()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,14 +19,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -67,58 +64,37 @@ func Start(t testing.TB) *Server {
 	return newServer(port, p)
 }
 
-var shared struct {
-	sync.Mutex
-	inMain bool
-	srv    *Server
-	err    error
+var shared = &proctest.Shared[*Server]{
+	Name: "sqstest",
+	Start: func() (*Server, error) {
+		launcher, err := Launcher()
+		if err != nil {
+			return nil, err
+		}
+		port, err := proctest.FreePortE()
+		if err != nil {
+			return nil, err
+		}
+		p, err := proctest.StartE("node", []string{launcher}, opts(port))
+		if err != nil {
+			return nil, err
+		}
+		return newServer(port, p), nil
+	},
+	Stop: func(s *Server, _ bool) { s.proc.Kill() },
 }
 
 // Main runs the test binary's tests with one shared fauxqs (started on first use by Shared) and stops
 // it afterwards. Call it from TestMain (func TestMain(m *testing.M) { sqstest.Main(m) }); the testing
 // package exits with the tests' status when TestMain returns.
-func Main(m *testing.M) {
-	shared.Lock()
-	shared.inMain = true
-	shared.Unlock()
-	m.Run()
-	shared.Lock()
-	if shared.srv != nil {
-		shared.srv.proc.Kill()
-	}
-	shared.Unlock()
-}
+func Main(m *testing.M) { shared.Main(m) }
 
 // Shared returns the test binary's fauxqs, starting it on first use. The test binary must call Main
 // from TestMain. Use a fresh queue per test (QueueName).
 func Shared(t testing.TB) *Server {
 	t.Helper()
 	skipIfDisabled(t)
-	shared.Lock()
-	defer shared.Unlock()
-	if !shared.inMain {
-		t.Fatal("sqstest.Shared needs sqstest.Main(m) in the package's TestMain")
-	}
-	if shared.srv == nil && shared.err == nil {
-		shared.srv, shared.err = startShared(t)
-	}
-	if shared.err != nil {
-		t.Fatal(shared.err)
-	}
-	return shared.srv
-}
-
-func startShared(t testing.TB) (*Server, error) {
-	launcher, err := Launcher()
-	if err != nil {
-		return nil, err
-	}
-	port := proctest.FreePort(t)
-	p, err := proctest.StartE("node", []string{launcher}, opts(port))
-	if err != nil {
-		return nil, err
-	}
-	return newServer(port, p), nil
+	return shared.Get(t)
 }
 
 func skipIfDisabled(t testing.TB) {
@@ -132,22 +108,7 @@ func opts(port int) proctest.Options {
 	return proctest.Options{
 		Env:     []string{"FAUXQS_PORT=" + strconv.Itoa(port), "FAUXQS_LOGGER=false"},
 		Timeout: 30 * time.Second,
-		Ready: func(ctx context.Context) error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"/health", nil)
-			if err != nil {
-				return err
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "ok") {
-				return fmt.Errorf("health: %s %s", resp.Status, body)
-			}
-			return nil
-		},
+		Ready:   proctest.HTTPReady(endpoint+"/health", "ok"),
 	}
 }
 

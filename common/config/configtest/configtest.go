@@ -3,6 +3,8 @@
 package configtest
 
 import (
+	"errors"
+	"sort"
 	"testing"
 
 	"github.com/numaflow-connectors/sources/common/config"
@@ -33,4 +35,30 @@ func README(t testing.TB, path string, groups ...config.Group) {
 	if err := config.CheckMarkdown(path, config.Markdown(groups...)); err != nil {
 		t.Error(err)
 	}
+}
+
+// Vars returns the variables that err's problems name, sorted (nil for a nil err). It fails t when a
+// problem is not a *config.FieldError: every configuration error must name its variable.
+func Vars(t testing.TB, err error) []string {
+	t.Helper()
+	var vars []string
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		var fe *config.FieldError
+		if !errors.As(e, &fe) {
+			t.Fatalf("problem %v is not a config.FieldError", e)
+		}
+		vars = append(vars, fe.Var)
+	}
+	if err != nil {
+		walk(err)
+	}
+	sort.Strings(vars)
+	return vars
 }

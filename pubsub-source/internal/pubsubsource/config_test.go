@@ -1,14 +1,12 @@
 package pubsubsource
 
 import (
-	"errors"
 	"reflect"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/numaflow-connectors/sources/common/config"
+	"github.com/numaflow-connectors/sources/common/config/configtest"
 )
 
 func validConfig() Config {
@@ -16,32 +14,6 @@ func validConfig() Config {
 		Project: "my-project", Subscription: "orders", MaxOutstanding: 1000, MaxOutstandingB: 32 << 20,
 		AckDeadline: 30 * time.Second, MaxExtension: time.Hour, Pending: PendingOff,
 	}
-}
-
-// problems returns the variables named by err's problems, sorted.
-func problems(t *testing.T, err error) []string {
-	t.Helper()
-	if err == nil {
-		return nil
-	}
-	var vars []string
-	var walk func(error)
-	walk = func(e error) {
-		if j, ok := e.(interface{ Unwrap() []error }); ok {
-			for _, x := range j.Unwrap() {
-				walk(x)
-			}
-			return
-		}
-		var fe *config.FieldError
-		if !errors.As(e, &fe) {
-			t.Fatalf("problem %v is not a config.FieldError", e)
-		}
-		vars = append(vars, fe.Var)
-	}
-	walk(err)
-	sort.Strings(vars)
-	return vars
 }
 
 func TestValidate(t *testing.T) {
@@ -93,7 +65,7 @@ func TestValidate(t *testing.T) {
 			c := validConfig()
 			tt.change(&c)
 			err := c.Validate()
-			got := problems(t, err)
+			got := configtest.Vars(t, err)
 			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
 				t.Fatalf("problems %v, want %v (error: %v)", got, tt.want, err)
 			}

@@ -61,18 +61,22 @@ func newClient(cfg *Config) (redis.UniversalClient, error) {
 	maint := func() *maintnotifications.Config {
 		return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	}
+	// credentials lets REDIS_USERNAME and REDIS_PASSWORD override what REDIS_URL carries.
+	credentials := func(user, pass *string) {
+		if cfg.Username != "" {
+			*user = cfg.Username
+		}
+		if cfg.Password != "" {
+			*pass = cfg.Password.Reveal()
+		}
+	}
 	if u := cfg.URL.Reveal(); u != "" {
 		if cfg.Mode == ModeCluster {
 			o, err := redis.ParseClusterURL(u)
 			if err != nil {
 				return nil, fmt.Errorf("parsing REDIS_URL: %s", redactURLError(err, u))
 			}
-			if cfg.Username != "" {
-				o.Username = cfg.Username
-			}
-			if cfg.Password != "" {
-				o.Password = cfg.Password.Reveal()
-			}
+			credentials(&o.Username, &o.Password)
 			o.TLSConfig = mergeTLS(tc, o.TLSConfig, false)
 			o.Protocol, o.ReadTimeout, o.ContextTimeoutEnabled, o.DisableIdentity = 2, readTimeout, true, true
 			o.MaintNotificationsConfig = maint()
@@ -82,12 +86,7 @@ func newClient(cfg *Config) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parsing REDIS_URL: %s", redactURLError(err, u))
 		}
-		if cfg.Username != "" {
-			o.Username = cfg.Username
-		}
-		if cfg.Password != "" {
-			o.Password = cfg.Password.Reveal()
-		}
+		credentials(&o.Username, &o.Password)
 		o.TLSConfig = mergeTLS(tc, o.TLSConfig, true)
 		o.Protocol, o.ReadTimeout, o.ContextTimeoutEnabled, o.DisableIdentity = 2, readTimeout, true, true
 		o.MaxRetries = -1 // the adapter retries

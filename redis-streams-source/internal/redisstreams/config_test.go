@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -181,12 +182,9 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	if !errors.As(err, &errs) {
 		t.Fatalf("error %v, want *config.Errors", err)
 	}
-	named := map[string]bool{}
-	for _, p := range errs.Problems {
-		named[p.Var] = true
-	}
+	named := configtest.Vars(t, err)
 	for _, v := range []string{"REDIS_URL", "REDIS_STREAM", "REDIS_GROUP", "REDIS_MODE", "REDIS_CLAIM_MIN_IDLE", "REDIS_START_FROM"} {
-		if !named[v] {
+		if !slices.Contains(named, v) {
 			t.Errorf("no problem named %s in:\n%v", v, err)
 		}
 	}

@@ -2,6 +2,7 @@ package sqssource
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/numaflow-connectors/sources/common/config"
@@ -31,12 +32,9 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	if !errors.As(err, &errs) {
 		t.Fatalf("error %v, want *config.Errors", err)
 	}
-	named := map[string]bool{}
-	for _, p := range errs.Problems {
-		named[p.Var] = true
-	}
+	named := configtest.Vars(t, err)
 	for _, v := range []string{"SQS_QUEUE_URL", "SQS_WAIT_TIME", "SQS_VISIBILITY_TIMEOUT", "SQS_ASSUME_ROLE_EXTERNAL_ID"} {
-		if !named[v] {
+		if !slices.Contains(named, v) {
 			t.Errorf("no problem named %s in:\n%v", v, err)
 		}
 	}
