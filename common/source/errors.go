@@ -2,9 +2,14 @@ package source
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"syscall"
 )
 
 // Code is the kind of a broker error, the only thing the adapter looks at to decide what to do.
@@ -70,9 +75,88 @@ func (e *BatchError) Error() string {
 	return b.String()
 }
 
-// classify returns the code of err using the driver's table, with the context errors mapped here so a
-// driver need not.
+// BatchResult turns the per-entry failures of one batch call over n handles into the error the call
+// returns: nil when nothing failed, the one error when every handle failed with that same error (the
+// call failed as a whole), else a *BatchError. failed maps an index in the call's slice to its error.
+func BatchResult(n int, failed map[int]error) error {
+	if len(failed) == 0 {
+		return nil
+	}
+	if len(failed) == n {
+		var first error
+		same := true
+		for _, err := range failed {
+			if first == nil {
+				first = err
+			} else if err != first {
+				same = false
+				break
+			}
+		}
+		if same {
+			return first
+		}
+	}
+	return &BatchError{Failed: failed}
+}
+
+// EntryError is the failure of one entry of a batch call (one handle of an Ack, Nack or Extend) as the
+// broker reported it, already classified: the adapter takes Code as it is and does not ask the driver.
+type EntryError struct {
+	Op       string // what the call did, as a gerund: "deleting", "extending the lease of"
+	Resource string // the queue, subscription or stream
+	Reason   string // the broker's own code or reason for the entry, e.g. ReceiptHandleIsInvalid
+	Code     Code
+	Err      error // the underlying error, when there is one
+}
+
+func (e *EntryError) Error() string {
+	msg := fmt.Sprintf("%s %s: %s", e.Op, e.Resource, e.Reason)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *EntryError) Unwrap() error { return e.Err }
+
+// NetworkCode classifies the transport failures every broker client shares: a TLS certificate the
+// client does not trust or a handshake the server refused (PermissionDenied: fixing it takes a config
+// change), TLS spoken to a plain-text port or the reverse (FailedPrecondition), an i/o timeout
+// (DeadlineExceeded), a refused, reset or closed connection or a DNS failure (Unavailable). ok is false
+// when err is none of these.
+func NetworkCode(err error) (code Code, ok bool) {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+		alert     tls.AlertError
+		header    tls.RecordHeaderError
+		netErr    net.Error
+	)
+	switch {
+	case err == nil:
+		return Unknown, false
+	case errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &invalid), errors.As(err, &verify),
+		errors.As(err, &alert):
+		return PermissionDenied, true
+	case errors.As(err, &header):
+		return FailedPrecondition, true
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return DeadlineExceeded, true
+	case errors.As(err, &netErr),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return Unavailable, true
+	}
+	return Unknown, false
+}
+
+// classify returns the code of err: context errors and *EntryError here, then the driver's table,
+// then NetworkCode for what the driver left Unknown.
 func classify(d Driver, err error) Code {
+	var entry *EntryError
 	switch {
 	case err == nil:
 		return Unknown
@@ -80,6 +164,12 @@ func classify(d Driver, err error) Code {
 		return Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		return DeadlineExceeded
+	case errors.As(err, &entry):
+		return entry.Code
 	}
-	return d.ErrorCode(err)
+	if c := d.ErrorCode(err); c != Unknown {
+		return c
+	}
+	c, _ := NetworkCode(err)
+	return c
 }

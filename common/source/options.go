@@ -28,6 +28,10 @@ type Options struct {
 	// ReadBatchSize). It bounds memory and the number of leases held. Messages numa already answered
 	// do not count while their commit is under way, up to another 2 x Prefetch.
 	Prefetch int
+	// PrefetchBytes is the most payload bytes held at once for numa, buffered or in flight (default
+	// DefaultPrefetchBytes). A single message larger than it is still delivered, one at a time.
+	// Locally delayed redeliveries have a budget of their own of the same size.
+	PrefetchBytes int64
 	// MaxMessageBytes: a larger payload is dead-lettered (or handled by Fallback) with a reason instead
 	// of being handed to numa (default 4 MiB, numa's per-message gRPC limit before v1.8.3).
 	MaxMessageBytes int
@@ -49,12 +53,18 @@ type Options struct {
 	ExtendEvery time.Duration
 }
 
+// DefaultPrefetchBytes is PrefetchBytes when neither the option nor the container's memory limit sets it.
+const DefaultPrefetchBytes = 64 << 20
+
 func (o Options) withDefaults(c Capabilities) (Options, error) {
 	if o.ReadBatchSize <= 0 {
 		o.ReadBatchSize = 500
 	}
 	if o.Prefetch <= 0 {
 		o.Prefetch = 2 * o.ReadBatchSize
+	}
+	if o.PrefetchBytes <= 0 {
+		o.PrefetchBytes = DefaultPrefetchBytes
 	}
 	if o.MaxMessageBytes <= 0 {
 		o.MaxMessageBytes = 4 << 20
