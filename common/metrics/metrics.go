@@ -24,6 +24,8 @@ type Source struct {
 	ReceiveBatch prometheus.Histogram
 	InFlight     prometheus.Gauge
 	Buffered     prometheus.Gauge
+	Delayed      prometheus.Gauge
+	HeldBytes    prometheus.Gauge
 	Extensions   prometheus.Counter
 	LeaseExpired prometheus.Counter
 	BrokerErrors *prometheus.CounterVec // op, kind
@@ -51,6 +53,8 @@ func New(reg prometheus.Registerer) *Source {
 			Help: "Messages per broker receive call.", Buckets: prometheus.ExponentialBuckets(1, 2, 11)}),
 		InFlight:     gauge("in_flight", "Messages handed to numa and not yet acked or nacked."),
 		Buffered:     gauge("buffered", "Messages received from the broker and not yet handed to numa."),
+		Delayed:      gauge("delayed", "Nacked messages held here until their nack delay ends (brokers without a nack)."),
+		HeldBytes:    gauge("held_bytes", "Payload bytes of the messages buffered or in flight at numa (bounded by PREFETCH_BYTES)."),
 		Extensions:   counter("lease_extensions_total", "Lease extensions of held messages."),
 		LeaseExpired: counter("lease_max_extension_reached_total", "Held messages whose lease was not extended further because the maximum extension was reached."),
 		BrokerErrors: counterVec("broker_errors_total", "Broker call errors by operation and kind.", "op", "kind"),
@@ -59,7 +63,7 @@ func New(reg prometheus.Registerer) *Source {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Read, m.Acked, m.AckFailed, m.Nacked, m.DeadLettered, m.Dropped, m.Redelivered,
-			m.Duplicates, m.UnknownAcks, m.ReadLatency, m.AckLatency, m.ReceiveBatch, m.InFlight, m.Buffered,
+			m.Duplicates, m.UnknownAcks, m.ReadLatency, m.AckLatency, m.ReceiveBatch, m.InFlight, m.Buffered, m.Delayed, m.HeldBytes,
 			m.Extensions, m.LeaseExpired, m.BrokerErrors, m.Pending, m.Ready)
 	}
 	return m

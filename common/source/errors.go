@@ -56,6 +56,16 @@ func (c Code) Transient() bool {
 	return false
 }
 
+// unreachable reports whether an error of this kind means the broker or its resource cannot be used
+// now: readiness goes false until a health check (or a receive with messages) passes.
+func (c Code) unreachable() bool {
+	switch c {
+	case Unavailable, DeadlineExceeded, NotFound, PermissionDenied:
+		return true
+	}
+	return false
+}
+
 // ErrNoDeadLetter is returned by DeadLetterer.DeadLetter when no dead-letter target is configured.
 var ErrNoDeadLetter = errors.New("no dead-letter target configured")
 

@@ -1,0 +1,501 @@
+package source
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/numaproj/numaflow-go/pkg/sourcer"
+)
+
+// The ledger is the one record of what the adapter holds, and the one place that decides whether
+// there is room to receive. Every message a driver returns becomes a record, kept until the broker
+// has committed it or taken it back:
+//
+//	buffered -> inFlight (handed to numa) -> committing (ack, release or dead letter under way) -> gone
+//	inFlight -> delayed (nacked, LocalRedelivery) -> inFlight ...
+//	inFlight -> buffered (numa's read stream ended before it answered)
+//
+// Three budgets, each with its own pool, so no pool takes room from another:
+//   - receive pool: buffered + in flight + reservations of running receives, at most Options.Prefetch
+//     messages and Options.PrefetchBytes payload bytes. A single message larger than PrefetchBytes is
+//     still taken, when the pool is otherwise empty: one at a time.
+//   - delayed pool: locally delayed redeliveries, at most Prefetch messages and PrefetchBytes bytes;
+//     a nack that does not fit is handed back to the broker instead (see nack.go).
+//   - commit pool: records whose commit is under way, at most 2 x Prefetch; their payloads are
+//     dropped unless a dead letter needs them. While it is full, receiving pauses (a slow broker
+//     commit is backpressure).
+//
+// Waiters never miss a change: dataCh and roomCh are closed (and replaced) on every change that can
+// make a record readable or free room, and a waiter takes the channel in the same critical section in
+// which it found nothing to do.
+type ledger struct {
+	prefetch      int
+	prefetchBytes int64
+	maxCommitting int
+
+	mu       sync.Mutex
+	recs     map[string]*record
+	counts   [numStates]int
+	bytes    [numStates]int64
+	buffer   queue      // buffered records, in receive order
+	delayed  delayQueue // locally nacked records, by due time
+	reserved int        // messages promised to running receives
+	resBytes int64      // bytes promised to running receives (estimate)
+	sizeEst  int64      // running estimate of a payload's size
+	sized    bool       // sizeEst has seen a message
+	seq      uint64
+	closed   bool // shutting down: nothing more is admitted
+	dataCh   chan struct{}
+	roomCh   chan struct{}
+	onChange func(counts [numStates]int, bytes [numStates]int64) // gauges; called under mu
+}
+
+type state int
+
+const (
+	buffered   state = iota // received, not yet handed to numa
+	inFlight                // handed to numa, no answer yet
+	committing              // acked, nacked, dead-lettered or released: a broker call is under way
+	delayed                 // nacked; held here until its due time (LocalRedelivery)
+	numStates
+)
+
+// record is one held message. Fields other than msg's are guarded by ledger.mu; msg.Handle is
+// replaced (under mu) when the broker redelivers the message to us, and gen counts those
+// replacements, so a broker call made with an older handle can tell it raced a redelivery.
+type record struct {
+	msg        *Message
+	size       int64 // payload bytes at receive
+	state      state
+	received   time.Time // first receive in this process (for MaxExtension)
+	leaseUntil time.Time
+	due        time.Time // delayed: when it becomes readable again
+	deliveries int       // deliveries to numa, this one included (max of broker count and ours)
+	emitted    int       // times handed to numa by this process
+	maxedOut   bool      // MaxExtension reached: no more extensions
+	gen        int       // bumped whenever msg.Handle is replaced
+	seq        uint64    // receive order
+	heapIndex  int
+	keepBody   bool // committing for a dead letter: the payload is still needed
+}
+
+func newLedger(prefetch int, prefetchBytes int64) *ledger {
+	return &ledger{
+		prefetch: prefetch, prefetchBytes: prefetchBytes, maxCommitting: 2 * prefetch,
+		recs:   make(map[string]*record),
+		dataCh: make(chan struct{}), roomCh: make(chan struct{}),
+	}
+}
+
+// ---- budgets ----
+
+// reserve promises room for one Receive of at most limit messages (limit <= 0: no limit of the
+// broker's own) and returns how many to ask for; 0 when there is no room. The caller gives the
+// promise back with admit (or unreserve when the call failed).
+func (l *ledger) reserve(limit int) (n int, bytes int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.counts[committing] >= l.maxCommitting {
+		return 0, 0
+	}
+	held := l.counts[buffered] + l.counts[inFlight] + l.reserved
+	heldBytes := l.bytes[buffered] + l.bytes[inFlight] + l.resBytes
+	n = l.prefetch - held
+	if n <= 0 || (heldBytes >= l.prefetchBytes && held > 0) {
+		return 0, 0
+	}
+	if limit > 0 {
+		n = min(n, limit)
+	}
+	est := l.estimate()
+	if !l.sized {
+		n = min(n, firstReceive) // no size seen yet: a small first ask, in case messages are big
+	}
+	if fit := (l.prefetchBytes - heldBytes) / est; int64(n) > fit {
+		if fit == 0 && held > 0 {
+			return 0, 0 // less room than one message is likely to need: wait for more
+		}
+		n = int(max(fit, 1))
+	}
+	l.reserved += n
+	l.resBytes += int64(n) * est
+	return n, int64(n) * est
+}
+
+// firstReceive caps each receive until the ledger has seen a message's size.
+const firstReceive = 10
+
+// estimate is the payload size reservations assume: the running average, and never less than a
+// fair share of the byte budget, so small messages are bounded by count alone. Caller holds mu.
+func (l *ledger) estimate() int64 {
+	fair := max(l.prefetchBytes/int64(max(l.prefetch, 1)), 1)
+	return max(l.sizeEst, fair)
+}
+
+// unreserve gives back a reservation whose Receive brought nothing to admit.
+func (l *ledger) unreserve(n int, bytes int64) {
+	l.mu.Lock()
+	l.reserved -= n
+	l.resBytes -= bytes
+	l.changed(false)
+	l.mu.Unlock()
+}
+
+// admitted is what admit did with one Receive's messages.
+type admitted struct {
+	added    int        // new records, now buffered
+	tooLarge []*record  // new records over MaxMessageBytes, now committing (to be dead-lettered)
+	surplus  []*Message // to hand back to the broker at once
+	dups     int        // redeliveries of records already held
+	rejected int        // messages without an id
+}
+
+// admit gives back the reservation (n, bytes) and turns the received messages into buffered records.
+// A redelivery of a message already held only refreshes its handle and lease. Messages over
+// maxMessage become committing records for the caller to dead-letter, together with (OrderedKeys)
+// the later messages of their key in this batch. Messages that no longer fit the budget, and
+// everything once the ledger is closed, come back as surplus for the caller to release.
+func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease time.Duration, maxMessage int,
+	orderedKeys bool, nackedDeliveries func(id string) int) admitted {
+	var out admitted
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reserved -= n
+	l.resBytes -= bytes
+	var batchBytes int64
+	var sizedMsgs int64
+	full := false
+	var surplusMax int64
+	var blockedKeys map[string]bool
+	for i, m := range msgs {
+		if m == nil || m.ID == "" {
+			out.rejected++
+			continue
+		}
+		if r, ok := l.recs[m.ID]; ok {
+			// The broker redelivered a message we still hold (its lease ran out, or a release raced
+			// our own receive): keep the newest handle, do not hand it to numa a second time.
+			r.msg.Handle = m.Handle
+			r.gen++
+			r.leaseUntil = now.Add(lease)
+			if r.maxedOut { // its lease ran out and it came back to us: a fresh extension window
+				r.maxedOut, r.received = false, now
+			}
+			r.deliveries = max(r.deliveries, m.Deliveries)
+			out.dups++
+			continue
+		}
+		size := int64(len(m.Payload))
+		batchBytes += size
+		sizedMsgs++
+		if l.closed || full {
+			out.surplus = append(out.surplus, msgs[i])
+			continue
+		}
+		if orderedKeys && len(m.Keys) > 0 && blockedKeys[m.Keys[0]] {
+			// A message of this key before it in the batch is being dead-lettered: it goes back too.
+			out.surplus = append(out.surplus, m)
+			continue
+		}
+		tooLarge := len(m.Payload) > maxMessage
+		if !tooLarge {
+			held := l.counts[buffered] + l.counts[inFlight] + l.reserved
+			heldBytes := l.bytes[buffered] + l.bytes[inFlight] + l.resBytes
+			if held >= l.prefetch || (held > 0 && heldBytes+size > l.prefetchBytes) {
+				// Bigger than estimated: the rest of this batch goes back to the broker, in order, and
+				// the estimate rises to this message, so the next receive waits for room for it.
+				full = true
+				surplusMax = max(surplusMax, size)
+				out.surplus = append(out.surplus, m)
+				continue
+			}
+		}
+		if m.EventTime.IsZero() {
+			m.EventTime = now
+		}
+		l.seq++
+		r := &record{msg: m, size: size, received: now, leaseUntil: now.Add(lease), heapIndex: -1, seq: l.seq}
+		r.deliveries = max(m.Deliveries, nackedDeliveries(m.ID)+1)
+		l.recs[m.ID] = r
+		if tooLarge {
+			r.state = committing
+			r.keepBody = true
+			l.counts[committing]++
+			out.tooLarge = append(out.tooLarge, r)
+			if orderedKeys && len(m.Keys) > 0 {
+				if blockedKeys == nil {
+					blockedKeys = make(map[string]bool)
+				}
+				blockedKeys[m.Keys[0]] = true
+			}
+			continue
+		}
+		r.state = buffered
+		l.counts[buffered]++
+		l.bytes[buffered] += size
+		l.buffer.push(r)
+		out.added++
+	}
+	if sizedMsgs > 0 {
+		avg := batchBytes / sizedMsgs
+		if !l.sized {
+			l.sizeEst, l.sized = avg, true
+		} else {
+			l.sizeEst += (avg - l.sizeEst) / 4
+		}
+	}
+	l.sizeEst = max(l.sizeEst, surplusMax)
+	l.changed(out.added > 0)
+	return out
+}
+
+// ---- reading ----
+
+// take moves up to n readable records (due redeliveries first, then received ones in order) in
+// flight and builds numa's message of each (under the lock: an ack may drop a payload at any time).
+// It also returns the channel that is closed when more may be readable, and when the next delayed
+// record is due (zero when none).
+func (l *ledger) take(n int, now time.Time, build func(*record) sourcer.Message) ([]*record, []sourcer.Message, <-chan struct{}, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*record
+	for len(out) < n {
+		r := l.delayed.popDue(now)
+		if r == nil {
+			break
+		}
+		out = append(out, r)
+	}
+	for len(out) < n {
+		r := l.buffer.pop()
+		if r == nil {
+			break
+		}
+		out = append(out, r)
+	}
+	msgs := make([]sourcer.Message, len(out))
+	for i, r := range out {
+		l.setState(r, inFlight)
+		r.emitted++
+		if r.emitted > 1 {
+			r.deliveries++
+		}
+		msgs[i] = build(r)
+	}
+	if len(out) > 0 {
+		l.notifyGauges()
+	}
+	return out, msgs, l.dataCh, l.delayed.nextDue()
+}
+
+// untake puts records that could not be sent before the read deadline back at the front.
+func (l *ledger) untake(rs []*record) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(rs) - 1; i >= 0; i-- {
+		r := rs[i]
+		if r.state != inFlight {
+			continue
+		}
+		r.emitted--
+		if r.emitted > 0 {
+			r.deliveries--
+		}
+		l.setState(r, buffered)
+		l.buffer.pushFront(r)
+	}
+	l.changed(true)
+}
+
+// requeueInFlight makes every in-flight record readable again, oldest first: numa's read stream
+// ended and it will never answer for them. It returns how many.
+func (l *ledger) requeueInFlight() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var rs []*record
+	for _, r := range l.recs {
+		if r.state == inFlight {
+			rs = append(rs, r)
+		}
+	}
+	slices.SortFunc(rs, func(a, b *record) int { return cmp.Compare(b.seq, a.seq) })
+	for _, r := range rs { // newest first to the front, so the oldest ends up first
+		l.setState(r, buffered)
+		l.buffer.pushFront(r)
+	}
+	l.changed(len(rs) > 0)
+	return len(rs)
+}
+
+// ---- answers ----
+
+// lookup returns the held record of a message id.
+func (l *ledger) lookup(id string) (*record, bool) {
+	r, ok := l.recs[id]
+	return r, ok
+}
+
+// toCommitting moves a held record (in any state but committing) out of the readable queues into the
+// commit pool. keepBody keeps its payload for a dead letter. Caller holds mu.
+func (l *ledger) toCommitting(r *record, keepBody bool) bool {
+	switch r.state {
+	case committing:
+		return false
+	case buffered:
+		l.buffer.remove(r)
+	case delayed:
+		l.delayed.remove(r)
+	}
+	l.setState(r, committing)
+	r.keepBody = keepBody
+	if !keepBody {
+		r.msg.Payload = nil // numa has it, or the broker keeps it: only the handle is needed now
+	}
+	return true
+}
+
+// laterOfKey removes the buffered records of r's key (all received after r) and returns them in
+// order; nil unless ordered keys apply. Caller holds mu.
+func (l *ledger) laterOfKey(r *record) []*record {
+	if len(r.msg.Keys) == 0 {
+		return nil
+	}
+	key := r.msg.Keys[0]
+	return l.buffer.removeIf(func(x *record) bool { return len(x.msg.Keys) > 0 && x.msg.Keys[0] == key })
+}
+
+// delay moves an in-flight or buffered record to the delayed pool until due; false (nothing moved)
+// when the pool is full and the record must go back to the broker instead. Caller holds mu.
+func (l *ledger) delay(r *record, due time.Time) bool {
+	if l.counts[delayed] > 0 && (l.counts[delayed] >= l.prefetch || l.bytes[delayed]+r.size > l.prefetchBytes) {
+		return false
+	}
+	if r.state == buffered {
+		l.buffer.remove(r)
+	}
+	l.setState(r, delayed)
+	r.due = due
+	l.delayed.push(r)
+	return true
+}
+
+// handles returns the current handle and generation of each record.
+func (l *ledger) handles(rs []*record) ([]Handle, []int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	hs := make([]Handle, len(rs))
+	gens := make([]int, len(rs))
+	for i, r := range rs {
+		hs[i], gens[i] = r.msg.Handle, r.gen
+	}
+	return hs, gens
+}
+
+// forget removes records the broker has committed or taken back. A record the broker handed to us
+// again while the call ran with an older handle (its generation moved past gens[i]) is not forgotten:
+// it comes back in again, for the caller to repeat the call with the newest handle (an ack acks the
+// new delivery too, a release releases it too), so a redelivery racing a release is never left
+// hidden for a lease.
+func (l *ledger) forget(rs []*record, gens []int) (again []*record) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, r := range rs {
+		cur, ok := l.recs[r.msg.ID]
+		if !ok || cur != r {
+			continue
+		}
+		if gens != nil && r.gen != gens[i] {
+			again = append(again, r)
+			continue
+		}
+		l.counts[r.state]--
+		l.bytes[r.state] -= r.bytesIn(r.state)
+		delete(l.recs, r.msg.ID)
+	}
+	l.changed(false)
+	return again
+}
+
+// bytesIn is what r counts in the byte budget of st: payload bytes for the pools that hold payloads.
+func (r *record) bytesIn(st state) int64 {
+	switch st {
+	case buffered, inFlight, delayed:
+		return r.size
+	}
+	return 0
+}
+
+// setState moves a held record to st. Caller holds mu.
+func (l *ledger) setState(r *record, st state) {
+	l.counts[r.state]--
+	l.bytes[r.state] -= r.bytesIn(r.state)
+	r.state = st
+	l.counts[st]++
+	l.bytes[st] += r.bytesIn(st)
+}
+
+// close stops admitting: what receives still bring is surplus from now on.
+func (l *ledger) close() {
+	l.mu.Lock()
+	l.closed = true
+	l.changed(true)
+	l.mu.Unlock()
+}
+
+// selectRecords moves the records sel picks to the commit pool and returns them in receive order.
+func (l *ledger) selectRecords(sel func(*record) bool) []*record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var rs []*record
+	for _, r := range l.recs {
+		if r.state != committing && sel(r) {
+			rs = append(rs, r)
+		}
+	}
+	slices.SortFunc(rs, func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
+	for _, r := range rs {
+		l.toCommitting(r, false)
+	}
+	l.changed(false)
+	return rs
+}
+
+// count returns how many records are in state st.
+func (l *ledger) count(st state) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.counts[st]
+}
+
+// size returns how many records are held in any state.
+func (l *ledger) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.recs)
+}
+
+// room returns the channel closed at the next change that may free receive room.
+func (l *ledger) room() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.roomCh
+}
+
+// changed wakes the waiters: room waiters always, readers when readable is true. Caller holds mu.
+func (l *ledger) changed(readable bool) {
+	close(l.roomCh)
+	l.roomCh = make(chan struct{})
+	if readable {
+		close(l.dataCh)
+		l.dataCh = make(chan struct{})
+	}
+	l.notifyGauges()
+}
+
+func (l *ledger) notifyGauges() {
+	if l.onChange != nil {
+		l.onChange(l.counts, l.bytes)
+	}
+}

@@ -1,0 +1,221 @@
+package source
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// receivers is the receive scheduler. One loop decides how many Receive calls run: it starts calls
+// while fewer than target run and the ledger has room, and re-decides whenever a call returns, room
+// frees up, or a backoff ends. So a source with room always has a receive running: there is no wake-up
+// to lose.
+//
+// target follows the broker: it grows by one on each full batch (there is more), falls back to one
+// when a receive comes back empty and no full batch came for shrinkIdle (an idle source makes one
+// broker call at a time), and falls to one on an error (with a backoff before the next call). It
+// does not fall while the ledger is full, so a refill after numa acks runs as many receives at once
+// as the fill before it.
+//
+// A Receive in flight is never cancelled at shutdown: the scheduler stops starting calls, Close waits
+// for the running ones (bounded by its context), and what late calls bring is released to the broker
+// at once, so no message stays hidden behind an abandoned long poll.
+type receivers struct {
+	s      *Source
+	ctx    context.Context // for Receive calls: cancelled only by Kill, or by Close after its wait
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the loop and every running Receive
+	done   chan result    // results of running calls, to the loop
+	stopCh chan struct{}  // closed by stop: start no more calls
+	stopMu sync.Once
+}
+
+type result struct {
+	asked, got int
+	err        error
+}
+
+// shrinkIdle is how long no receive must have returned a full batch before an empty receive drops
+// the target to one.
+const shrinkIdle = time.Second
+
+// maxReceiveBackoff bounds the wait after a failed receive: a couple of cheap calls a second is no
+// hot spin, and readiness comes back within seconds of the broker.
+const maxReceiveBackoff = 2 * time.Second
+
+func startReceivers(s *Source) *receivers {
+	r := &receivers{s: s, done: make(chan result), stopCh: make(chan struct{})}
+	r.ctx, r.cancel = context.WithCancel(s.bgCtx)
+	r.wg.Add(1)
+	go r.loop()
+	return r
+}
+
+func (r *receivers) loop() {
+	defer r.wg.Done()
+	s := r.s
+	target, running := 1, 0
+	var lastFull time.Time
+	var retryAt time.Time // no new call before this (after an error)
+	bo := backoff{max: maxReceiveBackoff}
+	for {
+		room := s.led.room() // taken before reserving: a change after the check closes it
+		stopped := r.stopped()
+		if !stopped && time.Now().After(retryAt) {
+			for running < target {
+				n, bytes := s.led.reserve(s.caps.MaxReceive)
+				if n == 0 {
+					break
+				}
+				running++
+				r.wg.Add(1)
+				go r.receive(n, bytes)
+			}
+		}
+		if stopped && running == 0 {
+			return
+		}
+		stopCh := r.stopCh
+		if stopped {
+			stopCh = nil // closed: waiting on it would spin; wait for the running calls instead
+		}
+		var timer *time.Timer
+		var timeout <-chan time.Time
+		if wait := time.Until(retryAt); wait > 0 && !stopped {
+			timer = time.NewTimer(wait)
+			timeout = timer.C
+		}
+		select {
+		case res := <-r.done:
+			running--
+			switch {
+			case res.err != nil:
+				target = 1
+				retryAt = time.Now().Add(bo.next())
+			case res.got >= res.asked && res.asked > 0 && (s.caps.MaxReceive <= 0 || res.asked == s.caps.MaxReceive):
+				// A full batch: there is more. (Growing on any non-empty batch multiplies outstanding
+				// polls for little gain.)
+				bo.reset()
+				lastFull = time.Now()
+				target = min(target+1, s.caps.ReceiveConcurrency)
+			case res.got == 0 && time.Since(lastFull) >= shrinkIdle:
+				// Empty, and no full batch for a while: one receive at a time. An empty answer while full
+				// batches keep coming (a broker that wakes every waiting poll for each send and gives the
+				// messages to one of them) is no reason to shrink.
+				bo.reset()
+				target = 1
+			default:
+				bo.reset()
+			}
+		case <-room:
+		case <-timeout:
+		case <-stopCh:
+		case <-r.ctx.Done():
+			return
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+// receive runs one Receive call for n messages (bytes reserved) and hands the result to the ledger.
+func (r *receivers) receive(n int, bytes int64) {
+	defer r.wg.Done()
+	s := r.s
+	msgs, err := s.d.Receive(r.ctx, n)
+	if err != nil {
+		s.led.unreserve(n, bytes)
+		code := classify(s.d, err)
+		if code != Canceled || r.ctx.Err() == nil {
+			s.errs.report("receive", code, err)
+			if code.unreachable() {
+				s.ready.set(false)
+			}
+		}
+		r.finish(result{asked: n, err: err})
+		return
+	}
+	if len(msgs) > 0 || !s.ready.hasCheck() {
+		// An empty answer proves little (some waits end quietly on a silent network): with a health
+		// check, only messages or the prober make the source ready again.
+		s.ready.set(true)
+	}
+	s.m.ReceiveBatch.Observe(float64(len(msgs)))
+	s.admit(msgs, n, bytes)
+	r.finish(result{asked: n, got: len(msgs)})
+}
+
+// finish hands a result to the loop; after stop the loop may be gone, so it never blocks then.
+func (r *receivers) finish(res result) {
+	select {
+	case r.done <- res:
+	case <-r.ctx.Done():
+	}
+}
+
+func (r *receivers) stopped() bool {
+	select {
+	case <-r.stopCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop starts no more Receive calls. Running ones go on; what they bring is released.
+func (r *receivers) stop() { r.stopMu.Do(func() { close(r.stopCh) }) }
+
+// wait waits for the loop and every running Receive until ctx ends, then cancels what still runs and
+// waits for it to return.
+func (r *receivers) wait(ctx context.Context) {
+	waitCtx(ctx, r.wg.Wait)
+	r.cancel()
+	r.wg.Wait()
+}
+
+// admit turns received messages into records, dead-letters those over MaxMessageBytes, and releases
+// what does not fit the budgets (or arrives after shutdown began) back to the broker at once.
+func (s *Source) admit(msgs []*Message, n int, bytes int64) {
+	now := time.Now()
+	out := s.led.admit(msgs, n, bytes, now, s.caps.Lease, s.opts.MaxMessageBytes, s.caps.OrderedKeys, s.nacks.take)
+	if out.rejected > 0 {
+		s.log.Error("driver returned messages without an id; dropped from their batch", "count", out.rejected)
+	}
+	s.m.Duplicates.Add(float64(out.dups))
+	if len(out.surplus) > 0 {
+		s.releaseMessages(out.surplus)
+	}
+	for _, r := range out.tooLarge {
+		reason := fmt.Sprintf("payload of %d bytes exceeds MAX_MESSAGE_BYTES (%d)", r.size, s.opts.MaxMessageBytes)
+		s.log.Warn("message too large", "id", r.msg.ID, "bytes", r.size, "limit", s.opts.MaxMessageBytes)
+		s.deadLetter(r, "too_large", reason, 0)
+	}
+}
+
+// releaseMessages hands messages the ledger did not take back to the broker, readable at once.
+func (s *Source) releaseMessages(msgs []*Message) {
+	handles := make([]Handle, len(msgs))
+	for i, m := range msgs {
+		handles[i] = m.Handle
+	}
+	if !s.jobs.run(func() {
+		failed := s.commits.call(s.bgCtx, "release", handles, func(ctx context.Context, h []Handle) error { return s.d.Nack(ctx, h, 0) })
+		if len(failed) > 0 {
+			s.log.Warn("release failed; the broker redelivers the messages after their lease", "count", len(failed))
+		}
+	}) {
+		s.log.Warn("messages received after close; the broker redelivers them after their lease", "count", len(msgs))
+	}
+}
+
+// waitCtx runs wait (a WaitGroup's Wait) but gives up when ctx ends.
+func waitCtx(ctx context.Context, wait func()) {
+	done := make(chan struct{})
+	go func() { wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
