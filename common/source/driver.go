@@ -61,11 +61,14 @@ type Capabilities struct {
 	MaxNackDelay time.Duration
 	// LocalRedelivery means the broker cannot make a held message readable again on demand: the
 	// adapter then keeps a nacked message (extending its lease) and hands it to numa again itself after
-	// the nack delay. Nack is then only called at shutdown, with delay 0, to release held messages.
+	// the nack delay. Nack is then called only to give messages up: at shutdown, for what a receive
+	// brought beyond the budgets, and for a nacked message when the adapter's delayed pool is full
+	// (with the delay it was nacked with, which the driver may treat as 0).
 	LocalRedelivery bool
 	// OrderedKeys means the broker delivers messages with the same key in order (SQS FIFO groups,
-	// Pub/Sub ordering keys). When one is nacked, the adapter also releases the later messages of the
-	// same key that it still holds unread, so order survives a nack.
+	// Pub/Sub ordering keys). Whenever the adapter takes a message away from numa (a nack,
+	// MaxDeliveries, oversize, a failed dead letter, shutdown), it also releases the later messages of
+	// the same key that it still holds unread, so order survives every path.
 	OrderedKeys bool
 }
 
@@ -86,6 +89,9 @@ type Driver interface {
 	// block waiting for messages (a long poll) until ctx is done; the adapter calls it in the background,
 	// never on numa's read deadline, so it should wait as long as the broker allows rather than poll.
 	// It returns (nil, nil) when a wait ended with nothing. When ctx is cancelled it returns promptly.
+	// The adapter does not cancel a Receive to stop: at shutdown it stops calling, waits for the calls
+	// that run, and releases what they return, so a driver must not detach or abandon a call of its own
+	// (no goroutine that outlives Receive). It must return within the broker's longest wait.
 	// It must not return a message it returned before unless the broker redelivered it (a redelivery
 	// carries the same ID and a new Handle; the adapter then keeps the newest handle and does not hand
 	// the message to numa twice while it is in flight).
@@ -102,7 +108,7 @@ type Driver interface {
 
 	// Nack makes the deliveries readable again after delay (0 = at once; delay <= MaxNackDelay).
 	// Same batch rules and error rules as Ack. Used for numa's nacks, for releasing held messages at
-	// shutdown, and for releasing later messages of a nacked key.
+	// shutdown, for what a receive brought beyond the budgets, and for later messages of a key.
 	Nack(ctx context.Context, handles []Handle, delay time.Duration) error
 
 	// Extend renews the lease of the deliveries to lease from now. Same batch and error rules as Ack.
@@ -127,6 +133,8 @@ type Driver interface {
 // again from the source. The adapter calls it for a message nacked with NackOptions.MaxDeliveries
 // exceeded, and for a message over the configured size limit. Return ErrNoDeadLetter when no
 // dead-letter target is configured; the adapter then applies its configured fallback.
+//
+// msg is a copy made for the call, with the newest handle: the driver may keep it.
 type DeadLetterer interface {
 	DeadLetter(ctx context.Context, msg *Message, reason string) error
 }
