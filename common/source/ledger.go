@@ -37,8 +37,8 @@ type ledger struct {
 
 	mu       sync.Mutex
 	recs     map[string]*record
-	counts   [numStates]int
-	bytes    [numStates]int64
+	counts   [numStates]int // records per state
+	pools    [numPools]budget
 	buffer   queue      // buffered records, in receive order
 	delayed  delayQueue // locally nacked records, by due time
 	reserved int        // messages promised to running receives
@@ -49,7 +49,25 @@ type ledger struct {
 	closed   bool // shutting down: nothing more is admitted
 	dataCh   chan struct{}
 	roomCh   chan struct{}
-	onChange func(counts [numStates]int, bytes [numStates]int64) // gauges; called under mu
+	onChange func(counts [numStates]int, pools [numPools]budget) // gauges; called under mu
+}
+
+// pool is the budget a record counts against. A record stays in the pool it entered until it leaves
+// the ledger's pools for the commit pool: a delayed record that is read again stays in the delayed pool,
+// so redeliveries never take receive room and never exceed a budget.
+type pool int
+
+const (
+	noPool      pool = iota // committing: counted by state, payload dropped
+	receivePool             // received, buffered or in flight
+	delayPool               // nacked for a local redelivery, waiting or read again
+	numPools
+)
+
+// budget is what a pool holds.
+type budget struct {
+	n     int
+	bytes int64
 }
 
 type state int
@@ -69,6 +87,7 @@ type record struct {
 	msg        *Message
 	size       int64 // payload bytes at receive
 	state      state
+	pool       pool
 	received   time.Time // first receive in this process (for MaxExtension)
 	leaseUntil time.Time
 	due        time.Time // delayed: when it becomes readable again
@@ -100,8 +119,8 @@ func (l *ledger) reserve(limit int) (n int, bytes int64) {
 	if l.closed || l.counts[committing] >= l.maxCommitting {
 		return 0, 0
 	}
-	held := l.counts[buffered] + l.counts[inFlight] + l.reserved
-	heldBytes := l.bytes[buffered] + l.bytes[inFlight] + l.resBytes
+	held := l.pools[receivePool].n + l.reserved
+	heldBytes := l.pools[receivePool].bytes + l.resBytes
 	n = l.prefetch - held
 	if n <= 0 || (heldBytes >= l.prefetchBytes && held > 0) {
 		return 0, 0
@@ -201,8 +220,8 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 		}
 		tooLarge := len(m.Payload) > maxMessage
 		if !tooLarge {
-			held := l.counts[buffered] + l.counts[inFlight] + l.reserved
-			heldBytes := l.bytes[buffered] + l.bytes[inFlight] + l.resBytes
+			held := l.pools[receivePool].n + l.reserved
+			heldBytes := l.pools[receivePool].bytes + l.resBytes
 			if held >= l.prefetch || (held > 0 && heldBytes+size > l.prefetchBytes) {
 				// Bigger than estimated: the rest of this batch goes back to the broker, in order, and
 				// the estimate rises to this message, so the next receive waits for room for it.
@@ -234,7 +253,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 		}
 		r.state = buffered
 		l.counts[buffered]++
-		l.bytes[buffered] += size
+		l.enter(r, receivePool)
 		l.buffer.push(r)
 		out.added++
 	}
@@ -349,6 +368,7 @@ func (l *ledger) toCommitting(r *record, keepBody bool) bool {
 		l.delayed.remove(r)
 	}
 	l.setState(r, committing)
+	l.enter(r, noPool)
 	r.keepBody = keepBody
 	if !keepBody {
 		r.msg.Payload = nil // numa has it, or the broker keeps it: only the handle is needed now
@@ -366,18 +386,29 @@ func (l *ledger) laterOfKey(r *record) []*record {
 	return l.buffer.removeIf(func(x *record) bool { return len(x.msg.Keys) > 0 && x.msg.Keys[0] == key })
 }
 
-// delay moves an in-flight or buffered record to the delayed pool until due; false (nothing moved)
-// when the pool is full and the record must go back to the broker instead. Caller holds mu.
-func (l *ledger) delay(r *record, due time.Time) bool {
-	if l.counts[delayed] > 0 && (l.counts[delayed] >= l.prefetch || l.bytes[delayed]+r.size > l.prefetchBytes) {
+// delay moves rs (a nacked in-flight record and the later buffered ones of its key) to the delayed
+// pool, readable again at due; false (nothing moved) when they do not fit and must go back to the
+// broker instead. Records already in the delayed pool fit by definition. Caller holds mu.
+func (l *ledger) delay(rs []*record, due time.Time) bool {
+	need := budget{}
+	for _, r := range rs {
+		if r.pool != delayPool {
+			need.n++
+			need.bytes += r.size
+		}
+	}
+	if d := l.pools[delayPool]; need.n > 0 && d.n > 0 && (d.n+need.n > l.prefetch || d.bytes+need.bytes > l.prefetchBytes) {
 		return false
 	}
-	if r.state == buffered {
-		l.buffer.remove(r)
+	for _, r := range rs {
+		if r.state == buffered {
+			l.buffer.remove(r)
+		}
+		l.enter(r, delayPool)
+		l.setState(r, delayed)
+		r.due = due
+		l.delayed.push(r)
 	}
-	l.setState(r, delayed)
-	r.due = due
-	l.delayed.push(r)
 	return true
 }
 
@@ -411,29 +442,31 @@ func (l *ledger) forget(rs []*record, gens []int) (again []*record) {
 			continue
 		}
 		l.counts[r.state]--
-		l.bytes[r.state] -= r.bytesIn(r.state)
+		l.enter(r, noPool)
 		delete(l.recs, r.msg.ID)
 	}
 	l.changed(false)
 	return again
 }
 
-// bytesIn is what r counts in the byte budget of st: payload bytes for the pools that hold payloads.
-func (r *record) bytesIn(st state) int64 {
-	switch st {
-	case buffered, inFlight, delayed:
-		return r.size
-	}
-	return 0
-}
-
 // setState moves a held record to st. Caller holds mu.
 func (l *ledger) setState(r *record, st state) {
 	l.counts[r.state]--
-	l.bytes[r.state] -= r.bytesIn(r.state)
 	r.state = st
 	l.counts[st]++
-	l.bytes[st] += r.bytesIn(st)
+}
+
+// enter moves r from the pool it counts against to p. Caller holds mu.
+func (l *ledger) enter(r *record, p pool) {
+	if r.pool != noPool {
+		l.pools[r.pool].n--
+		l.pools[r.pool].bytes -= r.size
+	}
+	r.pool = p
+	if p != noPool {
+		l.pools[p].n++
+		l.pools[p].bytes += r.size
+	}
 }
 
 // close stops admitting: what receives still bring is surplus from now on.
@@ -496,6 +529,6 @@ func (l *ledger) changed(readable bool) {
 
 func (l *ledger) notifyGauges() {
 	if l.onChange != nil {
-		l.onChange(l.counts, l.bytes)
+		l.onChange(l.counts, l.pools)
 	}
 }

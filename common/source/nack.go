@@ -57,7 +57,7 @@ func (s *Source) Nack(_ context.Context, req sourcer.NackRequest) {
 			continue
 		}
 		rs := append([]*record{r}, mates...)
-		if s.caps.LocalRedelivery && s.delayAll(rs, now.Add(delay)) {
+		if s.caps.LocalRedelivery && s.led.delay(rs, now.Add(delay)) {
 			readable = true
 			continue
 		}
@@ -77,21 +77,6 @@ func (s *Source) Nack(_ context.Context, req sourcer.NackRequest) {
 		}
 		s.deadLetter(o.r, "max_deliveries", o.reason, o.delay)
 	}
-}
-
-// delayAll moves rs to the delayed pool, due at due, when all of them fit; false (nothing moved) when
-// the pool is full. Caller holds led.mu.
-func (s *Source) delayAll(rs []*record, due time.Time) bool {
-	for i, r := range rs {
-		if !s.led.delay(r, due) {
-			for _, x := range rs[:i] { // undo: they go back to the broker together
-				s.led.delayed.remove(x)
-				s.led.setState(x, inFlight)
-			}
-			return false
-		}
-	}
-	return true
 }
 
 func nackOptions(o *sourcer.NackOptions) (delay time.Duration, maxDeliveries int, reason string) {

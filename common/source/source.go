@@ -116,9 +116,9 @@ func (s *Source) TotalPartitions(context.Context) *int32 { return nil }
 func (s *Source) Pending(ctx context.Context) int64 { return s.pending.get(ctx) }
 
 // setGauges publishes the ledger's per-state counts; called by the ledger under its lock.
-func (s *Source) setGauges(counts [numStates]int, bytes [numStates]int64) {
+func (s *Source) setGauges(counts [numStates]int, pools [numPools]budget) {
 	s.m.Buffered.Set(float64(counts[buffered]))
 	s.m.InFlight.Set(float64(counts[inFlight]))
 	s.m.Delayed.Set(float64(counts[delayed]))
-	s.m.HeldBytes.Set(float64(bytes[buffered] + bytes[inFlight]))
+	s.m.HeldBytes.Set(float64(pools[receivePool].bytes))
 }
