@@ -36,3 +36,10 @@ func (s *Source) snapshot() snapshot {
 	slices.Sort(out.InFlightIDs)
 	return out
 }
+
+// Snapshot and SnapshotOf export the hook to the external tests of this folder (package source_test:
+// they use memsource, which imports this package, so they cannot be internal tests).
+type Snapshot = snapshot
+
+// SnapshotOf returns s.snapshot().
+func SnapshotOf(s *Source) Snapshot { return s.snapshot() }
