@@ -24,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -47,7 +48,8 @@ var (
 		"(default 45s unless -model.n is given; negative: no limit)")
 	modelIgnore = flag.String("model.ignore", "", "model test: comma-separated invariants not to check "+
 		"(prefetch, bytes, delayed, dup, order, stall, pending, lost, release, read)")
-	modelTrace = flag.Bool("model.trace", false, "model test: print the trace of passing schedules too")
+	modelStacks = flag.Bool("model.stacks", false, "model test: add every goroutine's stack to a failing trace")
+	modelTrace  = flag.Bool("model.trace", false, "model test: print the trace of passing schedules too")
 )
 
 func TestModel(t *testing.T) {
@@ -262,6 +264,10 @@ func (m *model) fail(invariant, format string, args ...any) {
 	if m.err == nil {
 		m.err = fmt.Errorf(format, args...)
 		m.logf("VIOLATION: %v", m.err)
+		if *modelStacks {
+			buf := make([]byte, 1<<20)
+			m.logf("goroutines:\n%s", buf[:runtime.Stack(buf, true)])
+		}
 	}
 }
 
