@@ -23,6 +23,10 @@ var (
 	ErrNotFound      = errors.New("queue does not exist")
 	ErrUnavailable   = errors.New("broker unavailable")
 	ErrInvalidHandle = errors.New("invalid or expired handle")
+	// ErrThrottled is a rate or quota refusal (classified Throttled): for fault injection.
+	ErrThrottled = errors.New("throttled")
+	// ErrDenied is a permanent refusal (classified PermissionDenied): for fault injection.
+	ErrDenied = errors.New("access denied")
 )
 
 // Publication is a message to publish.
@@ -47,6 +51,31 @@ type Broker struct {
 	nextID  uint64
 	receipt uint64
 	calls   map[string]int
+	faults  map[string]*Fault
+}
+
+// Operations a Fault can be set on (Broker.SetFault), as the driver names them.
+const (
+	OpReceive    = "receive"
+	OpAck        = "ack"
+	OpNack       = "nack"
+	OpExtend     = "extend"
+	OpDeadLetter = "dead_letter"
+	OpBacklog    = "backlog"
+	OpCheck      = "check"
+)
+
+// Fault makes the broker misbehave on one operation, for tests. Latency is applied first (the call
+// waits, returning early only when its context ends); then Err, if set, is returned instead of doing
+// the operation. With LoseResponse (receive only) the broker does the receive (the messages are
+// leased: they come back only when their lease ends) and the driver returns ErrUnavailable instead of
+// the messages, as when a response is lost on the way back.
+type Fault struct {
+	Err          error
+	Latency      time.Duration
+	LoseResponse bool
+	// Times is how many calls the fault applies to before it clears itself; 0 means until cleared.
+	Times int
 }
 
 type queue struct {
@@ -66,7 +95,63 @@ type entry struct {
 
 // NewBroker returns an empty broker.
 func NewBroker() *Broker {
-	return &Broker{queues: make(map[string]*queue), wake: make(chan struct{}), calls: make(map[string]int)}
+	return &Broker{queues: make(map[string]*queue), wake: make(chan struct{}), calls: make(map[string]int),
+		faults: make(map[string]*Fault)}
+}
+
+// SetFault makes every later call of op (OpReceive, OpAck, ...) misbehave as f says, on every queue
+// of the broker, until ClearFault (or f.Times calls). A zero Fault clears it.
+func (b *Broker) SetFault(op string, f Fault) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if f == (Fault{}) {
+		delete(b.faults, op)
+		return
+	}
+	b.faults[op] = &f
+}
+
+// ClearFault removes the fault of op; ClearFaults removes every fault.
+func (b *Broker) ClearFault(op string) { b.SetFault(op, Fault{}) }
+
+// ClearFaults removes every fault set with SetFault.
+func (b *Broker) ClearFaults() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	clear(b.faults)
+}
+
+// faultLocked returns the fault to apply to one call of op (zero when none) and counts the call down.
+func (b *Broker) faultLocked(op string) Fault {
+	f := b.faults[op]
+	if f == nil {
+		return Fault{}
+	}
+	out := *f
+	if f.Times > 0 {
+		f.Times--
+		if f.Times == 0 {
+			delete(b.faults, op)
+		}
+	}
+	return out
+}
+
+// injectFault applies the latency of op's fault (if any) and returns the fault. It must be called
+// without b.mu held.
+func (b *Broker) injectFault(ctx context.Context, op string) Fault {
+	b.mu.Lock()
+	f := b.faultLocked(op)
+	b.mu.Unlock()
+	if f.Latency > 0 {
+		t := time.NewTimer(f.Latency)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	return f
 }
 
 // CreateQueue creates a queue (no-op when it exists).
@@ -102,21 +187,29 @@ func (b *Broker) Calls(op string) int {
 
 // Publish appends messages to a queue.
 func (b *Broker) Publish(name string, pubs ...Publication) error {
+	_, err := b.PublishIDs(name, pubs...)
+	return err
+}
+
+// PublishIDs appends messages to a queue and returns their message IDs (the Numaflow offsets), in order.
+func (b *Broker) PublishIDs(name string, pubs ...Publication) ([]string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	q := b.queues[name]
 	if q == nil {
-		return fmt.Errorf("publishing to %s: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("publishing to %s: %w", name, ErrNotFound)
 	}
 	now := time.Now()
+	ids := make([]string, 0, len(pubs))
 	for _, p := range pubs {
 		b.nextID++
 		id := "m-" + strconv.FormatUint(b.nextID, 10)
 		q.msgs[id] = &entry{id: id, pub: p, published: now, visibleAt: now}
 		q.order = append(q.order, id)
+		ids = append(ids, id)
 	}
 	b.notifyLocked()
-	return nil
+	return ids, nil
 }
 
 // Len returns how many messages of the queue are not yet acked.
@@ -127,6 +220,100 @@ func (b *Broker) Len(name string) int {
 		return len(q.msgs)
 	}
 	return 0
+}
+
+// Leased returns how many messages of the queue are leased to a consumer right now (received, lease
+// not ended, not acked) and their payload bytes.
+func (b *Broker) Leased(name string) (n int, bytes int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.queues[name]
+	if q == nil {
+		return 0, 0
+	}
+	now := time.Now()
+	for _, e := range q.msgs {
+		if e.receipt != 0 && e.visibleAt.After(now) {
+			n++
+			bytes += int64(len(e.pub.Payload))
+		}
+	}
+	return n, bytes
+}
+
+// Readable returns how many messages of the queue a Receive could return right now: visible, and
+// (with ordered keys) not behind an invisible message of the same key. ordered must match the
+// driver's Options.OrderedKeys.
+func (b *Broker) Readable(name string, ordered bool) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.queues[name]
+	if q == nil {
+		return 0
+	}
+	n := 0
+	q.scan(time.Now(), ordered, func(*entry) bool { n++; return true })
+	return n
+}
+
+// Has reports whether the message is still in the queue (not acked, not dead-lettered).
+func (b *Broker) Has(name, id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.queues[name]
+	return q != nil && q.msgs[id] != nil
+}
+
+// Deliveries returns how many times the broker has delivered the message (0 when unknown or gone).
+func (b *Broker) Deliveries(name, id string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if q := b.queues[name]; q != nil {
+		if e := q.msgs[id]; e != nil {
+			return e.deliveries
+		}
+	}
+	return 0
+}
+
+// scan calls f for every entry readable at now, in publish order, until f returns false. With ordered
+// keys, an entry is not readable while an earlier entry of its key is invisible (leased or delayed), as
+// in an SQS FIFO message group. It returns the earliest time an invisible entry becomes visible.
+func (q *queue) scan(now time.Time, ordered bool, f func(*entry) bool) (next time.Time) {
+	// Drop the acked prefix, then scan in publish order.
+	for len(q.order) > 0 {
+		if _, ok := q.msgs[q.order[0]]; ok {
+			break
+		}
+		q.order = q.order[1:]
+	}
+	var blocked map[string]bool
+	for _, id := range q.order {
+		e, ok := q.msgs[id]
+		if !ok {
+			continue
+		}
+		key := e.pub.Key
+		if ordered && key != "" && blocked[key] {
+			continue
+		}
+		if e.visibleAt.After(now) {
+			if next.IsZero() || e.visibleAt.Before(next) {
+				next = e.visibleAt
+			}
+			if ordered && key != "" {
+				if blocked == nil {
+					blocked = make(map[string]bool)
+				}
+				blocked[key] = true
+			}
+			continue
+		}
+		if !f(e) {
+			break
+		}
+	}
+	return next
 }
 
 // DeadLetters returns the messages dead-lettered from a queue.
@@ -153,6 +340,16 @@ type Options struct {
 	DeadLetter   bool          // dead-letter to the queue's own dead-letter list (else ErrNoDeadLetter)
 	// Wait is the longest a Receive waits for a message (a long poll; default 5 s).
 	Wait time.Duration
+	// OrderedKeys makes the queue deliver messages of one key in publish order, never one while an
+	// earlier one of its key is leased or delayed (an SQS FIFO queue's message groups), and reports
+	// Capabilities.OrderedKeys.
+	OrderedKeys bool
+	// LocalRedelivery is reported in Capabilities (the adapter then delays nacked messages itself).
+	LocalRedelivery bool
+	// ReceiveConcurrency, MaxAck and AckConcurrency are reported in Capabilities (defaults 4, 100, 2).
+	ReceiveConcurrency int
+	MaxAck             int
+	AckConcurrency     int
 }
 
 // Driver is the memsource driver. Handles are delivery receipts.
@@ -186,14 +383,24 @@ func NewDriver(b *Broker, opts Options) *Driver {
 	if opts.Wait <= 0 {
 		opts.Wait = 5 * time.Second
 	}
+	if opts.ReceiveConcurrency <= 0 {
+		opts.ReceiveConcurrency = 4
+	}
+	if opts.MaxAck <= 0 {
+		opts.MaxAck = 100
+	}
+	if opts.AckConcurrency <= 0 {
+		opts.AckConcurrency = 2
+	}
 	return &Driver{b: b, opts: opts}
 }
 
 // Capabilities implements source.Driver.
 func (d *Driver) Capabilities() source.Capabilities {
 	return source.Capabilities{
-		MaxReceive: d.opts.MaxReceive, ReceiveConcurrency: 4, MaxAck: 100, AckConcurrency: 2,
-		Lease: d.opts.Lease, MaxExtension: d.opts.MaxExtension, MaxNackDelay: 12 * time.Hour,
+		MaxReceive: d.opts.MaxReceive, ReceiveConcurrency: d.opts.ReceiveConcurrency, MaxAck: d.opts.MaxAck,
+		AckConcurrency: d.opts.AckConcurrency, Lease: d.opts.Lease, MaxExtension: d.opts.MaxExtension,
+		MaxNackDelay: 12 * time.Hour, LocalRedelivery: d.opts.LocalRedelivery, OrderedKeys: d.opts.OrderedKeys,
 	}
 }
 
@@ -212,48 +419,41 @@ func (d *Driver) queueLocked(op string) (*queue, error) {
 
 // Receive implements source.Driver: it long-polls for up to Options.Wait.
 func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
+	f := d.b.injectFault(ctx, OpReceive)
+	if f.Err != nil {
+		d.b.mu.Lock()
+		d.b.calls[OpReceive]++
+		d.b.mu.Unlock()
+		return nil, fmt.Errorf("receive on %s: %w", d.opts.Queue, f.Err)
+	}
 	timer := time.NewTimer(d.opts.Wait)
 	defer timer.Stop()
 	for {
 		d.b.mu.Lock()
-		q, err := d.queueLocked("receive")
+		q, err := d.queueLocked(OpReceive)
 		if err != nil {
 			d.b.mu.Unlock()
 			return nil, err
 		}
 		now := time.Now()
 		var out []*source.Message
-		next := time.Time{}
-		// Drop the acked prefix, then scan in publish order until the batch is full.
-		for len(q.order) > 0 {
-			if _, ok := q.msgs[q.order[0]]; ok {
-				break
-			}
-			q.order = q.order[1:]
-		}
-		for _, id := range q.order {
+		next := q.scan(now, d.opts.OrderedKeys, func(e *entry) bool {
 			if len(out) >= max {
-				break
-			}
-			e, ok := q.msgs[id]
-			if !ok {
-				continue
-			}
-			if e.visibleAt.After(now) {
-				if next.IsZero() || e.visibleAt.Before(next) {
-					next = e.visibleAt
-				}
-				continue
+				return false
 			}
 			d.b.receipt++
 			e.receipt = d.b.receipt
 			e.deliveries++
 			e.visibleAt = now.Add(d.opts.Lease)
 			out = append(out, toMessage(e))
-		}
+			return true
+		})
 		wake := d.b.wake
 		d.b.mu.Unlock()
 		if len(out) > 0 {
+			if f.LoseResponse {
+				return nil, fmt.Errorf("receive on %s: response lost: %w", d.opts.Queue, ErrUnavailable)
+			}
 			return out, nil
 		}
 		due := time.Hour
@@ -266,6 +466,9 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 		case <-t.C:
 		case <-timer.C:
 			t.Stop()
+			if f.LoseResponse {
+				return nil, fmt.Errorf("receive on %s: response lost: %w", d.opts.Queue, ErrUnavailable)
+			}
 			return nil, nil
 		case <-ctx.Done():
 			t.Stop()
@@ -291,7 +494,10 @@ func toMessage(e *entry) *source.Message {
 }
 
 // each applies f to the entry of every valid handle and reports the invalid ones in a BatchError.
-func (d *Driver) each(op string, handles []source.Handle, f func(q *queue, e *entry)) error {
+func (d *Driver) each(ctx context.Context, op string, handles []source.Handle, f func(q *queue, e *entry)) error {
+	if err := d.fault(ctx, op); err != nil {
+		return err
+	}
 	d.b.mu.Lock()
 	defer d.b.mu.Unlock()
 	q, err := d.queueLocked(op)
@@ -321,25 +527,46 @@ func (d *Driver) each(op string, handles []source.Handle, f func(q *queue, e *en
 	return nil
 }
 
+// fault applies op's injected fault: it waits its latency and returns its error, counting the call.
+func (d *Driver) fault(ctx context.Context, op string) error {
+	f := d.b.injectFault(ctx, op)
+	if f.Err == nil {
+		return nil
+	}
+	d.b.mu.Lock()
+	d.b.calls[op]++
+	d.b.mu.Unlock()
+	return fmt.Errorf("%s on %s: %w", op, d.opts.Queue, f.Err)
+}
+
 // Ack implements source.Driver.
-func (d *Driver) Ack(_ context.Context, handles []source.Handle) error {
-	return d.each("ack", handles, func(q *queue, e *entry) { delete(q.msgs, e.id) })
+func (d *Driver) Ack(ctx context.Context, handles []source.Handle) error {
+	return d.each(ctx, OpAck, handles, func(q *queue, e *entry) { delete(q.msgs, e.id) })
 }
 
 // Nack implements source.Driver.
-func (d *Driver) Nack(_ context.Context, handles []source.Handle, delay time.Duration) error {
+func (d *Driver) Nack(ctx context.Context, handles []source.Handle, delay time.Duration) error {
+	if err := d.fault(ctx, OpNack); err != nil {
+		return err
+	}
 	at := time.Now().Add(delay)
-	return d.each("nack", handles, func(_ *queue, e *entry) { e.visibleAt, e.receipt = at, 0 })
+	return d.each(context.Background(), "nack", handles, func(_ *queue, e *entry) { e.visibleAt, e.receipt = at, 0 })
 }
 
 // Extend implements source.Driver.
-func (d *Driver) Extend(_ context.Context, handles []source.Handle, lease time.Duration) error {
+func (d *Driver) Extend(ctx context.Context, handles []source.Handle, lease time.Duration) error {
+	if err := d.fault(ctx, OpExtend); err != nil {
+		return err
+	}
 	at := time.Now().Add(lease)
-	return d.each("extend", handles, func(_ *queue, e *entry) { e.visibleAt = at })
+	return d.each(context.Background(), "extend", handles, func(_ *queue, e *entry) { e.visibleAt = at })
 }
 
 // Backlog implements source.Driver: every message not yet acked.
-func (d *Driver) Backlog(context.Context) (int64, error) {
+func (d *Driver) Backlog(ctx context.Context) (int64, error) {
+	if err := d.fault(ctx, OpBacklog); err != nil {
+		return -1, err
+	}
 	d.b.mu.Lock()
 	defer d.b.mu.Unlock()
 	q, err := d.queueLocked("backlog")
@@ -350,9 +577,12 @@ func (d *Driver) Backlog(context.Context) (int64, error) {
 }
 
 // DeadLetter implements source.DeadLetterer.
-func (d *Driver) DeadLetter(_ context.Context, m *source.Message, reason string) error {
+func (d *Driver) DeadLetter(ctx context.Context, m *source.Message, reason string) error {
 	if !d.opts.DeadLetter {
 		return source.ErrNoDeadLetter
+	}
+	if err := d.fault(ctx, OpDeadLetter); err != nil {
+		return err
 	}
 	d.b.mu.Lock()
 	defer d.b.mu.Unlock()
@@ -371,7 +601,10 @@ func (d *Driver) DeadLetter(_ context.Context, m *source.Message, reason string)
 }
 
 // Check implements source.Checker.
-func (d *Driver) Check(context.Context) error {
+func (d *Driver) Check(ctx context.Context) error {
+	if err := d.fault(ctx, OpCheck); err != nil {
+		return err
+	}
 	d.b.mu.Lock()
 	defer d.b.mu.Unlock()
 	_, err := d.queueLocked("check")
@@ -387,6 +620,14 @@ func (d *Driver) ErrorCode(err error) source.Code {
 		return source.Unavailable
 	case errors.Is(err, ErrInvalidHandle):
 		return source.InvalidArgument
+	case errors.Is(err, ErrThrottled):
+		return source.Throttled
+	case errors.Is(err, ErrDenied):
+		return source.PermissionDenied
+	case errors.Is(err, context.Canceled):
+		return source.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return source.DeadlineExceeded
 	}
 	return source.Unknown
 }
