@@ -2,37 +2,40 @@ package source
 
 import "slices"
 
-// snapshot is what the model test checks between steps.
+// snapshot is what the model test checks between steps. Counts follow the ledger's budgets: a
+// delayed message read again stays in the delayed pool (Delayed, DelayedBytes), so Buffered+InFlight
+// and HeldBytes are exactly what PREFETCH and PREFETCH_BYTES bound.
 type snapshot struct {
-	Buffered, InFlight, Delayed, Committing int      // records per state
-	HeldBytes                               int64    // payload bytes of buffered + in-flight records
-	DelayedBytes                            int64    // payload bytes of locally delayed records
+	Buffered, InFlight, Delayed, Committing int      // records per pool (see above)
+	HeldBytes                               int64    // payload bytes of the receive pool
+	DelayedBytes                            int64    // payload bytes of the delayed pool
 	InFlightIDs                             []string // message IDs handed to numa and not yet answered
 }
 
 // snapshot reads the adapter's ledger. It is the only test code that knows the adapter's internals:
 // re-implement it (and nothing else) when they change.
 func (s *Source) snapshot() snapshot {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	l := s.led
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	var out snapshot
-	for _, r := range s.recs {
-		n := int64(len(r.msg.Payload))
-		switch r.state {
-		case buffered:
-			out.Buffered++
-			out.HeldBytes += n
-		case inFlight:
-			out.InFlight++
-			out.HeldBytes += n
+	for _, r := range l.recs {
+		if r.state == inFlight {
 			out.InFlightIDs = append(out.InFlightIDs, r.msg.ID)
-		case delayed:
+		}
+		switch {
+		case r.pool == delayPool:
 			out.Delayed++
-			out.DelayedBytes += n
-		case committing:
+		case r.state == buffered:
+			out.Buffered++
+		case r.state == inFlight:
+			out.InFlight++
+		case r.state == committing:
 			out.Committing++
 		}
 	}
+	out.HeldBytes = l.pools[receivePool].bytes
+	out.DelayedBytes = l.pools[delayPool].bytes
 	slices.Sort(out.InFlightIDs)
 	return out
 }

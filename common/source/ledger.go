@@ -98,6 +98,7 @@ type record struct {
 	seq        uint64    // receive order
 	heapIndex  int
 	keepBody   bool // committing for a dead letter: the payload is still needed
+	stream     any  // in flight: the read stream it was handed to (see Source.watchStream)
 }
 
 func newLedger(prefetch int, prefetchBytes int64) *ledger {
@@ -276,7 +277,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 // flight and builds numa's message of each (under the lock: an ack may drop a payload at any time).
 // It also returns the channel that is closed when more may be readable, and when the next delayed
 // record is due (zero when none).
-func (l *ledger) take(n int, now time.Time, build func(*record) sourcer.Message) ([]*record, []sourcer.Message, <-chan struct{}, time.Time) {
+func (l *ledger) take(n int, now time.Time, stream any, build func(*record) sourcer.Message) ([]*record, []sourcer.Message, <-chan struct{}, time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []*record
@@ -297,6 +298,7 @@ func (l *ledger) take(n int, now time.Time, build func(*record) sourcer.Message)
 	msgs := make([]sourcer.Message, len(out))
 	for i, r := range out {
 		l.setState(r, inFlight)
+		r.stream = stream
 		r.emitted++
 		if r.emitted > 1 {
 			r.deliveries++
@@ -328,14 +330,15 @@ func (l *ledger) untake(rs []*record) {
 	l.changed(true)
 }
 
-// requeueInFlight makes every in-flight record readable again, oldest first: numa's read stream
-// ended and it will never answer for them. It returns how many.
-func (l *ledger) requeueInFlight() int {
+// requeueInFlight makes the records in flight on a read stream readable again, oldest first: the
+// stream ended and numa will never answer for them. Records handed to a newer stream stay in flight.
+// It returns how many.
+func (l *ledger) requeueInFlight(stream any) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var rs []*record
 	for _, r := range l.recs {
-		if r.state == inFlight {
+		if r.state == inFlight && r.stream == stream {
 			rs = append(rs, r)
 		}
 	}

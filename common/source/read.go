@@ -20,7 +20,7 @@ import (
 func (s *Source) Read(ctx context.Context, req sourcer.ReadRequest, ch chan<- sourcer.Message) {
 	start := time.Now()
 	defer func() { s.m.ReadLatency.Observe(time.Since(start).Seconds()) }()
-	s.watchStream(ctx)
+	stream := s.watchStream(ctx)
 	ctx, cancel := context.WithTimeout(ctx, req.TimeOut())
 	defer cancel()
 	want := int(min(req.Count(), uint64(1<<30)))
@@ -31,7 +31,7 @@ func (s *Source) Read(ctx context.Context, req sourcer.ReadRequest, ch chan<- so
 	sent := 0
 	defer func() { s.m.Read.Add(float64(sent)) }()
 	for sent < want {
-		batch, msgs, more, next := s.led.take(want-sent, time.Now(), s.toNuma)
+		batch, msgs, more, next := s.led.take(want-sent, time.Now(), stream, s.toNuma)
 		for i, msg := range msgs {
 			if batch[i].deliveries > 1 {
 				s.m.Redelivered.Inc()
@@ -77,21 +77,22 @@ func (s *Source) Read(ctx context.Context, req sourcer.ReadRequest, ch chan<- so
 // so when that context ends numa has gone away (restarted or shutting down): it will never ack or nack
 // what it was handed, so those messages are made readable again at once instead of being held until
 // their leases end (or, worse, swallowed as duplicates when the broker redelivers them to us).
-func (s *Source) watchStream(ctx context.Context) {
+// Only what was handed to that stream is read again: a newer stream may already be reading.
+func (s *Source) watchStream(ctx context.Context) any {
 	s.streamMu.Lock()
 	defer s.streamMu.Unlock()
-	if s.stream == any(ctx) {
-		return
+	if s.stream != any(ctx) {
+		s.stream = ctx
+		context.AfterFunc(ctx, func() { s.numaGone(ctx) })
 	}
-	s.stream = ctx
-	context.AfterFunc(ctx, s.numaGone)
+	return ctx
 }
 
-func (s *Source) numaGone() {
+func (s *Source) numaGone(stream any) {
 	if s.shutting.Load() {
 		return // Shutdown releases whatever is in flight
 	}
-	if n := s.led.requeueInFlight(); n > 0 {
+	if n := s.led.requeueInFlight(stream); n > 0 {
 		s.log.Warn("numa's read stream ended; its unanswered messages will be read again", "count", n)
 	}
 }
