@@ -28,6 +28,9 @@ const callTimeout = 5 * time.Second
 type batchOp struct {
 	name string // for logs and metrics: ack, nack, release, extend
 	call func(ctx context.Context, handles []Handle) error
+	// eager ops are tried while the broker is marked unreachable (lease extensions: a lease must not
+	// run out because a receive failed); the others wait for the prober to see it back first.
+	eager bool
 }
 
 func newCommitter(s *Source) *committer {
@@ -35,14 +38,14 @@ func newCommitter(s *Source) *committer {
 }
 
 func (s *Source) ackOp() batchOp {
-	return batchOp{"ack", func(ctx context.Context, h []Handle) error { return s.d.Ack(ctx, h) }}
+	return batchOp{name: "ack", call: func(ctx context.Context, h []Handle) error { return s.d.Ack(ctx, h) }}
 }
 
 func (s *Source) releaseOp(name string, delay time.Duration) batchOp {
 	if s.caps.MaxNackDelay > 0 {
 		delay = min(delay, s.caps.MaxNackDelay)
 	}
-	return batchOp{name, func(ctx context.Context, h []Handle) error { return s.d.Nack(ctx, h, delay) }}
+	return batchOp{name: name, call: func(ctx context.Context, h []Handle) error { return s.d.Nack(ctx, h, delay) }}
 }
 
 // commit runs op on the records' handles in the background and then forgets them, records that
@@ -61,7 +64,7 @@ func (s *Source) commitNow(rs []*record, op batchOp, done func(ok []*record)) {
 	start := time.Now()
 	for len(rs) > 0 {
 		handles, gens := s.led.handles(rs)
-		failed := s.commits.call(s.bgCtx, op.name, handles, op.call)
+		failed := s.commits.call(s.bgCtx, op, handles)
 		ok := make([]*record, 0, len(rs))
 		for i, r := range rs {
 			if err, bad := failed[i]; bad {
@@ -87,7 +90,7 @@ func (s *Source) commitNow(rs []*record, op batchOp, done func(ok []*record)) {
 // call splits handles into chunks of MaxAck and runs them concurrently (bounded by AckConcurrency
 // across the adapter), each retried by retryEntries. It returns the errors of the handles that
 // failed for good, by index.
-func (c *committer) call(ctx context.Context, name string, handles []Handle, call func(context.Context, []Handle) error) map[int]error {
+func (c *committer) call(ctx context.Context, op batchOp, handles []Handle) map[int]error {
 	size := c.s.caps.MaxAck
 	if size <= 0 {
 		size = len(handles)
@@ -102,7 +105,7 @@ func (c *committer) call(ctx context.Context, name string, handles []Handle, cal
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f := c.retryEntries(ctx, name, handles[lo:hi], call)
+			f := c.retryEntries(ctx, op, handles[lo:hi])
 			mu.Lock()
 			defer mu.Unlock()
 			for i, err := range f {
@@ -120,8 +123,9 @@ func (c *committer) call(ctx context.Context, name string, handles []Handle, cal
 // retryEntries runs call on handles and retries the entries that failed transiently (all of them
 // when the call failed as a whole, only the failed ones of a *BatchError) until Options.AckRetry is
 // spent. It returns the errors of the entries that failed for good, by index in handles.
-func (c *committer) retryEntries(ctx context.Context, name string, handles []Handle, call func(context.Context, []Handle) error) map[int]error {
+func (c *committer) retryEntries(ctx context.Context, op batchOp, handles []Handle) map[int]error {
 	s := c.s
+	name := op.name
 	deadline := time.Now().Add(s.opts.AckRetry)
 	failed := map[int]error{}
 	idx := make([]int, len(handles)) // position of each pending handle in handles
@@ -133,13 +137,13 @@ func (c *committer) retryEntries(ctx context.Context, name string, handles []Han
 	ok := retryLoop(ctx, deadline, &bo, func() bool {
 		// While the broker is unreachable, wait for the prober to see it back rather than calling it
 		// again and again (an outage must cost next to no CPU).
-		for !s.ready.get() && time.Now().Before(deadline) && !s.shutting.Load() && sleepCtx(ctx, 200*time.Millisecond) {
+		for !op.eager && !s.ready.get() && time.Now().Before(deadline) && !s.shutting.Load() && sleepCtx(ctx, 200*time.Millisecond) {
 		}
 		batch := make([]Handle, len(idx))
 		for j, i := range idx {
 			batch[j] = handles[i]
 		}
-		err := c.attempt(ctx, batch, call)
+		err := c.attempt(ctx, batch, op.call)
 		if err == nil {
 			idx = nil
 			return true
@@ -232,7 +236,7 @@ func (s *Source) Ack(_ context.Context, req sourcer.AckRequest) {
 	}
 	if len(orphans) > 0 {
 		s.jobs.run(func() {
-			failed := s.commits.call(s.bgCtx, "ack", orphans, s.ackOp().call)
+			failed := s.commits.call(s.bgCtx, s.ackOp(), orphans)
 			s.m.Acked.Add(float64(len(orphans) - len(failed)))
 			s.pending.committedAcks(len(orphans) - len(failed))
 		})

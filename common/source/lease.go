@@ -53,9 +53,9 @@ func (s *Source) extendDue(ctx context.Context) {
 	// Retries end by the next tick: the next run picks up what is still due.
 	c, cancel := context.WithTimeout(ctx, max(s.opts.ExtendEvery, time.Second))
 	defer cancel()
-	failed := s.commits.call(c, "extend", handles, func(c context.Context, h []Handle) error {
+	failed := s.commits.call(c, batchOp{name: "extend", eager: true, call: func(c context.Context, h []Handle) error {
 		return s.d.Extend(c, h, s.caps.Lease)
-	})
+	}}, handles)
 	s.led.mu.Lock()
 	n := 0
 	for i, r := range rs {

@@ -201,7 +201,7 @@ func (s *Source) releaseMessages(msgs []*Message) {
 		handles[i] = m.Handle
 	}
 	if !s.jobs.run(func() {
-		failed := s.commits.call(s.bgCtx, "release", handles, func(ctx context.Context, h []Handle) error { return s.d.Nack(ctx, h, 0) })
+		failed := s.commits.call(s.bgCtx, s.releaseOp("release", 0), handles)
 		if len(failed) > 0 {
 			s.log.Warn("release failed; the broker redelivers the messages after their lease", "count", len(failed))
 		}
