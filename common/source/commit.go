@@ -222,7 +222,7 @@ func (s *Source) Ack(_ context.Context, req sourcer.AckRequest) {
 			continue
 		}
 		// In flight; or buffered again after numa's stream ended and now acked by re-sent acks.
-		if s.led.toCommitting(r, false) {
+		if s.led.toCommitting(r, forAck) {
 			rs = append(rs, r)
 		}
 	}

@@ -2,6 +2,7 @@ package source
 
 import (
 	"cmp"
+	"container/heap"
 	"slices"
 	"sync"
 	"time"
@@ -31,6 +32,7 @@ import (
 // make a record readable or free room, and a waiter takes the channel in the same critical section in
 // which it found nothing to do.
 type ledger struct {
+	ordered       bool // Capabilities.OrderedKeys: track keys whose earlier message is away
 	prefetch      int
 	prefetchBytes int64
 	maxCommitting int
@@ -46,7 +48,8 @@ type ledger struct {
 	sizeEst  int64      // running estimate of a payload's size
 	sized    bool       // sizeEst has seen a message
 	seq      uint64
-	closed   bool // shutting down: nothing more is admitted
+	closed   bool           // shutting down: nothing more is admitted
+	away     map[string]int // ordered keys: records per key taken away from numa (released, dead-lettered, delayed)
 	dataCh   chan struct{}
 	roomCh   chan struct{}
 	onChange func(counts [numStates]int, pools [numPools]budget) // gauges; called under mu
@@ -98,11 +101,13 @@ type record struct {
 	seq        uint64    // receive order
 	heapIndex  int
 	keepBody   bool // committing for a dead letter: the payload is still needed
+	away       bool // taken away from numa (released, dead-lettered, delayed): later messages of its key wait
 	stream     any  // in flight: the read stream it was handed to (see Source.watchStream)
 }
 
-func newLedger(prefetch int, prefetchBytes int64) *ledger {
+func newLedger(prefetch int, prefetchBytes int64, ordered bool) *ledger {
 	return &ledger{
+		ordered: ordered, away: make(map[string]int),
 		prefetch: prefetch, prefetchBytes: prefetchBytes, maxCommitting: 2 * prefetch,
 		recs:   make(map[string]*record),
 		dataCh: make(chan struct{}), roomCh: make(chan struct{}),
@@ -178,7 +183,7 @@ type admitted struct {
 // the later messages of their key in this batch. Messages that no longer fit the budget, and
 // everything once the ledger is closed, come back as surplus for the caller to release.
 func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease time.Duration, maxMessage int,
-	orderedKeys bool, nackedDeliveries func(id string) int) admitted {
+	nackedDeliveries func(id string) int) admitted {
 	var out admitted
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -214,8 +219,10 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			out.surplus = append(out.surplus, msgs[i])
 			continue
 		}
-		if orderedKeys && len(m.Keys) > 0 && blockedKeys[m.Keys[0]] {
-			// A message of this key before it in the batch is being dead-lettered: it goes back too.
+		if l.ordered && len(m.Keys) > 0 && (blockedKeys[m.Keys[0]] || l.away[m.Keys[0]] > 0) {
+			// An earlier message of its key is away from numa (being released or dead-lettered, or
+			// delayed; it may be in this very batch, redelivered after its lease ran out): this one must
+			// not overtake it, so it goes back to the broker too.
 			out.surplus = append(out.surplus, m)
 			continue
 		}
@@ -243,8 +250,9 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			r.state = committing
 			r.keepBody = true
 			l.counts[committing]++
+			l.setAway(r, true)
 			out.tooLarge = append(out.tooLarge, r)
-			if orderedKeys && len(m.Keys) > 0 {
+			if l.ordered && len(m.Keys) > 0 {
 				if blockedKeys == nil {
 					blockedKeys = make(map[string]bool)
 				}
@@ -298,6 +306,7 @@ func (l *ledger) take(n int, now time.Time, stream any, build func(*record) sour
 	msgs := make([]sourcer.Message, len(out))
 	for i, r := range out {
 		l.setState(r, inFlight)
+		l.setAway(r, false)
 		r.stream = stream
 		r.emitted++
 		if r.emitted > 1 {
@@ -359,9 +368,18 @@ func (l *ledger) lookup(id string) (*record, bool) {
 	return r, ok
 }
 
+// commitKind is why a record goes to the commit pool.
+type commitKind int
+
+const (
+	forAck        commitKind = iota // numa is done with it
+	forRelease                      // back to the broker: it will be read again
+	forDeadLetter                   // to the dead-letter target (or the fallback): payload kept
+)
+
 // toCommitting moves a held record (in any state but committing) out of the readable queues into the
-// commit pool. keepBody keeps its payload for a dead letter. Caller holds mu.
-func (l *ledger) toCommitting(r *record, keepBody bool) bool {
+// commit pool. Caller holds mu.
+func (l *ledger) toCommitting(r *record, why commitKind) bool {
 	switch r.state {
 	case committing:
 		return false
@@ -372,8 +390,9 @@ func (l *ledger) toCommitting(r *record, keepBody bool) bool {
 	}
 	l.setState(r, committing)
 	l.enter(r, noPool)
-	r.keepBody = keepBody
-	if !keepBody {
+	l.setAway(r, why != forAck)
+	r.keepBody = why == forDeadLetter
+	if !r.keepBody {
 		r.msg.Payload = nil // numa has it, or the broker keeps it: only the handle is needed now
 	}
 	return true
@@ -403,16 +422,52 @@ func (l *ledger) delay(rs []*record, due time.Time) bool {
 	if d := l.pools[delayPool]; need.n > 0 && d.n > 0 && (d.n+need.n > l.prefetch || d.bytes+need.bytes > l.prefetchBytes) {
 		return false
 	}
+	if l.ordered && len(rs[0].msg.Keys) > 0 {
+		due = l.keepKeyOrder(rs[0], due)
+	}
 	for _, r := range rs {
 		if r.state == buffered {
 			l.buffer.remove(r)
 		}
 		l.enter(r, delayPool)
 		l.setState(r, delayed)
+		l.setAway(r, true)
 		r.due = due
 		l.delayed.push(r)
 	}
 	return true
+}
+
+// keepKeyOrder makes delayed messages of first's key come back in receive order whatever their
+// delays: first is due no earlier than the earlier messages of its key, and the later ones no earlier
+// than first. It returns first's due time. Caller holds mu.
+func (l *ledger) keepKeyOrder(first *record, due time.Time) time.Time {
+	key := first.msg.Keys[0]
+	var later []*record
+	for _, x := range l.delayed {
+		if len(x.msg.Keys) == 0 || x.msg.Keys[0] != key {
+			continue
+		}
+		if x.seq < first.seq {
+			due = latest(due, x.due)
+		} else {
+			later = append(later, x)
+		}
+	}
+	for _, x := range later {
+		if x.due.Before(due) {
+			x.due = due
+			heap.Fix(&l.delayed, x.heapIndex)
+		}
+	}
+	return due
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // handles returns the current handle and generation of each record.
@@ -446,6 +501,7 @@ func (l *ledger) forget(rs []*record, gens []int) (again []*record) {
 		}
 		l.counts[r.state]--
 		l.enter(r, noPool)
+		l.setAway(r, false)
 		delete(l.recs, r.msg.ID)
 	}
 	l.changed(false)
@@ -457,6 +513,20 @@ func (l *ledger) setState(r *record, st state) {
 	l.counts[r.state]--
 	r.state = st
 	l.counts[st]++
+}
+
+// setAway marks r as taken away from numa, or back. Caller holds mu.
+func (l *ledger) setAway(r *record, away bool) {
+	if r.away == away || !l.ordered || len(r.msg.Keys) == 0 {
+		return
+	}
+	r.away = away
+	key := r.msg.Keys[0]
+	if away {
+		l.away[key]++
+	} else if l.away[key]--; l.away[key] <= 0 {
+		delete(l.away, key)
+	}
 }
 
 // enter moves r from the pool it counts against to p. Caller holds mu.
@@ -492,7 +562,7 @@ func (l *ledger) selectRecords(sel func(*record) bool) []*record {
 	}
 	slices.SortFunc(rs, func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
 	for _, r := range rs {
-		l.toCommitting(r, false)
+		l.toCommitting(r, forRelease)
 	}
 	l.changed(false)
 	return rs

@@ -48,9 +48,9 @@ func (s *Source) Nack(_ context.Context, req sourcer.NackRequest) {
 			mates = s.led.laterOfKey(r)
 		}
 		if maxDeliveries > 0 && r.deliveries >= maxDeliveries {
-			s.led.toCommitting(r, true)
+			s.led.toCommitting(r, forDeadLetter)
 			for _, x := range mates {
-				s.led.toCommitting(x, false)
+				s.led.toCommitting(x, forRelease)
 			}
 			toDLQ = append(toDLQ, overLimit{r, mates, fmt.Sprintf("max deliveries (%d) reached after %d deliveries; last nack reason: %s",
 				maxDeliveries, r.deliveries, reasonOr(reason)), delay})
@@ -62,7 +62,7 @@ func (s *Source) Nack(_ context.Context, req sourcer.NackRequest) {
 			continue
 		}
 		for _, x := range rs {
-			s.led.toCommitting(x, false)
+			s.led.toCommitting(x, forRelease)
 		}
 		releases = append(releases, release{rs, delay})
 	}

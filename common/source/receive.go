@@ -179,7 +179,7 @@ func (r *receivers) wait(ctx context.Context) {
 // what does not fit the budgets (or arrives after shutdown began) back to the broker at once.
 func (s *Source) admit(msgs []*Message, n int, bytes int64) {
 	now := time.Now()
-	out := s.led.admit(msgs, n, bytes, now, s.caps.Lease, s.opts.MaxMessageBytes, s.caps.OrderedKeys, s.nacks.take)
+	out := s.led.admit(msgs, n, bytes, now, s.caps.Lease, s.opts.MaxMessageBytes, s.nacks.take)
 	if out.rejected > 0 {
 		s.log.Error("driver returned messages without an id; dropped from their batch", "count", out.rejected)
 	}

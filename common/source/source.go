@@ -78,7 +78,7 @@ func New(d Driver, opts Options, log *slog.Logger, reg prometheus.Registerer) (*
 	}
 	s := &Source{
 		d: d, caps: caps, opts: opts, log: log, m: metrics.New(reg),
-		led:   newLedger(opts.Prefetch, opts.PrefetchBytes),
+		led:   newLedger(opts.Prefetch, opts.PrefetchBytes, caps.OrderedKeys),
 		nacks: nackCounts{m: make(map[string]int)},
 		jobs:  newTracker(),
 		bg:    newTracker(),
