@@ -10,6 +10,9 @@ import (
 // kubernetesGrace is Kubernetes' default termination grace period; shutdown must end before it.
 const kubernetesGrace = 30 * time.Second
 
+// defaultReleaseWait is RELEASE_WAIT when it is 0s and SHUTDOWN_TIMEOUT is at least twice as long.
+const defaultReleaseWait = 2 * time.Second
+
 // Common is the configuration every connector has: logging, metrics, socket paths, adapter tuning and
 // what Numaflow sets in the container (Platform).
 type Common struct {
@@ -24,7 +27,7 @@ type Common struct {
 	DeadLetterFallback   string        `env:"DEAD_LETTER_FALLBACK" envDefault:"nack" desc:"What happens to a message nacked more often than numa's max deliveries, or over MAX_MESSAGE_BYTES, when the connector has no dead-letter target: nack (it stays at the broker, whose own redrive policy applies) or drop (it is acked and logged: gone)."`
 	AckRetryTimeout      time.Duration `env:"ACK_RETRY_TIMEOUT" envDefault:"30s" desc:"How long a failed ack, nack or lease extension is retried before it is left to the broker's redelivery."`
 	PendingRefresh       time.Duration `env:"PENDING_REFRESH" envDefault:"5s" desc:"How long a backlog reading from the broker is reused before it is asked again (numa asks every 5s)."`
-	ReleaseWait          time.Duration `env:"RELEASE_WAIT" envDefault:"2s" desc:"At shutdown, how long to wait for numa to ack messages in flight before they are handed back to the broker."`
+	ReleaseWait          time.Duration `env:"RELEASE_WAIT" envDefault:"0s" desc:"At shutdown, how long to wait for numa to ack messages in flight before they are handed back to the broker; less than SHUTDOWN_TIMEOUT. 0s: 2s, or half of SHUTDOWN_TIMEOUT when that is shorter."`
 	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" desc:"Longest graceful shutdown after SIGTERM (release held messages, flush acks, close); below Kubernetes' 30s grace period."`
 	Platform
 }
@@ -76,7 +79,9 @@ func (c *Common) Validate() error {
 	}
 	positive("ACK_RETRY_TIMEOUT", c.AckRetryTimeout)
 	positive("PENDING_REFRESH", c.PendingRefresh)
-	positive("RELEASE_WAIT", c.ReleaseWait)
+	if c.ReleaseWait < 0 {
+		add("RELEASE_WAIT", "must be 0s (2s, or half of SHUTDOWN_TIMEOUT) or more, got %s", c.ReleaseWait)
+	}
 	switch {
 	case c.ShutdownTimeout <= 0 || c.ShutdownTimeout >= kubernetesGrace:
 		add("SHUTDOWN_TIMEOUT", "must be more than 0s and less than %s (Kubernetes' grace period), got %s", kubernetesGrace, c.ShutdownTimeout)
@@ -94,4 +99,13 @@ func (c *Common) Validate() error {
 		add("NUMAFLOW_READ_TIMEOUT_MS", "must be more than 0, got %d", c.ReadTimeoutMS)
 	}
 	return errors.Join(errs...)
+}
+
+// ReleaseWaitOrDefault is RELEASE_WAIT, or when it is 0s defaultReleaseWait or half of
+// SHUTDOWN_TIMEOUT, whichever is shorter: the default never conflicts with a valid SHUTDOWN_TIMEOUT.
+func (c *Common) ReleaseWaitOrDefault() time.Duration {
+	if c.ReleaseWait > 0 {
+		return c.ReleaseWait
+	}
+	return min(defaultReleaseWait, c.ShutdownTimeout/2)
 }

@@ -242,10 +242,28 @@ func TestCommon(t *testing.T) {
 		want := Common{LogLevel: "info", LogFormat: "json", MetricsAddr: ":9090",
 			SourceSocket: "/var/run/numaflow/source.sock", SourceServerInfoFile: "/var/run/numaflow/sourcer-server-info",
 			Prefetch: 0, PrefetchBytes: 0, MaxMessageBytes: 4 << 20, DeadLetterFallback: "nack",
-			AckRetryTimeout: 30 * time.Second, PendingRefresh: 5 * time.Second, ReleaseWait: 2 * time.Second, ShutdownTimeout: 25 * time.Second,
+			AckRetryTimeout: 30 * time.Second, PendingRefresh: 5 * time.Second, ReleaseWait: 0, ShutdownTimeout: 25 * time.Second,
 			Platform: Platform{Replica: 3, ReadBatchSize: 100, ReadTimeoutMS: 1000}}
 		if c != want {
 			t.Errorf("defaults:\n%+v\nwant\n%+v", c, want)
+		}
+	})
+	t.Run("RELEASE_WAIT's default follows SHUTDOWN_TIMEOUT", func(t *testing.T) {
+		for _, tc := range []struct {
+			env  []string
+			want time.Duration
+		}{
+			{nil, 2 * time.Second},
+			{[]string{"SHUTDOWN_TIMEOUT=1s"}, 500 * time.Millisecond},
+			{[]string{"SHUTDOWN_TIMEOUT=4s"}, 2 * time.Second},
+			{[]string{"SHUTDOWN_TIMEOUT=10s", "RELEASE_WAIT=9s"}, 9 * time.Second},
+		} {
+			var c Common
+			if err := Load(&c, tc.env); err != nil {
+				t.Errorf("%v: %v", tc.env, err)
+			} else if got := c.ReleaseWaitOrDefault(); got != tc.want {
+				t.Errorf("%v: release wait %s, want %s", tc.env, got, tc.want)
+			}
 		}
 	})
 	t.Run("PREFETCH_BYTES in bytes or with a unit", func(t *testing.T) {
@@ -297,6 +315,7 @@ func TestCommon(t *testing.T) {
 		{"ACK_RETRY_TIMEOUT=0s", []string{"ACK_RETRY_TIMEOUT"}},
 		{"SHUTDOWN_TIMEOUT=30s", []string{"SHUTDOWN_TIMEOUT"}},
 		{"RELEASE_WAIT=25s", []string{"RELEASE_WAIT"}},
+		{"RELEASE_WAIT=-1s", []string{"RELEASE_WAIT"}},
 		{"NUMAFLOW_REPLICA=70000", []string{"NUMAFLOW_REPLICA"}},
 		{"NUMAFLOW_READ_BATCH_SIZE=0", []string{"NUMAFLOW_READ_BATCH_SIZE"}},
 		{"PENDING_REFRESH=5", []string{"PENDING_REFRESH"}},

@@ -22,6 +22,7 @@ func TestMemoryLimit(t *testing.T) {
 		wantErr string
 	}{
 		{tree: "v2", limit: 256 * mi, ok: true},
+		{tree: "large", limit: 4096 * mi, ok: true},
 		{tree: "v2-max"},
 		{tree: "v1", limit: 512 * mi, ok: true},
 		{tree: "v1-unlimited"},

@@ -377,6 +377,6 @@ func sourceOptions(c *config.Common, prefetchBytes int64) source.Options {
 		Fallback:        source.Fallback(c.DeadLetterFallback),
 		AckRetry:        c.AckRetryTimeout,
 		PendingRefresh:  c.PendingRefresh,
-		ReleaseWait:     c.ReleaseWait,
+		ReleaseWait:     c.ReleaseWaitOrDefault(),
 	}
 }
