@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Module hygiene: every go.mod is in go.work and the reverse; common imports no broker SDK;
-# connectors never import each other; numaflow-go is never replaced.
+# Module hygiene: every go.mod is in go.work and the reverse; common imports no broker SDK; common/config
+# imports nothing else of ours; connectors never import each other; numaflow-go is never replaced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
@@ -10,6 +10,11 @@ for m in $mods; do echo "$work" | grep -qx "$m" || { echo "module $m is not in g
 for w in $work; do echo "$mods" | grep -qx "$w" || { echo "go.work lists $w, which has no committed go.mod"; fail=1; }; done
 if grep -rn --include='*.go' -E '"(github.com/aws/|cloud.google.com/|github.com/redis/|github.com/alicebob/)' common >/dev/null; then
 	echo "common imports a broker SDK:"; grep -rn --include='*.go' -E '"(github.com/aws/|cloud.google.com/|github.com/redis/|github.com/alicebob/)' common; fail=1
+fi
+# config is a leaf: loading configuration needs nothing else of ours (envdoc and configtest build on it).
+leaf=$(cd common && GOWORK=off go list -deps ./config | grep '^github.com/numaflow-connectors/' | grep -vx 'github.com/numaflow-connectors/sources/common/config' || true)
+if [ -n "$leaf" ]; then
+	echo "common/config imports packages of this repository (it must be a leaf):"; echo "$leaf"; fail=1
 fi
 for c in redis-streams-source sqs-source pubsub-source; do
 	for o in redis-streams-source sqs-source pubsub-source; do

@@ -27,6 +27,10 @@ func (s Secret) GoString() string { return s.String() }
 // LogValue redacts.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
+// Bytes is a size in bytes. Its variable takes a whole number of bytes, or a whole number with a binary
+// unit as in Kubernetes memory quantities: Ki, Mi, Gi or Ti (512Ki, 64Mi, 1Gi).
+type Bytes int64
+
 // Validator is implemented by a config struct with cross-field or range rules. Validate returns nil or
 // the problems found, each made with Problem, joined with errors.Join.
 type Validator interface {

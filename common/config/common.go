@@ -5,28 +5,30 @@ import (
 	"net"
 	"strings"
 	"time"
-
-	"github.com/numaflow-connectors/sources/common/source"
 )
 
 // kubernetesGrace is Kubernetes' default termination grace period; shutdown must end before it.
 const kubernetesGrace = 30 * time.Second
 
+// defaultReleaseWait is RELEASE_WAIT when it is 0s and SHUTDOWN_TIMEOUT is at least twice as long.
+const defaultReleaseWait = 2 * time.Second
+
 // Common is the configuration every connector has: logging, metrics, socket paths, adapter tuning and
 // what Numaflow sets in the container (Platform).
 type Common struct {
-	LogLevel             string          `env:"LOG_LEVEL" envDefault:"info" desc:"Log level: debug, info, warn or error."`
-	LogFormat            string          `env:"LOG_FORMAT" envDefault:"json" desc:"Log format: json (one object per line) or text."`
-	MetricsAddr          string          `env:"METRICS_ADDR" envDefault:":9090" envKeepEmpty:"true" desc:"Listen address of the HTTP server for /metrics (Prometheus), /healthz and /readyz. Set it empty to disable the server."`
-	SourceSocket         string          `env:"SOURCE_SOCKET" envDefault:"/var/run/numaflow/source.sock" desc:"Unix socket numa connects to. Change it only for local runs."`
-	SourceServerInfoFile string          `env:"SOURCE_SERVER_INFO_FILE" envDefault:"/var/run/numaflow/sourcer-server-info" desc:"Server info file numa waits for before it connects. Change it only for local runs."`
-	Prefetch             int             `env:"PREFETCH" envDefault:"0" desc:"Most messages held at once, buffered or in flight at numa; it bounds memory and held leases. 0: twice NUMAFLOW_READ_BATCH_SIZE."`
-	MaxMessageBytes      int             `env:"MAX_MESSAGE_BYTES" envDefault:"4194304" desc:"Largest payload handed to numa, in bytes; a larger message is dead-lettered (or handled by DEAD_LETTER_FALLBACK) with a reason. numa before v1.8.3 accepts at most 4 MiB."`
-	DeadLetterFallback   source.Fallback `env:"DEAD_LETTER_FALLBACK" envDefault:"nack" desc:"What happens to a message nacked more often than numa's max deliveries, or over MAX_MESSAGE_BYTES, when the connector has no dead-letter target: nack (it stays at the broker, whose own redrive policy applies) or drop (it is acked and logged: gone)."`
-	AckRetryTimeout      time.Duration   `env:"ACK_RETRY_TIMEOUT" envDefault:"30s" desc:"How long a failed ack, nack or lease extension is retried before it is left to the broker's redelivery."`
-	PendingRefresh       time.Duration   `env:"PENDING_REFRESH" envDefault:"5s" desc:"How long a backlog reading from the broker is reused before it is asked again (numa asks every 5s)."`
-	ReleaseWait          time.Duration   `env:"RELEASE_WAIT" envDefault:"2s" desc:"At shutdown, how long to wait for numa to ack messages in flight before they are handed back to the broker."`
-	ShutdownTimeout      time.Duration   `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" desc:"Longest graceful shutdown after SIGTERM (release held messages, flush acks, close); below Kubernetes' 30s grace period."`
+	LogLevel             string        `env:"LOG_LEVEL" envDefault:"info" desc:"Log level: debug, info, warn or error."`
+	LogFormat            string        `env:"LOG_FORMAT" envDefault:"json" desc:"Log format: json (one object per line) or text."`
+	MetricsAddr          string        `env:"METRICS_ADDR" envDefault:":9090" envKeepEmpty:"true" desc:"Listen address of the HTTP server for /metrics (Prometheus), /healthz and /readyz. Set it empty to disable the server."`
+	SourceSocket         string        `env:"SOURCE_SOCKET" envDefault:"/var/run/numaflow/source.sock" desc:"Unix socket numa connects to. Change it only for local runs."`
+	SourceServerInfoFile string        `env:"SOURCE_SERVER_INFO_FILE" envDefault:"/var/run/numaflow/sourcer-server-info" desc:"Server info file numa waits for before it connects. Change it only for local runs."`
+	Prefetch             int           `env:"PREFETCH" envDefault:"0" desc:"Most messages held at once, buffered or in flight at numa; it bounds memory and held leases. 0: twice NUMAFLOW_READ_BATCH_SIZE."`
+	PrefetchBytes        Bytes         `env:"PREFETCH_BYTES" envDefault:"0" desc:"Most payload bytes held at once for numa, buffered or in flight; a single larger message is still delivered, one at a time. Locally delayed redeliveries have a budget of their own of the same size. Bytes, or with a unit: 512Ki, 64Mi, 1Gi. 0: a quarter of the container's memory limit (read from cgroups), between 8Mi and 256Mi; 64Mi when there is no limit."`
+	MaxMessageBytes      int           `env:"MAX_MESSAGE_BYTES" envDefault:"4194304" desc:"Largest payload handed to numa, in bytes; a larger message is dead-lettered (or handled by DEAD_LETTER_FALLBACK) with a reason. numa before v1.8.3 accepts at most 4 MiB."`
+	DeadLetterFallback   string        `env:"DEAD_LETTER_FALLBACK" envDefault:"nack" desc:"What happens to a message nacked more often than numa's max deliveries, or over MAX_MESSAGE_BYTES, when the connector has no dead-letter target: nack (it stays at the broker, whose own redrive policy applies) or drop (it is acked and logged: gone)."`
+	AckRetryTimeout      time.Duration `env:"ACK_RETRY_TIMEOUT" envDefault:"30s" desc:"How long a failed ack, nack or lease extension is retried before it is left to the broker's redelivery."`
+	PendingRefresh       time.Duration `env:"PENDING_REFRESH" envDefault:"5s" desc:"How long a backlog reading from the broker is reused before it is asked again (numa asks every 5s)."`
+	ReleaseWait          time.Duration `env:"RELEASE_WAIT" envDefault:"0s" desc:"At shutdown, how long to wait for numa to ack messages in flight before they are handed back to the broker; less than SHUTDOWN_TIMEOUT. 0s: 2s, or half of SHUTDOWN_TIMEOUT when that is shorter."`
+	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" desc:"Longest graceful shutdown after SIGTERM (release held messages, flush acks, close); below Kubernetes' 30s grace period."`
 	Platform
 }
 
@@ -59,11 +61,14 @@ func (c *Common) Validate() error {
 	if c.Prefetch < 0 {
 		add("PREFETCH", "must be 0 (twice the read batch size) or more, got %d", c.Prefetch)
 	}
+	if c.PrefetchBytes < 0 {
+		add("PREFETCH_BYTES", "must be 0 (derived from the container's memory limit) or more, got %d", c.PrefetchBytes)
+	}
 	if c.MaxMessageBytes <= 0 {
 		add("MAX_MESSAGE_BYTES", "must be more than 0, got %d", c.MaxMessageBytes)
 	}
 	switch c.DeadLetterFallback {
-	case source.FallbackNack, source.FallbackDrop:
+	case "nack", "drop":
 	default:
 		add("DEAD_LETTER_FALLBACK", "must be nack or drop, got %q", c.DeadLetterFallback)
 	}
@@ -74,7 +79,9 @@ func (c *Common) Validate() error {
 	}
 	positive("ACK_RETRY_TIMEOUT", c.AckRetryTimeout)
 	positive("PENDING_REFRESH", c.PendingRefresh)
-	positive("RELEASE_WAIT", c.ReleaseWait)
+	if c.ReleaseWait < 0 {
+		add("RELEASE_WAIT", "must be 0s (2s, or half of SHUTDOWN_TIMEOUT) or more, got %s", c.ReleaseWait)
+	}
 	switch {
 	case c.ShutdownTimeout <= 0 || c.ShutdownTimeout >= kubernetesGrace:
 		add("SHUTDOWN_TIMEOUT", "must be more than 0s and less than %s (Kubernetes' grace period), got %s", kubernetesGrace, c.ShutdownTimeout)
@@ -94,16 +101,11 @@ func (c *Common) Validate() error {
 	return errors.Join(errs...)
 }
 
-// SourceOptions maps the configuration onto the adapter's options.
-func (c *Common) SourceOptions() source.Options {
-	return source.Options{
-		Partition:       int32(c.Replica),
-		ReadBatchSize:   c.ReadBatchSize,
-		Prefetch:        c.Prefetch,
-		MaxMessageBytes: c.MaxMessageBytes,
-		Fallback:        c.DeadLetterFallback,
-		AckRetry:        c.AckRetryTimeout,
-		PendingRefresh:  c.PendingRefresh,
-		ReleaseWait:     c.ReleaseWait,
+// ReleaseWaitOrDefault is RELEASE_WAIT, or when it is 0s defaultReleaseWait or half of
+// SHUTDOWN_TIMEOUT, whichever is shorter: the default never conflicts with a valid SHUTDOWN_TIMEOUT.
+func (c *Common) ReleaseWaitOrDefault() time.Duration {
+	if c.ReleaseWait > 0 {
+		return c.ReleaseWait
 	}
+	return min(defaultReleaseWait, c.ShutdownTimeout/2)
 }

@@ -1,12 +1,13 @@
 // Package config reads a connector's configuration from environment variables (with
 // github.com/caarlos0/env/v11 struct tags), validates it, reports every problem at once naming its
-// variable, reads secrets from mounted files (VAR_FILE), and generates the --help and README tables
-// from the same struct tags.
+// variable, and reads secrets from mounted files (VAR_FILE). Package envdoc renders the same struct
+// tags as the --help and README tables.
 package config
 
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"reflect"
@@ -318,6 +319,14 @@ func parserFor(t reflect.Type, current *string) env.ParserFunc {
 			}
 			return d, nil
 		}
+	case reflect.TypeFor[Bytes]():
+		return func(v string) (any, error) {
+			n, err := parseBytes(v)
+			if err != nil {
+				return nil, fail(v, "a whole number of bytes, or one with a unit Ki, Mi, Gi or Ti, such as 64Mi")
+			}
+			return n, nil
+		}
 	case reflect.TypeFor[url.URL]():
 		return func(v string) (any, error) {
 			u, err := url.Parse(v)
@@ -384,4 +393,31 @@ func parserFor(t reflect.Type, current *string) env.ParserFunc {
 		}
 	}
 	return nil
+}
+
+// byteUnits are the suffixes a Bytes value may have, as in Kubernetes memory quantities.
+var byteUnits = []struct {
+	suffix string
+	shift  uint
+}{{"Ki", 10}, {"Mi", 20}, {"Gi", 30}, {"Ti", 40}}
+
+// parseBytes parses a whole number of bytes, optionally with a binary unit (64Mi). A sign is accepted,
+// so that Validate can say what a negative value means.
+func parseBytes(v string) (Bytes, error) {
+	s := strings.TrimSpace(v)
+	var shift uint
+	for _, u := range byteUnits {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, shift = num, u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	if n > math.MaxInt64>>shift || n < math.MinInt64>>shift {
+		return 0, strconv.ErrRange
+	}
+	return Bytes(n << shift), nil
 }

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/numaflow-connectors/sources/common/source"
 )
 
 type sampleTLS struct {
@@ -236,20 +234,55 @@ func TestSecretParseErrorHidesValue(t *testing.T) {
 }
 
 func TestCommon(t *testing.T) {
-	t.Run("defaults and SourceOptions", func(t *testing.T) {
+	t.Run("defaults", func(t *testing.T) {
 		var c Common
 		if err := Load(&c, []string{"NUMAFLOW_REPLICA=3", "NUMAFLOW_READ_BATCH_SIZE=100"}); err != nil {
 			t.Fatal(err)
 		}
-		if c.LogLevel != "info" || c.LogFormat != "json" || c.MetricsAddr != ":9090" ||
-			c.SourceSocket != "/var/run/numaflow/source.sock" || c.SourceServerInfoFile != "/var/run/numaflow/sourcer-server-info" ||
-			c.ShutdownTimeout != 25*time.Second || c.ReadTimeoutMS != 1000 {
-			t.Errorf("defaults: %+v", c)
+		want := Common{LogLevel: "info", LogFormat: "json", MetricsAddr: ":9090",
+			SourceSocket: "/var/run/numaflow/source.sock", SourceServerInfoFile: "/var/run/numaflow/sourcer-server-info",
+			Prefetch: 0, PrefetchBytes: 0, MaxMessageBytes: 4 << 20, DeadLetterFallback: "nack",
+			AckRetryTimeout: 30 * time.Second, PendingRefresh: 5 * time.Second, ReleaseWait: 0, ShutdownTimeout: 25 * time.Second,
+			Platform: Platform{Replica: 3, ReadBatchSize: 100, ReadTimeoutMS: 1000}}
+		if c != want {
+			t.Errorf("defaults:\n%+v\nwant\n%+v", c, want)
 		}
-		want := source.Options{Partition: 3, ReadBatchSize: 100, Prefetch: 0, MaxMessageBytes: 4 << 20,
-			Fallback: source.FallbackNack, AckRetry: 30 * time.Second, PendingRefresh: 5 * time.Second, ReleaseWait: 2 * time.Second}
-		if got := c.SourceOptions(); got != want {
-			t.Errorf("SourceOptions = %+v, want %+v", got, want)
+	})
+	t.Run("RELEASE_WAIT's default follows SHUTDOWN_TIMEOUT", func(t *testing.T) {
+		for _, tc := range []struct {
+			env  []string
+			want time.Duration
+		}{
+			{nil, 2 * time.Second},
+			{[]string{"SHUTDOWN_TIMEOUT=1s"}, 500 * time.Millisecond},
+			{[]string{"SHUTDOWN_TIMEOUT=4s"}, 2 * time.Second},
+			{[]string{"SHUTDOWN_TIMEOUT=10s", "RELEASE_WAIT=9s"}, 9 * time.Second},
+		} {
+			var c Common
+			if err := Load(&c, tc.env); err != nil {
+				t.Errorf("%v: %v", tc.env, err)
+			} else if got := c.ReleaseWaitOrDefault(); got != tc.want {
+				t.Errorf("%v: release wait %s, want %s", tc.env, got, tc.want)
+			}
+		}
+	})
+	t.Run("PREFETCH_BYTES in bytes or with a unit", func(t *testing.T) {
+		for in, want := range map[string]Bytes{"": 0, "0": 0, "1048576": 1 << 20, " 512Ki ": 512 << 10, "64Mi": 64 << 20, "1Gi": 1 << 30, "2Ti": 2 << 40} {
+			var c Common
+			if err := Load(&c, []string{"PREFETCH_BYTES=" + in}); err != nil {
+				t.Errorf("PREFETCH_BYTES=%q: %v", in, err)
+			} else if c.PrefetchBytes != want {
+				t.Errorf("PREFETCH_BYTES=%q = %d, want %d", in, c.PrefetchBytes, want)
+			}
+		}
+		var c Common
+		err := Load(&c, []string{"PREFETCH_BYTES=64MiB"})
+		if want := `PREFETCH_BYTES: invalid value "64MiB": want a whole number of bytes, or one with a unit Ki, Mi, Gi or Ti, such as 64Mi`; err == nil || err.Error() != want {
+			t.Errorf("error %v, want %s", err, want)
+		}
+		err = Load(&c, []string{"PREFETCH_BYTES=-1"})
+		if want := "PREFETCH_BYTES: must be 0 (derived from the container's memory limit) or more, got -1"; err == nil || err.Error() != want {
+			t.Errorf("error %v, want %s", err, want)
 		}
 	})
 	t.Run("empty METRICS_ADDR disables", func(t *testing.T) {
@@ -269,11 +302,20 @@ func TestCommon(t *testing.T) {
 		{"LOG_FORMAT=xml", []string{"LOG_FORMAT"}},
 		{"METRICS_ADDR=nonsense", []string{"METRICS_ADDR"}},
 		{"PREFETCH=-1", []string{"PREFETCH"}},
+		{"PREFETCH_BYTES=-1", []string{"PREFETCH_BYTES"}},
+		{"PREFETCH_BYTES=-64Mi", []string{"PREFETCH_BYTES"}},
+		{"PREFETCH_BYTES=64MiB", []string{"PREFETCH_BYTES"}},
+		{"PREFETCH_BYTES=64M", []string{"PREFETCH_BYTES"}},
+		{"PREFETCH_BYTES=1.5Gi", []string{"PREFETCH_BYTES"}},
+		{"PREFETCH_BYTES=Mi", []string{"PREFETCH_BYTES"}},
+		{"PREFETCH_BYTES=lots", []string{"PREFETCH_BYTES"}},
+		{"PREFETCH_BYTES=9000000Ti", []string{"PREFETCH_BYTES"}},
 		{"MAX_MESSAGE_BYTES=0", []string{"MAX_MESSAGE_BYTES"}},
 		{"DEAD_LETTER_FALLBACK=keep", []string{"DEAD_LETTER_FALLBACK"}},
 		{"ACK_RETRY_TIMEOUT=0s", []string{"ACK_RETRY_TIMEOUT"}},
 		{"SHUTDOWN_TIMEOUT=30s", []string{"SHUTDOWN_TIMEOUT"}},
 		{"RELEASE_WAIT=25s", []string{"RELEASE_WAIT"}},
+		{"RELEASE_WAIT=-1s", []string{"RELEASE_WAIT"}},
 		{"NUMAFLOW_REPLICA=70000", []string{"NUMAFLOW_REPLICA"}},
 		{"NUMAFLOW_READ_BATCH_SIZE=0", []string{"NUMAFLOW_READ_BATCH_SIZE"}},
 		{"PENDING_REFRESH=5", []string{"PENDING_REFRESH"}},

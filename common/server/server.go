@@ -4,11 +4,11 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"log/slog"
 	"net"
@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/numaflow-connectors/sources/common/config"
+	"github.com/numaflow-connectors/sources/common/config/envdoc"
 	"github.com/numaflow-connectors/sources/common/logging"
 	"github.com/numaflow-connectors/sources/common/source"
 	"github.com/numaflow-connectors/sources/common/version"
@@ -78,6 +79,11 @@ func Main[C any](app App[C]) {
 // environ the environment in os.Environ form. It serves until ctx is done (Main cancels it on SIGTERM
 // or SIGINT), then shuts down within SHUTDOWN_TIMEOUT and returns the exit status.
 func Run[C any](ctx context.Context, app App[C], args []string, environ []string, stdout, stderr io.Writer) int {
+	return run(ctx, app, args, environ, stdout, stderr, os.DirFS("/"))
+}
+
+// run is Run reading the container's cgroup files under root (a test's fake tree).
+func run[C any](ctx context.Context, app App[C], args []string, environ []string, stdout, stderr io.Writer, root fs.FS) int {
 	// Flags.
 	fs := flag.NewFlagSet(app.Name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -97,7 +103,7 @@ func Run[C any](ctx context.Context, app App[C], args []string, environ []string
 		return ExitConfig
 	}
 	if help {
-		if err := config.WriteHelp(stdout, app.Name, app.Description, config.Groups(app.Name, new(C))...); err != nil {
+		if err := envdoc.WriteHelp(stdout, app.Name, app.Description, envdoc.Groups(app.Name, new(C))...); err != nil {
 			fmt.Fprintln(stderr, err)
 			return ExitFailed
 		}
@@ -108,7 +114,7 @@ func Run[C any](ctx context.Context, app App[C], args []string, environ []string
 		return ExitOK
 	}
 	if envJSON {
-		if err := writeEnvJSON(stdout, config.Groups(app.Name, new(C))); err != nil {
+		if err := envdoc.WriteJSON(stdout, envdoc.Groups(app.Name, new(C))...); err != nil {
 			fmt.Fprintln(stderr, err)
 			return ExitFailed
 		}
@@ -137,6 +143,10 @@ func Run[C any](ctx context.Context, app App[C], args []string, environ []string
 	logger.Info("starting", "commit", commit, "numaflow_go", version.NumaflowGo(), "go", runtime.Version(),
 		"pipeline", common.Pipeline, "vertex", common.Vertex, "pod", common.Pod)
 	logger.Debug("configuration", "config", cfg, "common", common)
+
+	// Memory: the Go runtime's soft limit and the payload budget from the container's limit.
+	prefetchBytes, restoreMemLimit := applyMemoryLimit(root, environ, common.PrefetchBytes, logger)
+	defer restoreMemLimit()
 
 	// Metrics and health.
 	reg := prometheus.NewRegistry()
@@ -174,7 +184,7 @@ func Run[C any](ctx context.Context, app App[C], args []string, environ []string
 	if chk, ok := driver.(source.Checker); ok {
 		checkWG.Go(func() { runCheck(checkCtx, chk, driver, logger) })
 	}
-	src, err := source.New(driver, common.SourceOptions(), logger, reg)
+	src, err := source.New(driver, sourceOptions(&common, prefetchBytes), logger, reg)
 	if err != nil {
 		logger.Error("creating the source failed", "error", err)
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), common.ShutdownTimeout)
@@ -355,24 +365,18 @@ func serveHTTP(addr string, reg *prometheus.Registry, h *health, logger *slog.Lo
 	}, nil
 }
 
-// envVar is one line of --env-json.
-type envVar struct {
-	Name        string `json:"name"`
-	Default     string `json:"default"`
-	Required    bool   `json:"required"`
-	Secret      bool   `json:"secret"`
-	Description string `json:"description"`
-}
-
-// writeEnvJSON prints every variable the binary reads (its own, then the common ones) as a JSON array.
-func writeEnvJSON(w io.Writer, groups []config.Group) error {
-	out := []envVar{}
-	for _, g := range groups {
-		for _, v := range g.Vars {
-			out = append(out, envVar{v.Name, v.Default, v.Required, v.Secret, v.Description})
-		}
+// sourceOptions maps the common configuration onto the adapter's options; prefetchBytes is
+// PREFETCH_BYTES with its default resolved (applyMemoryLimit).
+func sourceOptions(c *config.Common, prefetchBytes int64) source.Options {
+	return source.Options{
+		Partition:       int32(c.Replica),
+		ReadBatchSize:   c.ReadBatchSize,
+		Prefetch:        c.Prefetch,
+		PrefetchBytes:   prefetchBytes,
+		MaxMessageBytes: c.MaxMessageBytes,
+		Fallback:        source.Fallback(c.DeadLetterFallback),
+		AckRetry:        c.AckRetryTimeout,
+		PendingRefresh:  c.PendingRefresh,
+		ReleaseWait:     c.ReleaseWaitOrDefault(),
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/numaflow-connectors/sources/common/numatest"
@@ -283,13 +285,20 @@ type running struct {
 	stderr *proctest.Buffer
 }
 
+// start runs app in a container without a memory limit.
 func start(t *testing.T, app App[demoConfig], environ []string) *running {
+	t.Helper()
+	return startIn(t, app, environ, fstest.MapFS{})
+}
+
+// startIn runs app in a container whose cgroup files are under root.
+func startIn(t *testing.T, app App[demoConfig], environ []string, root fs.FS) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	r := &running{cancel: cancel, exited: make(chan struct{}), stderr: &proctest.Buffer{}}
 	go func() {
 		defer close(r.exited)
-		r.code = Run(ctx, app, nil, environ, io.Discard, r.stderr)
+		r.code = run(ctx, app, nil, environ, io.Discard, r.stderr, root)
 	}()
 	t.Cleanup(func() {
 		cancel()

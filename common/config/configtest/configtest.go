@@ -8,13 +8,14 @@ import (
 	"testing"
 
 	"github.com/numaflow-connectors/sources/common/config"
+	"github.com/numaflow-connectors/sources/common/config/envdoc"
 )
 
 // Documented fails t when a variable of cfgs has no desc tag, is declared twice, or is required with a
 // default.
 func Documented(t testing.TB, cfgs ...any) {
 	t.Helper()
-	if err := config.Lint(cfgs...); err != nil {
+	if err := envdoc.Lint(cfgs...); err != nil {
 		t.Errorf("configuration docs:\n%v", err)
 	}
 }
@@ -22,8 +23,8 @@ func Documented(t testing.TB, cfgs ...any) {
 // README fails t when the env table in the README at path differs from groups (with UPDATE_DOCS=1 set
 // it rewrites the table instead). A connector's TestREADME is one line:
 //
-//	configtest.README(t, "../../README.md", config.Groups("sqs-source", sqssource.Config{})...)
-func README(t testing.TB, path string, groups ...config.Group) {
+//	configtest.README(t, "../../README.md", envdoc.Groups("sqs-source", sqssource.Config{})...)
+func README(t testing.TB, path string, groups ...envdoc.Group) {
 	t.Helper()
 	for _, g := range groups {
 		for _, v := range g.Vars {
@@ -32,7 +33,7 @@ func README(t testing.TB, path string, groups ...config.Group) {
 			}
 		}
 	}
-	if err := config.CheckMarkdown(path, config.Markdown(groups...)); err != nil {
+	if err := envdoc.CheckMarkdown(path, envdoc.Markdown(groups...)); err != nil {
 		t.Error(err)
 	}
 }

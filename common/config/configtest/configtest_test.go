@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/numaflow-connectors/sources/common/config"
+	"github.com/numaflow-connectors/sources/common/config/envdoc"
 )
 
 type demo struct {
@@ -36,17 +37,17 @@ func TestDocumented(t *testing.T) {
 }
 
 func TestREADME(t *testing.T) {
-	t.Setenv(config.UpdateDocsVar, "")
-	groups := config.Groups("demo", demo{})
+	t.Setenv(envdoc.UpdateDocsVar, "")
+	groups := envdoc.Groups("demo", demo{})
 	p := filepath.Join(t.TempDir(), "README.md")
-	content := "# demo\n\n" + config.TableStart + "\n\n" + config.Markdown(groups...) + "\n" + config.TableEnd + "\n"
+	content := "# demo\n\n" + envdoc.TableStart + "\n\n" + envdoc.Markdown(groups...) + "\n" + envdoc.TableEnd + "\n"
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	README(t, p, groups...)
 
 	r := &recorder{TB: t}
-	README(r, p, config.Groups("demo", struct {
+	README(r, p, envdoc.Groups("demo", struct {
 		Y string `env:"Y" desc:"y"`
 	}{})...)
 	if !r.failed {

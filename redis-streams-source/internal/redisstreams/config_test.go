@@ -11,6 +11,7 @@ import (
 
 	"github.com/numaflow-connectors/sources/common/config"
 	"github.com/numaflow-connectors/sources/common/config/configtest"
+	"github.com/numaflow-connectors/sources/common/config/envdoc"
 	"github.com/numaflow-connectors/sources/common/server"
 	"github.com/numaflow-connectors/sources/redis-streams-source/redistest"
 )
@@ -210,5 +211,5 @@ func TestConsumerName(t *testing.T) {
 
 func TestREADME(t *testing.T) {
 	configtest.Documented(t, Config{})
-	configtest.README(t, "../../README.md", config.Groups("redis-streams-source", Config{})...)
+	configtest.README(t, "../../README.md", envdoc.Groups("redis-streams-source", Config{})...)
 }

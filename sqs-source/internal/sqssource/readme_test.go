@@ -7,11 +7,12 @@ import (
 
 	"github.com/numaflow-connectors/sources/common/config"
 	"github.com/numaflow-connectors/sources/common/config/configtest"
+	"github.com/numaflow-connectors/sources/common/config/envdoc"
 )
 
 func TestREADME(t *testing.T) {
 	configtest.Documented(t, Config{})
-	configtest.README(t, "../../README.md", config.Groups("sqs-source", Config{})...)
+	configtest.README(t, "../../README.md", envdoc.Groups("sqs-source", Config{})...)
 }
 
 func TestLoadDefaults(t *testing.T) {
