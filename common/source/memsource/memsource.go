@@ -369,6 +369,13 @@ type handle struct {
 	receipt uint64
 }
 
+// HandleID returns the message ID of a handle this driver returned ("" for any other value): for
+// test drivers that wrap this one.
+func HandleID(h source.Handle) string {
+	hd, _ := h.(handle)
+	return hd.id
+}
+
 // NewDriver returns a driver for one queue of b. The queue need not exist yet.
 func NewDriver(b *Broker, opts Options) *Driver {
 	if opts.Lease <= 0 {

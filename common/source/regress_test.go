@@ -1,0 +1,410 @@
+package source_test
+
+// Regression tests, one per known defect of the adapter. Each names the behaviour a user would
+// notice. They use only the exported API, memsource (with its fault injection) and the snapshot hook.
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/numaproj/numaflow-go/pkg/sourcer"
+
+	"github.com/numaflow-connectors/sources/common/source"
+	"github.com/numaflow-connectors/sources/common/source/memsource"
+)
+
+// ---- helpers ----
+
+func newQueue(t *testing.T, n, size int, key string) (*memsource.Broker, []string) {
+	t.Helper()
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	return b, publishN(t, b, n, size, key)
+}
+
+func publishN(t *testing.T, b *memsource.Broker, n, size int, key string) []string {
+	t.Helper()
+	if n == 0 {
+		return nil
+	}
+	pubs := make([]memsource.Publication, n)
+	for i := range pubs {
+		pubs[i] = memsource.Publication{Payload: make([]byte, size), Key: key}
+	}
+	ids, err := b.PublishIDs("q", pubs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// readAck is numa's loop once: read a batch, ack it all. It returns the IDs read.
+func readAck(s *source.Source, n int, timeout time.Duration) []string {
+	got := read(s, n, timeout)
+	ack(s, got...)
+	return ids(got)
+}
+
+// readUntil reads and acks until want IDs were read or the time is up; it returns what was read.
+func readUntil(s *source.Source, want int, within time.Duration, batch int) []string {
+	var got []string
+	deadline := time.Now().Add(within)
+	for len(got) < want && time.Now().Before(deadline) {
+		got = append(got, readAck(s, batch, min(time.Second, time.Until(deadline)+time.Millisecond))...)
+	}
+	return got
+}
+
+func nackWith(s *source.Source, delayMs uint64, maxDeliveries uint32, msgs ...sourcer.Message) {
+	o := &sourcer.NackOptions{Delay: &delayMs}
+	if maxDeliveries > 0 {
+		o.MaxDeliveries = &maxDeliveries
+	}
+	nack(s, o, msgs...)
+}
+
+// ---- Defect 0: goes deaf ----
+
+// After a busy spell and a quiet period, a source with many receivers must still notice new messages.
+// Symptom: the pipeline drains a backlog, goes quiet, and then new messages sit in the queue unread
+// (every receiver parked or waiting for room that was freed long ago).
+func TestRegressNewMessagesAfterAQuietPeriodAreRead(t *testing.T) {
+	b, _ := newQueue(t, 3000, 16, "")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 10, ReceiveConcurrency: 50,
+		Wait: 300 * time.Millisecond, Lease: 30 * time.Second})
+	s, _ := newSource(t, d, source.Options{ReadBatchSize: 500})
+	if got := readUntil(s, 3000, 15*time.Second, 500); len(got) != 3000 {
+		t.Fatalf("drained %d of 3000", len(got))
+	}
+	// Quiet: long enough for every receiver to get empty answers and shrink (the in-process analogue
+	// of a quiet minute).
+	time.Sleep(2500 * time.Millisecond)
+	publishN(t, b, 10, 16, "")
+	start := time.Now()
+	if got := readUntil(s, 10, 3*time.Second, 500); len(got) != 10 {
+		t.Fatalf("after a quiet period, %d of 10 new messages read in %s (broker backlog %d, snapshot %+v): the source went deaf",
+			len(got), time.Since(start).Round(time.Millisecond), b.Len("q"), source.SnapshotOf(s))
+	}
+}
+
+// A receive whose response is lost mid-drain leaves its messages leased at the broker; they come back
+// after the lease, when the source has drained everything else and gone quiet, and must then be read.
+// Symptom: a handful of messages reappear at the broker after a network hiccup and are never consumed.
+func TestRegressMessagesOfALostReceiveAreReadAfterTheirLease(t *testing.T) {
+	const lease = 2 * time.Second
+	b, _ := newQueue(t, 3000, 16, "")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 10, ReceiveConcurrency: 50,
+		Wait: 300 * time.Millisecond, Lease: lease})
+	s, _ := newSource(t, d, source.Options{ReadBatchSize: 500})
+	seen := make(map[string]bool)
+	for _, id := range readUntil(s, 1000, 10*time.Second, 500) {
+		seen[id] = true
+	}
+	b.SetFault(memsource.OpReceive, memsource.Fault{LoseResponse: true, Times: 3})
+	lostAt := time.Now()
+	deadline := lostAt.Add(lease + 4*time.Second)
+	for (len(seen) < 3000 || b.Len("q") > 0) && time.Now().Before(deadline) {
+		for _, id := range readAck(s, 500, time.Second) {
+			seen[id] = true
+		}
+	}
+	if len(seen) != 3000 || b.Len("q") != 0 {
+		t.Fatalf("%s after 3 lost receive responses (lease %s): read %d of 3000 distinct messages, broker still holds %d (readable %d, snapshot %+v)",
+			time.Since(lostAt).Round(time.Millisecond), lease, len(seen), b.Len("q"), b.Readable("q", false), source.SnapshotOf(s))
+	}
+}
+
+// ---- Defect 1: locally delayed messages block receiving ----
+
+// With LocalRedelivery and a small prefetch, messages nacked with a long delay must not stop new
+// messages from being read. Symptom: two nacks with a 60 s delay and the pipeline stops for a minute.
+func TestRegressLongNackDelaysDoNotBlockNewMessages(t *testing.T) {
+	b, _ := newQueue(t, 2, 8, "")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", LocalRedelivery: true, Wait: 200 * time.Millisecond})
+	s, _ := newSource(t, d, source.Options{Prefetch: 2})
+	var first []sourcer.Message
+	waitFor(t, 5*time.Second, "the first two", func() bool {
+		first = append(first, read(s, 2, 200*time.Millisecond)...)
+		return len(first) == 2
+	})
+	nackWith(s, 60_000, 0, first...)
+	fresh := publishN(t, b, 1, 8, "")
+	if got := readUntil(s, 1, 3*time.Second, 10); len(got) != 1 || got[0] != fresh[0] {
+		t.Fatalf("read %v within 3 s of publishing %v while two messages wait out a 60 s nack delay (snapshot %+v)",
+			got, fresh, source.SnapshotOf(s))
+	}
+}
+
+// ---- Defect 2: key order after a failed dead-letter ----
+
+// With OrderedKeys, a message that reached MaxDeliveries and could not be dead-lettered goes back to
+// the broker (fallback nack); a later message of its key that the source holds must go back with it,
+// not be handed to numa first. Symptom: messages of one FIFO group processed out of order.
+func TestRegressKeyOrderSurvivesAFailedDeadLetter(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		deadLetter bool
+		fault      memsource.Fault
+	}{
+		{name: "no dead-letter target"},
+		{name: "dead-letter call fails", deadLetter: true, fault: memsource.Fault{Err: memsource.ErrDenied}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, idsK := newQueue(t, 2, 8, "K")
+			b.SetFault(memsource.OpDeadLetter, tc.fault)
+			d := memsource.NewDriver(b, memsource.Options{Queue: "q", OrderedKeys: true, DeadLetter: tc.deadLetter,
+				Wait: 200 * time.Millisecond, Lease: 10 * time.Second})
+			s, _ := newSource(t, d, source.Options{AckRetry: 300 * time.Millisecond})
+			waitFor(t, 5*time.Second, "both buffered", func() bool { return source.SnapshotOf(s).Buffered == 2 })
+			m1 := read(s, 1, time.Second)
+			if len(m1) != 1 || ids(m1)[0] != idsK[0] {
+				t.Fatalf("first read %v, want [%s]", ids(m1), idsK[0])
+			}
+			nackWith(s, 0, 1, m1...) // delivered once, MaxDeliveries 1: dead-letter, which fails
+			var next []string
+			deadline := time.Now().Add(6 * time.Second)
+			for len(next) == 0 && time.Now().Before(deadline) {
+				next = readAck(s, 10, 200*time.Millisecond)
+			}
+			if len(next) == 0 || next[0] != idsK[0] {
+				t.Fatalf("after %s (key K) failed to dead-letter, numa read %v first: %s must come back before %s",
+					idsK[0], next, idsK[0], idsK[1])
+			}
+		})
+	}
+}
+
+// ---- Defect 3: the byte budget ----
+
+// PrefetchBytes bounds the payload bytes held for numa (buffered + in flight); only a single message
+// larger than the budget may exceed it, alone. Symptom: a source with large messages runs out of
+// memory (OOMKilled) although PREFETCH_BYTES was set.
+func TestRegressPrefetchBytesBoundsHeldPayload(t *testing.T) {
+	const budget = 1 << 20
+	b, _ := newQueue(t, 20, 256<<10, "")
+	publishN(t, b, 1, 3*budget/2, "") // one oversize message: delivered alone
+	publishN(t, b, 4, 256<<10, "")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 10, Wait: 200 * time.Millisecond})
+	s, _ := newSource(t, d, source.Options{Prefetch: 100, PrefetchBytes: budget})
+	var worst source.Snapshot
+	check := func() {
+		snap := source.SnapshotOf(s)
+		if snap.Buffered+snap.InFlight > 1 && snap.HeldBytes > worst.HeldBytes {
+			worst = snap
+		}
+	}
+	read := 0
+	deadline := time.Now().Add(8 * time.Second)
+	for read < 25 && time.Now().Before(deadline) {
+		for range 5 {
+			check()
+			time.Sleep(4 * time.Millisecond) // numa is slow: the source has time to over-fill
+		}
+		read += len(readAck(s, 1, 500*time.Millisecond))
+	}
+	if read < 25 {
+		t.Errorf("read %d of 25 messages", read)
+	}
+	if worst.HeldBytes > budget {
+		t.Fatalf("held %d payload bytes in %d messages (buffered %d, in flight %d) with PrefetchBytes %d",
+			worst.HeldBytes, worst.Buffered+worst.InFlight, worst.Buffered, worst.InFlight, budget)
+	}
+}
+
+// ---- Defect 4: refill runs one receive at a time ----
+
+// countingDriver counts Receive calls running at once.
+type countingDriver struct {
+	*memsource.Driver
+	now, peak atomic.Int32
+}
+
+func (c *countingDriver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
+	n := c.now.Add(1)
+	defer c.now.Add(-1)
+	for p := c.peak.Load(); n > p && !c.peak.CompareAndSwap(p, n); p = c.peak.Load() {
+	}
+	return c.Driver.Receive(ctx, max)
+}
+
+// After prefetch fills and numa acks a batch, the refill must use several receives at once, as the
+// first fill did. Symptom: throughput drops to one broker round trip at a time once the source has
+// been full (e.g. SQS at 10 messages per 20-50 ms instead of hundreds).
+func TestRegressRefillAfterABatchRunsConcurrentReceives(t *testing.T) {
+	b, _ := newQueue(t, 2000, 16, "")
+	b.SetFault(memsource.OpReceive, memsource.Fault{Latency: 40 * time.Millisecond}) // a broker round trip
+	d := &countingDriver{Driver: memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 10,
+		ReceiveConcurrency: 8, Wait: 200 * time.Millisecond})}
+	s, _ := newSource(t, d, source.Options{ReadBatchSize: 100, Prefetch: 200})
+	waitFor(t, 10*time.Second, "the first fill", func() bool { return source.SnapshotOf(s).Buffered == 200 })
+	firstFill := d.peak.Load()
+	time.Sleep(300 * time.Millisecond) // the receivers are now waiting for room
+	d.peak.Store(d.now.Load())
+	got := readAck(s, 100, time.Second)
+	waitFor(t, 10*time.Second, "the refill", func() bool { return source.SnapshotOf(s).Buffered == 200 })
+	if refill := d.peak.Load(); refill < 2 {
+		t.Fatalf("refill of %d messages ran at most %d Receive at once (the first fill ran %d)", len(got), refill, firstFill)
+	}
+}
+
+// ---- Defect 5: leases lapse while receives fail ----
+
+// Receive errors (throttling, an unreachable endpoint for receives only) must not stop the lease
+// keeper: Extend still works, so held messages keep their leases. Symptom: during receive throttling,
+// messages numa is processing become visible again and are processed twice by another replica.
+func TestRegressLeasesAreExtendedWhileReceivesFail(t *testing.T) {
+	const lease = 600 * time.Millisecond
+	for _, fault := range []error{memsource.ErrThrottled, memsource.ErrUnavailable} {
+		t.Run(fault.Error(), func(t *testing.T) {
+			b, _ := newQueue(t, 1, 8, "")
+			d := memsource.NewDriver(b, memsource.Options{Queue: "q", Lease: lease, Wait: 200 * time.Millisecond})
+			s, _ := newSource(t, d, source.Options{})
+			var held []sourcer.Message
+			waitFor(t, 5*time.Second, "the message", func() bool {
+				held = append(held, read(s, 1, 200*time.Millisecond)...)
+				return len(held) == 1
+			})
+			b.SetFault(memsource.OpReceive, memsource.Fault{Err: fault})
+			extends := b.Calls("extend")
+			start := time.Now()
+			for time.Since(start) < 4*lease {
+				if n, _ := b.Leased("q"); n != 1 {
+					t.Fatalf("the lease (%s) of a message numa holds lapsed %s into receive errors (%v); extend calls since: %d",
+						lease, time.Since(start).Round(time.Millisecond), fault, b.Calls("extend")-extends)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			ack(s, held...)
+		})
+	}
+}
+
+// ---- Defect 6: a release racing the source's own receive ----
+
+// racingDriver's Nack makes the messages readable at the broker and then waits until this source's own
+// Receive has returned one of them again before it returns: the window in which a released message
+// comes back to the source that is still releasing it.
+type racingDriver struct {
+	*memsource.Driver
+	mu      sync.Mutex
+	waiting map[string]chan struct{}
+}
+
+func (r *racingDriver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
+	msgs, err := r.Driver.Receive(ctx, max)
+	r.mu.Lock()
+	for _, m := range msgs {
+		if ch := r.waiting[m.ID]; ch != nil {
+			close(ch)
+			delete(r.waiting, m.ID)
+		}
+	}
+	r.mu.Unlock()
+	return msgs, err
+}
+
+func (r *racingDriver) Nack(ctx context.Context, handles []source.Handle, delay time.Duration) error {
+	var chs []chan struct{}
+	r.mu.Lock()
+	for _, h := range handles {
+		id := memsource.HandleID(h)
+		ch := make(chan struct{})
+		r.waiting[id] = ch
+		chs = append(chs, ch)
+	}
+	r.mu.Unlock()
+	err := r.Driver.Nack(ctx, handles, delay)
+	for _, ch := range chs {
+		select {
+		case <-ch:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return err
+}
+
+// A released message (nack with delay 0, an ordered-key release) that the source's own receive gets
+// back while the release is under way must be readable promptly, not hidden until its new lease ends.
+// Symptom: nacked messages (or the rest of a FIFO group) come back only after the visibility timeout.
+func TestRegressReleasedMessageReceivedBackIsNotHidden(t *testing.T) {
+	const lease = 10 * time.Second
+	for _, tc := range []struct {
+		name    string
+		ordered bool
+	}{
+		{name: "nack delay 0"},
+		{name: "ordered-key release", ordered: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, pub := newQueue(t, 2, 8, "K")
+			d := &racingDriver{Driver: memsource.NewDriver(b, memsource.Options{Queue: "q", Lease: lease,
+				OrderedKeys: tc.ordered, Wait: 200 * time.Millisecond}), waiting: make(map[string]chan struct{})}
+			s, _ := newSource(t, d, source.Options{})
+			waitFor(t, 5*time.Second, "both buffered", func() bool { return source.SnapshotOf(s).Buffered == 2 })
+			m1 := read(s, 1, time.Second)
+			nackWith(s, 0, 0, m1...)
+			got := readUntil(s, 2, 3*time.Second, 10)
+			slices.Sort(got)
+			if !slices.Equal(got, pub) {
+				t.Fatalf("within 3 s of the nack numa read %v, want %v (broker: %d leased; lease %s): a released message came back to the source and was hidden",
+					got, pub, must(b.Leased("q")), lease)
+			}
+		})
+	}
+}
+
+func must(n int, _ int64) int { return n }
+
+// ---- Defect 7: read-ahead with streaming acks ----
+
+// numa may read again before answering (read-ahead) and ack one offset at a time in any order: no
+// message may be handed out twice while in flight, and each is committed once.
+func TestRegressReadAheadWithOutOfOrderAcks(t *testing.T) {
+	b, pub := newQueue(t, 40, 8, "")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 7, Wait: 200 * time.Millisecond, Lease: 2 * time.Second})
+	s, _ := newSource(t, d, source.Options{Prefetch: 12, ReadBatchSize: 5})
+	rng := rand.New(rand.NewPCG(7, 7))
+	inFlight := make(map[string]sourcer.Message)
+	readCount := make(map[string]int)
+	deadline := time.Now().Add(8 * time.Second)
+	for b.Len("q") > 0 && time.Now().Before(deadline) {
+		for range 2 { // read twice before answering
+			for _, m := range read(s, 5, 100*time.Millisecond) {
+				id := string(m.Offset().Value())
+				if _, dup := inFlight[id]; dup {
+					t.Fatalf("%s handed out again while in flight", id)
+				}
+				inFlight[id] = m
+				readCount[id]++
+			}
+		}
+		if snap := source.SnapshotOf(s); snap.InFlight != len(inFlight) {
+			t.Fatalf("source has %d in flight, numa holds %d", snap.InFlight, len(inFlight))
+		}
+		keys := make([]string, 0, len(inFlight))
+		for id := range inFlight {
+			keys = append(keys, id)
+		}
+		slices.Sort(keys)
+		rng.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+		for _, id := range keys[:(len(keys)*2+2)/3] { // about two thirds; the rest stay in flight
+
+			ack(s, inFlight[id])
+			delete(inFlight, id)
+		}
+	}
+	for _, m := range inFlight {
+		ack(s, m)
+	}
+	waitFor(t, 5*time.Second, "every message committed", func() bool { return b.Len("q") == 0 })
+	for _, id := range pub {
+		if readCount[id] != 1 {
+			t.Errorf("%s read %d times", id, readCount[id])
+		}
+	}
+}
