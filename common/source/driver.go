@@ -89,9 +89,9 @@ type Driver interface {
 	// block waiting for messages (a long poll) until ctx is done; the adapter calls it in the background,
 	// never on numa's read deadline, so it should wait as long as the broker allows rather than poll.
 	// It returns (nil, nil) when a wait ended with nothing. When ctx is cancelled it returns promptly.
-	// The adapter does not cancel a Receive to stop: at shutdown it stops calling, waits for the calls
-	// that run, and releases what they return, so a driver must not detach or abandon a call of its own
-	// (no goroutine that outlives Receive). It must return within the broker's longest wait.
+	// The adapter does not cancel a Receive to stop: at shutdown it stops calling, waits a few seconds
+	// for the calls that run, and releases what they return, so a driver must not detach or abandon a
+	// call of its own (no goroutine that outlives Receive).
 	// It must not return a message it returned before unless the broker redelivered it (a redelivery
 	// carries the same ID and a new Handle; the adapter then keeps the newest handle and does not hand
 	// the message to numa twice while it is in flight).

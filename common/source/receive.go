@@ -18,9 +18,9 @@ import (
 // does not fall while the ledger is full, so a refill after numa acks runs as many receives at once
 // as the fill before it.
 //
-// A Receive in flight is never cancelled at shutdown: the scheduler stops starting calls, Close waits
-// for the running ones (bounded by its context), and what late calls bring is released to the broker
-// at once, so no message stays hidden behind an abandoned long poll.
+// A Receive in flight is not cancelled at shutdown: the scheduler stops starting calls, Close waits for
+// the running ones (up to receiveDrain), and what late calls bring is released to the broker at once,
+// so messages a poll takes as the source stops are not hidden behind it for a lease.
 type receivers struct {
 	s      *Source
 	ctx    context.Context // for Receive calls: cancelled only by Kill, or by Close after its wait

@@ -10,7 +10,8 @@ import (
 // commits. Reads after it return no messages. Idempotent; ctx bounds the whole of it.
 //
 // Receive calls still running are not cancelled (a cancelled long poll can leave messages hidden
-// behind it at the broker): what they bring is released as it arrives, and Close waits for them.
+// behind it at the broker): what they bring is released as it arrives, and Close waits for them a
+// bounded time.
 func (s *Source) Shutdown(ctx context.Context) {
 	s.shutOnce.Do(func() {
 		s.shutting.Store(true)
@@ -38,12 +39,19 @@ func (s *Source) releaseHeld(sel func(*record) bool) {
 	}
 }
 
-// Close calls Shutdown, waits for running Receive calls (what they bring is released) and every
-// background goroutine, and closes the driver. Idempotent; ctx bounds the waits.
+// receiveDrain is how long Close waits for Receive calls that still run (a long poll on an empty
+// queue runs for its whole wait) before it cancels them. What they return meanwhile is released.
+const receiveDrain = 3 * time.Second
+
+// Close calls Shutdown, waits up to receiveDrain for running Receive calls (what they bring is
+// released) and for every background goroutine, and closes the driver. Idempotent; ctx bounds the
+// waits.
 func (s *Source) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.Shutdown(ctx)
-		s.recv.wait(ctx)
+		drain, cancel := context.WithTimeout(ctx, receiveDrain)
+		s.recv.wait(drain)
+		cancel()
 		s.jobs.wait(ctx) // releases of what late receives brought
 		s.stopBackground(ctx)
 	})
