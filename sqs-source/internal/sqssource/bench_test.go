@@ -182,7 +182,7 @@ func (t *tracker) add(id string) int {
 }
 
 // serveSource runs the connector over the driver on a fresh unix socket and connects numatest to it.
-func serveSource(ctx context.Context, b testing.TB, srv *sqstest.Server, url string, counter *RequestCounter) (*numatest.Client, func()) {
+func serveSource(ctx context.Context, b testing.TB, srv *sqstest.Server, url string, counter *requestCounter) (*numatest.Client, func()) {
 	b.Helper()
 	cfg := testConfig(url, "")
 	cfg.VisibilityTimeout = benchVisibility
@@ -224,7 +224,7 @@ func serveSource(ctx context.Context, b testing.TB, srv *sqstest.Server, url str
 // ask for pending every 5 s.
 func runSource(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, n int) benchRun {
 	b.Helper()
-	counter := &RequestCounter{}
+	counter := &requestCounter{}
 	start := time.Now() // start-up included
 	c, stop := serveSource(ctx, b, srv, url, counter)
 	tr := &tracker{seen: map[string]bool{}}
@@ -273,7 +273,7 @@ func runSource(ctx context.Context, b *testing.B, srv *sqstest.Server, url strin
 // runRaw is the baseline: workers each loop ReceiveMessage(10) + DeleteMessageBatch.
 func runRaw(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, n, workers int) benchRun {
 	b.Helper()
-	counter := &RequestCounter{}
+	counter := &requestCounter{}
 	cfg := srv.AWSConfig()
 	// The same connection pool as the driver's, so neither side pays for connection churn.
 	tr0 := http.DefaultTransport.(*http.Transport).Clone()
@@ -325,7 +325,7 @@ func runRaw(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, 
 // pending every 5 s as numa does on replica 0, and returns SQS requests per minute.
 func runIdle(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, d time.Duration) float64 {
 	b.Helper()
-	counter := &RequestCounter{}
+	counter := &requestCounter{}
 	c, stop := serveSource(ctx, b, srv, url, counter)
 	defer stop()
 	// Let start-up settle (the first receive and the first backlog reading), then count.

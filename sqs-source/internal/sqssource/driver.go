@@ -35,12 +35,11 @@ type driver struct {
 	dlqFIFO  bool
 	receives int // ReceiveConcurrency
 
-	requests *RequestCounter // nil in unit tests
+	requests *requestCounter // nil in unit tests
 	closeFn  func()          // releases the HTTP client; nil in unit tests
 
 	checked   atomic.Bool
 	closeOnce sync.Once
-	polls     sync.WaitGroup // long polls and the releases of what late ones brought
 
 	// An empty queue stays empty while no receive of this driver returns a message: a zero backlog is
 	// then reused for up to idleBacklogTTL, so an idle replica 0 (asked for pending every 5 s) makes
@@ -100,54 +99,11 @@ func (d *driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
 		MessageAttributeNames:       []string{"All"},
 	}
-	// A long poll is never abandoned: SQS (fauxqs does, measured) may still hand messages to a poll
-	// whose client went away, and they would stay hidden for a whole visibility timeout. So the poll
-	// runs detached from the adapter's cancellation (bounded by the wait plus slack); when the adapter
-	// stops receiving, Receive returns at once and whatever the poll still brings is released.
-	type result struct {
-		out *sqs.ReceiveMessageOutput
-		err error
-	}
-	done := make(chan result, 1)
-	d.polls.Add(1)
-	go func() {
-		defer d.polls.Done()
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.WaitTime+15*time.Second)
-		defer cancel()
-		out, err := d.api.ReceiveMessage(pctx, in)
-		done <- result{out, err}
-	}()
-	var out *sqs.ReceiveMessageOutput
-	var err error
-	select {
-	case r := <-done:
-		out, err = r.out, r.err
-	case <-ctx.Done():
-		d.polls.Add(1)
-		go func() {
-			defer d.polls.Done()
-			r := <-done
-			if r.err != nil || r.out == nil || len(r.out.Messages) == 0 {
-				return
-			}
-			handles := make([]source.Handle, 0, len(r.out.Messages))
-			for _, m := range r.out.Messages {
-				if m.ReceiptHandle != nil {
-					handles = append(handles, *m.ReceiptHandle)
-				}
-			}
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			// d.Nack sends them in batches of 10.
-			if err := d.Nack(rctx, handles, 0); err != nil {
-				d.log.Warn("releasing messages a late long poll brought failed; they come back after the visibility timeout",
-					"queue", d.cfg.QueueURL, "count", len(handles), "error", err)
-				return
-			}
-			d.log.Info("released messages a late long poll brought", "queue", d.cfg.QueueURL, "count", len(handles))
-		}()
-		return nil, ctx.Err()
-	}
+	// The poll is bounded by the wait SQS honours (plus slack for a slow answer); the adapter does not
+	// cancel a Receive in flight at shutdown.
+	pctx, cancel := context.WithTimeout(ctx, d.cfg.WaitTime+15*time.Second)
+	defer cancel()
+	out, err := d.api.ReceiveMessage(pctx, in)
 	if err != nil {
 		return nil, fmt.Errorf("receiving from queue %s: %w", d.cfg.QueueURL, err)
 	}
@@ -174,7 +130,7 @@ func (d *driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 // InvalidArgument: the adapter logs and counts it and does not retry it; the message may come back
 // (at-least-once). Deleting a message that is already gone succeeds at SQS.
 func (d *driver) Ack(ctx context.Context, handles []source.Handle) error {
-	return d.batch(ctx, handles, "deleting", func(ctx context.Context, ids, receipts []string) (map[string]types.BatchResultErrorEntry, map[string]bool, error) {
+	return d.batch(ctx, handles, "deleting messages from", func(ctx context.Context, ids, receipts []string) (map[string]types.BatchResultErrorEntry, map[string]bool, error) {
 		entries := make([]types.DeleteMessageBatchRequestEntry, len(ids))
 		for i := range ids {
 			entries[i] = types.DeleteMessageBatchRequestEntry{Id: &ids[i], ReceiptHandle: &receipts[i]}
@@ -205,7 +161,7 @@ func (d *driver) Extend(ctx context.Context, handles []source.Handle, lease time
 
 func (d *driver) changeVisibility(ctx context.Context, handles []source.Handle, to time.Duration, nack bool) error {
 	vis := seconds(to)
-	return d.batch(ctx, handles, "changing visibility of", func(ctx context.Context, ids, receipts []string) (map[string]types.BatchResultErrorEntry, map[string]bool, error) {
+	return d.batch(ctx, handles, "changing visibility of messages in", func(ctx context.Context, ids, receipts []string) (map[string]types.BatchResultErrorEntry, map[string]bool, error) {
 		entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, len(ids))
 		for i := range ids {
 			entries[i] = types.ChangeMessageVisibilityBatchRequestEntry{Id: &ids[i], ReceiptHandle: &receipts[i], VisibilityTimeout: vis}
@@ -240,15 +196,12 @@ func isNotInflight(code string) bool {
 type batchCall func(ctx context.Context, ids, receipts []string) (map[string]types.BatchResultErrorEntry, map[string]bool, error)
 
 // batch runs call over handles in chunks of 10 and maps per-entry failures back to indexes of handles.
-// It returns nil, a *source.BatchError for a partial failure, or the call's error when every handle
-// failed the same way.
+// The result is source.BatchResult's.
 func (d *driver) batch(ctx context.Context, handles []source.Handle, op string, call batchCall) error {
 	if len(handles) == 0 {
 		return nil
 	}
 	failed := map[int]error{}
-	var whole error // the error of a failed call, when every handle is in a failed call
-	calls, wholeCalls := 0, 0
 	for start := 0; start < len(handles); start += maxBatch {
 		end := min(start+maxBatch, len(handles))
 		var ids, receipts []string
@@ -256,8 +209,7 @@ func (d *driver) batch(ctx context.Context, handles []source.Handle, op string, 
 		for i := start; i < end; i++ {
 			rh, ok := handles[i].(string)
 			if !ok || rh == "" {
-				failed[i] = &entryError{op: op, queue: d.cfg.QueueURL, code: "ReceiptHandleIsInvalid",
-					message: fmt.Sprintf("handle of type %T is not a receipt handle", handles[i]), senderFault: true}
+				failed[i] = d.entryError(op, "ReceiptHandleIsInvalid", fmt.Sprintf("handle of type %T is not a receipt handle", handles[i]), true)
 				continue
 			}
 			ids = append(ids, strconv.Itoa(len(ids)))
@@ -267,11 +219,8 @@ func (d *driver) batch(ctx context.Context, handles []source.Handle, op string, 
 		if len(ids) == 0 {
 			continue
 		}
-		calls++
 		bad, good, err := call(ctx, ids, receipts)
 		if err != nil {
-			wholeCalls++
-			whole = err
 			for _, i := range idx {
 				failed[i] = err
 			}
@@ -280,19 +229,13 @@ func (d *driver) batch(ctx context.Context, handles []source.Handle, op string, 
 		for j, id := range ids {
 			switch f, isBad := bad[id]; {
 			case isBad:
-				failed[idx[j]] = &entryError{op: op, queue: d.cfg.QueueURL, code: deref(f.Code), message: deref(f.Message), senderFault: f.SenderFault}
+				failed[idx[j]] = d.entryError(op, deref(f.Code), deref(f.Message), f.SenderFault)
 			case !good[id]:
-				failed[idx[j]] = &entryError{op: op, queue: d.cfg.QueueURL, code: "MissingResult", message: "SQS reported neither success nor failure for the entry"}
+				failed[idx[j]] = d.entryError(op, "MissingResult", "SQS reported neither success nor failure for the entry", false)
 			}
 		}
 	}
-	switch {
-	case len(failed) == 0:
-		return nil
-	case calls == 1 && wholeCalls == 1 && len(failed) == len(handles):
-		return whole
-	}
-	return &source.BatchError{Failed: failed}
+	return source.BatchResult(len(handles), failed)
 }
 
 func failedByID(entries []types.BatchResultErrorEntry) map[string]types.BatchResultErrorEntry {
@@ -363,8 +306,7 @@ func (d *driver) DeadLetter(ctx context.Context, msg *source.Message, reason str
 	}
 	rh, ok := msg.Handle.(string)
 	if !ok || rh == "" {
-		return &entryError{op: "dead-lettering", queue: d.cfg.QueueURL, code: "ReceiptHandleIsInvalid",
-			message: fmt.Sprintf("handle of type %T is not a receipt handle", msg.Handle), senderFault: true}
+		return d.entryError("dead-lettering a message of", "ReceiptHandleIsInvalid", fmt.Sprintf("handle of type %T is not a receipt handle", msg.Handle), true)
 	}
 	in := &sqs.SendMessageInput{
 		QueueUrl:          &d.cfg.DeadLetterQueueURL,
@@ -425,19 +367,8 @@ func (d *driver) Check(ctx context.Context) error {
 func (d *driver) ErrorCode(err error) source.Code { return errorCode(err) }
 
 // Close releases the HTTP client's idle connections and logs how many SQS requests were made.
-func (d *driver) Close(ctx context.Context) error {
+func (d *driver) Close(context.Context) error {
 	d.closeOnce.Do(func() {
-		// Give polls that outlived the adapter's receiving a moment to return and release what they
-		// brought; a poll on an idle queue ends by itself after SQS_WAIT_TIME.
-		polled := make(chan struct{})
-		go func() { d.polls.Wait(); close(polled) }()
-		t := time.NewTimer(3 * time.Second)
-		select {
-		case <-polled:
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
 		if d.requests != nil {
 			d.log.Info("sqs requests", "queue", d.cfg.QueueURL, "total", d.requests.Total(), "by_operation", d.requests.Snapshot())
 		}
@@ -447,9 +378,6 @@ func (d *driver) Close(ctx context.Context) error {
 	})
 	return nil
 }
-
-// RequestCounter returns the counter of HTTP requests this driver sent (nil when built for a test).
-func (d *driver) RequestCounter() *RequestCounter { return d.requests }
 
 // seconds rounds d up to whole seconds for SQS's integer timeouts.
 func seconds(d time.Duration) int32 {

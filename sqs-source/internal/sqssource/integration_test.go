@@ -82,7 +82,7 @@ func TestDriverAgainstFauxqs(t *testing.T) {
 	q := srv.CreateQueueWithDLQ(t, sqstest.QueueName(t), false, 0, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	counter := &RequestCounter{}
+	counter := &requestCounter{}
 	d := openAt(ctx, t, srv, testConfig(q.URL, q.DLQURL), counter)
 	if err := d.Check(ctx); err != nil {
 		t.Fatalf("check: %v", err)
@@ -213,10 +213,10 @@ func TestDriverUnreachable(t *testing.T) {
 	defer cancel()
 	d := openAt(ctx, t, srv, testConfig(url, ""), nil) // must not fail: the broker is down
 	_, err := d.Receive(ctx, 10)
-	if c := d.ErrorCode(err); c != source.Unavailable {
+	if c := classified(d, err); c != source.Unavailable {
 		t.Fatalf("receive from a stopped broker: %v classified %v, want unavailable", err, c)
 	}
-	if err := d.Check(ctx); err == nil || d.ErrorCode(err) != source.Unavailable {
+	if err := d.Check(ctx); err == nil || classified(d, err) != source.Unavailable {
 		t.Fatalf("check against a stopped broker: %v", err)
 	}
 }
