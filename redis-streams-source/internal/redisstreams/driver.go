@@ -486,12 +486,12 @@ type streamBatch struct {
 }
 
 // byStream groups handles per stream in order of first appearance; handles that are not ours fail.
-func byStream(op string, handles []source.Handle, failed map[int]error) []*streamBatch {
+func (d *driver) byStream(op string, handles []source.Handle, failed map[int]error) []*streamBatch {
 	var out []*streamBatch
 	for i, h := range handles {
 		hd, ok := h.(handle)
 		if !ok || hd.stream == "" || hd.id == "" {
-			failed[i] = &handleError{op: op, reason: fmt.Sprintf("not a redis-streams handle: %T", h)}
+			failed[i] = d.entryError(op, "", "", fmt.Sprintf("not a redis-streams handle: %T", h))
 			continue
 		}
 		j := slices.IndexFunc(out, func(b *streamBatch) bool { return b.stream == hd.stream })
@@ -505,35 +505,11 @@ func byStream(op string, handles []source.Handle, failed map[int]error) []*strea
 	return out
 }
 
-// batchResult turns per-handle failures into the error of a batch call: nil, the one error of a call
-// that failed as a whole, or a *source.BatchError.
-func batchResult(n int, failed map[int]error) error {
-	if len(failed) == 0 {
-		return nil
-	}
-	if len(failed) == n {
-		var first error
-		same := true
-		for _, err := range failed {
-			if first == nil {
-				first = err
-			} else if err != first {
-				same = false
-				break
-			}
-		}
-		if same {
-			return first
-		}
-	}
-	return &source.BatchError{Failed: failed}
-}
-
 // Ack acks the entries with one pipelined XACK per stream (then XDEL with REDIS_DELETE_ON_ACK). An
 // entry that is no longer pending (acked twice) is fine.
 func (d *driver) Ack(ctx context.Context, handles []source.Handle) error {
 	failed := map[int]error{}
-	batches := byStream("acking", handles, failed)
+	batches := d.byStream("acking", handles, failed)
 	if len(batches) > 0 {
 		pipe := d.api.Pipeline()
 		acks := make([]*redis.IntCmd, len(batches))
@@ -559,7 +535,7 @@ func (d *driver) Ack(ctx context.Context, handles []source.Handle) error {
 			}
 		}
 	}
-	return batchResult(len(handles), failed)
+	return source.BatchResult(len(handles), failed)
 }
 
 // Extend resets the idle time of entries this consumer still owns (XCLAIM to ourselves with JUSTID,
@@ -587,7 +563,7 @@ func (d *driver) Nack(ctx context.Context, handles []source.Handle, delay time.D
 // checked first with XPENDING per entry, so an entry another replica has claimed is not taken back.
 func (d *driver) claimOwn(ctx context.Context, op string, handles []source.Handle, idle *time.Duration) error {
 	failed := map[int]error{}
-	for _, b := range byStream(op, handles, failed) {
+	for _, b := range d.byStream(op, handles, failed) {
 		fail := func(err error) {
 			for _, j := range b.idx {
 				failed[j] = err
@@ -630,12 +606,12 @@ func (d *driver) claimOwn(ctx context.Context, op string, handles []source.Handl
 		}
 		for i, id := range b.ids {
 			if !claimed[id] {
-				failed[b.idx[i]] = &handleError{op: op, stream: b.stream, id: id,
-					reason: "no longer pending for consumer " + d.consumer + " (acked, deleted, or claimed by another consumer)"}
+				failed[b.idx[i]] = d.entryError(op, b.stream, id,
+					"no longer pending for consumer "+d.consumer+" (acked, deleted, or claimed by another consumer)")
 			}
 		}
 	}
-	return batchResult(len(handles), failed)
+	return source.BatchResult(len(handles), failed)
 }
 
 // ---- backlog ----
@@ -672,7 +648,7 @@ func (d *driver) DeadLetter(ctx context.Context, msg *source.Message, reason str
 	}
 	h, ok := msg.Handle.(handle)
 	if !ok {
-		return &handleError{op: "dead-lettering", reason: fmt.Sprintf("not a redis-streams handle: %T", msg.Handle)}
+		return d.entryError("dead-lettering", "", "", fmt.Sprintf("not a redis-streams handle: %T", msg.Handle))
 	}
 	fields, err := d.entryFields(ctx, h, msg)
 	if err != nil {
