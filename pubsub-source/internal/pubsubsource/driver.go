@@ -37,8 +37,7 @@ const (
 	maxAckBytes = 384 << 10
 	// ackConcurrency is the most Acknowledge/ModifyAckDeadline calls at once.
 	ackConcurrency = 4
-	// pullWait is the deadline of one Pull: the service answers an empty pull by then (the Java
-	// emulator just before it). It also bounds how long Close waits for a pull still running.
+	// pullWait is the deadline of one Pull: the service answers an empty pull by then.
 	pullWait = 5 * time.Second
 	// minEmptyPull is the shortest time an empty Receive takes, so a server that answers an empty
 	// pull at once does not turn the receiver into a hot loop.
@@ -58,11 +57,9 @@ type Driver struct {
 	dlTopic    string // projects/P/topics/T, or ""
 	lease      time.Duration
 	maxExtend  time.Duration
-	flow       *flowControl
 	closers    []func() error
-	pullWait   time.Duration  // deadline of one Pull (pullWait; shorter in tests)
-	pulls      sync.WaitGroup // pulls still running (see pull)
-	pullOK     atomic.Bool    // the last Pull that ended succeeded (empty or not)
+	pullWait   time.Duration // deadline of one Pull (pullWait; shorter in tests)
+	pullOK     atomic.Bool   // the last Pull that ended succeeded (empty or not)
 	closeOnce  sync.Once
 	closeErr   error
 	publishedM sync.Mutex
@@ -145,7 +142,6 @@ func newDriver(cfg *Config, a apis, log *slog.Logger) *Driver {
 		lease:     cfg.AckDeadline,
 		maxExtend: cfg.MaxExtension,
 		pullWait:  pullWait,
-		flow:      newFlowControl(cfg.MaxOutstanding, cfg.MaxOutstandingB, cfg.MaxExtension+cfg.AckDeadline+time.Minute),
 		published: make(map[string]bool),
 	}
 }
@@ -180,17 +176,12 @@ func (d *Driver) Capabilities() source.Capabilities {
 	}
 }
 
-// Receive makes one unary Pull of up to max messages (fewer while flow control is near its limits)
-// and sets their ack deadline to PUBSUB_ACK_DEADLINE when the subscription's own differs. It waits
-// while this replica holds PUBSUB_MAX_OUTSTANDING_MESSAGES or _BYTES.
+// Receive makes one unary Pull of up to max messages and sets their ack deadline to
+// PUBSUB_ACK_DEADLINE when the subscription's own differs.
 func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
-	room, err := d.flow.wait(ctx)
-	if err != nil {
-		return nil, err
-	}
-	n := min(max, maxReceive, room)
+	n := min(max, maxReceive)
 	if n <= 0 {
-		n = 1
+		n = maxReceive
 	}
 	start := time.Now()
 	resp, err := d.pull(ctx, n)
@@ -214,7 +205,6 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 	for i, rm := range rms {
 		ids[i] = rm.GetAckId()
 		out[i] = toMessage(rm)
-		d.flow.add(rm.GetAckId(), sizeOf(rm))
 	}
 	if !d.settingsKnown || d.subDeadline != d.lease {
 		// The pull leased them for the subscription's ack deadline; the adapter counts on ours.
@@ -226,67 +216,30 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 	return out, nil
 }
 
-// pull runs one Pull. A Pull is never cancelled: the service may still hand messages to a pull the
-// client has given up on (the Java emulator keeps a cancelled pull waiting and leases the next
-// messages to it), and those then stay invisible until their ack deadline. So the call runs detached
-// from ctx, with its own short deadline that the service honours; when ctx ends first, pull returns at
-// once and whatever the call still brings is released (ack deadline 0) when it ends. Close waits for it.
+// pull runs one Pull on ctx, bounded by pullWait: the service answers an empty pull by then, and the
+// wait running out is an empty result, not an error.
 func (d *Driver) pull(ctx context.Context, n int) (*pb.PullResponse, error) {
-	type result struct {
-		resp    *pb.PullResponse
-		err     error
-		expired bool
+	pctx, cancel := context.WithTimeout(ctx, d.pullWait)
+	defer cancel()
+	resp, err := d.sub.Pull(pctx, &pb.PullRequest{Subscription: d.name, MaxMessages: int32(n)}, noRetry)
+	waited := ctx.Err() == nil && pctx.Err() != nil && status.Code(err) == codes.DeadlineExceeded
+	if ctx.Err() == nil {
+		d.pullOK.Store(err == nil || waited)
 	}
-	done := make(chan result, 1)
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.pullWait)
-	d.pulls.Add(1)
-	go func() {
-		defer d.pulls.Done()
-		defer cancel()
-		resp, err := d.sub.Pull(pctx, &pb.PullRequest{Subscription: d.name, MaxMessages: int32(n)}, noRetry)
-		expired := pctx.Err() != nil
-		d.pullOK.Store(err == nil || (expired && status.Code(err) == codes.DeadlineExceeded))
-		done <- result{resp, err, expired}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			if r.expired && status.Code(r.err) == codes.DeadlineExceeded {
-				return &pb.PullResponse{}, nil // the wait ended with nothing
-			}
-			return nil, fmt.Errorf("pulling from subscription %s: %w", d.name, r.err)
-		}
-		return r.resp, nil
-	case <-ctx.Done():
-		d.pulls.Add(1)
-		go func() {
-			defer d.pulls.Done()
-			r := <-done
-			ids := make([]string, 0, len(r.resp.GetReceivedMessages()))
-			for _, rm := range r.resp.GetReceivedMessages() {
-				ids = append(ids, rm.GetAckId())
-			}
-			if len(ids) == 0 {
-				return
-			}
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.pullWait)
-			defer cancel()
-			if err := d.modify(rctx, ids, 0); err != nil {
-				d.log.Warn("releasing messages of an abandoned pull failed; they come back after the ack deadline",
-					"subscription", d.name, "count", len(ids), "error", err)
-			}
-		}()
-		return nil, ctx.Err()
+	switch {
+	case waited:
+		return &pb.PullResponse{}, nil // the wait ended with nothing
+	case err != nil:
+		return nil, fmt.Errorf("pulling from subscription %s: %w", d.name, err)
 	}
+	return resp, nil
 }
 
 // Ack acknowledges the deliveries. With exactly-once delivery the service reports each ack ID it
 // could not acknowledge; those come back in a *source.BatchError (transient ones classified
 // Unavailable, expired or invalid ones InvalidArgument).
 func (d *Driver) Ack(ctx context.Context, handles []source.Handle) error {
-	ids := ackIDs(handles)
-	d.flow.release(ids)
-	return d.batch(ctx, ids, "acknowledging", func(ctx context.Context, ids []string) error {
+	return d.batch(ctx, ackIDs(handles), "acknowledging", func(ctx context.Context, ids []string) error {
 		return d.sub.Acknowledge(ctx, &pb.AcknowledgeRequest{Subscription: d.name, AckIds: ids}, noRetry)
 	})
 }
@@ -294,9 +247,7 @@ func (d *Driver) Ack(ctx context.Context, handles []source.Handle) error {
 // Nack sets the deliveries' ack deadline to delay (rounded up to whole seconds, at most 600 s): 0
 // makes them available at once, more makes them come back after the delay.
 func (d *Driver) Nack(ctx context.Context, handles []source.Handle, delay time.Duration) error {
-	ids := ackIDs(handles)
-	d.flow.release(ids)
-	return d.modify(ctx, ids, delay)
+	return d.modify(ctx, ackIDs(handles), delay)
 }
 
 // Extend sets the deliveries' ack deadline to lease from now.
@@ -379,15 +330,9 @@ func (d *Driver) DeadLetter(ctx context.Context, msg *source.Message, reason str
 	return nil
 }
 
-// Close waits (until ctx ends) for pulls still running, then closes the clients. Idempotent.
-func (d *Driver) Close(ctx context.Context) error {
+// Close closes the clients. Idempotent.
+func (d *Driver) Close(context.Context) error {
 	d.closeOnce.Do(func() {
-		done := make(chan struct{})
-		go func() { d.pulls.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-		}
 		var errs []error
 		for _, c := range d.closers {
 			if err := c(); err != nil && !strings.Contains(err.Error(), "the client connection is closing") {
@@ -403,25 +348,18 @@ func (d *Driver) Close(ctx context.Context) error {
 
 // ---- batches of ack IDs ----
 
-// batch runs call on ids in chunks of at most maxAckIDs IDs and maxAckBytes bytes. A call that fails
-// as a whole is returned as it is when it was the only chunk; otherwise failures come back per ack ID
-// in a *source.BatchError.
+// batch runs call on ids in chunks of at most maxAckIDs IDs and maxAckBytes bytes and collapses the
+// per-ID failures with source.BatchResult.
 func (d *Driver) batch(ctx context.Context, ids []string, op string, call func(context.Context, []string) error) error {
-	var (
-		failed map[int]error
-		whole  error
-		chunks int
-	)
+	var failed map[int]error
 	for lo := 0; lo < len(ids); {
 		hi, size := lo, 0
 		for hi < len(ids) && hi-lo < maxAckIDs && (hi == lo || size+len(ids[hi]) <= maxAckBytes) {
 			size += len(ids[hi])
 			hi++
 		}
-		chunks++
 		f, err := d.call(ctx, ids[lo:hi], op, call)
 		if err != nil {
-			whole = err
 			f = make(map[int]error, hi-lo)
 			for i := range hi - lo {
 				f[i] = err
@@ -435,13 +373,7 @@ func (d *Driver) batch(ctx context.Context, ids []string, op string, call func(c
 		}
 		lo = hi
 	}
-	if whole != nil && chunks == 1 {
-		return whole
-	}
-	if len(failed) > 0 {
-		return &source.BatchError{Failed: failed}
-	}
-	return nil
+	return source.BatchResult(len(ids), failed)
 }
 
 // call runs one chunk. It returns the per-ID failures when the service reported them (exactly-once
@@ -481,7 +413,7 @@ func (d *Driver) call(ctx context.Context, ids []string, op string, call func(co
 		return out, nil
 	}
 	if len(ids) == 1 && errorCode(err) == source.InvalidArgument {
-		return nil, &ackIDError{op: op, sub: d.name, reason: "ack ID refused (expired or invalid)", code: source.InvalidArgument, err: err}
+		return nil, d.entryError(op, "ack ID refused (expired or invalid)", source.InvalidArgument, err)
 	}
 	return nil, fmt.Errorf("%s subscription %s: %w", op, d.name, err)
 }
@@ -513,11 +445,11 @@ func (d *Driver) perAckID(ids []string, op string, err error) (map[int]error, bo
 		reason, ok := md[id]
 		switch {
 		case ok && strings.HasPrefix(reason, "TRANSIENT_"):
-			failed[i] = &ackIDError{op: op, sub: d.name, reason: reason, code: source.Unavailable}
+			failed[i] = d.entryError(op, reason, source.Unavailable, nil)
 		case ok && reason == "PERMANENT_FAILURE_INVALID_ACK_ID":
-			failed[i] = &ackIDError{op: op, sub: d.name, reason: reason, code: source.InvalidArgument}
+			failed[i] = d.entryError(op, reason, source.InvalidArgument, nil)
 		case ok:
-			failed[i] = &ackIDError{op: op, sub: d.name, reason: reason, code: source.FailedPrecondition}
+			failed[i] = d.entryError(op, reason, source.FailedPrecondition, nil)
 		case whole.Transient():
 			failed[i] = fmt.Errorf("%s subscription %s: %w", op, d.name, err)
 		}
@@ -542,100 +474,4 @@ func ackIDs(handles []source.Handle) []string {
 		out[i], _ = h.(string)
 	}
 	return out
-}
-
-// ---- flow control ----
-
-// flowControl bounds what one replica holds: received and not yet acked or nacked, by ack ID.
-// Entries older than ttl (longer than any lease can be extended) are dropped: their message has been
-// redelivered under a new ack ID or acked elsewhere.
-type flowControl struct {
-	maxMsgs  int
-	maxBytes int64
-	ttl      time.Duration
-	now      func() time.Time
-
-	mu      sync.Mutex
-	held    map[string]flowEntry
-	bytes   int64
-	changed chan struct{} // closed (and replaced) when something is released
-}
-
-type flowEntry struct {
-	size int64
-	at   time.Time
-}
-
-func newFlowControl(maxMsgs int, maxBytes int64, ttl time.Duration) *flowControl {
-	return &flowControl{maxMsgs: maxMsgs, maxBytes: maxBytes, ttl: ttl, now: time.Now,
-		held: make(map[string]flowEntry), changed: make(chan struct{})}
-}
-
-// wait blocks until fewer than maxMsgs messages and maxBytes bytes are held and returns how many
-// more messages fit.
-func (f *flowControl) wait(ctx context.Context) (int, error) {
-	for {
-		f.mu.Lock()
-		f.sweep()
-		room := f.maxMsgs - len(f.held)
-		full := room <= 0 || f.bytes >= f.maxBytes
-		changed := f.changed
-		f.mu.Unlock()
-		if !full {
-			return room, nil
-		}
-		t := time.NewTimer(time.Minute) // sweep again even if nothing is released
-		select {
-		case <-changed:
-			t.Stop()
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return 0, ctx.Err()
-		}
-	}
-}
-
-func (f *flowControl) sweep() {
-	cut := f.now().Add(-f.ttl)
-	for id, e := range f.held {
-		if e.at.Before(cut) {
-			f.bytes -= e.size
-			delete(f.held, id)
-		}
-	}
-}
-
-func (f *flowControl) add(ackID string, size int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if old, ok := f.held[ackID]; ok {
-		f.bytes -= old.size
-	}
-	f.held[ackID] = flowEntry{size: size, at: f.now()}
-	f.bytes += size
-}
-
-func (f *flowControl) release(ackIDs []string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, id := range ackIDs {
-		if e, ok := f.held[id]; ok {
-			f.bytes -= e.size
-			delete(f.held, id)
-			n++
-		}
-	}
-	if n > 0 {
-		close(f.changed)
-		f.changed = make(chan struct{})
-	}
-}
-
-// holding reports what is held (for tests and logs).
-func (f *flowControl) holding() (int, int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.held), f.bytes
 }

@@ -25,7 +25,7 @@ import (
 func openOn(t *testing.T, sub string, change func(*Config)) *Driver {
 	t.Helper()
 	c := &Config{Subscription: sub, AckDeadline: 10 * time.Second, MaxExtension: time.Hour,
-		MaxOutstanding: 1000, MaxOutstandingB: 32 << 20, Pending: PendingOff}
+		Pending: PendingOff}
 	if change != nil {
 		change(c)
 	}
