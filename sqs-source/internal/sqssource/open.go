@@ -3,6 +3,7 @@ package sqssource
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -82,6 +83,21 @@ func open(ctx context.Context, cfg *Config, env *server.Env, counter *requestCou
 	d.requests = counter
 	d.closeFn = transport.CloseIdleConnections
 	return d, nil
+}
+
+// newDriver wires a driver over api; it makes no call.
+func newDriver(cfg Config, api sqsAPI, log *slog.Logger) *driver {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &driver{
+		cfg:      cfg,
+		api:      api,
+		log:      log,
+		fifo:     isFIFO(cfg.QueueURL),
+		dlqFIFO:  cfg.DeadLetterQueueURL != "" && isFIFO(cfg.DeadLetterQueueURL),
+		receives: defaultReceiveConcurrency,
+	}
 }
 
 var regionHostRE = regexp.MustCompile(`^sqs\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$`)
