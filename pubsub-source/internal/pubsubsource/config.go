@@ -116,9 +116,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ProjectID is the project of the subscription: from its full name, PUBSUB_PROJECT or
+// projectID is the project of the subscription: from its full name, PUBSUB_PROJECT or
 // GOOGLE_CLOUD_PROJECT, in that order. Valid after Validate.
-func (c *Config) ProjectID() string {
+func (c *Config) projectID() string {
 	if p, _, full := splitName(c.Subscription, fullSubRE); full {
 		return p
 	}
@@ -128,28 +128,28 @@ func (c *Config) ProjectID() string {
 	return c.GoogleCloudProject
 }
 
-// SubscriptionName is the full resource name projects/P/subscriptions/S.
-func (c *Config) SubscriptionName() string {
+// subscriptionName is the full resource name projects/P/subscriptions/S.
+func (c *Config) subscriptionName() string {
 	_, id, _ := splitName(c.Subscription, fullSubRE)
-	return fmt.Sprintf("projects/%s/subscriptions/%s", c.ProjectID(), id)
+	return fmt.Sprintf("projects/%s/subscriptions/%s", c.projectID(), id)
 }
 
-// SubscriptionID is the short ID of the subscription (the subscription_id label in Cloud Monitoring).
-func (c *Config) SubscriptionID() string {
+// subscriptionID is the short ID of the subscription (the subscription_id label in Cloud Monitoring).
+func (c *Config) subscriptionID() string {
 	_, id, _ := splitName(c.Subscription, fullSubRE)
 	return id
 }
 
-// DeadLetterTopicName is the full resource name of PUBSUB_DEAD_LETTER_TOPIC ("" when unset); an ID is
+// deadLetterTopicName is the full resource name of PUBSUB_DEAD_LETTER_TOPIC ("" when unset); an ID is
 // taken to be in the subscription's project.
-func (c *Config) DeadLetterTopicName() string {
+func (c *Config) deadLetterTopicName() string {
 	if c.DeadLetterTopic == "" {
 		return ""
 	}
 	if p, id, full := splitName(c.DeadLetterTopic, fullTopRE); full {
 		return fmt.Sprintf("projects/%s/topics/%s", p, id)
 	}
-	return fmt.Sprintf("projects/%s/topics/%s", c.ProjectID(), c.DeadLetterTopic)
+	return fmt.Sprintf("projects/%s/topics/%s", c.projectID(), c.DeadLetterTopic)
 }
 
 // splitName splits a full resource name matched by re into project and ID; a plain ID comes back as

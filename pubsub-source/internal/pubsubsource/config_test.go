@@ -87,16 +87,16 @@ func TestNames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		c := tt.cfg
-		if got := c.ProjectID(); got != tt.project {
+		if got := c.projectID(); got != tt.project {
 			t.Errorf("%+v: project %q, want %q", c, got, tt.project)
 		}
-		if got := c.SubscriptionName(); got != tt.sub {
+		if got := c.subscriptionName(); got != tt.sub {
 			t.Errorf("%+v: subscription %q, want %q", c, got, tt.sub)
 		}
-		if got := c.SubscriptionID(); got != tt.subID {
+		if got := c.subscriptionID(); got != tt.subID {
 			t.Errorf("%+v: subscription ID %q, want %q", c, got, tt.subID)
 		}
-		if got := c.DeadLetterTopicName(); got != tt.deadLtr {
+		if got := c.deadLetterTopicName(); got != tt.deadLtr {
 			t.Errorf("%+v: dead-letter topic %q, want %q", c, got, tt.deadLtr)
 		}
 	}

@@ -46,8 +46,8 @@ const (
 	settingsTimeout = 5 * time.Second
 )
 
-// Driver is the Pub/Sub source driver.
-type Driver struct {
+// driver is the Pub/Sub source driver.
+type driver struct {
 	sub     subscriberAPI
 	pub     publisherAPI  // nil without PUBSUB_DEAD_LETTER_TOPIC
 	backlog backlogReader // nil with PUBSUB_PENDING=off
@@ -72,9 +72,9 @@ type Driver struct {
 }
 
 var (
-	_ source.Driver       = (*Driver)(nil)
-	_ source.DeadLetterer = (*Driver)(nil)
-	_ source.Checker      = (*Driver)(nil)
+	_ source.Driver       = (*driver)(nil)
+	_ source.DeadLetterer = (*driver)(nil)
+	_ source.Checker      = (*driver)(nil)
 )
 
 // apis are the clients a driver calls; pub and backlog may be nil.
@@ -98,9 +98,9 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 		Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 		MinConnectTimeout: 5 * time.Second,
 	}))
-	c, err := pubsub.NewClient(ctx, cfg.ProjectID(), reconnect)
+	c, err := pubsub.NewClient(ctx, cfg.projectID(), reconnect)
 	if err != nil {
-		return nil, fmt.Errorf("creating Pub/Sub client for project %s: %w", cfg.ProjectID(), err)
+		return nil, fmt.Errorf("creating Pub/Sub client for project %s: %w", cfg.projectID(), err)
 	}
 	a := apis{sub: c.SubscriptionAdminClient}
 	closers := []func() error{c.Close}
@@ -113,7 +113,7 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 			_ = c.Close()
 			return nil, fmt.Errorf("creating Cloud Monitoring client: %w", err)
 		}
-		a.backlog = newMonitoringReader(mc, cfg.ProjectID(), cfg.SubscriptionID())
+		a.backlog = newMonitoringReader(mc, cfg.projectID(), cfg.subscriptionID())
 		closers = append(closers, mc.Close)
 	}
 	d := newDriver(cfg, a, log)
@@ -131,14 +131,14 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 }
 
 // newDriver wires a driver over the given clients; it makes no call.
-func newDriver(cfg *Config, a apis, log *slog.Logger) *Driver {
+func newDriver(cfg *Config, a apis, log *slog.Logger) *driver {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{
+	return &driver{
 		sub: a.sub, pub: a.pub, backlog: a.backlog, log: log,
-		name:      cfg.SubscriptionName(),
-		dlTopic:   cfg.DeadLetterTopicName(),
+		name:      cfg.subscriptionName(),
+		dlTopic:   cfg.deadLetterTopicName(),
 		lease:     cfg.AckDeadline,
 		maxExtend: cfg.MaxExtension,
 		pullWait:  pullWait,
@@ -147,7 +147,7 @@ func newDriver(cfg *Config, a apis, log *slog.Logger) *Driver {
 }
 
 // applySettings takes what the driver needs from the subscription's settings.
-func (d *Driver) applySettings(s *pb.Subscription) {
+func (d *driver) applySettings(s *pb.Subscription) {
 	d.settingsKnown = true
 	d.ordered = s.GetEnableMessageOrdering()
 	d.subDeadline = time.Duration(s.GetAckDeadlineSeconds()) * time.Second
@@ -158,7 +158,7 @@ func (d *Driver) applySettings(s *pb.Subscription) {
 }
 
 // Capabilities: see the README's semantics table.
-func (d *Driver) Capabilities() source.Capabilities {
+func (d *driver) Capabilities() source.Capabilities {
 	ordered := d.ordered || !d.settingsKnown
 	conc := receiveConcurrency
 	if ordered {
@@ -178,7 +178,7 @@ func (d *Driver) Capabilities() source.Capabilities {
 
 // Receive makes one unary Pull of up to max messages and sets their ack deadline to
 // PUBSUB_ACK_DEADLINE when the subscription's own differs.
-func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
+func (d *driver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
 	n := min(max, maxReceive)
 	if n <= 0 {
 		n = maxReceive
@@ -218,7 +218,7 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 
 // pull runs one Pull on ctx, bounded by pullWait: the service answers an empty pull by then, and the
 // wait running out is an empty result, not an error.
-func (d *Driver) pull(ctx context.Context, n int) (*pb.PullResponse, error) {
+func (d *driver) pull(ctx context.Context, n int) (*pb.PullResponse, error) {
 	pctx, cancel := context.WithTimeout(ctx, d.pullWait)
 	defer cancel()
 	resp, err := d.sub.Pull(pctx, &pb.PullRequest{Subscription: d.name, MaxMessages: int32(n)}, noRetry)
@@ -238,7 +238,7 @@ func (d *Driver) pull(ctx context.Context, n int) (*pb.PullResponse, error) {
 // Ack acknowledges the deliveries. With exactly-once delivery the service reports each ack ID it
 // could not acknowledge; those come back in a *source.BatchError (transient ones classified
 // Unavailable, expired or invalid ones InvalidArgument).
-func (d *Driver) Ack(ctx context.Context, handles []source.Handle) error {
+func (d *driver) Ack(ctx context.Context, handles []source.Handle) error {
 	return d.batch(ctx, ackIDs(handles), "acknowledging", func(ctx context.Context, ids []string) error {
 		return d.sub.Acknowledge(ctx, &pb.AcknowledgeRequest{Subscription: d.name, AckIds: ids}, noRetry)
 	})
@@ -246,16 +246,16 @@ func (d *Driver) Ack(ctx context.Context, handles []source.Handle) error {
 
 // Nack sets the deliveries' ack deadline to delay (rounded up to whole seconds, at most 600 s): 0
 // makes them available at once, more makes them come back after the delay.
-func (d *Driver) Nack(ctx context.Context, handles []source.Handle, delay time.Duration) error {
+func (d *driver) Nack(ctx context.Context, handles []source.Handle, delay time.Duration) error {
 	return d.modify(ctx, ackIDs(handles), delay)
 }
 
 // Extend sets the deliveries' ack deadline to lease from now.
-func (d *Driver) Extend(ctx context.Context, handles []source.Handle, lease time.Duration) error {
+func (d *driver) Extend(ctx context.Context, handles []source.Handle, lease time.Duration) error {
 	return d.modify(ctx, ackIDs(handles), lease)
 }
 
-func (d *Driver) modify(ctx context.Context, ids []string, deadline time.Duration) error {
+func (d *driver) modify(ctx context.Context, ids []string, deadline time.Duration) error {
 	secs := int32(min(max((deadline+time.Second-1)/time.Second, 0), maxAckDeadline/time.Second))
 	return d.batch(ctx, ids, "modifying ack deadline on", func(ctx context.Context, ids []string) error {
 		return d.sub.ModifyAckDeadline(ctx, &pb.ModifyAckDeadlineRequest{Subscription: d.name, AckIds: ids, AckDeadlineSeconds: secs}, noRetry)
@@ -264,7 +264,7 @@ func (d *Driver) modify(ctx context.Context, ids []string, deadline time.Duratio
 
 // Backlog reads num_undelivered_messages from Cloud Monitoring with PUBSUB_PENDING=monitoring; -1
 // (unknown) otherwise.
-func (d *Driver) Backlog(ctx context.Context) (int64, error) {
+func (d *driver) Backlog(ctx context.Context) (int64, error) {
 	if d.backlog == nil {
 		return -1, nil
 	}
@@ -272,12 +272,12 @@ func (d *Driver) Backlog(ctx context.Context) (int64, error) {
 }
 
 // ErrorCode classifies by gRPC status (see errors.go).
-func (d *Driver) ErrorCode(err error) source.Code { return errorCode(err) }
+func (d *driver) ErrorCode(err error) source.Code { return errorCode(err) }
 
 // Check reads the subscription, so a missing subscription or a missing permission is logged at start
 // with its name. Reading it needs pubsub.subscriptions.get, which roles/pubsub.subscriber lacks: when
 // only that is denied and the last pull succeeded, the subscription is fine for this source.
-func (d *Driver) Check(ctx context.Context) error {
+func (d *driver) Check(ctx context.Context) error {
 	if _, err := d.sub.GetSubscription(ctx, &pb.GetSubscriptionRequest{Subscription: d.name}, noRetry); err != nil {
 		if errorCode(err) == source.PermissionDenied && d.pullOK.Load() {
 			return nil
@@ -298,7 +298,7 @@ func (d *Driver) Check(ctx context.Context) error {
 // attributes with the reason), waits until the service has stored it, then acks the original. Without
 // a topic it returns source.ErrNoDeadLetter (the subscription's own dead-letter policy, if any, then
 // applies to the nacked message).
-func (d *Driver) DeadLetter(ctx context.Context, msg *source.Message, reason string) error {
+func (d *driver) DeadLetter(ctx context.Context, msg *source.Message, reason string) error {
 	if d.pub == nil {
 		return source.ErrNoDeadLetter
 	}
@@ -331,7 +331,7 @@ func (d *Driver) DeadLetter(ctx context.Context, msg *source.Message, reason str
 }
 
 // Close closes the clients. Idempotent.
-func (d *Driver) Close(context.Context) error {
+func (d *driver) Close(context.Context) error {
 	d.closeOnce.Do(func() {
 		var errs []error
 		for _, c := range d.closers {
@@ -350,7 +350,7 @@ func (d *Driver) Close(context.Context) error {
 
 // batch runs call on ids in chunks of at most maxAckIDs IDs and maxAckBytes bytes and collapses the
 // per-ID failures with source.BatchResult.
-func (d *Driver) batch(ctx context.Context, ids []string, op string, call func(context.Context, []string) error) error {
+func (d *driver) batch(ctx context.Context, ids []string, op string, call func(context.Context, []string) error) error {
 	var failed map[int]error
 	for lo := 0; lo < len(ids); {
 		hi, size := lo, 0
@@ -379,7 +379,7 @@ func (d *Driver) batch(ctx context.Context, ids []string, op string, call func(c
 // call runs one chunk. It returns the per-ID failures when the service reported them (exactly-once
 // delivery) or when a refused chunk could be split to find the IDs it refused; otherwise the call's
 // error, wrapped.
-func (d *Driver) call(ctx context.Context, ids []string, op string, call func(context.Context, []string) error) (map[int]error, error) {
+func (d *driver) call(ctx context.Context, ids []string, op string, call func(context.Context, []string) error) (map[int]error, error) {
 	err := call(ctx, ids)
 	if err == nil {
 		return nil, nil
@@ -423,7 +423,7 @@ func (d *Driver) call(ctx context.Context, ids []string, op string, call func(co
 // PERMANENT_FAILURE_INVALID_ACK_ID: the ack ID expired) not. IDs it does not name were processed,
 // unless the call's status is itself transient, in which case they are retried too (a repeated ack is
 // harmless). ok is false when the error carries no per-ID results.
-func (d *Driver) perAckID(ids []string, op string, err error) (map[int]error, bool) {
+func (d *driver) perAckID(ids []string, op string, err error) (map[int]error, bool) {
 	ae, isAPI := apierror.FromError(err)
 	if !isAPI {
 		return nil, false

@@ -95,7 +95,7 @@ func (f *fakePub) Publish(_ context.Context, req *pb.PublishRequest, _ ...gax.Ca
 	return &pb.PublishResponse{MessageIds: []string{"dl-1"}}, nil
 }
 
-func testDriver(t *testing.T, sub subscriberAPI, change func(*Config)) *Driver {
+func testDriver(t *testing.T, sub subscriberAPI, change func(*Config)) *driver {
 	t.Helper()
 	c := validConfig()
 	c.Project, c.Subscription = "test-project", "orders"

@@ -27,7 +27,7 @@ var codeTable = map[codes.Code]source.Code{
 // entryError is the failure of one ack ID in an Acknowledge or ModifyAckDeadline call: reported by
 // the service per ack ID with exactly-once delivery, or isolated by splitting a refused batch. reason
 // is the service's (e.g. PERMANENT_FAILURE_INVALID_ACK_ID); err is the call's error, when there is one.
-func (d *Driver) entryError(op, reason string, code source.Code, err error) *source.EntryError {
+func (d *driver) entryError(op, reason string, code source.Code, err error) *source.EntryError {
 	return &source.EntryError{Op: op, Resource: d.name, Reason: reason, Code: code, Err: err}
 }
 

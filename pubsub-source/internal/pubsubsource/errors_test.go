@@ -43,7 +43,7 @@ func TestErrorCode(t *testing.T) {
 		{context.Canceled, source.Unknown}, // the adapter maps context errors before asking the driver
 		{nil, source.Unknown},
 	}
-	d := &Driver{}
+	d := &driver{}
 	for _, tt := range tests {
 		if got := d.ErrorCode(tt.err); got != tt.want {
 			t.Errorf("ErrorCode(%v) = %s, want %s", tt.err, got, tt.want)
@@ -53,7 +53,7 @@ func TestErrorCode(t *testing.T) {
 
 // classified is the code the adapter gives err: an entry error's own, else the driver's table, else
 // source.NetworkCode.
-func classified(d *Driver, err error) source.Code {
+func classified(d *driver, err error) source.Code {
 	var entry *source.EntryError
 	if errors.As(err, &entry) {
 		return entry.Code

@@ -28,7 +28,7 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 	}
 	consumer := consumerName(cfg, env)
 	log := env.Log.With("group", cfg.Group, "consumer", consumer)
-	log.Info("redis streams source configured", "mode", cfg.Mode, "streams", cfg.Streams(), "tls", cfg.tlsWanted(),
+	log.Info("redis streams source configured", "mode", cfg.Mode, "streams", cfg.streams(), "tls", cfg.tlsWanted(),
 		"claim_min_idle", cfg.ClaimMinIdle.String(), "payload_field", cfg.PayloadField, "dead_letter_stream", cfg.DeadLetterStream)
 	return newDriver(cfg, consumer, client, log), nil
 }
@@ -38,7 +38,7 @@ func newDriver(cfg *Config, consumer string, api redisAPI, log *slog.Logger) *dr
 	return &driver{
 		api:       api,
 		log:       log,
-		streams:   cfg.Streams(),
+		streams:   cfg.streams(),
 		group:     cfg.Group,
 		consumer:  consumer,
 		startID:   cfg.startID(),

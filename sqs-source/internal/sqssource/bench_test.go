@@ -267,7 +267,7 @@ func runSource(ctx context.Context, b *testing.B, srv *sqstest.Server, url strin
 	}
 	took := time.Since(start)
 	stop() // flushes the last acks; their requests count
-	return tr.run(int(counter.Total()), counter.Snapshot(), took)
+	return tr.run(int(counter.total()), counter.snapshot(), took)
 }
 
 // runRaw is the baseline: workers each loop ReceiveMessage(10) + DeleteMessageBatch.
@@ -318,7 +318,7 @@ func runRaw(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, 
 	if !done.Load() {
 		b.Fatalf("raw run ended before %d messages", n)
 	}
-	return tr.run(int(counter.Total()), counter.Snapshot(), took)
+	return tr.run(int(counter.total()), counter.snapshot(), took)
 }
 
 // runIdle serves the source on the (now empty) queue for d, reading as numa does and asking for
@@ -332,7 +332,7 @@ func runIdle(ctx context.Context, b *testing.B, srv *sqstest.Server, url string,
 	if _, err := c.Read(ctx, benchBatch, time.Second); err != nil {
 		b.Fatal(err)
 	}
-	base := counter.Total()
+	base := counter.total()
 	start := time.Now()
 	lastPending := time.Time{}
 	for time.Since(start) < d {
@@ -346,7 +346,7 @@ func runIdle(ctx context.Context, b *testing.B, srv *sqstest.Server, url string,
 			b.Fatal(err)
 		}
 	}
-	return float64(counter.Total()-base) / time.Since(start).Minutes()
+	return float64(counter.total()-base) / time.Since(start).Minutes()
 }
 
 // peakRSS returns the process's peak resident set size (VmHWM) in bytes, 0 if unknown.

@@ -95,7 +95,7 @@ func (d *driver) ErrorCode(err error) source.Code { return errorCode(err) }
 func (d *driver) Close(context.Context) error {
 	d.closeOnce.Do(func() {
 		if d.requests != nil {
-			d.log.Info("sqs requests", "queue", d.cfg.QueueURL, "total", d.requests.Total(), "by_operation", d.requests.Snapshot())
+			d.log.Info("sqs requests", "queue", d.cfg.QueueURL, "total", d.requests.total(), "by_operation", d.requests.snapshot())
 		}
 		if d.closeFn != nil {
 			d.closeFn()

@@ -124,11 +124,11 @@ func TestDriverAgainstFauxqs(t *testing.T) {
 	if err := d.Extend(ctx, hs, 30*time.Second); err != nil {
 		t.Fatalf("extend: %v", err)
 	}
-	before := counter.Snapshot()["DeleteMessageBatch"]
+	before := counter.snapshot()["DeleteMessageBatch"]
 	if err := d.Ack(ctx, hs[:10]); err != nil {
 		t.Fatalf("ack: %v", err)
 	}
-	if got := counter.Snapshot()["DeleteMessageBatch"] - before; got != 1 {
+	if got := counter.snapshot()["DeleteMessageBatch"] - before; got != 1 {
 		t.Errorf("%d DeleteMessageBatch requests for 10 acks, want 1", got)
 	}
 	nacked := time.Now()
@@ -166,8 +166,8 @@ func TestDriverAgainstFauxqs(t *testing.T) {
 	if n, _ := d.Backlog(ctx); n != 0 {
 		t.Errorf("backlog %d after everything was acked, want 0", n)
 	}
-	if counter.Total() == 0 || counter.Snapshot()["ReceiveMessage"] == 0 {
-		t.Errorf("request counter %v saw no requests", counter.Snapshot())
+	if counter.total() == 0 || counter.snapshot()["ReceiveMessage"] == 0 {
+		t.Errorf("request counter %v saw no requests", counter.snapshot())
 	}
 	if err := d.Close(ctx); err != nil {
 		t.Fatal(err)

@@ -116,17 +116,17 @@ func regionFromURL(queueURL string) string {
 
 // requestCounter counts the HTTP requests (every attempt) a driver sends, by SQS operation.
 type requestCounter struct {
-	total atomic.Int64
+	count atomic.Int64
 	mu    sync.Mutex
 	byOp  map[string]int64
 }
 
-// Total is the number of requests so far.
-func (c *requestCounter) Total() int64 { return c.total.Load() }
+// total is the number of requests so far.
+func (c *requestCounter) total() int64 { return c.count.Load() }
 
-// Snapshot returns the requests so far by operation ("ReceiveMessage", "DeleteMessageBatch", ...;
+// snapshot returns the requests so far by operation ("ReceiveMessage", "DeleteMessageBatch", ...;
 // requests that are not SQS calls, such as STS, under their service's target or "other").
-func (c *requestCounter) Snapshot() map[string]int64 {
+func (c *requestCounter) snapshot() map[string]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make(map[string]int64, len(c.byOp))
@@ -137,7 +137,7 @@ func (c *requestCounter) Snapshot() map[string]int64 {
 }
 
 func (c *requestCounter) add(op string) {
-	c.total.Add(1)
+	c.count.Add(1)
 	c.mu.Lock()
 	if c.byOp == nil {
 		c.byOp = map[string]int64{}
