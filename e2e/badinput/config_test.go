@@ -124,8 +124,6 @@ func connectorCases(t *testing.T, c, addr, dir string) []configCase {
 			{name: "ack deadline not whole seconds", set: map[string]string{"PUBSUB_ACK_DEADLINE": "10500ms"}, want: []string{"PUBSUB_ACK_DEADLINE"}},
 			{name: "max extension below ack deadline", set: map[string]string{"PUBSUB_ACK_DEADLINE": "30s", "PUBSUB_MAX_EXTENSION": "20s"},
 				want: []string{"PUBSUB_MAX_EXTENSION"}},
-			{name: "max outstanding zero", set: map[string]string{"PUBSUB_MAX_OUTSTANDING_MESSAGES": "0"}, want: []string{"PUBSUB_MAX_OUTSTANDING_MESSAGES"}},
-			{name: "max outstanding bytes malformed", set: map[string]string{"PUBSUB_MAX_OUTSTANDING_BYTES": "32MiB"}, want: []string{"PUBSUB_MAX_OUTSTANDING_BYTES"}},
 			{name: "pending unknown", set: map[string]string{"PUBSUB_PENDING": "always"}, want: []string{"PUBSUB_PENDING"}},
 			{name: "dead letter topic malformed", set: map[string]string{"PUBSUB_DEAD_LETTER_TOPIC": "projects/test-project"}, want: []string{"PUBSUB_DEAD_LETTER_TOPIC"}},
 			{name: "several at once", set: map[string]string{"PUBSUB_SUBSCRIPTION": unset, "PUBSUB_PENDING": "x", "SHUTDOWN_TIMEOUT": "0s"},

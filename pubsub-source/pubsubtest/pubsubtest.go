@@ -62,11 +62,11 @@ type Emulator struct {
 	cerr error
 }
 
-// Skip reports whether broker tests are switched off (SKIP_BROKER_TESTS=1).
-func Skip() bool { return os.Getenv("SKIP_BROKER_TESTS") == "1" }
+// skip reports whether broker tests are switched off (SKIP_BROKER_TESTS=1).
+func skip() bool { return os.Getenv("SKIP_BROKER_TESTS") == "1" }
 
-// JavaEmulator returns the path of Google's emulator launcher, or "" when it is not installed.
-func JavaEmulator() string {
+// javaEmulator returns the path of Google's emulator launcher, or "" when it is not installed.
+func javaEmulator() string {
 	if _, err := exec.LookPath("java"); err != nil {
 		return ""
 	}
@@ -95,10 +95,10 @@ func JavaEmulator() string {
 // PUBSUB_EMULATOR_HOST is not set: use Host, or Shared.
 func Start(t testing.TB) *Emulator {
 	t.Helper()
-	if Skip() {
+	if skip() {
 		t.Skip("SKIP_BROKER_TESTS=1")
 	}
-	e, err := StartE()
+	e, err := startE()
 	if err != nil {
 		t.Fatalf("starting the Pub/Sub emulator: %v", err)
 	}
@@ -106,15 +106,15 @@ func Start(t testing.TB) *Emulator {
 		if t.Failed() {
 			t.Logf("output of the %s emulator:\n%s", e.Kind, e.proc.Output())
 		}
-		e.Stop()
+		e.stop()
 	})
 	return e
 }
 
-// StartE starts an emulator without a test; the caller must Stop it. The Java emulator is used when
+// startE starts an emulator without a test; the caller must Stop it. The Java emulator is used when
 // installed, unless PUBSUBTEST_EMULATOR=pstest.
-func StartE() (*Emulator, error) {
-	if java := JavaEmulator(); java != "" && os.Getenv("PUBSUBTEST_EMULATOR") != KindPstest {
+func startE() (*Emulator, error) {
+	if java := javaEmulator(); java != "" && os.Getenv("PUBSUBTEST_EMULATOR") != KindPstest {
 		return startJava(java)
 	}
 	return startPstest()
@@ -192,8 +192,8 @@ func startPstest() (*Emulator, error) {
 	return &Emulator{Host: host, Kind: KindPstest, proc: p}, nil
 }
 
-// Stop kills the emulator (by PID) and closes the helper clients. Idempotent.
-func (e *Emulator) Stop() {
+// stop kills the emulator (by PID) and closes the helper clients. Idempotent.
+func (e *Emulator) stop() {
 	if e.tc != nil {
 		_ = e.tc.Close()
 		_ = e.sc.Close()
@@ -207,12 +207,12 @@ func (e *Emulator) Output() string { return e.proc.Output() }
 var shared = &proctest.Shared[*Emulator]{
 	Name: "pubsubtest",
 	Start: func() (*Emulator, error) {
-		e, err := StartE()
+		e, err := startE()
 		if err != nil {
 			return nil, fmt.Errorf("starting the Pub/Sub emulator: %w", err)
 		}
 		if err := os.Setenv("PUBSUB_EMULATOR_HOST", e.Host); err != nil {
-			e.Stop()
+			e.stop()
 			return nil, err
 		}
 		return e, nil
@@ -221,7 +221,7 @@ var shared = &proctest.Shared[*Emulator]{
 		if failed {
 			fmt.Fprintf(os.Stderr, "output of the %s emulator:\n%s\n", e.Kind, lastLines(e.Output(), 80))
 		}
-		e.Stop()
+		e.stop()
 	},
 }
 
@@ -230,7 +230,7 @@ var shared = &proctest.Shared[*Emulator]{
 // tests through Main, which stops it.
 func Shared(t testing.TB) *Emulator {
 	t.Helper()
-	if Skip() {
+	if skip() {
 		t.Skip("SKIP_BROKER_TESTS=1")
 	}
 	return shared.Get(t)
@@ -248,8 +248,8 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// ClientOptions reach the emulator without credentials (independent of PUBSUB_EMULATOR_HOST).
-func (e *Emulator) ClientOptions() []option.ClientOption {
+// clientOptions reach the emulator without credentials (independent of PUBSUB_EMULATOR_HOST).
+func (e *Emulator) clientOptions() []option.ClientOption {
 	return []option.ClientOption{
 		option.WithEndpoint(e.Host),
 		option.WithoutAuthentication(),
@@ -262,11 +262,11 @@ func (e *Emulator) ClientOptions() []option.ClientOption {
 func (e *Emulator) Clients() (*vkit.TopicAdminClient, *vkit.SubscriptionAdminClient, error) {
 	e.once.Do(func() {
 		ctx := context.Background()
-		e.tc, e.cerr = vkit.NewTopicAdminClient(ctx, e.ClientOptions()...)
+		e.tc, e.cerr = vkit.NewTopicAdminClient(ctx, e.clientOptions()...)
 		if e.cerr != nil {
 			return
 		}
-		e.sc, e.cerr = vkit.NewSubscriptionAdminClient(ctx, e.ClientOptions()...)
+		e.sc, e.cerr = vkit.NewSubscriptionAdminClient(ctx, e.clientOptions()...)
 		if e.cerr != nil {
 			_ = e.tc.Close()
 			e.tc = nil
@@ -291,8 +291,8 @@ func UniqueID(prefix string) string {
 	return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano()%1_000_000_000, seq.Add(1))
 }
 
-// TopicName is the full name of topic id in Project.
-func TopicName(id string) string { return "projects/" + Project + "/topics/" + id }
+// topicName is the full name of topic id in Project.
+func topicName(id string) string { return "projects/" + Project + "/topics/" + id }
 
 // SubscriptionName is the full name of subscription id in Project.
 func SubscriptionName(id string) string { return "projects/" + Project + "/subscriptions/" + id }
@@ -302,7 +302,7 @@ func SubscriptionName(id string) string { return "projects/" + Project + "/subsc
 func (e *Emulator) CreateTopic(t testing.TB, prefix string) string {
 	t.Helper()
 	tc, _ := e.clients(t)
-	name := TopicName(UniqueID(prefix))
+	name := topicName(UniqueID(prefix))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := tc.CreateTopic(ctx, &pb.Topic{Name: name}); err != nil {

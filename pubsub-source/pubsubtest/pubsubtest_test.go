@@ -12,7 +12,7 @@ import (
 func TestEmulators(t *testing.T) {
 	for _, kind := range []string{KindJava, KindPstest} {
 		t.Run(kind, func(t *testing.T) {
-			if kind == KindJava && JavaEmulator() == "" {
+			if kind == KindJava && javaEmulator() == "" {
 				t.Skip("Google's Java emulator is not installed here")
 			}
 			t.Setenv("PUBSUBTEST_EMULATOR", kind)
@@ -39,7 +39,7 @@ func TestEmulators(t *testing.T) {
 			if len(got) != 1 || string(got[0].GetData()) != "hello" || got[0].GetAttributes()["a"] != "1" || got[0].GetMessageId() != ids[0] {
 				t.Fatalf("got %v, want the published message %s", got, ids[0])
 			}
-			e.Stop()
+			e.stop()
 			select {
 			case <-e.proc.Done():
 			case <-time.After(10 * time.Second):

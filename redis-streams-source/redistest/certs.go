@@ -114,8 +114,8 @@ func NewCerts(dir string) (*Certs, error) {
 	return c, nil
 }
 
-// ClientTLS trusts the CA and presents the client certificate.
-func (c *Certs) ClientTLS() *tls.Config {
+// clientTLS trusts the CA and presents the client certificate.
+func (c *Certs) clientTLS() *tls.Config {
 	return &tls.Config{RootCAs: c.pool, Certificates: []tls.Certificate{c.client}, MinVersion: tls.VersionTLS12}
 }
 

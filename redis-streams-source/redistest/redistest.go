@@ -43,13 +43,13 @@ const (
 	SentinelBinary = "redis-sentinel"
 )
 
-// Skip reports whether broker tests are switched off (SKIP_BROKER_TESTS=1).
-func Skip() bool { return os.Getenv("SKIP_BROKER_TESTS") == "1" }
+// skip reports whether broker tests are switched off (SKIP_BROKER_TESTS=1).
+func skip() bool { return os.Getenv("SKIP_BROKER_TESTS") == "1" }
 
 // need skips t when broker tests are off and fails it when a binary is missing.
 func need(t testing.TB, binaries ...string) {
 	t.Helper()
-	if Skip() {
+	if skip() {
 		t.Skip("SKIP_BROKER_TESTS=1: not starting redis")
 	}
 	for _, b := range binaries {
@@ -153,18 +153,18 @@ func (s *Server) URL() string {
 	return scheme + "://" + auth + s.Addr
 }
 
-// TLSConfig trusts the test CA and presents the client certificate (nil without TLS).
-func (s *Server) TLSConfig() *tls.Config {
+// tlsConfig trusts the test CA and presents the client certificate (nil without TLS).
+func (s *Server) tlsConfig() *tls.Config {
 	if s.Certs == nil {
 		return nil
 	}
-	return s.Certs.ClientTLS()
+	return s.Certs.clientTLS()
 }
 
 // Options returns client options for the server (RESP2, no retries, nothing sent beyond the commands).
 func (s *Server) Options() *redis.Options {
 	return &redis.Options{
-		Addr: s.Addr, Password: s.opts.Password, TLSConfig: s.TLSConfig(), Protocol: 2,
+		Addr: s.Addr, Password: s.opts.Password, TLSConfig: s.tlsConfig(), Protocol: 2,
 		DisableIdentity: true, MaxRetries: -1,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
@@ -179,8 +179,8 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	return c
 }
 
-// PID is the server process's id.
-func (s *Server) PID() int {
+// pid is the server process's id.
+func (s *Server) pid() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.proc.Cmd.Process.Pid

@@ -14,9 +14,9 @@ func TestRestartKeepsAppendOnlyData(t *testing.T) {
 	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	pid := s.PID()
+	pid := s.pid()
 	s.Restart(t)
-	if s.PID() == pid {
+	if s.pid() == pid {
 		t.Fatalf("restart kept PID %d", pid)
 	}
 	if v, err := s.Client(t).Get(ctx, "k").Result(); err != nil || v != "v" {

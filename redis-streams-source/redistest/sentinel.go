@@ -15,8 +15,8 @@ import (
 	"github.com/numaflow-connectors/sources/common/proctest"
 )
 
-// MasterName is the name the sentinels monitor.
-const MasterName = "mymaster"
+// masterName is the name the sentinels monitor.
+const masterName = "mymaster"
 
 // Sentinel is a master, a replica of it and 3 sentinels (quorum 2, down after 1 s).
 type Sentinel struct {
@@ -32,7 +32,7 @@ type Sentinel struct {
 func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
 	need(t, ServerBinary, SentinelBinary)
-	s := &Sentinel{MasterName: MasterName}
+	s := &Sentinel{MasterName: masterName}
 	s.Master = Start(t, Options{})
 	s.Replica = Start(t, Options{Args: []string{"--replicaof", "127.0.0.1", fmt.Sprint(s.Master.Port)}})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -60,7 +60,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 		conf := filepath.Join(dir, "sentinel.conf")
 		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %d 2\n"+
 			"sentinel down-after-milliseconds %[3]s 1000\nsentinel failover-timeout %[3]s 5000\nsentinel parallel-syncs %[3]s 1\n",
-			port, dir, MasterName, s.Master.Port)
+			port, dir, masterName, s.Master.Port)
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			t.Fatalf("writing %s: %v", conf, err)
 		}
@@ -77,11 +77,11 @@ func StartSentinel(t testing.TB) *Sentinel {
 	for _, addr := range s.SentinelAddrs {
 		c := newSentinelClient(addr)
 		err := waitFor(ctx, func() error {
-			reps, err := c.Replicas(ctx, MasterName).Result()
+			reps, err := c.Replicas(ctx, masterName).Result()
 			if err != nil {
 				return err
 			}
-			sens, err := c.Sentinels(ctx, MasterName).Result()
+			sens, err := c.Sentinels(ctx, masterName).Result()
 			if err != nil {
 				return err
 			}
@@ -103,12 +103,12 @@ func newSentinelClient(addr string) *redis.SentinelClient {
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
 }
 
-// MasterAddr asks the first reachable sentinel for the current master's address.
-func (s *Sentinel) MasterAddr(ctx context.Context) (string, error) {
+// masterAddr asks the first reachable sentinel for the current master's address.
+func (s *Sentinel) masterAddr(ctx context.Context) (string, error) {
 	var last error
 	for _, addr := range s.SentinelAddrs {
 		c := newSentinelClient(addr)
-		hp, err := c.GetMasterAddrByName(ctx, MasterName).Result()
+		hp, err := c.GetMasterAddrByName(ctx, masterName).Result()
 		_ = c.Close()
 		if err == nil && len(hp) == 2 {
 			return hp[0] + ":" + hp[1], nil
@@ -120,7 +120,7 @@ func (s *Sentinel) MasterAddr(ctx context.Context) (string, error) {
 
 // Options returns failover client options for the sentinels (RESP2, nothing sent beyond the commands).
 func (s *Sentinel) Options() *redis.FailoverOptions {
-	return &redis.FailoverOptions{MasterName: MasterName, SentinelAddrs: s.SentinelAddrs, Protocol: 2, DisableIdentity: true}
+	return &redis.FailoverOptions{MasterName: masterName, SentinelAddrs: s.SentinelAddrs, Protocol: 2, DisableIdentity: true}
 }
 
 // Client returns a failover client, closed when t ends.
@@ -140,7 +140,7 @@ func (s *Sentinel) KillMaster(t testing.TB) string {
 	var addr string
 	err := waitFor(ctx, func() error {
 		var err error
-		addr, err = s.MasterAddr(ctx)
+		addr, err = s.masterAddr(ctx)
 		if err != nil {
 			return err
 		}

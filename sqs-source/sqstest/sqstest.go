@@ -55,7 +55,7 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	skipIfDisabled(t)
-	launcher, err := Launcher()
+	launcher, err := fauxqsLauncher()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func Start(t testing.TB) *Server {
 var shared = &proctest.Shared[*Server]{
 	Name: "sqstest",
 	Start: func() (*Server, error) {
-		launcher, err := Launcher()
+		launcher, err := fauxqsLauncher()
 		if err != nil {
 			return nil, err
 		}
@@ -118,10 +118,10 @@ func newServer(port int, p *proctest.Process) *Server {
 	return s
 }
 
-// Launcher returns the path of tools/fauxqs/launch.mjs, or an error saying to run `make deps` when
+// fauxqsLauncher returns the path of tools/fauxqs/launch.mjs, or an error saying to run `make deps` when
 // fauxqs is not installed.
-func Launcher() (string, error) {
-	root, err := RepoRoot()
+func fauxqsLauncher() (string, error) {
+	root, err := repoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -132,8 +132,8 @@ func Launcher() (string, error) {
 	return filepath.Join(dir, "launch.mjs"), nil
 }
 
-// RepoRoot walks up from the working directory to the folder holding tools/fauxqs/package.json.
-func RepoRoot() (string, error) {
+// repoRoot walks up from the working directory to the folder holding tools/fauxqs/package.json.
+func repoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", fmt.Errorf("finding the repository root: %w", err)
@@ -173,15 +173,6 @@ func (s *Server) Env() []string {
 		"AWS_SECRET_ACCESS_KEY=" + SecretKey,
 		"AWS_ENDPOINT_URL_SQS=" + s.Endpoint,
 		"AWS_EC2_METADATA_DISABLED=true",
-	}
-}
-
-// SetEnv sets Env on the test's environment (t.Setenv: the test must not be parallel).
-func (s *Server) SetEnv(t testing.TB) {
-	t.Helper()
-	for _, kv := range s.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
 	}
 }
 
@@ -254,14 +245,14 @@ func (s *Server) CreateQueueWithDLQ(t testing.TB, name string, fifo bool, maxRec
 		all[k] = v
 	}
 	if maxReceiveCount > 0 {
-		arn := s.QueueARN(t, dlq)
+		arn := s.queueARN(t, dlq)
 		all[string(types.QueueAttributeNameRedrivePolicy)] = fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"%d"}`, arn, maxReceiveCount)
 	}
 	return QueueWithDLQ{URL: create(t, name, all), DLQURL: dlq}
 }
 
-// QueueARN returns the ARN of a queue.
-func (s *Server) QueueARN(t testing.TB, url string) string {
+// queueARN returns the ARN of a queue.
+func (s *Server) queueARN(t testing.TB, url string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -32,8 +32,6 @@ type Config struct {
 	Project            string        `env:"PUBSUB_PROJECT" desc:"Google Cloud project of the subscription. Required unless PUBSUB_SUBSCRIPTION is a full projects/P/subscriptions/S name or GOOGLE_CLOUD_PROJECT is set."`
 	GoogleCloudProject string        `env:"GOOGLE_CLOUD_PROJECT" desc:"Fallback for PUBSUB_PROJECT (the variable many Google Cloud tools set)."`
 	Subscription       string        `env:"PUBSUB_SUBSCRIPTION,required" desc:"Subscription to read: an ID (my-sub) in PUBSUB_PROJECT, or a full name projects/P/subscriptions/S. Pull subscriptions only."`
-	MaxOutstanding     int           `env:"PUBSUB_MAX_OUTSTANDING_MESSAGES" envDefault:"1000" desc:"Flow control: the most messages this replica holds at once (buffered or in flight at numa, not yet acked or nacked). No pull is made while it is reached. 1 or more."`
-	MaxOutstandingB    int64         `env:"PUBSUB_MAX_OUTSTANDING_BYTES" envDefault:"33554432" desc:"Flow control: the most payload and attribute bytes this replica holds at once (default 32 MiB). No pull is made while it is reached; one pull may overshoot it by its own size. 1 or more."`
 	AckDeadline        time.Duration `env:"PUBSUB_ACK_DEADLINE" envDefault:"30s" desc:"Ack deadline set on every received message and by every lease extension; whole seconds, 10s to 600s. A replica that dies holding messages gives them back after at most this long, so it bounds crash recovery."`
 	MaxExtension       time.Duration `env:"PUBSUB_MAX_EXTENSION" envDefault:"1h" desc:"Longest total time the lease of a held message is extended; after it the message is left to expire and Pub/Sub redelivers it. At least PUBSUB_ACK_DEADLINE."`
 	DeadLetterTopic    string        `env:"PUBSUB_DEAD_LETTER_TOPIC" desc:"Topic (ID in the subscription's project, or projects/P/topics/T) that receives messages nacked more often than numa's max deliveries: data, attributes and x-dead-letter-* attributes with the reason. Empty: DEAD_LETTER_FALLBACK applies (by default they stay, under the subscription's own dead-letter policy)."`
@@ -95,12 +93,6 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	if c.MaxOutstanding < 1 {
-		add("PUBSUB_MAX_OUTSTANDING_MESSAGES", "must be at least 1, got %d", c.MaxOutstanding)
-	}
-	if c.MaxOutstandingB < 1 {
-		add("PUBSUB_MAX_OUTSTANDING_BYTES", "must be at least 1, got %d", c.MaxOutstandingB)
-	}
 	ackOK := false
 	switch {
 	case c.AckDeadline < minAckDeadline || c.AckDeadline > maxAckDeadline:
@@ -124,9 +116,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ProjectID is the project of the subscription: from its full name, PUBSUB_PROJECT or
+// projectID is the project of the subscription: from its full name, PUBSUB_PROJECT or
 // GOOGLE_CLOUD_PROJECT, in that order. Valid after Validate.
-func (c *Config) ProjectID() string {
+func (c *Config) projectID() string {
 	if p, _, full := splitName(c.Subscription, fullSubRE); full {
 		return p
 	}
@@ -136,28 +128,28 @@ func (c *Config) ProjectID() string {
 	return c.GoogleCloudProject
 }
 
-// SubscriptionName is the full resource name projects/P/subscriptions/S.
-func (c *Config) SubscriptionName() string {
+// subscriptionName is the full resource name projects/P/subscriptions/S.
+func (c *Config) subscriptionName() string {
 	_, id, _ := splitName(c.Subscription, fullSubRE)
-	return fmt.Sprintf("projects/%s/subscriptions/%s", c.ProjectID(), id)
+	return fmt.Sprintf("projects/%s/subscriptions/%s", c.projectID(), id)
 }
 
-// SubscriptionID is the short ID of the subscription (the subscription_id label in Cloud Monitoring).
-func (c *Config) SubscriptionID() string {
+// subscriptionID is the short ID of the subscription (the subscription_id label in Cloud Monitoring).
+func (c *Config) subscriptionID() string {
 	_, id, _ := splitName(c.Subscription, fullSubRE)
 	return id
 }
 
-// DeadLetterTopicName is the full resource name of PUBSUB_DEAD_LETTER_TOPIC ("" when unset); an ID is
+// deadLetterTopicName is the full resource name of PUBSUB_DEAD_LETTER_TOPIC ("" when unset); an ID is
 // taken to be in the subscription's project.
-func (c *Config) DeadLetterTopicName() string {
+func (c *Config) deadLetterTopicName() string {
 	if c.DeadLetterTopic == "" {
 		return ""
 	}
 	if p, id, full := splitName(c.DeadLetterTopic, fullTopRE); full {
 		return fmt.Sprintf("projects/%s/topics/%s", p, id)
 	}
-	return fmt.Sprintf("projects/%s/topics/%s", c.ProjectID(), c.DeadLetterTopic)
+	return fmt.Sprintf("projects/%s/topics/%s", c.projectID(), c.DeadLetterTopic)
 }
 
 // splitName splits a full resource name matched by re into project and ID; a plain ID comes back as

@@ -11,7 +11,7 @@ import (
 
 func validConfig() Config {
 	return Config{
-		Project: "my-project", Subscription: "orders", MaxOutstanding: 1000, MaxOutstandingB: 32 << 20,
+		Project: "my-project", Subscription: "orders",
 		AckDeadline: 30 * time.Second, MaxExtension: time.Hour, Pending: PendingOff,
 	}
 }
@@ -44,8 +44,6 @@ func TestValidate(t *testing.T) {
 		{"dead-letter topic full name", func(c *Config) { c.DeadLetterTopic = "projects/other-project/topics/dlq" }, nil},
 		{"bad dead-letter topic", func(c *Config) { c.DeadLetterTopic = "projects/x/subscriptions/y" }, []string{"PUBSUB_DEAD_LETTER_TOPIC"}},
 		{"deleted-topic sentinel", func(c *Config) { c.DeadLetterTopic = "_deleted-topic_" }, []string{"PUBSUB_DEAD_LETTER_TOPIC"}},
-		{"zero outstanding messages", func(c *Config) { c.MaxOutstanding = 0 }, []string{"PUBSUB_MAX_OUTSTANDING_MESSAGES"}},
-		{"zero outstanding bytes", func(c *Config) { c.MaxOutstandingB = 0 }, []string{"PUBSUB_MAX_OUTSTANDING_BYTES"}},
 		{"ack deadline too short", func(c *Config) { c.AckDeadline = 9 * time.Second }, []string{"PUBSUB_ACK_DEADLINE"}},
 		{"ack deadline too long", func(c *Config) { c.AckDeadline = 601 * time.Second }, []string{"PUBSUB_ACK_DEADLINE"}},
 		{"ack deadline not whole seconds", func(c *Config) { c.AckDeadline = 10500 * time.Millisecond }, []string{"PUBSUB_ACK_DEADLINE"}},
@@ -55,10 +53,10 @@ func TestValidate(t *testing.T) {
 		{"pending monitoring", func(c *Config) { c.Pending = PendingMonitoring }, nil},
 		{"pending unknown", func(c *Config) { c.Pending = "stackdriver" }, []string{"PUBSUB_PENDING"}},
 		{"every problem at once", func(c *Config) {
-			*c = Config{Subscription: "x", DeadLetterTopic: "goog", MaxOutstanding: -1, MaxOutstandingB: -1,
+			*c = Config{Subscription: "x", DeadLetterTopic: "goog",
 				AckDeadline: time.Second, MaxExtension: -1, Pending: "yes"}
-		}, []string{"PUBSUB_ACK_DEADLINE", "PUBSUB_DEAD_LETTER_TOPIC", "PUBSUB_MAX_EXTENSION", "PUBSUB_MAX_OUTSTANDING_BYTES",
-			"PUBSUB_MAX_OUTSTANDING_MESSAGES", "PUBSUB_PENDING", "PUBSUB_PROJECT", "PUBSUB_SUBSCRIPTION"}},
+		}, []string{"PUBSUB_ACK_DEADLINE", "PUBSUB_DEAD_LETTER_TOPIC", "PUBSUB_MAX_EXTENSION",
+			"PUBSUB_PENDING", "PUBSUB_PROJECT", "PUBSUB_SUBSCRIPTION"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,16 +87,16 @@ func TestNames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		c := tt.cfg
-		if got := c.ProjectID(); got != tt.project {
+		if got := c.projectID(); got != tt.project {
 			t.Errorf("%+v: project %q, want %q", c, got, tt.project)
 		}
-		if got := c.SubscriptionName(); got != tt.sub {
+		if got := c.subscriptionName(); got != tt.sub {
 			t.Errorf("%+v: subscription %q, want %q", c, got, tt.sub)
 		}
-		if got := c.SubscriptionID(); got != tt.subID {
+		if got := c.subscriptionID(); got != tt.subID {
 			t.Errorf("%+v: subscription ID %q, want %q", c, got, tt.subID)
 		}
-		if got := c.DeadLetterTopicName(); got != tt.deadLtr {
+		if got := c.deadLetterTopicName(); got != tt.deadLtr {
 			t.Errorf("%+v: dead-letter topic %q, want %q", c, got, tt.deadLtr)
 		}
 	}

@@ -50,7 +50,7 @@ func newHarness(ctx context.Context, t *testing.T) (drivertest.Harness, error) {
 func (h *harness) config(sub string) *Config {
 	return &Config{
 		Subscription: sub, AckDeadline: 10 * time.Second, MaxExtension: time.Hour,
-		MaxOutstanding: 1000, MaxOutstandingB: 32 << 20, DeadLetterTopic: h.dl, Pending: PendingOff,
+		DeadLetterTopic: h.dl, Pending: PendingOff,
 	}
 }
 

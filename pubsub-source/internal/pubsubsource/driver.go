@@ -4,23 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	monitoring "cloud.google.com/go/monitoring/apiv3/v2"
-	"cloud.google.com/go/pubsub/v2"
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"github.com/googleapis/gax-go/v2/apierror"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/numaflow-connectors/sources/common/server"
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
@@ -37,8 +26,7 @@ const (
 	maxAckBytes = 384 << 10
 	// ackConcurrency is the most Acknowledge/ModifyAckDeadline calls at once.
 	ackConcurrency = 4
-	// pullWait is the deadline of one Pull: the service answers an empty pull by then (the Java
-	// emulator just before it). It also bounds how long Close waits for a pull still running.
+	// pullWait is the deadline of one Pull: the service answers an empty pull by then.
 	pullWait = 5 * time.Second
 	// minEmptyPull is the shortest time an empty Receive takes, so a server that answers an empty
 	// pull at once does not turn the receiver into a hot loop.
@@ -47,8 +35,8 @@ const (
 	settingsTimeout = 5 * time.Second
 )
 
-// Driver is the Pub/Sub source driver.
-type Driver struct {
+// driver is the Pub/Sub source driver.
+type driver struct {
 	sub     subscriberAPI
 	pub     publisherAPI  // nil without PUBSUB_DEAD_LETTER_TOPIC
 	backlog backlogReader // nil with PUBSUB_PENDING=off
@@ -58,11 +46,9 @@ type Driver struct {
 	dlTopic    string // projects/P/topics/T, or ""
 	lease      time.Duration
 	maxExtend  time.Duration
-	flow       *flowControl
 	closers    []func() error
-	pullWait   time.Duration  // deadline of one Pull (pullWait; shorter in tests)
-	pulls      sync.WaitGroup // pulls still running (see pull)
-	pullOK     atomic.Bool    // the last Pull that ended succeeded (empty or not)
+	pullWait   time.Duration // deadline of one Pull (pullWait; shorter in tests)
+	pullOK     atomic.Bool   // the last Pull that ended succeeded (empty or not)
 	closeOnce  sync.Once
 	closeErr   error
 	publishedM sync.Mutex
@@ -75,94 +61,13 @@ type Driver struct {
 }
 
 var (
-	_ source.Driver       = (*Driver)(nil)
-	_ source.DeadLetterer = (*Driver)(nil)
-	_ source.Checker      = (*Driver)(nil)
+	_ source.Driver       = (*driver)(nil)
+	_ source.DeadLetterer = (*driver)(nil)
+	_ source.Checker      = (*driver)(nil)
 )
 
-// apis are the clients a driver calls; pub and backlog may be nil.
-type apis struct {
-	sub     subscriberAPI
-	pub     publisherAPI
-	backlog backlogReader
-}
-
-// Open builds the Pub/Sub clients (Application Default Credentials, or PUBSUB_EMULATOR_HOST as the
-// client library defines it) and reads the subscription's settings. It does not fail when the service
-// is unreachable or the subscription is missing: Check and Receive report that.
-func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, error) {
-	log := slog.New(slog.DiscardHandler)
-	if env != nil && env.Log != nil {
-		log = env.Log
-	}
-	// gRPC's default reconnect backoff grows to 120 s; after an outage the source must be back within
-	// seconds, so reconnect attempts are capped at 2 s apart (a few cheap dials, no hot spin).
-	reconnect := option.WithGRPCDialOption(grpc.WithConnectParams(grpc.ConnectParams{
-		Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-		MinConnectTimeout: 5 * time.Second,
-	}))
-	c, err := pubsub.NewClient(ctx, cfg.ProjectID(), reconnect)
-	if err != nil {
-		return nil, fmt.Errorf("creating Pub/Sub client for project %s: %w", cfg.ProjectID(), err)
-	}
-	a := apis{sub: c.SubscriptionAdminClient}
-	closers := []func() error{c.Close}
-	if cfg.DeadLetterTopic != "" {
-		a.pub = c.TopicAdminClient
-	}
-	if cfg.Pending == PendingMonitoring {
-		mc, err := monitoring.NewMetricClient(ctx)
-		if err != nil {
-			_ = c.Close()
-			return nil, fmt.Errorf("creating Cloud Monitoring client: %w", err)
-		}
-		a.backlog = newMonitoringReader(mc, cfg.ProjectID(), cfg.SubscriptionID())
-		closers = append(closers, mc.Close)
-	}
-	d := newDriver(cfg, a, log)
-	d.closers = closers
-	sctx, cancel := context.WithTimeout(ctx, settingsTimeout)
-	defer cancel()
-	s, err := d.sub.GetSubscription(sctx, &pb.GetSubscriptionRequest{Subscription: d.name}, noRetry)
-	if err != nil {
-		log.Info("subscription settings unknown; assuming message ordering and pulling one batch at a time",
-			"subscription", d.name, "error", err)
-	} else {
-		d.applySettings(s)
-	}
-	return d, nil
-}
-
-// newDriver wires a driver over the given clients; it makes no call.
-func newDriver(cfg *Config, a apis, log *slog.Logger) *Driver {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Driver{
-		sub: a.sub, pub: a.pub, backlog: a.backlog, log: log,
-		name:      cfg.SubscriptionName(),
-		dlTopic:   cfg.DeadLetterTopicName(),
-		lease:     cfg.AckDeadline,
-		maxExtend: cfg.MaxExtension,
-		pullWait:  pullWait,
-		flow:      newFlowControl(cfg.MaxOutstanding, cfg.MaxOutstandingB, cfg.MaxExtension+cfg.AckDeadline+time.Minute),
-		published: make(map[string]bool),
-	}
-}
-
-// applySettings takes what the driver needs from the subscription's settings.
-func (d *Driver) applySettings(s *pb.Subscription) {
-	d.settingsKnown = true
-	d.ordered = s.GetEnableMessageOrdering()
-	d.subDeadline = time.Duration(s.GetAckDeadlineSeconds()) * time.Second
-	d.log.Info("subscription settings", "subscription", d.name, "message_ordering", d.ordered,
-		"ack_deadline", d.subDeadline.String(), "exactly_once", s.GetEnableExactlyOnceDelivery(),
-		"dead_letter_topic", s.GetDeadLetterPolicy().GetDeadLetterTopic(),
-		"max_delivery_attempts", s.GetDeadLetterPolicy().GetMaxDeliveryAttempts())
-}
-
-// Capabilities: see the README's semantics table.
-func (d *Driver) Capabilities() source.Capabilities {
+// Capabilities: batches of 500 pulled and 1000 acked, PUBSUB_ACK_DEADLINE as lease, key order when ordered.
+func (d *driver) Capabilities() source.Capabilities {
 	ordered := d.ordered || !d.settingsKnown
 	conc := receiveConcurrency
 	if ordered {
@@ -180,140 +85,28 @@ func (d *Driver) Capabilities() source.Capabilities {
 	}
 }
 
-// Receive makes one unary Pull of up to max messages (fewer while flow control is near its limits)
-// and sets their ack deadline to PUBSUB_ACK_DEADLINE when the subscription's own differs. It waits
-// while this replica holds PUBSUB_MAX_OUTSTANDING_MESSAGES or _BYTES.
-func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
-	room, err := d.flow.wait(ctx)
-	if err != nil {
-		return nil, err
-	}
-	n := min(max, maxReceive, room)
-	if n <= 0 {
-		n = 1
-	}
-	start := time.Now()
-	resp, err := d.pull(ctx, n)
-	if err != nil {
-		return nil, err
-	}
-	rms := resp.GetReceivedMessages()
-	if len(rms) == 0 {
-		if rest := minEmptyPull - time.Since(start); rest > 0 {
-			t := time.NewTimer(rest)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-			}
-		}
-		return nil, nil
-	}
-	ids := make([]string, len(rms))
-	out := make([]*source.Message, len(rms))
-	for i, rm := range rms {
-		ids[i] = rm.GetAckId()
-		out[i] = toMessage(rm)
-		d.flow.add(rm.GetAckId(), sizeOf(rm))
-	}
-	if !d.settingsKnown || d.subDeadline != d.lease {
-		// The pull leased them for the subscription's ack deadline; the adapter counts on ours.
-		if err := d.modify(ctx, ids, d.lease); err != nil {
-			d.log.Warn("setting the ack deadline of pulled messages failed; they may be redelivered early",
-				"subscription", d.name, "count", len(ids), "error", err)
-		}
-	}
-	return out, nil
+// Receive makes one Pull of up to max messages on ctx, bounded by the service's own 5 s wait.
+func (d *driver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
+	return d.receive(ctx, max)
 }
 
-// pull runs one Pull. A Pull is never cancelled: the service may still hand messages to a pull the
-// client has given up on (the Java emulator keeps a cancelled pull waiting and leases the next
-// messages to it), and those then stay invisible until their ack deadline. So the call runs detached
-// from ctx, with its own short deadline that the service honours; when ctx ends first, pull returns at
-// once and whatever the call still brings is released (ack deadline 0) when it ends. Close waits for it.
-func (d *Driver) pull(ctx context.Context, n int) (*pb.PullResponse, error) {
-	type result struct {
-		resp    *pb.PullResponse
-		err     error
-		expired bool
-	}
-	done := make(chan result, 1)
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.pullWait)
-	d.pulls.Add(1)
-	go func() {
-		defer d.pulls.Done()
-		defer cancel()
-		resp, err := d.sub.Pull(pctx, &pb.PullRequest{Subscription: d.name, MaxMessages: int32(n)}, noRetry)
-		expired := pctx.Err() != nil
-		d.pullOK.Store(err == nil || (expired && status.Code(err) == codes.DeadlineExceeded))
-		done <- result{resp, err, expired}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			if r.expired && status.Code(r.err) == codes.DeadlineExceeded {
-				return &pb.PullResponse{}, nil // the wait ended with nothing
-			}
-			return nil, fmt.Errorf("pulling from subscription %s: %w", d.name, r.err)
-		}
-		return r.resp, nil
-	case <-ctx.Done():
-		d.pulls.Add(1)
-		go func() {
-			defer d.pulls.Done()
-			r := <-done
-			ids := make([]string, 0, len(r.resp.GetReceivedMessages()))
-			for _, rm := range r.resp.GetReceivedMessages() {
-				ids = append(ids, rm.GetAckId())
-			}
-			if len(ids) == 0 {
-				return
-			}
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.pullWait)
-			defer cancel()
-			if err := d.modify(rctx, ids, 0); err != nil {
-				d.log.Warn("releasing messages of an abandoned pull failed; they come back after the ack deadline",
-					"subscription", d.name, "count", len(ids), "error", err)
-			}
-		}()
-		return nil, ctx.Err()
-	}
+// Ack acknowledges the deliveries; with exactly-once delivery, refused ack IDs fail one by one.
+func (d *driver) Ack(ctx context.Context, handles []source.Handle) error {
+	return d.acknowledge(ctx, handles)
 }
 
-// Ack acknowledges the deliveries. With exactly-once delivery the service reports each ack ID it
-// could not acknowledge; those come back in a *source.BatchError (transient ones classified
-// Unavailable, expired or invalid ones InvalidArgument).
-func (d *Driver) Ack(ctx context.Context, handles []source.Handle) error {
-	ids := ackIDs(handles)
-	d.flow.release(ids)
-	return d.batch(ctx, ids, "acknowledging", func(ctx context.Context, ids []string) error {
-		return d.sub.Acknowledge(ctx, &pb.AcknowledgeRequest{Subscription: d.name, AckIds: ids}, noRetry)
-	})
-}
-
-// Nack sets the deliveries' ack deadline to delay (rounded up to whole seconds, at most 600 s): 0
-// makes them available at once, more makes them come back after the delay.
-func (d *Driver) Nack(ctx context.Context, handles []source.Handle, delay time.Duration) error {
-	ids := ackIDs(handles)
-	d.flow.release(ids)
-	return d.modify(ctx, ids, delay)
+// Nack sets the deliveries' ack deadline to delay (whole seconds, at most 600 s; 0: available at once).
+func (d *driver) Nack(ctx context.Context, handles []source.Handle, delay time.Duration) error {
+	return d.modify(ctx, ackIDs(handles), delay)
 }
 
 // Extend sets the deliveries' ack deadline to lease from now.
-func (d *Driver) Extend(ctx context.Context, handles []source.Handle, lease time.Duration) error {
+func (d *driver) Extend(ctx context.Context, handles []source.Handle, lease time.Duration) error {
 	return d.modify(ctx, ackIDs(handles), lease)
 }
 
-func (d *Driver) modify(ctx context.Context, ids []string, deadline time.Duration) error {
-	secs := int32(min(max((deadline+time.Second-1)/time.Second, 0), maxAckDeadline/time.Second))
-	return d.batch(ctx, ids, "modifying ack deadline on", func(ctx context.Context, ids []string) error {
-		return d.sub.ModifyAckDeadline(ctx, &pb.ModifyAckDeadlineRequest{Subscription: d.name, AckIds: ids, AckDeadlineSeconds: secs}, noRetry)
-	})
-}
-
-// Backlog reads num_undelivered_messages from Cloud Monitoring with PUBSUB_PENDING=monitoring; -1
-// (unknown) otherwise.
-func (d *Driver) Backlog(ctx context.Context) (int64, error) {
+// Backlog is Cloud Monitoring's num_undelivered_messages with PUBSUB_PENDING=monitoring, else -1.
+func (d *driver) Backlog(ctx context.Context) (int64, error) {
 	if d.backlog == nil {
 		return -1, nil
 	}
@@ -321,73 +114,11 @@ func (d *Driver) Backlog(ctx context.Context) (int64, error) {
 }
 
 // ErrorCode classifies by gRPC status (see errors.go).
-func (d *Driver) ErrorCode(err error) source.Code { return errorCode(err) }
+func (d *driver) ErrorCode(err error) source.Code { return errorCode(err) }
 
-// Check reads the subscription, so a missing subscription or a missing permission is logged at start
-// with its name. Reading it needs pubsub.subscriptions.get, which roles/pubsub.subscriber lacks: when
-// only that is denied and the last pull succeeded, the subscription is fine for this source.
-func (d *Driver) Check(ctx context.Context) error {
-	if _, err := d.sub.GetSubscription(ctx, &pb.GetSubscriptionRequest{Subscription: d.name}, noRetry); err != nil {
-		if errorCode(err) == source.PermissionDenied && d.pullOK.Load() {
-			return nil
-		}
-		hint := ""
-		switch errorCode(err) {
-		case source.NotFound:
-			hint = " (create it, or fix PUBSUB_SUBSCRIPTION / PUBSUB_PROJECT)"
-		case source.PermissionDenied:
-			hint = " (reading it needs pubsub.subscriptions.get, e.g. roles/pubsub.viewer; receiving needs roles/pubsub.subscriber)"
-		}
-		return fmt.Errorf("getting subscription %s%s: %w", d.name, hint, err)
-	}
-	return nil
-}
-
-// DeadLetter publishes the message to PUBSUB_DEAD_LETTER_TOPIC (data, attributes and x-dead-letter-*
-// attributes with the reason), waits until the service has stored it, then acks the original. Without
-// a topic it returns source.ErrNoDeadLetter (the subscription's own dead-letter policy, if any, then
-// applies to the nacked message).
-func (d *Driver) DeadLetter(ctx context.Context, msg *source.Message, reason string) error {
-	if d.pub == nil {
-		return source.ErrNoDeadLetter
-	}
-	d.publishedM.Lock()
-	done := d.published[msg.ID]
-	d.publishedM.Unlock()
-	if !done { // a retry after a failed ack must not publish the message twice
-		req := &pb.PublishRequest{Topic: d.dlTopic, Messages: []*pb.PubsubMessage{deadLetterMessage(msg, d.name, reason)}}
-		if _, err := d.pub.Publish(ctx, req, noRetry); err != nil {
-			return fmt.Errorf("publishing message %s to dead-letter topic %s: %w", msg.ID, d.dlTopic, err)
-		}
-		d.publishedM.Lock()
-		d.published[msg.ID] = true
-		d.publishedM.Unlock()
-	}
-	err := d.Ack(ctx, []source.Handle{msg.Handle})
-	var be *source.BatchError
-	if errors.As(err, &be) {
-		for _, e := range be.Failed {
-			err = e
-		}
-	}
-	if err != nil {
-		return err
-	}
-	d.publishedM.Lock()
-	delete(d.published, msg.ID)
-	d.publishedM.Unlock()
-	return nil
-}
-
-// Close waits (until ctx ends) for pulls still running, then closes the clients. Idempotent.
-func (d *Driver) Close(ctx context.Context) error {
+// Close closes the clients. Idempotent.
+func (d *driver) Close(context.Context) error {
 	d.closeOnce.Do(func() {
-		done := make(chan struct{})
-		go func() { d.pulls.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-		}
 		var errs []error
 		for _, c := range d.closers {
 			if err := c(); err != nil && !strings.Contains(err.Error(), "the client connection is closing") {
@@ -401,241 +132,12 @@ func (d *Driver) Close(ctx context.Context) error {
 	return d.closeErr
 }
 
-// ---- batches of ack IDs ----
-
-// batch runs call on ids in chunks of at most maxAckIDs IDs and maxAckBytes bytes. A call that fails
-// as a whole is returned as it is when it was the only chunk; otherwise failures come back per ack ID
-// in a *source.BatchError.
-func (d *Driver) batch(ctx context.Context, ids []string, op string, call func(context.Context, []string) error) error {
-	var (
-		failed map[int]error
-		whole  error
-		chunks int
-	)
-	for lo := 0; lo < len(ids); {
-		hi, size := lo, 0
-		for hi < len(ids) && hi-lo < maxAckIDs && (hi == lo || size+len(ids[hi]) <= maxAckBytes) {
-			size += len(ids[hi])
-			hi++
-		}
-		chunks++
-		f, err := d.call(ctx, ids[lo:hi], op, call)
-		if err != nil {
-			whole = err
-			f = make(map[int]error, hi-lo)
-			for i := range hi - lo {
-				f[i] = err
-			}
-		}
-		for i, e := range f {
-			if failed == nil {
-				failed = make(map[int]error)
-			}
-			failed[lo+i] = e
-		}
-		lo = hi
-	}
-	if whole != nil && chunks == 1 {
-		return whole
-	}
-	if len(failed) > 0 {
-		return &source.BatchError{Failed: failed}
-	}
-	return nil
+// DeadLetter publishes the message to PUBSUB_DEAD_LETTER_TOPIC, then acks the original.
+func (d *driver) DeadLetter(ctx context.Context, msg *source.Message, reason string) error {
+	return d.deadLetter(ctx, msg, reason)
 }
 
-// call runs one chunk. It returns the per-ID failures when the service reported them (exactly-once
-// delivery) or when a refused chunk could be split to find the IDs it refused; otherwise the call's
-// error, wrapped.
-func (d *Driver) call(ctx context.Context, ids []string, op string, call func(context.Context, []string) error) (map[int]error, error) {
-	err := call(ctx, ids)
-	if err == nil {
-		return nil, nil
-	}
-	if f, ok := d.perAckID(ids, op, err); ok {
-		return f, nil
-	}
-	if len(ids) > 1 && refusedAckID(err) && ctx.Err() == nil {
-		// The service refused the whole request for some of its IDs (the emulator does this for an
-		// unknown ack ID): split it to find them, so the good ones are not given up.
-		mid := len(ids) / 2
-		left, lerr := d.call(ctx, ids[:mid], op, call)
-		right, rerr := d.call(ctx, ids[mid:], op, call)
-		out := make(map[int]error, len(left)+len(right))
-		for i, e := range left {
-			out[i] = e
-		}
-		if lerr != nil {
-			for i := range mid {
-				out[i] = lerr
-			}
-		}
-		for i, e := range right {
-			out[mid+i] = e
-		}
-		if rerr != nil {
-			for i := range len(ids) - mid {
-				out[mid+i] = rerr
-			}
-		}
-		return out, nil
-	}
-	if len(ids) == 1 && errorCode(err) == source.InvalidArgument {
-		return nil, &ackIDError{op: op, sub: d.name, reason: "ack ID refused (expired or invalid)", code: source.InvalidArgument, err: err}
-	}
-	return nil, fmt.Errorf("%s subscription %s: %w", op, d.name, err)
-}
-
-// perAckID reads exactly-once delivery's per-ack-ID results from the error's ErrorInfo metadata
-// (ack ID -> reason). IDs it names failed: TRANSIENT_* ones may be retried, the others (e.g.
-// PERMANENT_FAILURE_INVALID_ACK_ID: the ack ID expired) not. IDs it does not name were processed,
-// unless the call's status is itself transient, in which case they are retried too (a repeated ack is
-// harmless). ok is false when the error carries no per-ID results.
-func (d *Driver) perAckID(ids []string, op string, err error) (map[int]error, bool) {
-	ae, isAPI := apierror.FromError(err)
-	if !isAPI {
-		return nil, false
-	}
-	md := ae.Metadata()
-	named := false
-	for _, id := range ids {
-		if _, ok := md[id]; ok {
-			named = true
-			break
-		}
-	}
-	if !named {
-		return nil, false
-	}
-	whole := errorCode(err)
-	failed := make(map[int]error)
-	for i, id := range ids {
-		reason, ok := md[id]
-		switch {
-		case ok && strings.HasPrefix(reason, "TRANSIENT_"):
-			failed[i] = &ackIDError{op: op, sub: d.name, reason: reason, code: source.Unavailable}
-		case ok && reason == "PERMANENT_FAILURE_INVALID_ACK_ID":
-			failed[i] = &ackIDError{op: op, sub: d.name, reason: reason, code: source.InvalidArgument}
-		case ok:
-			failed[i] = &ackIDError{op: op, sub: d.name, reason: reason, code: source.FailedPrecondition}
-		case whole.Transient():
-			failed[i] = fmt.Errorf("%s subscription %s: %w", op, d.name, err)
-		}
-	}
-	return failed, true
-}
-
-// refusedAckID reports whether err is the service refusing a request for an ack ID in it ("Invalid ack
-// id (ack_id=...)" from the emulator, "You have passed an invalid ack ID to the service" from Pub/Sub),
-// as opposed to a request that is wrong as a whole.
-func refusedAckID(err error) bool {
-	if errorCode(err) != source.InvalidArgument {
-		return false
-	}
-	msg := strings.ToLower(status.Convert(err).Message())
-	return strings.Contains(msg, "ack id") || strings.Contains(msg, "ack_id")
-}
-
-func ackIDs(handles []source.Handle) []string {
-	out := make([]string, len(handles))
-	for i, h := range handles {
-		out[i], _ = h.(string)
-	}
-	return out
-}
-
-// ---- flow control ----
-
-// flowControl bounds what one replica holds: received and not yet acked or nacked, by ack ID.
-// Entries older than ttl (longer than any lease can be extended) are dropped: their message has been
-// redelivered under a new ack ID or acked elsewhere.
-type flowControl struct {
-	maxMsgs  int
-	maxBytes int64
-	ttl      time.Duration
-	now      func() time.Time
-
-	mu      sync.Mutex
-	held    map[string]flowEntry
-	bytes   int64
-	changed chan struct{} // closed (and replaced) when something is released
-}
-
-type flowEntry struct {
-	size int64
-	at   time.Time
-}
-
-func newFlowControl(maxMsgs int, maxBytes int64, ttl time.Duration) *flowControl {
-	return &flowControl{maxMsgs: maxMsgs, maxBytes: maxBytes, ttl: ttl, now: time.Now,
-		held: make(map[string]flowEntry), changed: make(chan struct{})}
-}
-
-// wait blocks until fewer than maxMsgs messages and maxBytes bytes are held and returns how many
-// more messages fit.
-func (f *flowControl) wait(ctx context.Context) (int, error) {
-	for {
-		f.mu.Lock()
-		f.sweep()
-		room := f.maxMsgs - len(f.held)
-		full := room <= 0 || f.bytes >= f.maxBytes
-		changed := f.changed
-		f.mu.Unlock()
-		if !full {
-			return room, nil
-		}
-		t := time.NewTimer(time.Minute) // sweep again even if nothing is released
-		select {
-		case <-changed:
-			t.Stop()
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return 0, ctx.Err()
-		}
-	}
-}
-
-func (f *flowControl) sweep() {
-	cut := f.now().Add(-f.ttl)
-	for id, e := range f.held {
-		if e.at.Before(cut) {
-			f.bytes -= e.size
-			delete(f.held, id)
-		}
-	}
-}
-
-func (f *flowControl) add(ackID string, size int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if old, ok := f.held[ackID]; ok {
-		f.bytes -= old.size
-	}
-	f.held[ackID] = flowEntry{size: size, at: f.now()}
-	f.bytes += size
-}
-
-func (f *flowControl) release(ackIDs []string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, id := range ackIDs {
-		if e, ok := f.held[id]; ok {
-			f.bytes -= e.size
-			delete(f.held, id)
-			n++
-		}
-	}
-	if n > 0 {
-		close(f.changed)
-		f.changed = make(chan struct{})
-	}
-}
-
-// holding reports what is held (for tests and logs).
-func (f *flowControl) holding() (int, int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.held), f.bytes
+// Check reads the subscription, so a missing subscription or permission shows at start.
+func (d *driver) Check(ctx context.Context) error {
+	return d.check(ctx)
 }

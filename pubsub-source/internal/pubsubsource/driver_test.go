@@ -95,7 +95,7 @@ func (f *fakePub) Publish(_ context.Context, req *pb.PublishRequest, _ ...gax.Ca
 	return &pb.PublishResponse{MessageIds: []string{"dl-1"}}, nil
 }
 
-func testDriver(t *testing.T, sub subscriberAPI, change func(*Config)) *Driver {
+func testDriver(t *testing.T, sub subscriberAPI, change func(*Config)) *driver {
 	t.Helper()
 	c := validConfig()
 	c.Project, c.Subscription = "test-project", "orders"
@@ -243,7 +243,7 @@ func TestAckResults(t *testing.T) {
 				t.Fatalf("failed %v, want indexes %v", be.Failed, tt.failed)
 			}
 			for i, want := range tt.failed {
-				if got := d.ErrorCode(be.Failed[i]); got != want {
+				if got := classified(d, be.Failed[i]); got != want {
 					t.Errorf("index %d: code %s, want %s (%v)", i, got, want, be.Failed[i])
 				}
 			}
@@ -272,8 +272,8 @@ func TestAckIsolatesRefusedIDs(t *testing.T) {
 	if len(be.Failed) != 2 || be.Failed[2] == nil || be.Failed[6] == nil {
 		t.Fatalf("failed %v, want indexes 2 and 6", be.Failed)
 	}
-	if d.ErrorCode(be.Failed[2]) != source.InvalidArgument {
-		t.Errorf("refused ack ID classified %s, want invalid_argument", d.ErrorCode(be.Failed[2]))
+	if classified(d, be.Failed[2]) != source.InvalidArgument {
+		t.Errorf("refused ack ID classified %s, want invalid_argument", classified(d, be.Failed[2]))
 	}
 	acked := map[string]bool{}
 	calls, _ := f.calls()
@@ -403,15 +403,11 @@ func TestReceive(t *testing.T) {
 			t.Fatalf("got %v, %v; want nil, nil", msgs, err)
 		}
 	})
-	// A cancelled Pull can still be handed messages by the service: the driver never cancels one.
-	// Receive returns when its ctx ends, and whatever the pull brings later is released at once.
-	t.Run("cancelled receive: the pull is not cancelled, what it brings is released", func(t *testing.T) {
-		release := make(chan struct{})
-		pullCancelled := make(chan bool, 1)
+	// The pull runs on the caller's ctx: cancelling it ends the pull, and Receive returns at once.
+	t.Run("cancelled receive cancels the pull", func(t *testing.T) {
 		f := &fakeSub{pull: func(ctx context.Context, _ *pb.PullRequest) (*pb.PullResponse, error) {
-			<-release
-			pullCancelled <- ctx.Err() != nil
-			return &pb.PullResponse{ReceivedMessages: received(2, 10)}, nil
+			<-ctx.Done()
+			return nil, status.FromContextError(ctx.Err()).Err()
 		}}
 		d := testDriver(t, f, nil)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -420,22 +416,17 @@ func TestReceive(t *testing.T) {
 		cancel()
 		select {
 		case err := <-done:
-			if !errors.Is(err, context.Canceled) {
-				t.Fatalf("cancelled receive returned %v", err)
+			if c := d.ErrorCode(err); c != source.Canceled {
+				t.Fatalf("cancelled receive returned %v (%s), want canceled", err, c)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("receive did not return after its context was cancelled")
 		}
-		close(release)
-		if err := d.Close(context.Background()); err != nil { // waits for the pull
+		if err := d.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if <-pullCancelled {
-			t.Errorf("the pull's context was cancelled with the caller's")
-		}
-		_, mods := f.calls()
-		if len(mods) != 1 || mods[0].secs != 0 || strings.Join(mods[0].ids, ",") != "ack-0,ack-1" {
-			t.Fatalf("modacks %+v, want the late messages released (deadline 0)", mods)
+		if _, mods := f.calls(); len(mods) != 0 {
+			t.Fatalf("modacks %+v after a cancelled pull, want none", mods)
 		}
 	})
 	t.Run("missing subscription names it", func(t *testing.T) {
@@ -446,77 +437,6 @@ func TestReceive(t *testing.T) {
 		_, err := d.Receive(context.Background(), 10)
 		if d.ErrorCode(err) != source.NotFound || !strings.Contains(err.Error(), testSub) {
 			t.Fatalf("got %v (%s), want not_found naming %s", err, d.ErrorCode(err), testSub)
-		}
-	})
-}
-
-// Flow control: no pull while PUBSUB_MAX_OUTSTANDING_MESSAGES or _BYTES are held; acks and nacks
-// make room.
-func TestFlowControl(t *testing.T) {
-	for _, tt := range []struct {
-		name   string
-		change func(*Config)
-		size   int
-	}{
-		{"messages", func(c *Config) { c.MaxOutstanding = 5 }, 1},
-		{"bytes", func(c *Config) { c.MaxOutstandingB = 4500 }, 1000},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			var mu sync.Mutex
-			next := 0
-			f := &fakeSub{pull: func(_ context.Context, req *pb.PullRequest) (*pb.PullResponse, error) {
-				mu.Lock()
-				defer mu.Unlock()
-				rms := received(int(req.GetMaxMessages()), tt.size)
-				for _, rm := range rms {
-					rm.AckId = fmt.Sprintf("ack-%d", next)
-					next++
-				}
-				return &pb.PullResponse{ReceivedMessages: rms}, nil
-			}}
-			d := testDriver(t, f, tt.change)
-			d.applySettings(&pb.Subscription{AckDeadlineSeconds: 30})
-			first, err := d.Receive(context.Background(), 5)
-			if err != nil || len(first) == 0 {
-				t.Fatalf("first receive: %d, %v", len(first), err)
-			}
-			// Full now: the next Receive must wait.
-			got := make(chan []*source.Message, 1)
-			go func() {
-				msgs, _ := d.Receive(context.Background(), 5)
-				got <- msgs
-			}()
-			select {
-			case m := <-got:
-				t.Fatalf("received %d more messages while flow control was full", len(m))
-			case <-time.After(300 * time.Millisecond):
-			}
-			if err := d.Ack(context.Background(), []source.Handle{first[0].Handle}); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case m := <-got:
-				if len(m) == 0 {
-					t.Fatalf("no messages after an ack made room")
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatalf("receive still blocked after an ack made room")
-			}
-		})
-	}
-	t.Run("entries older than any lease are dropped", func(t *testing.T) {
-		now := time.Now()
-		fc := newFlowControl(1, 1<<20, time.Minute)
-		fc.now = func() time.Time { return now }
-		fc.add("a", 10)
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		defer cancel()
-		if _, err := fc.wait(ctx); err == nil {
-			t.Fatalf("wait returned with the only slot held")
-		}
-		now = now.Add(2 * time.Minute)
-		if room, err := fc.wait(context.Background()); err != nil || room != 1 {
-			t.Fatalf("after the ttl: room %d, %v", room, err)
 		}
 	})
 }

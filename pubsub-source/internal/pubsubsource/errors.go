@@ -1,9 +1,6 @@
 package pubsubsource
 
 import (
-	"errors"
-	"fmt"
-
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -27,33 +24,17 @@ var codeTable = map[codes.Code]source.Code{
 	codes.Unimplemented:      source.FailedPrecondition,
 }
 
-// ackIDError is the failure of one ack ID in an Acknowledge or ModifyAckDeadline call: reported by the
-// service per ack ID with exactly-once delivery, or isolated by splitting a refused batch.
-type ackIDError struct {
-	op     string // acknowledging | modifying ack deadline on
-	sub    string
-	reason string // the service's reason, e.g. PERMANENT_FAILURE_INVALID_ACK_ID
-	code   source.Code
-	err    error // the call's error, when there is one
+// entryError is the failure of one ack ID in an Acknowledge or ModifyAckDeadline call: reported by
+// the service per ack ID with exactly-once delivery, or isolated by splitting a refused batch. reason
+// is the service's (e.g. PERMANENT_FAILURE_INVALID_ACK_ID); err is the call's error, when there is one.
+func (d *driver) entryError(op, reason string, code source.Code, err error) *source.EntryError {
+	return &source.EntryError{Op: op, Resource: d.name, Reason: reason, Code: code, Err: err}
 }
 
-func (e *ackIDError) Error() string {
-	if e.err != nil {
-		return fmt.Sprintf("%s %s: %s: %v", e.op, e.sub, e.reason, e.err)
-	}
-	return fmt.Sprintf("%s %s: %s", e.op, e.sub, e.reason)
-}
-
-func (e *ackIDError) Unwrap() error { return e.err }
-
-// errorCode classifies an error of this driver.
+// errorCode classifies an error of this driver by its gRPC status.
 func errorCode(err error) source.Code {
 	if err == nil {
 		return source.Unknown
-	}
-	var ae *ackIDError
-	if errors.As(err, &ae) {
-		return ae.code
 	}
 	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
 		if c, ok := codeTable[s.Code()]; ok {

@@ -39,16 +39,28 @@ func TestErrorCode(t *testing.T) {
 		{status.Error(codes.Unknown, "x"), source.Unknown},
 		{fmt.Errorf("pulling from subscription s: %w", api(codes.NotFound)), source.NotFound},
 		{fmt.Errorf("pulling from subscription s: %w", status.Error(codes.ResourceExhausted, "x")), source.Throttled},
-		{&ackIDError{reason: "TRANSIENT_FAILURE_UNORDERED_ACK_ID", code: source.Unavailable}, source.Unavailable},
-		{fmt.Errorf("wrapped: %w", &ackIDError{reason: "PERMANENT_FAILURE_INVALID_ACK_ID", code: source.InvalidArgument}), source.InvalidArgument},
 		{errors.New("plain"), source.Unknown},
 		{context.Canceled, source.Unknown}, // the adapter maps context errors before asking the driver
 		{nil, source.Unknown},
 	}
-	d := &Driver{}
+	d := &driver{}
 	for _, tt := range tests {
 		if got := d.ErrorCode(tt.err); got != tt.want {
 			t.Errorf("ErrorCode(%v) = %s, want %s", tt.err, got, tt.want)
 		}
 	}
+}
+
+// classified is the code the adapter gives err: an entry error's own, else the driver's table, else
+// source.NetworkCode.
+func classified(d *driver, err error) source.Code {
+	var entry *source.EntryError
+	if errors.As(err, &entry) {
+		return entry.Code
+	}
+	if c := d.ErrorCode(err); c != source.Unknown {
+		return c
+	}
+	c, _ := source.NetworkCode(err)
+	return c
 }

@@ -22,10 +22,10 @@ import (
 // Integration tests against the emulator (Google's Java emulator, or the pstest process where it is
 // absent), through Open as a deployment would build the driver.
 
-func openOn(t *testing.T, sub string, change func(*Config)) *Driver {
+func openOn(t *testing.T, sub string, change func(*Config)) *driver {
 	t.Helper()
 	c := &Config{Subscription: sub, AckDeadline: 10 * time.Second, MaxExtension: time.Hour,
-		MaxOutstanding: 1000, MaxOutstandingB: 32 << 20, Pending: PendingOff}
+		Pending: PendingOff}
 	if change != nil {
 		change(c)
 	}
@@ -39,7 +39,7 @@ func openOn(t *testing.T, sub string, change func(*Config)) *Driver {
 		t.Fatalf("opening driver: %v", err)
 	}
 	t.Cleanup(func() { _ = d.Close(context.Background()) })
-	return d.(*Driver)
+	return d.(*driver)
 }
 
 func publish(t *testing.T, emu *pubsubtest.Emulator, topic string, msgs ...*pb.PubsubMessage) []string {
@@ -62,7 +62,7 @@ func texts(prefix string, n int) []*pb.PubsubMessage {
 }
 
 // receiveFor calls Receive until n messages arrived or within passed; each call waits up to wait.
-func receiveFor(t *testing.T, d *Driver, n int, within, wait time.Duration) []*source.Message {
+func receiveFor(t *testing.T, d *driver, n int, within, wait time.Duration) []*source.Message {
 	t.Helper()
 	var out []*source.Message
 	deadline := time.Now().Add(within)
@@ -78,7 +78,7 @@ func receiveFor(t *testing.T, d *Driver, n int, within, wait time.Duration) []*s
 	return out
 }
 
-func ackAll(t *testing.T, d *Driver, msgs []*source.Message) {
+func ackAll(t *testing.T, d *driver, msgs []*source.Message) {
 	t.Helper()
 	hs := make([]source.Handle, len(msgs))
 	for i, m := range msgs {

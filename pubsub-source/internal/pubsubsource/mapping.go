@@ -62,16 +62,6 @@ func toMessage(rm *pb.ReceivedMessage) *source.Message {
 	return m
 }
 
-// sizeOf is what a received message counts against PUBSUB_MAX_OUTSTANDING_BYTES: data plus attributes.
-func sizeOf(rm *pb.ReceivedMessage) int64 {
-	pm := rm.GetMessage()
-	n := int64(len(pm.GetData()) + len(pm.GetOrderingKey()) + len(rm.GetAckId()))
-	for k, v := range pm.GetAttributes() {
-		n += int64(len(k) + len(v))
-	}
-	return n
-}
-
 // deadLetterMessage builds what is published to the dead-letter topic: the original data and
 // attributes (without the x-pubsub-* headers this driver added) plus x-dead-letter-* attributes.
 func deadLetterMessage(msg *source.Message, subscription, reason string) *pb.PubsubMessage {

@@ -85,11 +85,3 @@ func TestDeadLetterMessage(t *testing.T) {
 		t.Errorf("dead letters are published without an ordering key (the topic may not allow one), got %q", got.GetOrderingKey())
 	}
 }
-
-func TestSizeOf(t *testing.T) {
-	rm := &pb.ReceivedMessage{AckId: "abc", Message: &pb.PubsubMessage{Data: make([]byte, 100), OrderingKey: "kk",
-		Attributes: map[string]string{"k": "vv"}}}
-	if got := sizeOf(rm); got != 100+2+3+3 {
-		t.Errorf("size %d, want 108", got)
-	}
-}

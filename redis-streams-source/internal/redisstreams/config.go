@@ -150,7 +150,7 @@ func (c *Config) Validate() error {
 	}
 
 	// What to read.
-	streams := c.Streams()
+	streams := c.streams()
 	if c.Stream != "" {
 		seen := map[string]bool{}
 		for _, s := range strings.Split(c.Stream, ",") {
@@ -209,8 +209,8 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Streams returns the stream keys in configuration order.
-func (c *Config) Streams() []string {
+// streams returns the stream keys in configuration order.
+func (c *Config) streams() []string {
 	var out []string
 	for _, s := range strings.Split(c.Stream, ",") {
 		if s = strings.TrimSpace(s); s != "" && !slices.Contains(out, s) {

@@ -1,14 +1,8 @@
 package redisstreams
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"fmt"
-	"io"
-	"net"
 	"strings"
-	"syscall"
 
 	"github.com/redis/go-redis/v9"
 
@@ -59,20 +53,18 @@ var messageCodes = []struct {
 	{"all sentinels specified in configuration are unreachable", source.Unavailable},
 	{"connection pool timeout", source.Unavailable},
 	{"connection unusable", source.Unavailable},
-	{"i/o timeout", source.Unavailable},
 }
 
-// errorCode classifies err: driver errors, Redis error replies by prefix, TLS and network failures.
+// errorCode classifies err: Redis error replies by prefix, then go-redis's own errors. Transport
+// failures (TLS, network) are left Unknown: the adapter classifies those with source.NetworkCode.
 func errorCode(err error) source.Code {
-	if err == nil {
+	switch {
+	case err == nil:
 		return source.Unknown
-	}
-	var he *handleError
-	if errors.As(err, &he) {
-		return source.InvalidArgument
-	}
-	if errors.Is(err, redis.ErrClosed) {
+	case errors.Is(err, redis.ErrClosed):
 		return source.Canceled
+	case errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted):
+		return source.Unavailable
 	}
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
@@ -85,29 +77,6 @@ func errorCode(err error) source.Code {
 			return c
 		}
 		return source.Unknown
-	}
-	// TLS: a certificate the client does not trust, or a handshake the server refused.
-	var unknownCA x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	var verify *tls.CertificateVerificationError
-	var alert tls.AlertError
-	var header tls.RecordHeaderError
-	switch {
-	case errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &invalid), errors.As(err, &verify):
-		return source.PermissionDenied
-	case errors.As(err, &alert):
-		return source.PermissionDenied
-	case errors.As(err, &header):
-		return source.FailedPrecondition // TLS to a plain-text port, or the reverse
-	}
-	var netErr net.Error
-	switch {
-	case errors.As(err, &netErr),
-		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, redis.ErrPoolTimeout),
-		errors.Is(err, redis.ErrPoolExhausted):
-		return source.Unavailable
 	}
 	if c, ok := byMessage(err.Error()); ok {
 		return c
@@ -128,17 +97,11 @@ func byMessage(msg string) (source.Code, bool) {
 // isNoGroup reports a NOGROUP reply: the stream or the group does not exist.
 func isNoGroup(err error) bool { return redis.HasErrorPrefix(err, "NOGROUP") }
 
-// handleError is the failure of one handle of a batch call: not ours, not pending, or not a handle.
-type handleError struct {
-	op     string // "extending", "releasing", "acking"
-	stream string
-	id     string
-	reason string
-}
-
-func (e *handleError) Error() string {
-	if e.stream == "" {
-		return fmt.Sprintf("%s: %s", e.op, e.reason)
+// entryError is the failure of one handle of a batch call (not ours, not pending, or not a handle):
+// InvalidArgument, so the adapter does not retry it.
+func (d *driver) entryError(op, stream, id, reason string) *source.EntryError {
+	if stream == "" {
+		return &source.EntryError{Op: op, Resource: "group " + d.group, Reason: reason, Code: source.InvalidArgument}
 	}
-	return fmt.Sprintf("%s entry %s of stream %s: %s", e.op, e.id, e.stream, e.reason)
+	return &source.EntryError{Op: op + " entry " + id + " of", Resource: "stream " + stream, Reason: reason, Code: source.InvalidArgument}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"syscall"
 	"testing"
@@ -46,18 +45,14 @@ func TestErrorCode(t *testing.T) {
 		{replyError("ERR Invalid stream ID specified as stream command argument"), source.InvalidArgument},
 		{replyError("ERR max number of clients reached"), source.Throttled},
 		{replyError("ERR something new"), source.Unknown},
-		{&handleError{op: "acking", stream: "s", id: "1-0", reason: "gone"}, source.InvalidArgument},
-		{&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, source.Unavailable},
-		{syscall.ECONNRESET, source.Unavailable},
-		{io.EOF, source.Unavailable},
-		{io.ErrUnexpectedEOF, source.Unavailable},
-		{&net.OpError{Op: "read", Net: "tcp", Err: timeoutErr{}}, source.Unavailable},
 		{redis.ErrPoolTimeout, source.Unavailable},
 		{errors.New("redis: all sentinels specified in configuration are unreachable"), source.Unavailable},
 		{redis.ErrClosed, source.Canceled},
-		{x509.UnknownAuthorityError{}, source.PermissionDenied},
-		{x509.HostnameError{Certificate: &x509.Certificate{}, Host: "h"}, source.PermissionDenied},
 		{errors.New("something else"), source.Unknown},
+		// Transport failures are the adapter's (source.NetworkCode): the driver leaves them Unknown.
+		{&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, source.Unknown},
+		{&net.OpError{Op: "read", Net: "tcp", Err: timeoutErr{}}, source.Unknown},
+		{x509.UnknownAuthorityError{}, source.Unknown},
 		{nil, source.Unknown},
 	}
 	d := &driver{}
@@ -79,6 +74,32 @@ func TestErrorCode(t *testing.T) {
 	}
 }
 
+// TestEntryError: a handle the driver refuses is an invalid_argument entry error naming the stream.
+func TestEntryError(t *testing.T) {
+	d := &driver{group: "g"}
+	e := d.entryError("extending", "s", "1-0", "gone")
+	if e.Code != source.InvalidArgument || e.Error() != "extending entry 1-0 of stream s: gone" {
+		t.Errorf("entry error %q classified %s", e, e.Code)
+	}
+	if e := d.entryError("acking", "", "", "not a redis-streams handle: int"); e.Error() != "acking group g: not a redis-streams handle: int" {
+		t.Errorf("entry error %q", e)
+	}
+}
+
+// classified is the code the adapter gives err: an entry error's own, else the driver's table, else
+// source.NetworkCode.
+func classified(d *driver, err error) source.Code {
+	var entry *source.EntryError
+	if errors.As(err, &entry) {
+		return entry.Code
+	}
+	if c := d.ErrorCode(err); c != source.Unknown {
+		return c
+	}
+	c, _ := source.NetworkCode(err)
+	return c
+}
+
 type timeoutErr struct{}
 
 func (timeoutErr) Error() string   { return "i/o timeout" }
@@ -98,7 +119,7 @@ func TestErrorCodeOfRealFailures(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, Protocol: 2, DisableIdentity: true})
 	defer c.Close()
 	err = c.Ping(ctx).Err()
-	if got := errorCode(err); got != source.Unavailable {
+	if got := classified(&driver{}, err); got != source.Unavailable {
 		t.Errorf("connection refused (%v) = %s, want unavailable", err, got)
 	}
 	_ = c.Close()

@@ -182,7 +182,7 @@ func (t *tracker) add(id string) int {
 }
 
 // serveSource runs the connector over the driver on a fresh unix socket and connects numatest to it.
-func serveSource(ctx context.Context, b testing.TB, srv *sqstest.Server, url string, counter *RequestCounter) (*numatest.Client, func()) {
+func serveSource(ctx context.Context, b testing.TB, srv *sqstest.Server, url string, counter *requestCounter) (*numatest.Client, func()) {
 	b.Helper()
 	cfg := testConfig(url, "")
 	cfg.VisibilityTimeout = benchVisibility
@@ -224,7 +224,7 @@ func serveSource(ctx context.Context, b testing.TB, srv *sqstest.Server, url str
 // ask for pending every 5 s.
 func runSource(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, n int) benchRun {
 	b.Helper()
-	counter := &RequestCounter{}
+	counter := &requestCounter{}
 	start := time.Now() // start-up included
 	c, stop := serveSource(ctx, b, srv, url, counter)
 	tr := &tracker{seen: map[string]bool{}}
@@ -267,13 +267,13 @@ func runSource(ctx context.Context, b *testing.B, srv *sqstest.Server, url strin
 	}
 	took := time.Since(start)
 	stop() // flushes the last acks; their requests count
-	return tr.run(int(counter.Total()), counter.Snapshot(), took)
+	return tr.run(int(counter.total()), counter.snapshot(), took)
 }
 
 // runRaw is the baseline: workers each loop ReceiveMessage(10) + DeleteMessageBatch.
 func runRaw(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, n, workers int) benchRun {
 	b.Helper()
-	counter := &RequestCounter{}
+	counter := &requestCounter{}
 	cfg := srv.AWSConfig()
 	// The same connection pool as the driver's, so neither side pays for connection churn.
 	tr0 := http.DefaultTransport.(*http.Transport).Clone()
@@ -318,21 +318,21 @@ func runRaw(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, 
 	if !done.Load() {
 		b.Fatalf("raw run ended before %d messages", n)
 	}
-	return tr.run(int(counter.Total()), counter.Snapshot(), took)
+	return tr.run(int(counter.total()), counter.snapshot(), took)
 }
 
 // runIdle serves the source on the (now empty) queue for d, reading as numa does and asking for
 // pending every 5 s as numa does on replica 0, and returns SQS requests per minute.
 func runIdle(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, d time.Duration) float64 {
 	b.Helper()
-	counter := &RequestCounter{}
+	counter := &requestCounter{}
 	c, stop := serveSource(ctx, b, srv, url, counter)
 	defer stop()
 	// Let start-up settle (the first receive and the first backlog reading), then count.
 	if _, err := c.Read(ctx, benchBatch, time.Second); err != nil {
 		b.Fatal(err)
 	}
-	base := counter.Total()
+	base := counter.total()
 	start := time.Now()
 	lastPending := time.Time{}
 	for time.Since(start) < d {
@@ -346,7 +346,7 @@ func runIdle(ctx context.Context, b *testing.B, srv *sqstest.Server, url string,
 			b.Fatal(err)
 		}
 	}
-	return float64(counter.Total()-base) / time.Since(start).Minutes()
+	return float64(counter.total()-base) / time.Since(start).Minutes()
 }
 
 // peakRSS returns the process's peak resident set size (VmHWM) in bytes, 0 if unknown.

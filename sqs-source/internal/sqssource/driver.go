@@ -2,16 +2,10 @@ package sqssource
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"math"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/numaflow-connectors/sources/common/source"
 )
@@ -23,7 +17,6 @@ const (
 	maxReceiveConcurrency     = 100
 	ackConcurrency            = 8
 	maxNackDelay              = 12 * time.Hour
-	idleBacklogTTL            = time.Minute
 )
 
 // driver is the SQS source.Driver. Handles are receipt handles (string).
@@ -35,12 +28,11 @@ type driver struct {
 	dlqFIFO  bool
 	receives int // ReceiveConcurrency
 
-	requests *RequestCounter // nil in unit tests
+	requests *requestCounter // nil in unit tests
 	closeFn  func()          // releases the HTTP client; nil in unit tests
 
 	checked   atomic.Bool
 	closeOnce sync.Once
-	polls     sync.WaitGroup // long polls and the releases of what late ones brought
 
 	// An empty queue stays empty while no receive of this driver returns a message: a zero backlog is
 	// then reused for up to idleBacklogTTL, so an idle replica 0 (asked for pending every 5 s) makes
@@ -57,21 +49,7 @@ var (
 	_ source.Checker      = (*driver)(nil)
 )
 
-// newDriver wires a driver over api; it makes no call.
-func newDriver(cfg Config, api sqsAPI, log *slog.Logger) *driver {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &driver{
-		cfg:      cfg,
-		api:      api,
-		log:      log,
-		fifo:     isFIFO(cfg.QueueURL),
-		dlqFIFO:  cfg.DeadLetterQueueURL != "" && isFIFO(cfg.DeadLetterQueueURL),
-		receives: defaultReceiveConcurrency,
-	}
-}
-
+// Capabilities: batches of 10, parallel receives, the visibility timeout as lease, FIFO group order.
 func (d *driver) Capabilities() source.Capabilities {
 	return source.Capabilities{
 		MaxReceive:         maxBatch,
@@ -85,115 +63,17 @@ func (d *driver) Capabilities() source.Capabilities {
 	}
 }
 
-// Receive makes one long poll (SQS_WAIT_TIME) for up to max messages, asking for every system and
-// message attribute and setting SQS_VISIBILITY_TIMEOUT on what it returns.
+// Receive makes one long poll (SQS_WAIT_TIME) for up to max messages on ctx.
 func (d *driver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
-	n := min(max, maxBatch)
-	if n <= 0 {
-		n = maxBatch
-	}
-	in := &sqs.ReceiveMessageInput{
-		QueueUrl:                    &d.cfg.QueueURL,
-		MaxNumberOfMessages:         int32(n),
-		WaitTimeSeconds:             int32(d.cfg.WaitTime / time.Second),
-		VisibilityTimeout:           seconds(d.cfg.VisibilityTimeout),
-		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
-		MessageAttributeNames:       []string{"All"},
-	}
-	// A long poll is never abandoned: SQS (fauxqs does, measured) may still hand messages to a poll
-	// whose client went away, and they would stay hidden for a whole visibility timeout. So the poll
-	// runs detached from the adapter's cancellation (bounded by the wait plus slack); when the adapter
-	// stops receiving, Receive returns at once and whatever the poll still brings is released.
-	type result struct {
-		out *sqs.ReceiveMessageOutput
-		err error
-	}
-	done := make(chan result, 1)
-	d.polls.Add(1)
-	go func() {
-		defer d.polls.Done()
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.WaitTime+15*time.Second)
-		defer cancel()
-		out, err := d.api.ReceiveMessage(pctx, in)
-		done <- result{out, err}
-	}()
-	var out *sqs.ReceiveMessageOutput
-	var err error
-	select {
-	case r := <-done:
-		out, err = r.out, r.err
-	case <-ctx.Done():
-		d.polls.Add(1)
-		go func() {
-			defer d.polls.Done()
-			r := <-done
-			if r.err != nil || r.out == nil || len(r.out.Messages) == 0 {
-				return
-			}
-			handles := make([]source.Handle, 0, len(r.out.Messages))
-			for _, m := range r.out.Messages {
-				if m.ReceiptHandle != nil {
-					handles = append(handles, *m.ReceiptHandle)
-				}
-			}
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			// d.Nack sends them in batches of 10.
-			if err := d.Nack(rctx, handles, 0); err != nil {
-				d.log.Warn("releasing messages a late long poll brought failed; they come back after the visibility timeout",
-					"queue", d.cfg.QueueURL, "count", len(handles), "error", err)
-				return
-			}
-			d.log.Info("released messages a late long poll brought", "queue", d.cfg.QueueURL, "count", len(handles))
-		}()
-		return nil, ctx.Err()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("receiving from queue %s: %w", d.cfg.QueueURL, err)
-	}
-	if len(out.Messages) == 0 {
-		return nil, nil
-	}
-	d.received.Add(1)
-	now := time.Now()
-	msgs := make([]*source.Message, 0, len(out.Messages))
-	for _, m := range out.Messages {
-		if m.MessageId == nil || *m.MessageId == "" || m.ReceiptHandle == nil || *m.ReceiptHandle == "" {
-			// Never seen from SQS; without an id or handle the message can be neither offset nor acked,
-			// and it comes back after the visibility timeout.
-			d.log.Warn("received message without id or receipt handle skipped", "queue", d.cfg.QueueURL)
-			continue
-		}
-		msgs = append(msgs, toMessage(m, d.fifo, d.cfg.UnwrapSNS, now))
-	}
-	return msgs, nil
+	return d.receive(ctx, max)
 }
 
-// Ack deletes the messages with DeleteMessageBatch. A receipt handle SQS refuses (invalid, or expired
-// on a FIFO queue) is reported in a *source.BatchError with a ReceiptHandleIsInvalid error, classified
-// InvalidArgument: the adapter logs and counts it and does not retry it; the message may come back
-// (at-least-once). Deleting a message that is already gone succeeds at SQS.
+// Ack deletes the messages; a receipt handle SQS refuses fails alone, classified invalid_argument.
 func (d *driver) Ack(ctx context.Context, handles []source.Handle) error {
-	return d.batch(ctx, handles, "deleting", func(ctx context.Context, ids, receipts []string) (map[string]types.BatchResultErrorEntry, map[string]bool, error) {
-		entries := make([]types.DeleteMessageBatchRequestEntry, len(ids))
-		for i := range ids {
-			entries[i] = types.DeleteMessageBatchRequestEntry{Id: &ids[i], ReceiptHandle: &receipts[i]}
-		}
-		out, err := d.api.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: &d.cfg.QueueURL, Entries: entries})
-		if err != nil {
-			return nil, nil, fmt.Errorf("deleting messages from queue %s: %w", d.cfg.QueueURL, err)
-		}
-		ok := make(map[string]bool, len(out.Successful))
-		for _, s := range out.Successful {
-			ok[deref(s.Id)] = true
-		}
-		return failedByID(out.Failed), ok, nil
-	})
+	return d.deleteMessages(ctx, handles)
 }
 
-// Nack sets the visibility timeout of the messages to delay (rounded up to whole seconds, at most
-// 12 h), so SQS delivers them again after it. A message that is no longer in flight is already
-// visible: that counts as success.
+// Nack makes the messages visible again after delay (whole seconds, at most 12 h); see changeVisibility.
 func (d *driver) Nack(ctx context.Context, handles []source.Handle, delay time.Duration) error {
 	return d.changeVisibility(ctx, handles, min(delay, maxNackDelay), true)
 }
@@ -203,243 +83,19 @@ func (d *driver) Extend(ctx context.Context, handles []source.Handle, lease time
 	return d.changeVisibility(ctx, handles, min(lease, maxVisibility), false)
 }
 
-func (d *driver) changeVisibility(ctx context.Context, handles []source.Handle, to time.Duration, nack bool) error {
-	vis := seconds(to)
-	return d.batch(ctx, handles, "changing visibility of", func(ctx context.Context, ids, receipts []string) (map[string]types.BatchResultErrorEntry, map[string]bool, error) {
-		entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, len(ids))
-		for i := range ids {
-			entries[i] = types.ChangeMessageVisibilityBatchRequestEntry{Id: &ids[i], ReceiptHandle: &receipts[i], VisibilityTimeout: vis}
-		}
-		out, err := d.api.ChangeMessageVisibilityBatch(ctx, &sqs.ChangeMessageVisibilityBatchInput{QueueUrl: &d.cfg.QueueURL, Entries: entries})
-		if err != nil {
-			return nil, nil, fmt.Errorf("changing visibility of messages in queue %s: %w", d.cfg.QueueURL, err)
-		}
-		ok := make(map[string]bool, len(out.Successful))
-		for _, s := range out.Successful {
-			ok[deref(s.Id)] = true
-		}
-		failed := failedByID(out.Failed)
-		if nack {
-			for id, f := range failed {
-				if isNotInflight(deref(f.Code)) {
-					delete(failed, id)
-					ok[id] = true
-				}
-			}
-		}
-		return failed, ok, nil
-	})
-}
-
-func isNotInflight(code string) bool {
-	return code == "MessageNotInflight" || code == "AWS.SimpleQueueService.MessageNotInflight"
-}
-
-// batchCall runs one SQS batch call for entries with the given ids and receipt handles and returns
-// the failed entries and the successful ids, by entry id.
-type batchCall func(ctx context.Context, ids, receipts []string) (map[string]types.BatchResultErrorEntry, map[string]bool, error)
-
-// batch runs call over handles in chunks of 10 and maps per-entry failures back to indexes of handles.
-// It returns nil, a *source.BatchError for a partial failure, or the call's error when every handle
-// failed the same way.
-func (d *driver) batch(ctx context.Context, handles []source.Handle, op string, call batchCall) error {
-	if len(handles) == 0 {
-		return nil
-	}
-	failed := map[int]error{}
-	var whole error // the error of a failed call, when every handle is in a failed call
-	calls, wholeCalls := 0, 0
-	for start := 0; start < len(handles); start += maxBatch {
-		end := min(start+maxBatch, len(handles))
-		var ids, receipts []string
-		var idx []int
-		for i := start; i < end; i++ {
-			rh, ok := handles[i].(string)
-			if !ok || rh == "" {
-				failed[i] = &entryError{op: op, queue: d.cfg.QueueURL, code: "ReceiptHandleIsInvalid",
-					message: fmt.Sprintf("handle of type %T is not a receipt handle", handles[i]), senderFault: true}
-				continue
-			}
-			ids = append(ids, strconv.Itoa(len(ids)))
-			receipts = append(receipts, rh)
-			idx = append(idx, i)
-		}
-		if len(ids) == 0 {
-			continue
-		}
-		calls++
-		bad, good, err := call(ctx, ids, receipts)
-		if err != nil {
-			wholeCalls++
-			whole = err
-			for _, i := range idx {
-				failed[i] = err
-			}
-			continue
-		}
-		for j, id := range ids {
-			switch f, isBad := bad[id]; {
-			case isBad:
-				failed[idx[j]] = &entryError{op: op, queue: d.cfg.QueueURL, code: deref(f.Code), message: deref(f.Message), senderFault: f.SenderFault}
-			case !good[id]:
-				failed[idx[j]] = &entryError{op: op, queue: d.cfg.QueueURL, code: "MissingResult", message: "SQS reported neither success nor failure for the entry"}
-			}
-		}
-	}
-	switch {
-	case len(failed) == 0:
-		return nil
-	case calls == 1 && wholeCalls == 1 && len(failed) == len(handles):
-		return whole
-	}
-	return &source.BatchError{Failed: failed}
-}
-
-func failedByID(entries []types.BatchResultErrorEntry) map[string]types.BatchResultErrorEntry {
-	m := make(map[string]types.BatchResultErrorEntry, len(entries))
-	for _, e := range entries {
-		m[deref(e.Id)] = e
-	}
-	return m
-}
-
-// Backlog is ApproximateNumberOfMessages (visible) + ApproximateNumberOfMessagesNotVisible (in flight
-// at any replica, including messages nacked with a delay). Delayed messages (DelaySeconds) are not
-// counted: they cannot be read yet and are counted once they become visible. A zero reading is reused
-// for up to a minute while no receive of this driver returns a message (see idleBacklogTTL); SQS's own
-// counts lag by about that much.
+// Backlog is the queue's visible plus in-flight count (a zero reading is reused while idle).
 func (d *driver) Backlog(ctx context.Context) (int64, error) {
-	recvd := d.received.Load()
-	d.zeroMu.Lock()
-	idle := !d.zeroAt.IsZero() && d.zeroRecvd == recvd && time.Since(d.zeroAt) < idleBacklogTTL
-	d.zeroMu.Unlock()
-	if idle {
-		return 0, nil
-	}
-	n, err := d.backlog(ctx)
-	d.zeroMu.Lock()
-	if err == nil && n == 0 {
-		d.zeroAt, d.zeroRecvd = time.Now(), recvd
-	} else {
-		d.zeroAt = time.Time{}
-	}
-	d.zeroMu.Unlock()
-	return n, err
-}
-
-func (d *driver) backlog(ctx context.Context) (int64, error) {
-	out, err := d.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-		QueueUrl: &d.cfg.QueueURL,
-		AttributeNames: []types.QueueAttributeName{
-			types.QueueAttributeNameApproximateNumberOfMessages,
-			types.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
-		},
-	})
-	if err != nil {
-		return -1, fmt.Errorf("getting attributes of queue %s: %w", d.cfg.QueueURL, err)
-	}
-	var total int64
-	for _, name := range []types.QueueAttributeName{
-		types.QueueAttributeNameApproximateNumberOfMessages,
-		types.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
-	} {
-		n, err := strconv.ParseInt(out.Attributes[string(name)], 10, 64)
-		if err != nil {
-			return -1, fmt.Errorf("reading %s of queue %s: %w", name, d.cfg.QueueURL, err)
-		}
-		total += n
-	}
-	return total, nil
-}
-
-// DeadLetter sends the message to SQS_DEAD_LETTER_QUEUE_URL with its body, its attributes and
-// attributes for the reason, the source queue, the original message id and receive count, then
-// deletes it from the source queue. On a FIFO dead-letter queue the message keeps its group (or uses
-// its id as the group) and its id is the deduplication id, so a retry after a failed delete does not
-// send it twice. Without a dead-letter queue it returns source.ErrNoDeadLetter.
-func (d *driver) DeadLetter(ctx context.Context, msg *source.Message, reason string) error {
-	if d.cfg.DeadLetterQueueURL == "" {
-		return source.ErrNoDeadLetter
-	}
-	rh, ok := msg.Handle.(string)
-	if !ok || rh == "" {
-		return &entryError{op: "dead-lettering", queue: d.cfg.QueueURL, code: "ReceiptHandleIsInvalid",
-			message: fmt.Sprintf("handle of type %T is not a receipt handle", msg.Handle), senderFault: true}
-	}
-	in := &sqs.SendMessageInput{
-		QueueUrl:          &d.cfg.DeadLetterQueueURL,
-		MessageBody:       ptr(string(msg.Payload)),
-		MessageAttributes: deadLetterAttributes(msg, reason, d.cfg.QueueURL),
-	}
-	if d.dlqFIFO {
-		group := msg.Headers[HeaderGroupID]
-		if group == "" {
-			group = msg.ID
-		}
-		in.MessageGroupId = &group
-		in.MessageDeduplicationId = ptr(msg.ID)
-	}
-	if _, err := d.api.SendMessage(ctx, in); err != nil {
-		return fmt.Errorf("sending message %s to dead-letter queue %s: %w", msg.ID, d.cfg.DeadLetterQueueURL, err)
-	}
-	if _, err := d.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &d.cfg.QueueURL, ReceiptHandle: &rh}); err != nil {
-		return fmt.Errorf("deleting dead-lettered message %s from queue %s: %w", msg.ID, d.cfg.QueueURL, err)
-	}
-	return nil
-}
-
-// Check asks SQS for the queue's attributes (and, until the first success, the dead-letter queue's),
-// so a missing queue or a missing permission shows in a clear message at start.
-func (d *driver) Check(ctx context.Context) error {
-	out, err := d.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-		QueueUrl:       &d.cfg.QueueURL,
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameRedrivePolicy, types.QueueAttributeNameVisibilityTimeout},
-	})
-	if err != nil {
-		return fmt.Errorf("checking queue %s: %w", d.cfg.QueueURL, err)
-	}
-	if d.checked.Load() {
-		return nil
-	}
-	if d.cfg.DeadLetterQueueURL != "" {
-		if _, err := d.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-			QueueUrl:       &d.cfg.DeadLetterQueueURL,
-			AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
-		}); err != nil {
-			return fmt.Errorf("checking dead-letter queue %s: %w", d.cfg.DeadLetterQueueURL, err)
-		}
-	}
-	if !d.checked.Swap(true) {
-		redrive := out.Attributes[string(types.QueueAttributeNameRedrivePolicy)] != ""
-		d.log.Info("queue reachable", "queue", d.cfg.QueueURL, "fifo", d.fifo,
-			"dead_letter_queue", d.cfg.DeadLetterQueueURL, "redrive_policy", redrive)
-		if d.cfg.DeadLetterQueueURL == "" && !redrive {
-			d.log.Warn("no dead-letter queue: messages over numa's max deliveries are nacked and redelivered until they expire",
-				"queue", d.cfg.QueueURL)
-		}
-	}
-	return nil
+	return d.cachedBacklog(ctx)
 }
 
 // ErrorCode classifies an error returned by the driver.
 func (d *driver) ErrorCode(err error) source.Code { return errorCode(err) }
 
 // Close releases the HTTP client's idle connections and logs how many SQS requests were made.
-func (d *driver) Close(ctx context.Context) error {
+func (d *driver) Close(context.Context) error {
 	d.closeOnce.Do(func() {
-		// Give polls that outlived the adapter's receiving a moment to return and release what they
-		// brought; a poll on an idle queue ends by itself after SQS_WAIT_TIME.
-		polled := make(chan struct{})
-		go func() { d.polls.Wait(); close(polled) }()
-		t := time.NewTimer(3 * time.Second)
-		select {
-		case <-polled:
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
 		if d.requests != nil {
-			d.log.Info("sqs requests", "queue", d.cfg.QueueURL, "total", d.requests.Total(), "by_operation", d.requests.Snapshot())
+			d.log.Info("sqs requests", "queue", d.cfg.QueueURL, "total", d.requests.total(), "by_operation", d.requests.snapshot())
 		}
 		if d.closeFn != nil {
 			d.closeFn()
@@ -448,13 +104,12 @@ func (d *driver) Close(ctx context.Context) error {
 	return nil
 }
 
-// RequestCounter returns the counter of HTTP requests this driver sent (nil when built for a test).
-func (d *driver) RequestCounter() *RequestCounter { return d.requests }
+// DeadLetter sends the message to SQS_DEAD_LETTER_QUEUE_URL, then deletes it from the queue.
+func (d *driver) DeadLetter(ctx context.Context, msg *source.Message, reason string) error {
+	return d.deadLetter(ctx, msg, reason)
+}
 
-// seconds rounds d up to whole seconds for SQS's integer timeouts.
-func seconds(d time.Duration) int32 {
-	if d <= 0 {
-		return 0
-	}
-	return int32(math.Ceil(d.Seconds()))
+// Check reads the queue's and the dead-letter queue's attributes, so a problem shows at start.
+func (d *driver) Check(ctx context.Context) error {
+	return d.check(ctx)
 }

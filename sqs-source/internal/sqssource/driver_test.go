@@ -240,13 +240,13 @@ func TestAckPartialFailure(t *testing.T) {
 	if len(be.Failed) != 3 || be.Failed[2] == nil || be.Failed[5] == nil || be.Failed[12] == nil {
 		t.Fatalf("failed %v, want indexes 2, 5 and 12", be.Failed)
 	}
-	if c := d.ErrorCode(be.Failed[2]); c != source.InvalidArgument {
+	if c := classified(d, be.Failed[2]); c != source.InvalidArgument {
 		t.Errorf("invalid receipt handle classified %v, want invalid_argument", c)
 	}
-	if c := d.ErrorCode(be.Failed[5]); c != source.InvalidArgument {
+	if c := classified(d, be.Failed[5]); c != source.InvalidArgument {
 		t.Errorf("bad handle type classified %v, want invalid_argument", c)
 	}
-	if c := d.ErrorCode(be.Failed[12]); c != source.Unavailable || !c.Transient() {
+	if c := classified(d, be.Failed[12]); c != source.Unavailable || !c.Transient() {
 		t.Errorf("internal error classified %v, want unavailable", c)
 	}
 	if got := strings.Count(strings.Join(f.calls, ","), "DeleteMessageBatch"); got != 2 {
@@ -348,7 +348,7 @@ func TestNackNotInflightIsSuccessExtendIsNot(t *testing.T) {
 	if !errors.As(err, &be) || len(be.Failed) != 2 {
 		t.Fatalf("extend error %v: want handles 0 and 1 failed", err)
 	}
-	if c := d.ErrorCode(be.Failed[0]); c != source.FailedPrecondition {
+	if c := classified(d, be.Failed[0]); c != source.FailedPrecondition {
 		t.Errorf("extend of a message no longer in flight classified %v, want failed_precondition", c)
 	}
 	if got[len(got)-1] != 30 {
@@ -527,14 +527,11 @@ func TestErrorCode(t *testing.T) {
 		{"http 429", httpErr(429), source.Throttled},
 		{"http 403", httpErr(403), source.PermissionDenied},
 		{"http 404", httpErr(404), source.NotFound},
-		{"connection refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, source.Unavailable},
-		{"reset wrapped", fmt.Errorf("receiving from queue q: %w", syscall.ECONNRESET), source.Unavailable},
-		{"dns", &net.DNSError{Err: "no such host", Name: "sqs"}, source.Unavailable},
 		{"canceled", &smithy.CanceledError{Err: context.Canceled}, source.Canceled},
 		{"unknown", errors.New("???"), source.Unknown},
-		{"entry throttled", &entryError{code: "RequestThrottled"}, source.Throttled},
-		{"entry unknown sender fault", &entryError{code: "Strange", senderFault: true}, source.InvalidArgument},
-		{"entry unknown server fault", &entryError{code: "Strange"}, source.Unavailable},
+		// Transport failures are the adapter's (source.NetworkCode): the driver leaves them Unknown.
+		{"connection refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, source.Unknown},
+		{"dns", &net.DNSError{Err: "no such host", Name: "sqs"}, source.Unknown},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -543,6 +540,43 @@ func TestErrorCode(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestEntryErrorCode(t *testing.T) {
+	d := newTestDriver(t, nil, &fakeSQS{})
+	tests := []struct {
+		name        string
+		code        string
+		senderFault bool
+		want        source.Code
+	}{
+		{"in the table", "RequestThrottled", false, source.Throttled},
+		{"query code", "AWS.SimpleQueueService.MessageNotInflight", true, source.FailedPrecondition},
+		{"unknown sender fault", "Strange", true, source.InvalidArgument},
+		{"unknown server fault", "Strange", false, source.Unavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := d.entryError("deleting messages from", tt.code, "failed", tt.senderFault)
+			if e.Code != tt.want || !strings.Contains(e.Error(), stdURL) || !strings.Contains(e.Error(), tt.code) {
+				t.Fatalf("entry error %q classified %v, want %v naming the queue and the code", e, e.Code, tt.want)
+			}
+		})
+	}
+}
+
+// classified is the code the adapter gives err: an entry error's own, else the driver's table, else
+// source.NetworkCode.
+func classified(d *driver, err error) source.Code {
+	var entry *source.EntryError
+	if errors.As(err, &entry) {
+		return entry.Code
+	}
+	if c := d.ErrorCode(err); c != source.Unknown {
+		return c
+	}
+	c, _ := source.NetworkCode(err)
+	return c
 }
 
 func TestCheck(t *testing.T) {

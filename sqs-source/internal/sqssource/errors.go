@@ -2,11 +2,7 @@ package sqssource
 
 import (
 	"errors"
-	"fmt"
-	"io"
-	"net"
 	"strings"
-	"syscall"
 
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -123,35 +119,29 @@ func codeOf(apiCode string) (source.Code, bool) {
 	return source.Unknown, false
 }
 
-// entryError is the failure of one entry of a batch call (DeleteMessageBatch,
-// ChangeMessageVisibilityBatch).
-type entryError struct {
-	op          string // "deleting", "changing visibility"
-	queue       string
-	code        string
-	message     string
-	senderFault bool
+// entryError builds the classified error of one entry of a batch call (DeleteMessageBatch,
+// ChangeMessageVisibilityBatch) from SQS's code for it: by the table, else by who was at fault.
+func (d *driver) entryError(op, code, message string, senderFault bool) *source.EntryError {
+	c, ok := codeOf(code)
+	switch {
+	case ok:
+	case senderFault:
+		c = source.InvalidArgument
+	default:
+		c = source.Unavailable
+	}
+	e := &source.EntryError{Op: op, Resource: d.cfg.QueueURL, Reason: code, Code: c}
+	if message != "" {
+		e.Err = errors.New(message)
+	}
+	return e
 }
 
-func (e *entryError) Error() string {
-	return fmt.Sprintf("%s message in %s: %s: %s", e.op, e.queue, e.code, e.message)
-}
-
-// errorCode classifies err, from the driver's own entry errors, the SQS error code, the HTTP status, or
-// the kind of network failure, in that order.
+// errorCode classifies err by the SQS error code, then the HTTP status. Transport failures (TLS,
+// network) are left Unknown: the adapter classifies those with source.NetworkCode.
 func errorCode(err error) source.Code {
 	if err == nil {
 		return source.Unknown
-	}
-	var entry *entryError
-	if errors.As(err, &entry) {
-		if c, ok := codeOf(entry.code); ok {
-			return c
-		}
-		if entry.senderFault {
-			return source.InvalidArgument
-		}
-		return source.Unavailable
 	}
 	var canceled *smithy.CanceledError
 	if errors.As(err, &canceled) {
@@ -170,20 +160,6 @@ func errorCode(err error) source.Code {
 		}
 	}
 	if api != nil && api.ErrorFault() == smithy.FaultServer {
-		return source.Unavailable
-	}
-	var netErr net.Error
-	switch {
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return source.DeadlineExceeded
-	case errors.As(err, &netErr),
-		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return source.Unavailable
-	}
-	var opErr *net.OpError
-	var dnsErr *net.DNSError
-	if errors.As(err, &opErr) || errors.As(err, &dnsErr) {
 		return source.Unavailable
 	}
 	return source.Unknown

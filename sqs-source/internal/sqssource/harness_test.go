@@ -29,7 +29,7 @@ const testVisibility = 2 * time.Second
 
 // openAt opens the driver through the real constructor path (LoadDefaultConfig, counting HTTP
 // client, no SDK retries) pointed at fauxqs.
-func openAt(ctx context.Context, t testing.TB, srv *sqstest.Server, cfg Config, counter *RequestCounter) *driver {
+func openAt(ctx context.Context, t testing.TB, srv *sqstest.Server, cfg Config, counter *requestCounter) *driver {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("invalid test config: %v", err)

@@ -82,7 +82,7 @@ func TestDriverAgainstFauxqs(t *testing.T) {
 	q := srv.CreateQueueWithDLQ(t, sqstest.QueueName(t), false, 0, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	counter := &RequestCounter{}
+	counter := &requestCounter{}
 	d := openAt(ctx, t, srv, testConfig(q.URL, q.DLQURL), counter)
 	if err := d.Check(ctx); err != nil {
 		t.Fatalf("check: %v", err)
@@ -124,11 +124,11 @@ func TestDriverAgainstFauxqs(t *testing.T) {
 	if err := d.Extend(ctx, hs, 30*time.Second); err != nil {
 		t.Fatalf("extend: %v", err)
 	}
-	before := counter.Snapshot()["DeleteMessageBatch"]
+	before := counter.snapshot()["DeleteMessageBatch"]
 	if err := d.Ack(ctx, hs[:10]); err != nil {
 		t.Fatalf("ack: %v", err)
 	}
-	if got := counter.Snapshot()["DeleteMessageBatch"] - before; got != 1 {
+	if got := counter.snapshot()["DeleteMessageBatch"] - before; got != 1 {
 		t.Errorf("%d DeleteMessageBatch requests for 10 acks, want 1", got)
 	}
 	nacked := time.Now()
@@ -166,8 +166,8 @@ func TestDriverAgainstFauxqs(t *testing.T) {
 	if n, _ := d.Backlog(ctx); n != 0 {
 		t.Errorf("backlog %d after everything was acked, want 0", n)
 	}
-	if counter.Total() == 0 || counter.Snapshot()["ReceiveMessage"] == 0 {
-		t.Errorf("request counter %v saw no requests", counter.Snapshot())
+	if counter.total() == 0 || counter.snapshot()["ReceiveMessage"] == 0 {
+		t.Errorf("request counter %v saw no requests", counter.snapshot())
 	}
 	if err := d.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -213,10 +213,10 @@ func TestDriverUnreachable(t *testing.T) {
 	defer cancel()
 	d := openAt(ctx, t, srv, testConfig(url, ""), nil) // must not fail: the broker is down
 	_, err := d.Receive(ctx, 10)
-	if c := d.ErrorCode(err); c != source.Unavailable {
+	if c := classified(d, err); c != source.Unavailable {
 		t.Fatalf("receive from a stopped broker: %v classified %v, want unavailable", err, c)
 	}
-	if err := d.Check(ctx); err == nil || d.ErrorCode(err) != source.Unavailable {
+	if err := d.Check(ctx); err == nil || classified(d, err) != source.Unavailable {
 		t.Fatalf("check against a stopped broker: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package sqssource
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -30,16 +31,11 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 	return open(ctx, cfg, env, nil, nil)
 }
 
-// OpenCounted is Open with every HTTP request the driver sends also counted in counter (for
-// benchmarks running the driver in process).
-func OpenCounted(ctx context.Context, cfg *Config, env *server.Env, counter *RequestCounter) (source.Driver, error) {
-	return open(ctx, cfg, env, counter, nil)
-}
-
-// open builds the driver; load adds options to config.LoadDefaultConfig (tests point it at fauxqs).
-func open(ctx context.Context, cfg *Config, env *server.Env, counter *RequestCounter, load []func(*awsconfig.LoadOptions) error) (*driver, error) {
+// open builds the driver; counter (nil: a new one) counts its HTTP requests, and load adds options to
+// config.LoadDefaultConfig (tests point it at fauxqs).
+func open(ctx context.Context, cfg *Config, env *server.Env, counter *requestCounter, load []func(*awsconfig.LoadOptions) error) (*driver, error) {
 	if counter == nil {
-		counter = &RequestCounter{}
+		counter = &requestCounter{}
 	}
 	// The SDK's own buildable client, tuned, so that settings it applies while loading (such as
 	// AWS_CA_BUNDLE) apply; its transport is then wrapped to count requests.
@@ -89,6 +85,21 @@ func open(ctx context.Context, cfg *Config, env *server.Env, counter *RequestCou
 	return d, nil
 }
 
+// newDriver wires a driver over api; it makes no call.
+func newDriver(cfg Config, api sqsAPI, log *slog.Logger) *driver {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &driver{
+		cfg:      cfg,
+		api:      api,
+		log:      log,
+		fifo:     isFIFO(cfg.QueueURL),
+		dlqFIFO:  cfg.DeadLetterQueueURL != "" && isFIFO(cfg.DeadLetterQueueURL),
+		receives: defaultReceiveConcurrency,
+	}
+}
+
 var regionHostRE = regexp.MustCompile(`^sqs\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$`)
 
 // regionFromURL returns the region in an AWS SQS queue URL's host, or "".
@@ -103,19 +114,19 @@ func regionFromURL(queueURL string) string {
 	return ""
 }
 
-// RequestCounter counts the HTTP requests (every attempt) a driver sends, by SQS operation.
-type RequestCounter struct {
-	total atomic.Int64
+// requestCounter counts the HTTP requests (every attempt) a driver sends, by SQS operation.
+type requestCounter struct {
+	count atomic.Int64
 	mu    sync.Mutex
 	byOp  map[string]int64
 }
 
-// Total is the number of requests so far.
-func (c *RequestCounter) Total() int64 { return c.total.Load() }
+// total is the number of requests so far.
+func (c *requestCounter) total() int64 { return c.count.Load() }
 
-// Snapshot returns the requests so far by operation ("ReceiveMessage", "DeleteMessageBatch", ...;
+// snapshot returns the requests so far by operation ("ReceiveMessage", "DeleteMessageBatch", ...;
 // requests that are not SQS calls, such as STS, under their service's target or "other").
-func (c *RequestCounter) Snapshot() map[string]int64 {
+func (c *requestCounter) snapshot() map[string]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make(map[string]int64, len(c.byOp))
@@ -125,8 +136,8 @@ func (c *RequestCounter) Snapshot() map[string]int64 {
 	return out
 }
 
-func (c *RequestCounter) add(op string) {
-	c.total.Add(1)
+func (c *requestCounter) add(op string) {
+	c.count.Add(1)
 	c.mu.Lock()
 	if c.byOp == nil {
 		c.byOp = map[string]int64{}
@@ -138,7 +149,7 @@ func (c *RequestCounter) add(op string) {
 // countingTransport counts each request before passing it on.
 type countingTransport struct {
 	base    http.RoundTripper
-	counter *RequestCounter
+	counter *requestCounter
 }
 
 func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {

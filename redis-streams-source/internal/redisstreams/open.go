@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -27,9 +28,32 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 	}
 	consumer := consumerName(cfg, env)
 	log := env.Log.With("group", cfg.Group, "consumer", consumer)
-	log.Info("redis streams source configured", "mode", cfg.Mode, "streams", cfg.Streams(), "tls", cfg.tlsWanted(),
+	log.Info("redis streams source configured", "mode", cfg.Mode, "streams", cfg.streams(), "tls", cfg.tlsWanted(),
 		"claim_min_idle", cfg.ClaimMinIdle.String(), "payload_field", cfg.PayloadField, "dead_letter_stream", cfg.DeadLetterStream)
 	return newDriver(cfg, consumer, client, log), nil
+}
+
+// newDriver wires a driver over api; it makes no call.
+func newDriver(cfg *Config, consumer string, api redisAPI, log *slog.Logger) *driver {
+	return &driver{
+		api:       api,
+		log:       log,
+		streams:   cfg.streams(),
+		group:     cfg.Group,
+		consumer:  consumer,
+		startID:   cfg.startID(),
+		create:    cfg.CreateGroup,
+		claimIdle: cfg.ClaimMinIdle,
+		maxExt:    cfg.MaxExtension,
+		block:     cfg.Block,
+		readCount: cfg.ReadCount,
+		delOnAck:  cfg.DeleteOnAck,
+		dlq:       cfg.DeadLetterStream,
+		dlqMaxLen: cfg.DeadLetterMaxLen,
+		mapper:    mapper{payloadField: cfg.PayloadField, keyField: cfg.KeyField},
+		now:       time.Now,
+		replay:    map[string]string{},
+	}
 }
 
 // consumerName is REDIS_CONSUMER, or <pipeline>-<vertex>-<replica>: stable across restarts of a

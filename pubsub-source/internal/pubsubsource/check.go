@@ -1,0 +1,30 @@
+package pubsubsource
+
+import (
+	"context"
+	"fmt"
+
+	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+
+	"github.com/numaflow-connectors/sources/common/source"
+)
+
+// check reads the subscription, so a missing subscription or a missing permission is logged at start
+// with its name. Reading it needs pubsub.subscriptions.get, which roles/pubsub.subscriber lacks: when
+// only that is denied and the last pull succeeded, the subscription is fine for this source.
+func (d *driver) check(ctx context.Context) error {
+	if _, err := d.sub.GetSubscription(ctx, &pb.GetSubscriptionRequest{Subscription: d.name}, noRetry); err != nil {
+		if errorCode(err) == source.PermissionDenied && d.pullOK.Load() {
+			return nil
+		}
+		hint := ""
+		switch errorCode(err) {
+		case source.NotFound:
+			hint = " (create it, or fix PUBSUB_SUBSCRIPTION / PUBSUB_PROJECT)"
+		case source.PermissionDenied:
+			hint = " (reading it needs pubsub.subscriptions.get, e.g. roles/pubsub.viewer; receiving needs roles/pubsub.subscriber)"
+		}
+		return fmt.Errorf("getting subscription %s%s: %w", d.name, hint, err)
+	}
+	return nil
+}
