@@ -192,7 +192,7 @@ func (c *committer) attempt(ctx context.Context, batch []Handle, call func(conte
 
 // transient classifies and reports err; true when retrying may help.
 func (c *committer) transient(name string, err error) bool {
-	code := classify(c.s.d, err)
+	code := Classify(c.s.d, err)
 	c.s.errs.report(name, code, err)
 	if code.unreachable() {
 		c.s.ready.set(false) // the prober brings it back

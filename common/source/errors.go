@@ -163,9 +163,10 @@ func NetworkCode(err error) (code Code, ok bool) {
 	return Unknown, false
 }
 
-// classify returns the code of err: context errors and *EntryError here, then the driver's table,
-// then NetworkCode for what the driver left Unknown.
-func classify(d Driver, err error) Code {
+// Classify returns the code the adapter gives an error of d: context errors and *EntryError first,
+// then d's ErrorCode, then NetworkCode for what the driver left Unknown. Drivers' tests use it to
+// check what the adapter will do with their errors.
+func Classify(d Driver, err error) Code {
 	var entry *EntryError
 	switch {
 	case err == nil:

@@ -179,7 +179,7 @@ func (s *Source) dlRetry(r *record, reason string) (error, []int) {
 		if err == nil || errors.Is(err, ErrNoDeadLetter) {
 			return true
 		}
-		code := classify(s.d, err)
+		code := Classify(s.d, err)
 		s.errs.report("dead_letter", code, err)
 		return !code.Transient()
 	})

@@ -78,7 +78,7 @@ func (p *pendingCache) refresh(done chan struct{}) {
 	// not subtracted, so the answer errs high, never low.
 	base := p.committed.Load()
 	if err != nil {
-		p.s.errs.report("backlog", classify(p.s.d, err), err)
+		p.s.errs.report("backlog", Classify(p.s.d, err), err)
 		v = -1
 	}
 	v = max(v, -1)

@@ -127,7 +127,7 @@ func (r *receivers) receive(n int, bytes int64) {
 	msgs, err := s.d.Receive(r.ctx, n)
 	if err != nil {
 		s.led.unreserve(n, bytes)
-		code := classify(s.d, err)
+		code := Classify(s.d, err)
 		if code != Canceled || r.ctx.Err() == nil {
 			s.errs.report("receive", code, err)
 			if code.unreachable() {

@@ -243,7 +243,7 @@ func TestAckResults(t *testing.T) {
 				t.Fatalf("failed %v, want indexes %v", be.Failed, tt.failed)
 			}
 			for i, want := range tt.failed {
-				if got := classified(d, be.Failed[i]); got != want {
+				if got := source.Classify(d, be.Failed[i]); got != want {
 					t.Errorf("index %d: code %s, want %s (%v)", i, got, want, be.Failed[i])
 				}
 			}
@@ -272,8 +272,8 @@ func TestAckIsolatesRefusedIDs(t *testing.T) {
 	if len(be.Failed) != 2 || be.Failed[2] == nil || be.Failed[6] == nil {
 		t.Fatalf("failed %v, want indexes 2 and 6", be.Failed)
 	}
-	if classified(d, be.Failed[2]) != source.InvalidArgument {
-		t.Errorf("refused ack ID classified %s, want invalid_argument", classified(d, be.Failed[2]))
+	if source.Classify(d, be.Failed[2]) != source.InvalidArgument {
+		t.Errorf("refused ack ID classified %s, want invalid_argument", source.Classify(d, be.Failed[2]))
 	}
 	acked := map[string]bool{}
 	calls, _ := f.calls()

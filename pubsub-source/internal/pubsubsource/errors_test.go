@@ -50,17 +50,3 @@ func TestErrorCode(t *testing.T) {
 		}
 	}
 }
-
-// classified is the code the adapter gives err: an entry error's own, else the driver's table, else
-// source.NetworkCode.
-func classified(d *driver, err error) source.Code {
-	var entry *source.EntryError
-	if errors.As(err, &entry) {
-		return entry.Code
-	}
-	if c := d.ErrorCode(err); c != source.Unknown {
-		return c
-	}
-	c, _ := source.NetworkCode(err)
-	return c
-}

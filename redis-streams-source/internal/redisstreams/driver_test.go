@@ -132,8 +132,8 @@ func TestAckRejectsForeignHandles(t *testing.T) {
 	if !errors.As(err, &be) || len(be.Failed) != 1 || be.Failed[1] == nil {
 		t.Fatalf("Ack with a bogus handle: %v, want a BatchError for index 1", err)
 	}
-	if classified(d, be.Failed[1]) != source.InvalidArgument {
-		t.Errorf("bogus handle classified %s", classified(d, be.Failed[1]))
+	if source.Classify(d, be.Failed[1]) != source.InvalidArgument {
+		t.Errorf("bogus handle classified %s", source.Classify(d, be.Failed[1]))
 	}
 }
 
@@ -210,13 +210,13 @@ func TestNoGroupWithoutCreate(t *testing.T) {
 	if err == nil {
 		t.Fatal("Receive on a missing group succeeded")
 	}
-	if classified(d, err) != source.NotFound {
-		t.Errorf("classified %s, want not_found: %v", classified(d, err), err)
+	if source.Classify(d, err) != source.NotFound {
+		t.Errorf("classified %s, want not_found: %v", source.Classify(d, err), err)
 	}
 	if !strings.Contains(err.Error(), "missing:stream") || !strings.Contains(err.Error(), "group g") {
 		t.Errorf("error does not name the stream and the group: %v", err)
 	}
-	if err := d.Check(context.Background()); err == nil || classified(d, err) != source.NotFound {
+	if err := d.Check(context.Background()); err == nil || source.Classify(d, err) != source.NotFound {
 		t.Errorf("Check: %v", err)
 	}
 }
@@ -298,8 +298,8 @@ func TestReceiveErrorReplaysAfterwards(t *testing.T) {
 		return cmdOf(ctx, nil, redisDown{})
 	}
 	_, err := d.Receive(ctx, 10)
-	if err == nil || classified(d, err) != source.Unavailable {
-		t.Fatalf("Receive with redis down: %v (%s)", err, classified(d, err))
+	if err == nil || source.Classify(d, err) != source.Unavailable {
+		t.Fatalf("Receive with redis down: %v (%s)", err, source.Classify(d, err))
 	}
 	api.do = nil
 	// Back: the reply of a lost read may have left entries in our pending list: they are replayed.
@@ -374,7 +374,7 @@ func TestExtendOnlyOwnEntries(t *testing.T) {
 	}
 	err := d.Extend(ctx, handles(msgs), time.Minute)
 	var be *source.BatchError
-	if !errors.As(err, &be) || len(be.Failed) != 1 || be.Failed[1] == nil || classified(d, be.Failed[1]) != source.InvalidArgument {
+	if !errors.As(err, &be) || len(be.Failed) != 1 || be.Failed[1] == nil || source.Classify(d, be.Failed[1]) != source.InvalidArgument {
 		t.Fatalf("Extend: %v, want the claimed entry failed as invalid_argument", err)
 	}
 	pend, _ := c.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: "s", Group: "g", Start: "-", End: "+", Count: 10}).Result()
@@ -407,7 +407,7 @@ func TestBacklogErrors(t *testing.T) {
 		c.SetVal([]redis.XInfoGroup{{Name: "other", Lag: 1}})
 		return c
 	}
-	if n, err := d.Backlog(ctx); n != -1 || classified(d, err) != source.NotFound {
+	if n, err := d.Backlog(ctx); n != -1 || source.Classify(d, err) != source.NotFound {
 		t.Errorf("Backlog without our group = %d, %v; want -1 and not_found", n, err)
 	}
 }

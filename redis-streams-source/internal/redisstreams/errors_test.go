@@ -86,20 +86,6 @@ func TestEntryError(t *testing.T) {
 	}
 }
 
-// classified is the code the adapter gives err: an entry error's own, else the driver's table, else
-// source.NetworkCode.
-func classified(d *driver, err error) source.Code {
-	var entry *source.EntryError
-	if errors.As(err, &entry) {
-		return entry.Code
-	}
-	if c := d.ErrorCode(err); c != source.Unknown {
-		return c
-	}
-	c, _ := source.NetworkCode(err)
-	return c
-}
-
 type timeoutErr struct{}
 
 func (timeoutErr) Error() string   { return "i/o timeout" }
@@ -119,7 +105,7 @@ func TestErrorCodeOfRealFailures(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, Protocol: 2, DisableIdentity: true})
 	defer c.Close()
 	err = c.Ping(ctx).Err()
-	if got := classified(&driver{}, err); got != source.Unavailable {
+	if got := source.Classify(&driver{}, err); got != source.Unavailable {
 		t.Errorf("connection refused (%v) = %s, want unavailable", err, got)
 	}
 	_ = c.Close()

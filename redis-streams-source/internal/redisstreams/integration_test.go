@@ -323,13 +323,13 @@ func TestIntegrationRedisDown(t *testing.T) {
 	srv.Kill()
 	start := time.Now()
 	_, err := d.Receive(ctx, 10)
-	if err == nil || classified(d, err) != source.Unavailable {
-		t.Fatalf("Receive with redis down: %v (%s), want unavailable", err, classified(d, err))
+	if err == nil || source.Classify(d, err) != source.Unavailable {
+		t.Fatalf("Receive with redis down: %v (%s), want unavailable", err, source.Classify(d, err))
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("Receive with redis down took %s", took)
 	}
-	if err := d.Check(ctx); err == nil || classified(d, err) != source.Unavailable {
+	if err := d.Check(ctx); err == nil || source.Classify(d, err) != source.Unavailable {
 		t.Errorf("Check with redis down: %v", err)
 	}
 	if n, err := d.Backlog(ctx); n != -1 || err == nil {
@@ -350,8 +350,8 @@ func TestIntegrationWrongPassword(t *testing.T) {
 	cfg := testConfig(strings.Replace(srv.URL(), ":right@", ":wrong@", 1), redistest.Name(t))
 	d := openTest(ctx, t, cfg)
 	_, err := d.Receive(ctx, 10)
-	if err == nil || classified(d, err) != source.PermissionDenied {
-		t.Fatalf("Receive with a wrong password: %v (%s), want permission_denied", err, classified(d, err))
+	if err == nil || source.Classify(d, err) != source.PermissionDenied {
+		t.Fatalf("Receive with a wrong password: %v (%s), want permission_denied", err, source.Classify(d, err))
 	}
 	cfg.URL = config.Secret(strings.Replace(srv.URL(), ":right@", "", 1))
 	cfg.Password = "right"
@@ -412,10 +412,10 @@ func TestIntegrationTLS(t *testing.T) {
 			if err == nil {
 				t.Fatal("connected")
 			}
-			if tc.want >= 0 && classified(d, err) != tc.want {
-				t.Errorf("classified %s, want %s: %v", classified(d, err), tc.want, err)
+			if tc.want >= 0 && source.Classify(d, err) != tc.want {
+				t.Errorf("classified %s, want %s: %v", source.Classify(d, err), tc.want, err)
 			}
-			t.Logf("refused: %v (%s)", err, classified(d, err))
+			t.Logf("refused: %v (%s)", err, source.Classify(d, err))
 		})
 	}
 }

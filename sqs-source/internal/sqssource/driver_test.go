@@ -240,13 +240,13 @@ func TestAckPartialFailure(t *testing.T) {
 	if len(be.Failed) != 3 || be.Failed[2] == nil || be.Failed[5] == nil || be.Failed[12] == nil {
 		t.Fatalf("failed %v, want indexes 2, 5 and 12", be.Failed)
 	}
-	if c := classified(d, be.Failed[2]); c != source.InvalidArgument {
+	if c := source.Classify(d, be.Failed[2]); c != source.InvalidArgument {
 		t.Errorf("invalid receipt handle classified %v, want invalid_argument", c)
 	}
-	if c := classified(d, be.Failed[5]); c != source.InvalidArgument {
+	if c := source.Classify(d, be.Failed[5]); c != source.InvalidArgument {
 		t.Errorf("bad handle type classified %v, want invalid_argument", c)
 	}
-	if c := classified(d, be.Failed[12]); c != source.Unavailable || !c.Transient() {
+	if c := source.Classify(d, be.Failed[12]); c != source.Unavailable || !c.Transient() {
 		t.Errorf("internal error classified %v, want unavailable", c)
 	}
 	if got := strings.Count(strings.Join(f.calls, ","), "DeleteMessageBatch"); got != 2 {
@@ -348,7 +348,7 @@ func TestNackNotInflightIsSuccessExtendIsNot(t *testing.T) {
 	if !errors.As(err, &be) || len(be.Failed) != 2 {
 		t.Fatalf("extend error %v: want handles 0 and 1 failed", err)
 	}
-	if c := classified(d, be.Failed[0]); c != source.FailedPrecondition {
+	if c := source.Classify(d, be.Failed[0]); c != source.FailedPrecondition {
 		t.Errorf("extend of a message no longer in flight classified %v, want failed_precondition", c)
 	}
 	if got[len(got)-1] != 30 {
@@ -563,20 +563,6 @@ func TestEntryErrorCode(t *testing.T) {
 			}
 		})
 	}
-}
-
-// classified is the code the adapter gives err: an entry error's own, else the driver's table, else
-// source.NetworkCode.
-func classified(d *driver, err error) source.Code {
-	var entry *source.EntryError
-	if errors.As(err, &entry) {
-		return entry.Code
-	}
-	if c := d.ErrorCode(err); c != source.Unknown {
-		return c
-	}
-	c, _ := source.NetworkCode(err)
-	return c
 }
 
 func TestCheck(t *testing.T) {

@@ -213,10 +213,10 @@ func TestDriverUnreachable(t *testing.T) {
 	defer cancel()
 	d := openAt(ctx, t, srv, testConfig(url, ""), nil) // must not fail: the broker is down
 	_, err := d.Receive(ctx, 10)
-	if c := classified(d, err); c != source.Unavailable {
+	if c := source.Classify(d, err); c != source.Unavailable {
 		t.Fatalf("receive from a stopped broker: %v classified %v, want unavailable", err, c)
 	}
-	if err := d.Check(ctx); err == nil || classified(d, err) != source.Unavailable {
+	if err := d.Check(ctx); err == nil || source.Classify(d, err) != source.Unavailable {
 		t.Fatalf("check against a stopped broker: %v", err)
 	}
 }
