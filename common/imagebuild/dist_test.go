@@ -46,13 +46,13 @@ func TestDist(t *testing.T) {
 			if err != nil {
 				t.Fatalf("created annotation %q: %v", a[LabelCreated], err)
 			}
-			for _, k := range []string{LabelSource, LabelRevision, LabelLicenses, LabelDescription} {
+			for _, k := range []string{labelSource, LabelRevision, LabelLicenses, LabelDescription} {
 				if strings.TrimSpace(a[k]) == "" {
 					t.Errorf("annotation %s is empty", k)
 				}
 			}
 			want := expectation{
-				name: connector, version: ref, revision: a[LabelRevision], source: a[LabelSource],
+				name: connector, version: ref, revision: a[LabelRevision], source: a[labelSource],
 				licenses: a[LabelLicenses], description: a[LabelDescription], created: created,
 				files: map[string][]byte{},
 			}

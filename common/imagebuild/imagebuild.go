@@ -37,7 +37,7 @@ import (
 
 // Paths and identities inside every image.
 const (
-	BinDir       = "/usr/local/bin"
+	binDir       = "/usr/local/bin"
 	CACertsPath  = "/etc/ssl/certs/ca-certificates.crt"
 	ZoneinfoPath = "/usr/share/zoneinfo.zip"
 	NonrootUID   = 65532
@@ -50,7 +50,7 @@ const (
 
 // OCI annotation and label keys set on every image.
 const (
-	LabelSource      = "org.opencontainers.image.source"
+	labelSource      = "org.opencontainers.image.source"
 	LabelVersion     = "org.opencontainers.image.version"
 	LabelRevision    = "org.opencontainers.image.revision"
 	LabelLicenses    = "org.opencontainers.image.licenses"
@@ -84,12 +84,12 @@ type Config struct {
 }
 
 // Entrypoint is where the binary of connector name lives in its image.
-func Entrypoint(name string) string { return path.Join(BinDir, name) }
+func Entrypoint(name string) string { return path.Join(binDir, name) }
 
 // Env is the image's environment.
 func Env() []string {
 	return []string{
-		"PATH=" + BinDir + ":/usr/bin:/bin",
+		"PATH=" + binDir + ":/usr/bin:/bin",
 		"SSL_CERT_FILE=" + CACertsPath,
 		"ZONEINFO=" + ZoneinfoPath,
 	}
@@ -98,7 +98,7 @@ func Env() []string {
 // Labels returns the OCI labels (and annotations) for cfg.
 func (c *Config) Labels() map[string]string {
 	return map[string]string{
-		LabelSource:      c.Source,
+		labelSource:      c.Source,
 		LabelVersion:     c.Version,
 		LabelRevision:    c.Revision,
 		LabelLicenses:    c.Licenses,
@@ -188,7 +188,7 @@ func buildImage(cfg *Config, base v1.Layer, plat v1.Platform, binPath string) (v
 	if err != nil {
 		return nil, fmt.Errorf("reading binary %s: %w", binPath, err)
 	}
-	if err := CheckELF(bin, plat.Architecture); err != nil {
+	if err := checkELF(bin, plat.Architecture); err != nil {
 		return nil, fmt.Errorf("checking binary %s for %s: %w", binPath, plat.String(), err)
 	}
 	created := cfg.created()
@@ -244,8 +244,8 @@ func buildImage(cfg *Config, base v1.Layer, plat v1.Platform, binPath string) (v
 	return mutate.Annotations(img, cfg.Labels()).(v1.Image), nil
 }
 
-// CheckELF returns an error unless bin is a statically linked ELF executable for Go architecture arch.
-func CheckELF(bin []byte, arch string) error {
+// checkELF returns an error unless bin is a statically linked ELF executable for Go architecture arch.
+func checkELF(bin []byte, arch string) error {
 	f, err := elf.NewFile(bytes.NewReader(bin))
 	if err != nil {
 		return fmt.Errorf("reading ELF header: %w", err)

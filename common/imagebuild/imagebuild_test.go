@@ -288,7 +288,7 @@ func checkIndex(t *testing.T, idx v1.ImageIndex, want expectation) map[string]im
 		t.Fatalf("reading index manifest: %v", err)
 	}
 	wantLabels := map[string]string{
-		LabelSource: want.source, LabelVersion: want.version, LabelRevision: want.revision,
+		labelSource: want.source, LabelVersion: want.version, LabelRevision: want.revision,
 		LabelLicenses: want.licenses, LabelDescription: want.description,
 		LabelCreated: want.created.UTC().Format(time.RFC3339), LabelTitle: want.name,
 	}
@@ -364,7 +364,7 @@ func checkIndex(t *testing.T, idx v1.ImageIndex, want expectation) map[string]im
 
 			files := checkFiles(t, img, want, entry)
 			bin := files[entry]
-			if err := CheckELF(bin, p.Architecture); err != nil {
+			if err := checkELF(bin, p.Architecture); err != nil {
 				t.Errorf("binary in the %s image: %v", p.Architecture, err)
 			}
 			dg, _ := img.Digest()

@@ -17,8 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
-// RefNameAnnotation names the tag of an image in an OCI layout's index.json.
-const RefNameAnnotation = "org.opencontainers.image.ref.name"
+// refNameAnnotation names the tag of an image in an OCI layout's index.json.
+const refNameAnnotation = "org.opencontainers.image.ref.name"
 
 // WriteLayout writes idx as the only entry of a fresh OCI image layout in dir, annotated with tag as
 // its ref name (so `skopeo copy oci:dir:tag` and similar tools find it). An existing dir is replaced only
@@ -31,7 +31,7 @@ func WriteLayout(dir string, idx v1.ImageIndex, tag string) error {
 	if err != nil {
 		return fmt.Errorf("writing OCI layout %s: %w", dir, err)
 	}
-	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{RefNameAnnotation: tag})); err != nil {
+	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{refNameAnnotation: tag})); err != nil {
 		return fmt.Errorf("writing image index to OCI layout %s: %w", dir, err)
 	}
 	return nil
@@ -74,11 +74,11 @@ func ReadLayout(dir string) (v1.ImageIndex, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("reading image index %s in %s: %w", d.Digest, dir, err)
 	}
-	return idx, d.Annotations[RefNameAnnotation], nil
+	return idx, d.Annotations[refNameAnnotation], nil
 }
 
-// TarballName is the file WriteTarballs writes for connector name and platform p.
-func TarballName(connector string, p v1.Platform) string {
+// tarballName is the file WriteTarballs writes for connector name and platform p.
+func tarballName(connector string, p v1.Platform) string {
 	return fmt.Sprintf("%s-%s-%s.tar", connector, p.OS, p.Architecture)
 }
 
@@ -102,7 +102,7 @@ func WriteTarballs(dir, connector string, ref name.Tag, idx v1.ImageIndex) ([]st
 		if err != nil {
 			return nil, fmt.Errorf("reading image %s of %s: %w", d.Digest, connector, err)
 		}
-		p := filepath.Join(dir, TarballName(connector, *d.Platform))
+		p := filepath.Join(dir, tarballName(connector, *d.Platform))
 		if err := tarball.WriteToFile(p, ref, img); err != nil {
 			return nil, fmt.Errorf("writing tarball %s: %w", p, err)
 		}

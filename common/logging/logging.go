@@ -10,8 +10,8 @@ import (
 	"strings"
 )
 
-// ParseLevel reads a LOG_LEVEL value: debug, info, warn or error (any case).
-func ParseLevel(level string) (slog.Level, error) {
+// parseLevel reads a LOG_LEVEL value: debug, info, warn or error (any case).
+func parseLevel(level string) (slog.Level, error) {
 	switch strings.ToLower(strings.TrimSpace(level)) {
 	case "debug":
 		return slog.LevelDebug, nil
@@ -27,7 +27,7 @@ func ParseLevel(level string) (slog.Level, error) {
 
 // New returns a logger writing to w at level, in format json (the default when empty) or text.
 func New(w io.Writer, level, format string) (*slog.Logger, error) {
-	lvl, err := ParseLevel(level)
+	lvl, err := parseLevel(level)
 	if err != nil {
 		return nil, err
 	}
