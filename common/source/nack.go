@@ -128,7 +128,7 @@ func (s *Source) deadLetterNow(r *record, kind, reason string, delay time.Durati
 	err := ErrNoDeadLetter
 	var gens []int
 	if s.dl != nil {
-		err, gens = s.dlRetry(r, reason)
+		gens, err = s.dlRetry(r, reason)
 	}
 	switch {
 	case err == nil:
@@ -164,7 +164,7 @@ func fallbackDelay(deliveries int) time.Duration {
 
 // dlRetry calls DeadLetter with transient errors retried for Options.AckRetry. It passes a copy of the
 // message with its newest handle and returns the generation that handle had.
-func (s *Source) dlRetry(r *record, reason string) (error, []int) {
+func (s *Source) dlRetry(r *record, reason string) ([]int, error) {
 	var err error
 	var gens []int
 	bo := backoff{}
@@ -183,7 +183,7 @@ func (s *Source) dlRetry(r *record, reason string) (error, []int) {
 		s.errs.report("dead_letter", code, err)
 		return !code.Transient()
 	})
-	return err, gens
+	return gens, err
 }
 
 // nackCounts remembers how often messages nacked back to the broker were delivered, so the count

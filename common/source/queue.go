@@ -12,8 +12,6 @@ type queue struct {
 	head  int
 }
 
-func (q *queue) len() int { return len(q.items) - q.head }
-
 func (q *queue) push(r *record) { q.items = append(q.items, r) }
 
 func (q *queue) pushFront(r *record) {
@@ -95,8 +93,6 @@ func (d *delayQueue) popDue(now time.Time) *record {
 	}
 	return heap.Pop(d).(*record)
 }
-
-func (d *delayQueue) dueBy(now time.Time) bool { return len(*d) > 0 && !(*d)[0].due.After(now) }
 
 func (d *delayQueue) nextDue() time.Time {
 	if len(*d) == 0 {
