@@ -95,6 +95,29 @@ esac
 # ---- document ----
 mkdir -p "$(dirname "$out")" || exit 1
 row() { printf '| %s | %s | %s | %s |\n' "$@"; }
+# bigmsg MODULE: the "peak RSS with big messages" table of BenchmarkBigMessages (nothing if it did not run).
+bigmsg() {
+	local m=$1 budget c rss
+	[ -n "$(metric "$m" bounded_peak_rss_MiB unbounded_peak_rss_MiB)" ] || return 0
+	budget=$(metric "$m" budget_MiB); budget=${budget:-256}
+	echo
+	echo "### Peak RSS with big messages"
+	echo
+	echo "\`BenchmarkBigMessages\`: the connector binary's peak RSS (VmHWM) while numatest, over the unix socket, drains"
+	echo "400 messages of 1 MiB as a backpressured numa (Read 10 with a 1 s timeout, ack 200 ms later), the"
+	echo "connector configured for a batch of 500 (\`NUMAFLOW_READ_BATCH_SIZE=500\`). Bounded: what the server derives"
+	echo "from a 256 MiB pod (\`GOMEMLIMIT=230MiB\`, \`PREFETCH_BYTES=64Mi\`); unbounded, the before: \`PREFETCH_BYTES=1Gi\`,"
+	echo "\`GOMEMLIMIT=off\` (no soft limit, the runtime's default). Every message must be delivered and acked or the benchmark fails."
+	[ "$m" = pubsub-source ] && echo "The benchmark starts an emulator of its own; the Java one gets a 2 GiB heap (the shared emulator's 256 MiB heap runs out holding 400 MiB)."
+	echo
+	echo "| case | peak RSS | acked | time | budget | verdict |"
+	echo "| --- | --- | --- | --- | --- | --- |"
+	for c in bounded unbounded; do
+		rss=$(metric "$m" "${c}_peak_rss_MiB")
+		printf '| %s | %s MiB | %s of 400 | %s s | %s MiB | %s |\n' "$c" "$(fmt "$rss" 1)" "$(fmt "$(metric "$m" "${c}_acked")")" \
+			"$(fmt "$(metric "$m" "${c}_s")" 1)" "$(fmt "$budget")" "$(verdict "$rss" "<=" "$budget")"
+	done
+}
 {
 	echo "# Benchmarks"
 	echo
@@ -185,6 +208,7 @@ row() { printf '| %s | %s | %s | %s |\n' "$@"; }
 			row "adapter, in process" "$(fmt "$(metric "$m" msg/s)") msg/s" "none set" ""
 			;;
 		esac
+		case "$m" in sqs-source | pubsub-source | redis-streams-source) bigmsg "$m" ;; esac
 		# Any metric not shown above, so that a new benchmark's figures are never lost.
 		extra=$(awk -F'\t' -v m="$m" '$1 == m && $3 != "ns/op" { print }' "$metrics")
 		if [ "$m" = root ] || ! [[ "$m" =~ ^(common|sqs-source|pubsub-source|redis-streams-source)$ ]]; then

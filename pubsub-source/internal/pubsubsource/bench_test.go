@@ -136,7 +136,7 @@ func connectorLoop(b *testing.B, ctx context.Context, emu *pubsubtest.Emulator, 
 }
 
 // peakRSS reads VmHWM (peak resident set size) of a running process, in bytes.
-func peakRSS(b *testing.B, pid int) int64 {
+func peakRSS(b testing.TB, pid int) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Logf("peak RSS unknown: %v", err)

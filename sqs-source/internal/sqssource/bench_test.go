@@ -53,7 +53,7 @@ func BenchmarkThroughput(b *testing.B) {
 		url := queue("source")
 		fill(ctx, b, srv, url, *benchMessages)
 		src := runSource(ctx, b, srv, url, *benchMessages)
-		rss := peakRSS()
+		rss := peakRSS("self")
 
 		url = queue("raw")
 		fill(ctx, b, srv, url, *benchMessages)
@@ -349,9 +349,10 @@ func runIdle(ctx context.Context, b *testing.B, srv *sqstest.Server, url string,
 	return float64(counter.total()-base) / time.Since(start).Minutes()
 }
 
-// peakRSS returns the process's peak resident set size (VmHWM) in bytes, 0 if unknown.
-func peakRSS() int64 {
-	f, err := os.Open("/proc/self/status")
+// peakRSS returns the peak resident set size (VmHWM) of process pid ("self" for this one) in bytes,
+// 0 if unknown.
+func peakRSS(pid string) int64 {
+	f, err := os.Open("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
 	}
