@@ -675,6 +675,7 @@ func (m *model) drain() {
 		case n > 0 && time.Since(last) > m.stallBound() && time.Since(m.healedAt) > m.stallBound():
 			m.fail("stall", "while draining: %d readable (buffered %d), delayed %d, committing %d, none read for %s",
 				n, snap.Buffered, snap.Delayed, snap.Committing, time.Since(last).Round(time.Millisecond))
+			return
 		case n == 0 && snap.Delayed == 0 && snap.Committing == 0 && m.b.Len(queueName) == m.waitingAtBroker():
 			return
 		case time.Since(last) > quiet:
