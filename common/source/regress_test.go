@@ -14,6 +14,7 @@ import (
 
 	"github.com/numaproj/numaflow-go/pkg/sourcer"
 
+	"github.com/numaflow-connectors/sources/common/numatest"
 	"github.com/numaflow-connectors/sources/common/source"
 	"github.com/numaflow-connectors/sources/common/source/memsource"
 )
@@ -406,5 +407,45 @@ func TestRegressReadAheadWithOutOfOrderAcks(t *testing.T) {
 		if readCount[id] != 1 {
 			t.Errorf("%s read %d times", id, readCount[id])
 		}
+	}
+}
+
+// ---- found by the model test: a restart requeues the new stream's messages ----
+
+// When numa's read stream restarts, only what the old stream held may be handed out again. The old
+// stream's end (noticed after the new stream already read) must not requeue messages handed to the new
+// stream. Symptom: after a numa restart, messages are handed out twice while in flight; numa (v1.8+)
+// drops the second copy and never answers it, so it waits for a lease or is processed twice.
+func TestRegressRestartDoesNotRequeueTheNewStreamsMessages(t *testing.T) {
+	b, _ := newQueue(t, 4, 8, "")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", Wait: 200 * time.Millisecond})
+	s, _ := newSource(t, d, source.Options{})
+	waitFor(t, 5*time.Second, "all buffered", func() bool { return source.SnapshotOf(s).Buffered == 4 })
+	stream1, end1 := context.WithCancel(context.Background())
+	old := numatest.ReadFrom(stream1, s, 2, time.Second) // held by the numa that goes away
+	stream2, end2 := context.WithCancel(context.Background())
+	defer end2()
+	fresh := numatest.ReadFrom(stream2, s, 2, time.Second) // the new numa's first batch
+	end1()
+	held := make(map[string]bool)
+	for _, id := range ids(fresh) {
+		held[id] = true
+	}
+	var again []string
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range numatest.ReadFrom(stream2, s, 10, 100*time.Millisecond) {
+			id := string(m.Offset().Value())
+			if held[id] {
+				t.Fatalf("%s handed to the new stream again while it holds it (old stream had %v, new stream %v)",
+					id, ids(old), ids(fresh))
+			}
+			again = append(again, id)
+			s.Ack(context.Background(), numatest.AckRequest(m.Offset()))
+		}
+	}
+	slices.Sort(again)
+	if want := ids(old); !slices.Equal(again, want) {
+		t.Errorf("after the restart read %v again, want the old stream's %v", again, want)
 	}
 }
