@@ -288,7 +288,7 @@ func TestRegressLeasesAreExtendedWhileReceivesFail(t *testing.T) {
 // ---- Defect 6: a release racing the source's own receive ----
 
 // racingDriver's Nack makes the messages readable at the broker and then waits until this source's own
-// Receive has returned one of them again before it returns: the window in which a released message
+// Receive has returned each of them again (plus 100 ms for the adapter to take them in) before it returns: the window in which a released message
 // comes back to the source that is still releasing it.
 type racingDriver struct {
 	*memsource.Driver
@@ -326,6 +326,9 @@ func (r *racingDriver) Nack(ctx context.Context, handles []source.Handle, delay 
 		case <-time.After(2 * time.Second):
 		}
 	}
+	// The receive has returned; give the adapter a moment to take in its messages before this release
+	// completes (the adapter does no driver call in between that could be hooked instead).
+	time.Sleep(100 * time.Millisecond)
 	return err
 }
 
