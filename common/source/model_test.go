@@ -343,8 +343,15 @@ func runSchedule(seed uint64) (res scheduleResult) {
 	if r.IntN(2) == 0 {
 		m.read(1+r.IntN(5), 50*time.Millisecond)
 	}
-	m.logf("close (unanswered: %d)", len(m.out))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if r.IntN(2) == 0 {
+		m.logf("shutdown (unanswered: %d)", len(m.out))
+		s.Shutdown(ctx)
+		if got := numatest.ReadFrom(m.stream, s, 5, 50*time.Millisecond); len(got) > 0 {
+			m.fail("release", "a Read after Shutdown handed out %d messages", len(got))
+		}
+	}
+	m.logf("close (unanswered: %d)", len(m.out))
 	if err := s.Close(ctx); err != nil {
 		m.fail("release", "Close: %v", err)
 	}
@@ -426,7 +433,7 @@ func (m *model) read(n int, timeout time.Duration) int {
 		got[i] = string(msg.Offset().Value())
 	}
 	m.logf("read n=%d timeout=%s -> %v in %s (numa holds %d)", n, timeout, got, took.Round(time.Millisecond), len(m.out))
-	if took > timeout+500*time.Millisecond {
+	if took > timeout+time.Second {
 		m.fail("read", "Read(timeout %s) took %s", timeout, took)
 	}
 	if len(msgs) > n {
@@ -754,7 +761,11 @@ func (m *model) final() {
 	}
 	if !m.everFaulty {
 		if n, _ := m.b.Leased(queueName); n > 0 {
-			m.fail("release", "after Close the broker still has %d messages leased: held messages were not released", n)
+			var desc []string
+			for _, id := range m.b.LeasedIDs(queueName) {
+				desc = append(desc, fmt.Sprintf("%s(%s, %d deliveries)", id, m.msgs[id].state, m.b.Deliveries(queueName, id)))
+			}
+			m.fail("release", "after Close the broker still has %d messages leased: held messages were not released: %v", n, desc)
 		}
 	}
 	m.logf("done: %d published, %d acked by numa, %d dead-lettered, %d still at the broker",
