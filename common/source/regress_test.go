@@ -252,12 +252,22 @@ func TestRegressRefillAfterABatchRunsConcurrentReceives(t *testing.T) {
 	d := &countingDriver{Driver: memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 10,
 		ReceiveConcurrency: 8, Wait: 200 * time.Millisecond})}
 	s, _ := newSource(t, d, source.Options{ReadBatchSize: 100, Prefetch: 200})
-	waitFor(t, 10*time.Second, "the first fill", func() bool { return source.SnapshotOf(s).Buffered == 200 })
+	filled := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for source.SnapshotOf(s).Buffered < 200 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: prefetch not filled within 5 s (snapshot %+v, broker backlog %d)", what, source.SnapshotOf(s), b.Len("q"))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	filled("first fill")
 	firstFill := d.peak.Load()
 	time.Sleep(300 * time.Millisecond) // the receivers are now waiting for room
 	d.peak.Store(d.now.Load())
 	got := readAck(s, 100, time.Second)
-	waitFor(t, 10*time.Second, "the refill", func() bool { return source.SnapshotOf(s).Buffered == 200 })
+	filled("refill")
 	if refill := d.peak.Load(); refill < 2 {
 		t.Fatalf("refill of %d messages ran at most %d Receive at once (the first fill ran %d)", len(got), refill, firstFill)
 	}
