@@ -16,7 +16,17 @@ package source_test
 //   - Pending is never below what the adapter holds, nor below the broker's backlog after a quiet
 //     period.
 //
-// A failing schedule prints its seed and the command that replays it.
+// A failing schedule prints its seed and the command that replays it:
+//
+//	go test ./source -run TestModel -model.seed=N -v
+//
+// A seed fixes every decision of the schedule, not the goroutine timing: a timing-dependent failure may
+// need a few runs to show again (add -count=5). -model.n=5000 runs a long search (no time budget),
+// -model.ignore=bytes,dup looks past known violations, -model.stacks dumps goroutines on a violation.
+//
+// The adapter's internals are seen only through snapshot() (inspect_test.go). Records it holds back
+// and cannot hand to numa yet (e.g. behind a delayed message of the same key) must be reported as
+// Delayed, not Buffered: the stall check treats Buffered records as readable.
 
 import (
 	"cmp"
@@ -110,9 +120,21 @@ func TestModel(t *testing.T) {
 	t.Logf("%d schedules in %s (longest %s), %d failed", ran.Load(), time.Since(start).Round(time.Millisecond),
 		time.Duration(longest.Load()).Round(time.Millisecond), len(failed))
 	slices.SortFunc(failed, func(a, b scheduleResult) int { return cmp.Compare(a.seed, b.seed) })
+	byInvariant := make(map[string][]uint64)
+	for _, r := range failed {
+		inv, _, _ := strings.Cut(r.err.Error(), ":")
+		byInvariant[inv] = append(byInvariant[inv], r.seed)
+	}
+	for inv, seeds := range byInvariant {
+		t.Logf("invariant %q broken by %d schedules, e.g. seeds %v", inv, len(seeds), seeds[:min(len(seeds), 8)])
+	}
 	for i, r := range failed {
 		if i == 0 {
 			t.Log(r.report())
+		}
+		if i == 20 {
+			t.Errorf("... and %d more failing seeds", len(failed)-i)
+			break
 		}
 		t.Errorf("seed %d (%s): %v\n    replay: go test ./source -run TestModel -model.seed=%d -v", r.seed, r.cfg, r.err, r.seed)
 	}
@@ -321,8 +343,15 @@ func runSchedule(seed uint64) (res scheduleResult) {
 	if r.IntN(2) == 0 {
 		m.read(1+r.IntN(5), 50*time.Millisecond)
 	}
-	m.logf("close (unanswered: %d)", len(m.out))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if r.IntN(2) == 0 {
+		m.logf("shutdown (unanswered: %d)", len(m.out))
+		s.Shutdown(ctx)
+		if got := numatest.ReadFrom(m.stream, s, 5, 50*time.Millisecond); len(got) > 0 {
+			m.fail("release", "a Read after Shutdown handed out %d messages", len(got))
+		}
+	}
+	m.logf("close (unanswered: %d)", len(m.out))
 	if err := s.Close(ctx); err != nil {
 		m.fail("release", "Close: %v", err)
 	}
@@ -404,7 +433,7 @@ func (m *model) read(n int, timeout time.Duration) int {
 		got[i] = string(msg.Offset().Value())
 	}
 	m.logf("read n=%d timeout=%s -> %v in %s (numa holds %d)", n, timeout, got, took.Round(time.Millisecond), len(m.out))
-	if took > timeout+500*time.Millisecond {
+	if took > timeout+time.Second {
 		m.fail("read", "Read(timeout %s) took %s", timeout, took)
 	}
 	if len(msgs) > n {
@@ -675,6 +704,7 @@ func (m *model) drain() {
 		case n > 0 && time.Since(last) > m.stallBound() && time.Since(m.healedAt) > m.stallBound():
 			m.fail("stall", "while draining: %d readable (buffered %d), delayed %d, committing %d, none read for %s",
 				n, snap.Buffered, snap.Delayed, snap.Committing, time.Since(last).Round(time.Millisecond))
+			return
 		case n == 0 && snap.Delayed == 0 && snap.Committing == 0 && m.b.Len(queueName) == m.waitingAtBroker():
 			return
 		case time.Since(last) > quiet:
@@ -731,7 +761,11 @@ func (m *model) final() {
 	}
 	if !m.everFaulty {
 		if n, _ := m.b.Leased(queueName); n > 0 {
-			m.fail("release", "after Close the broker still has %d messages leased: held messages were not released", n)
+			var desc []string
+			for _, id := range m.b.LeasedIDs(queueName) {
+				desc = append(desc, fmt.Sprintf("%s(%s, %d deliveries)", id, m.msgs[id].state, m.b.Deliveries(queueName, id)))
+			}
+			m.fail("release", "after Close the broker still has %d messages leased: held messages were not released: %v", n, desc)
 		}
 	}
 	m.logf("done: %d published, %d acked by numa, %d dead-lettered, %d still at the broker",

@@ -14,6 +14,7 @@ import (
 
 	"github.com/numaproj/numaflow-go/pkg/sourcer"
 
+	"github.com/numaflow-connectors/sources/common/numatest"
 	"github.com/numaflow-connectors/sources/common/source"
 	"github.com/numaflow-connectors/sources/common/source/memsource"
 )
@@ -72,50 +73,60 @@ func nackWith(s *source.Source, delayMs uint64, maxDeliveries uint32, msgs ...so
 
 // After a busy spell and a quiet period, a source with many receivers must still notice new messages.
 // Symptom: the pipeline drains a backlog, goes quiet, and then new messages sit in the queue unread
-// (every receiver parked or waiting for room that was freed long ago).
+// (every receiver parked or waiting for room that was freed long ago). The cycle runs three times: the
+// bad interleaving is likely, not certain, in any one.
 func TestRegressNewMessagesAfterAQuietPeriodAreRead(t *testing.T) {
-	b, _ := newQueue(t, 3000, 16, "")
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
 	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 10, ReceiveConcurrency: 50,
 		Wait: 300 * time.Millisecond, Lease: 30 * time.Second})
 	s, _ := newSource(t, d, source.Options{ReadBatchSize: 500})
-	if got := readUntil(s, 3000, 15*time.Second, 500); len(got) != 3000 {
-		t.Fatalf("drained %d of 3000", len(got))
-	}
-	// Quiet: long enough for every receiver to get empty answers and shrink (the in-process analogue
-	// of a quiet minute).
-	time.Sleep(2500 * time.Millisecond)
-	publishN(t, b, 10, 16, "")
-	start := time.Now()
-	if got := readUntil(s, 10, 3*time.Second, 500); len(got) != 10 {
-		t.Fatalf("after a quiet period, %d of 10 new messages read in %s (broker backlog %d, snapshot %+v): the source went deaf",
-			len(got), time.Since(start).Round(time.Millisecond), b.Len("q"), source.SnapshotOf(s))
+	for round := 1; round <= 3; round++ {
+		publishN(t, b, 3000, 16, "")
+		if got := readUntil(s, 3000, 15*time.Second, 500); len(got) != 3000 {
+			t.Fatalf("round %d: drained %d of 3000", round, len(got))
+		}
+		// Quiet: long enough for every receiver to get several empty answers and shrink (the
+		// in-process analogue of a quiet minute).
+		time.Sleep(1500 * time.Millisecond)
+		publishN(t, b, 10, 16, "")
+		start := time.Now()
+		if got := readUntil(s, 10, 2*time.Second, 500); len(got) != 10 {
+			t.Fatalf("round %d: after a quiet period, %d of 10 new messages read in %s (broker backlog %d, snapshot %+v): the source went deaf",
+				round, len(got), time.Since(start).Round(time.Millisecond), b.Len("q"), source.SnapshotOf(s))
+		}
 	}
 }
 
 // A receive whose response is lost mid-drain leaves its messages leased at the broker; they come back
 // after the lease, when the source has drained everything else and gone quiet, and must then be read.
 // Symptom: a handful of messages reappear at the broker after a network hiccup and are never consumed.
+// Two rounds, as above.
 func TestRegressMessagesOfALostReceiveAreReadAfterTheirLease(t *testing.T) {
-	const lease = 2 * time.Second
-	b, _ := newQueue(t, 3000, 16, "")
+	const lease = 1500 * time.Millisecond
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
 	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 10, ReceiveConcurrency: 50,
 		Wait: 300 * time.Millisecond, Lease: lease})
 	s, _ := newSource(t, d, source.Options{ReadBatchSize: 500})
-	seen := make(map[string]bool)
-	for _, id := range readUntil(s, 1000, 10*time.Second, 500) {
-		seen[id] = true
-	}
-	b.SetFault(memsource.OpReceive, memsource.Fault{LoseResponse: true, Times: 3})
-	lostAt := time.Now()
-	deadline := lostAt.Add(lease + 4*time.Second)
-	for (len(seen) < 3000 || b.Len("q") > 0) && time.Now().Before(deadline) {
-		for _, id := range readAck(s, 500, time.Second) {
+	for round := 1; round <= 2; round++ {
+		publishN(t, b, 3000, 16, "")
+		seen := make(map[string]bool)
+		for _, id := range readUntil(s, 1000, 10*time.Second, 500) {
 			seen[id] = true
 		}
-	}
-	if len(seen) != 3000 || b.Len("q") != 0 {
-		t.Fatalf("%s after 3 lost receive responses (lease %s): read %d of 3000 distinct messages, broker still holds %d (readable %d, snapshot %+v)",
-			time.Since(lostAt).Round(time.Millisecond), lease, len(seen), b.Len("q"), b.Readable("q", false), source.SnapshotOf(s))
+		b.SetFault(memsource.OpReceive, memsource.Fault{LoseResponse: true, Times: 3})
+		lostAt := time.Now()
+		deadline := lostAt.Add(lease + 2500*time.Millisecond)
+		for (len(seen) < 3000 || b.Len("q") > 0) && time.Now().Before(deadline) {
+			for _, id := range readAck(s, 500, time.Second) {
+				seen[id] = true
+			}
+		}
+		if len(seen) != 3000 || b.Len("q") != 0 {
+			t.Fatalf("round %d: %s after 3 lost receive responses (lease %s): read %d of 3000 distinct messages, broker still holds %d (readable %d, snapshot %+v)",
+				round, time.Since(lostAt).Round(time.Millisecond), lease, len(seen), b.Len("q"), b.Readable("q", false), source.SnapshotOf(s))
+		}
 	}
 }
 
@@ -241,12 +252,22 @@ func TestRegressRefillAfterABatchRunsConcurrentReceives(t *testing.T) {
 	d := &countingDriver{Driver: memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 10,
 		ReceiveConcurrency: 8, Wait: 200 * time.Millisecond})}
 	s, _ := newSource(t, d, source.Options{ReadBatchSize: 100, Prefetch: 200})
-	waitFor(t, 10*time.Second, "the first fill", func() bool { return source.SnapshotOf(s).Buffered == 200 })
+	filled := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for source.SnapshotOf(s).Buffered < 200 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: prefetch not filled within 5 s (snapshot %+v, broker backlog %d)", what, source.SnapshotOf(s), b.Len("q"))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	filled("first fill")
 	firstFill := d.peak.Load()
 	time.Sleep(300 * time.Millisecond) // the receivers are now waiting for room
 	d.peak.Store(d.now.Load())
 	got := readAck(s, 100, time.Second)
-	waitFor(t, 10*time.Second, "the refill", func() bool { return source.SnapshotOf(s).Buffered == 200 })
+	filled("refill")
 	if refill := d.peak.Load(); refill < 2 {
 		t.Fatalf("refill of %d messages ran at most %d Receive at once (the first fill ran %d)", len(got), refill, firstFill)
 	}
@@ -287,7 +308,7 @@ func TestRegressLeasesAreExtendedWhileReceivesFail(t *testing.T) {
 // ---- Defect 6: a release racing the source's own receive ----
 
 // racingDriver's Nack makes the messages readable at the broker and then waits until this source's own
-// Receive has returned one of them again before it returns: the window in which a released message
+// Receive has returned each of them again (plus 100 ms for the adapter to take them in) before it returns: the window in which a released message
 // comes back to the source that is still releasing it.
 type racingDriver struct {
 	*memsource.Driver
@@ -325,6 +346,9 @@ func (r *racingDriver) Nack(ctx context.Context, handles []source.Handle, delay 
 		case <-time.After(2 * time.Second):
 		}
 	}
+	// The receive has returned; give the adapter a moment to take in its messages before this release
+	// completes (the adapter does no driver call in between that could be hooked instead).
+	time.Sleep(100 * time.Millisecond)
 	return err
 }
 
@@ -406,5 +430,45 @@ func TestRegressReadAheadWithOutOfOrderAcks(t *testing.T) {
 		if readCount[id] != 1 {
 			t.Errorf("%s read %d times", id, readCount[id])
 		}
+	}
+}
+
+// ---- found by the model test: a restart requeues the new stream's messages ----
+
+// When numa's read stream restarts, only what the old stream held may be handed out again. The old
+// stream's end (noticed after the new stream already read) must not requeue messages handed to the new
+// stream. Symptom: after a numa restart, messages are handed out twice while in flight; numa (v1.8+)
+// drops the second copy and never answers it, so it waits for a lease or is processed twice.
+func TestRegressRestartDoesNotRequeueTheNewStreamsMessages(t *testing.T) {
+	b, _ := newQueue(t, 4, 8, "")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", Wait: 200 * time.Millisecond})
+	s, _ := newSource(t, d, source.Options{})
+	waitFor(t, 5*time.Second, "all buffered", func() bool { return source.SnapshotOf(s).Buffered == 4 })
+	stream1, end1 := context.WithCancel(context.Background())
+	old := numatest.ReadFrom(stream1, s, 2, time.Second) // held by the numa that goes away
+	stream2, end2 := context.WithCancel(context.Background())
+	defer end2()
+	fresh := numatest.ReadFrom(stream2, s, 2, time.Second) // the new numa's first batch
+	end1()
+	held := make(map[string]bool)
+	for _, id := range ids(fresh) {
+		held[id] = true
+	}
+	var again []string
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range numatest.ReadFrom(stream2, s, 10, 100*time.Millisecond) {
+			id := string(m.Offset().Value())
+			if held[id] {
+				t.Fatalf("%s handed to the new stream again while it holds it (old stream had %v, new stream %v)",
+					id, ids(old), ids(fresh))
+			}
+			again = append(again, id)
+			s.Ack(context.Background(), numatest.AckRequest(m.Offset()))
+		}
+	}
+	slices.Sort(again)
+	if want := ids(old); !slices.Equal(again, want) {
+		t.Errorf("after the restart read %v again, want the old stream's %v", again, want)
 	}
 }

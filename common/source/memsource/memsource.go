@@ -241,6 +241,24 @@ func (b *Broker) Leased(name string) (n int, bytes int64) {
 	return n, bytes
 }
 
+// LeasedIDs returns the IDs of the messages Leased counts, in publish order.
+func (b *Broker) LeasedIDs(name string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.queues[name]
+	if q == nil {
+		return nil
+	}
+	now := time.Now()
+	var out []string
+	for _, id := range q.order {
+		if e := q.msgs[id]; e != nil && e.receipt != 0 && e.visibleAt.After(now) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // Readable returns how many messages of the queue a Receive could return right now: visible, and
 // (with ordered keys) not behind an invisible message of the same key. ordered must match the
 // driver's Options.OrderedKeys.

@@ -61,3 +61,42 @@ func (h *harness) Capabilities() drivertest.Capabilities {
 func (h *harness) Close() { h.b.DeleteQueue(h.queue) }
 
 func TestConformance(t *testing.T) { drivertest.Run(t, newHarness) }
+
+func TestFaultsAndOrderedKeys(t *testing.T) {
+	ctx := context.Background()
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", Lease: time.Hour, Wait: 10 * time.Millisecond, OrderedKeys: true})
+	ids, _ := b.PublishIDs("q", memsource.Publication{Payload: []byte("a1"), Key: "a"},
+		memsource.Publication{Payload: []byte("a2"), Key: "a"}, memsource.Publication{Payload: []byte("b1"), Key: "b"})
+
+	// A lost response leases the messages but returns an error.
+	b.SetFault(memsource.OpReceive, memsource.Fault{LoseResponse: true, Times: 1})
+	if m, err := d.Receive(ctx, 1); err == nil || len(m) != 0 || d.ErrorCode(err) != source.Unavailable {
+		t.Fatalf("lost response: %v, %v", m, err)
+	}
+	if n, bytes := b.Leased("q"); n != 1 || bytes != 2 {
+		t.Fatalf("leased %d (%d bytes) after a lost response, want 1 (2)", n, bytes)
+	}
+	// a1 is leased: a2 waits behind it (same key), b1 is readable.
+	if n := b.Readable("q", true); n != 1 {
+		t.Fatalf("readable %d, want 1 (b1)", n)
+	}
+	m, err := d.Receive(ctx, 10)
+	if err != nil || len(m) != 1 || m[0].ID != ids[2] {
+		t.Fatalf("received %v, %v; want only %s", m, err, ids[2])
+	}
+	// Errors and latency.
+	b.SetFault(memsource.OpAck, memsource.Fault{Err: memsource.ErrThrottled, Latency: 20 * time.Millisecond})
+	start := time.Now()
+	if err := d.Ack(ctx, []source.Handle{m[0].Handle}); d.ErrorCode(err) != source.Throttled || time.Since(start) < 20*time.Millisecond {
+		t.Fatalf("ack with a fault: %v after %s", err, time.Since(start))
+	}
+	b.ClearFaults()
+	if err := d.Ack(ctx, []source.Handle{m[0].Handle}); err != nil || b.Has("q", ids[2]) {
+		t.Fatalf("ack after clearing: %v", err)
+	}
+	if memsource.HandleID(m[0].Handle) != ids[2] || b.Deliveries("q", ids[0]) != 1 {
+		t.Fatalf("HandleID %q, deliveries of %s: %d", memsource.HandleID(m[0].Handle), ids[0], b.Deliveries("q", ids[0]))
+	}
+}
