@@ -31,6 +31,9 @@ type batchOp struct {
 	// eager ops are tried while the broker is marked unreachable (lease extensions: a lease must not
 	// run out because a receive failed); the others wait for the prober to see it back first.
 	eager bool
+	// readable ops make messages readable at once (a release with no delay): a message our own
+	// receive got back while the call ran is kept and read again, not released once more.
+	readable bool
 }
 
 func newCommitter(s *Source) *committer {
@@ -45,7 +48,7 @@ func (s *Source) releaseOp(name string, delay time.Duration) batchOp {
 	if s.caps.MaxNackDelay > 0 {
 		delay = min(delay, s.caps.MaxNackDelay)
 	}
-	return batchOp{name: name, call: func(ctx context.Context, h []Handle) error { return s.d.Nack(ctx, h, delay) }}
+	return batchOp{name: name, readable: delay == 0, call: func(ctx context.Context, h []Handle) error { return s.d.Nack(ctx, h, delay) }}
 }
 
 // commit runs op on the records' handles in the background and then forgets them, records that
@@ -83,6 +86,11 @@ func (s *Source) commitNow(rs []*record, op batchOp, done func(ok []*record)) {
 			done(ok)
 		}
 		rs = s.led.forget(rs, gens)
+		if op.readable {
+			// Released, and our own receive got them back meanwhile: they are ours again, readable
+			// now. Releasing them once more could go back and forth with our receive.
+			rs = s.led.takeBack(rs)
+		}
 		done = nil // counted once
 	}
 }
@@ -137,7 +145,8 @@ func (c *committer) retryEntries(ctx context.Context, op batchOp, handles []Hand
 	ok := retryLoop(ctx, deadline, &bo, func() bool {
 		// While the broker is unreachable, wait for the prober to see it back rather than calling it
 		// again and again (an outage must cost next to no CPU).
-		for !op.eager && !s.ready.get() && time.Now().Before(deadline) && !s.shutting.Load() && sleepCtx(ctx, 200*time.Millisecond) {
+		if !op.eager && !s.shutting.Load() {
+			s.ready.wait(ctx, time.Until(deadline))
 		}
 		batch := make([]Handle, len(idx))
 		for j, i := range idx {

@@ -2,36 +2,68 @@ package source
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
 // The lease keeper extends the lease of every held message (buffered, in flight, delayed, or waiting
 // for its commit) before it runs out, for at most Capabilities.MaxExtension in total. It runs every
 // Options.ExtendEvery (a tenth of the lease by default) and extends what has less than half its lease
-// left, so a failed extension is tried again several times before the lease ends. It does not look at
-// readiness or at what the receivers are doing: as long as extension calls succeed, leases hold.
+// left, so a failed extension is tried again several times before the lease ends.
+//
+// It does not wait for readiness: as long as extension calls succeed, leases hold, whatever the
+// receive side is doing. While the broker is marked unreachable it first probes with a few due
+// leases, at most every probeEvery, and extends the rest only when the probe gets through, so an
+// outage costs a handful of calls per lease.
 func (s *Source) leaseKeeper(ctx context.Context) {
 	t := time.NewTicker(s.opts.ExtendEvery)
 	defer t.Stop()
+	var lastProbe time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.extendDue(ctx)
+			now := time.Now()
+			if !s.ready.get() {
+				if now.Sub(lastProbe) < probeEvery(s.caps.Lease) {
+					continue
+				}
+				lastProbe = now
+				if !s.extendProbe(ctx, now) {
+					continue
+				}
+			}
+			s.extend(ctx, s.dueLeases(now, -1))
 		}
 	}
 }
 
-// extendDue extends every held record with less than half its lease left.
-func (s *Source) extendDue(ctx context.Context) {
-	now := time.Now()
+// probeHandles is how many due leases one probe extends while the broker is marked unreachable.
+const probeHandles = 10
+
+// probeEvery spaces the probes out: a due lease (half of it left) still gets two or three tries before
+// it ends.
+func probeEvery(lease time.Duration) time.Duration { return lease / 5 }
+
+// dueLease is a held record whose lease needs extending, with the handle and generation it had.
+type dueLease struct {
+	r      *record
+	handle Handle
+	gen    int
+}
+
+// dueLeases returns up to limit (-1: all) held records with less than half their lease left; those
+// past MaxExtension are marked and left to expire.
+func (s *Source) dueLeases(now time.Time, limit int) []dueLease {
 	half := s.caps.Lease / 2
-	var rs []*record
-	var handles []Handle
-	var gens []int
+	var due []dueLease
 	s.led.mu.Lock()
+	defer s.led.mu.Unlock()
 	for _, r := range s.led.recs {
+		if len(due) == limit {
+			break
+		}
 		if r.maxedOut || r.leaseUntil.Sub(now) > half {
 			continue
 		}
@@ -42,27 +74,71 @@ func (s *Source) extendDue(ctx context.Context) {
 				"held", now.Sub(r.received).Round(time.Second).String())
 			continue
 		}
-		rs = append(rs, r)
-		handles = append(handles, r.msg.Handle)
-		gens = append(gens, r.gen)
+		due = append(due, dueLease{r, r.msg.Handle, r.gen})
 	}
-	s.led.mu.Unlock()
-	if len(rs) == 0 {
+	return due
+}
+
+func (s *Source) extendOp() batchOp {
+	return batchOp{name: "extend", eager: true, call: func(c context.Context, h []Handle) error {
+		return s.d.Extend(c, h, s.caps.Lease)
+	}}
+}
+
+// extend extends the leases, retrying until the next tick (the next run picks up what is still due).
+func (s *Source) extend(ctx context.Context, due []dueLease) {
+	if len(due) == 0 {
 		return
 	}
-	// Retries end by the next tick: the next run picks up what is still due.
 	c, cancel := context.WithTimeout(ctx, max(s.opts.ExtendEvery, time.Second))
 	defer cancel()
-	failed := s.commits.call(c, batchOp{name: "extend", eager: true, call: func(c context.Context, h []Handle) error {
-		return s.d.Extend(c, h, s.caps.Lease)
-	}}, handles)
-	s.led.mu.Lock()
+	handles := make([]Handle, len(due))
+	for i, d := range due {
+		handles[i] = d.handle
+	}
+	start := time.Now() // the broker's new lease runs from the call, at the earliest
+	s.extended(start, due, s.commits.call(c, s.extendOp(), handles))
+}
+
+// extendProbe makes one extension call (no retry) for a few due leases and reports whether it got
+// through: some leases were extended. No due lease: nothing to probe, and nothing to extend either.
+func (s *Source) extendProbe(ctx context.Context, now time.Time) bool {
+	due := s.dueLeases(now, probeHandles)
+	if len(due) == 0 {
+		return false
+	}
+	handles := make([]Handle, len(due))
+	for i, d := range due {
+		handles[i] = d.handle
+	}
+	c, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	start := time.Now()
+	err := s.commits.attempt(c, handles, s.extendOp().call)
+	var failed map[int]error
+	var be *BatchError
+	switch {
+	case err == nil:
+	case errors.As(err, &be) && len(be.Failed) < len(handles):
+		failed = be.Failed
+	default:
+		s.errs.report("extend", Classify(s.d, err), err)
+		return false
+	}
+	s.extended(start, due, failed)
+	return true
+}
+
+// extended records the new lease of the records whose extension succeeded and whose handle did not
+// change meanwhile.
+func (s *Source) extended(at time.Time, due []dueLease, failed map[int]error) {
 	n := 0
-	for i, r := range rs {
-		if _, bad := failed[i]; bad || r.gen != gens[i] {
+	s.led.mu.Lock()
+	for i, d := range due {
+		if _, bad := failed[i]; bad || d.r.gen != d.gen {
 			continue
 		}
-		r.leaseUntil = now.Add(s.caps.Lease)
+		d.r.leaseUntil = at.Add(s.caps.Lease)
 		n++
 	}
 	s.led.mu.Unlock()

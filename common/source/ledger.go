@@ -209,6 +209,9 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 				r.maxedOut, r.received = false, now
 			}
 			r.deliveries = max(r.deliveries, m.Deliveries)
+			if r.msg.Payload == nil {
+				r.msg.Payload = m.Payload // dropped when its release began: kept again, see takeBack
+			}
 			out.dups++
 			continue
 		}
@@ -506,6 +509,36 @@ func (l *ledger) forget(rs []*record, gens []int) (again []*record) {
 	}
 	l.changed(false)
 	return again
+}
+
+// takeBack makes released records that our own receive got back during the release readable again,
+// in receive order, as far as the receive budget allows; the others are returned, to be released
+// once more. Nothing is taken back once the ledger is closed.
+func (l *ledger) takeBack(rs []*record) (left []*record) {
+	if len(rs) == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	slices.SortFunc(rs, func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
+	var back []*record
+	for _, r := range rs {
+		p := l.pools[receivePool]
+		fits := p.n < l.prefetch && (p.n == 0 || p.bytes+r.size <= l.prefetchBytes)
+		if l.closed || r.msg.Payload == nil && r.size > 0 || !fits {
+			left = append(left, r)
+			continue
+		}
+		l.setState(r, buffered)
+		l.enter(r, receivePool)
+		l.setAway(r, false)
+		back = append(back, r)
+	}
+	for i := len(back) - 1; i >= 0; i-- { // oldest ends up first
+		l.buffer.pushFront(back[i])
+	}
+	l.changed(len(back) > 0)
+	return left
 }
 
 // setState moves a held record to st. Caller holds mu.

@@ -3,16 +3,21 @@ package source
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/numaflow-connectors/sources/common/metrics"
 )
 
+// maxProbeInterval bounds the wait between health checks while the broker is unreachable: readiness
+// comes back within about that long of the broker, and a long outage costs one check per interval.
+const maxProbeInterval = 2 * time.Second
+
 // readiness is whether the broker can be used now. A call that finds it unreachable (Code.unreachable)
 // makes it false; a receive with messages, or the prober, makes it true again. While it is false the
-// prober calls the driver's Checker every second, so readiness comes back within about a second of the
-// broker whatever else is running, and a silent network (calls neither fail nor answer) stays
+// prober calls the driver's Checker every second or two, so readiness comes back within about that
+// long of the broker whatever else is running, and a silent network (calls neither fail nor answer) stays
 // not-ready until a check really answers. Readiness is for operators (/readyz) and to spare an
 // unreachable broker calls; leases and receives do not wait for it.
 type readiness struct {
@@ -23,10 +28,14 @@ type readiness struct {
 	ctx     context.Context
 	ready   atomic.Bool
 	probing atomic.Bool
+
+	mu      sync.Mutex
+	readyCh chan struct{} // closed while ready; replaced when readiness goes false
 }
 
 func newReadiness(log *slog.Logger, m *metrics.Source, chk Checker, bg *tracker, ctx context.Context) *readiness {
-	r := &readiness{log: log, m: m, chk: chk, bg: bg, ctx: ctx}
+	r := &readiness{log: log, m: m, chk: chk, bg: bg, ctx: ctx, readyCh: make(chan struct{})}
+	close(r.readyCh)
 	r.ready.Store(true)
 	m.Ready.Set(1)
 	return r
@@ -37,10 +46,44 @@ func (r *readiness) get() bool { return r.ready.Load() }
 // hasCheck reports whether the driver has a health check.
 func (r *readiness) hasCheck() bool { return r.chk != nil }
 
+// whenReady returns a channel that is closed while the broker is ready.
+func (r *readiness) whenReady() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.readyCh
+}
+
+// wait returns when the broker is ready, ctx ends or timeout passes; true when ready.
+func (r *readiness) wait(ctx context.Context, timeout time.Duration) bool {
+	ch := r.whenReady()
+	select {
+	case <-ch:
+		return true
+	default:
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
 func (r *readiness) set(v bool) {
+	r.mu.Lock()
 	if r.ready.Swap(v) == v {
+		r.mu.Unlock()
 		return
 	}
+	if v {
+		close(r.readyCh)
+	} else {
+		r.readyCh = make(chan struct{})
+	}
+	r.mu.Unlock()
 	if v {
 		r.log.Info("broker reachable")
 		r.m.Ready.Set(1)
@@ -54,7 +97,8 @@ func (r *readiness) set(v bool) {
 
 func (r *readiness) probe() {
 	defer r.probing.Store(false)
-	for !r.get() && sleepCtx(r.ctx, time.Second) {
+	bo := backoff{min: time.Second, max: maxProbeInterval}
+	for !r.get() && sleepCtx(r.ctx, bo.next()) {
 		c, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 		err := r.chk.Check(c)
 		cancel()

@@ -40,9 +40,9 @@ type result struct {
 // the target to one.
 const shrinkIdle = time.Second
 
-// maxReceiveBackoff bounds the wait after a failed receive: a couple of cheap calls a second is no
-// hot spin, and readiness comes back within seconds of the broker.
-const maxReceiveBackoff = 2 * time.Second
+// maxReceiveBackoff bounds the wait after a failed receive. Receiving starts again at once when the
+// prober finds the broker back, so a long backoff costs no recovery time.
+const maxReceiveBackoff = 5 * time.Second
 
 func startReceivers(s *Source) *receivers {
 	r := &receivers{s: s, done: make(chan result), stopCh: make(chan struct{})}
@@ -82,9 +82,13 @@ func (r *receivers) loop() {
 		}
 		var timer *time.Timer
 		var timeout <-chan time.Time
+		var readyAgain <-chan struct{}
 		if wait := time.Until(retryAt); wait > 0 && !stopped {
 			timer = time.NewTimer(wait)
 			timeout = timer.C
+			if !s.ready.get() {
+				readyAgain = s.ready.whenReady() // closed when the prober sees the broker back
+			}
 		}
 		select {
 		case res := <-r.done:
@@ -110,6 +114,8 @@ func (r *receivers) loop() {
 			}
 		case <-room:
 		case <-timeout:
+		case <-readyAgain:
+			retryAt = time.Time{}
 		case <-stopCh:
 		case <-r.ctx.Done():
 			return

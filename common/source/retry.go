@@ -7,14 +7,14 @@ import (
 	"time"
 )
 
-// backoff is exponential with jitter, from 100 ms up to max (default 5 s).
+// backoff is exponential with jitter, from min (default 100 ms) up to max (default 5 s).
 type backoff struct {
-	n   int
-	max time.Duration
+	n        int
+	min, max time.Duration
 }
 
 func (b *backoff) next() time.Duration {
-	ceil := 100 * time.Millisecond << min(b.n, 9) // 100ms .. 51.2s, capped below
+	ceil := cmp.Or(b.min, 100*time.Millisecond) << min(b.n, 9) // doubling, capped below
 	ceil = min(ceil, cmp.Or(b.max, 5*time.Second))
 	b.n++
 	return ceil/2 + rand.N(ceil/2+1)

@@ -103,6 +103,7 @@ func newClient(cfg *Config) (redis.UniversalClient, error) {
 			credentials(&o.Username, &o.Password)
 			o.TLSConfig = mergeTLS(tc, o.TLSConfig, false)
 			o.Protocol, o.ReadTimeout, o.ContextTimeoutEnabled, o.DisableIdentity = 2, readTimeout, true, true
+			o.DialerRetries = 1 // one dial per call: the adapter retries, with its own backoff
 			o.MaintNotificationsConfig = maint()
 			return redis.NewClusterClient(o), nil
 		}
@@ -113,7 +114,8 @@ func newClient(cfg *Config) (redis.UniversalClient, error) {
 		credentials(&o.Username, &o.Password)
 		o.TLSConfig = mergeTLS(tc, o.TLSConfig, true)
 		o.Protocol, o.ReadTimeout, o.ContextTimeoutEnabled, o.DisableIdentity = 2, readTimeout, true, true
-		o.MaxRetries = -1 // the adapter retries
+		o.DialerRetries = 1 // one dial per call: the adapter retries, with its own backoff
+		o.MaxRetries = -1   // the adapter retries
 		o.MaintNotificationsConfig = maint()
 		return redis.NewClient(o), nil
 	}
@@ -128,6 +130,7 @@ func newClient(cfg *Config) (redis.UniversalClient, error) {
 		ContextTimeoutEnabled:    true,
 		DisableIdentity:          true,
 		MaxRetries:               -1,
+		DialerRetries:            1,
 		MaintNotificationsConfig: maint(),
 	}
 	switch cfg.Mode {
