@@ -28,6 +28,9 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 	}
 	consumer := consumerName(cfg, env)
 	log := env.Log.With("group", cfg.Group, "consumer", consumer)
+	// go-redis reports failed dials on its own logger, once per call: the adapter already counts and
+	// logs (rate-limited) every failed call, so go-redis's lines go to debug.
+	redis.SetLogger(debugLogger{log})
 	log.Info("redis streams source configured", "mode", cfg.Mode, "streams", cfg.streams(), "tls", cfg.tlsWanted(),
 		"claim_min_idle", cfg.ClaimMinIdle.String(), "payload_field", cfg.PayloadField, "dead_letter_stream", cfg.DeadLetterStream)
 	return newDriver(cfg, consumer, client, log), nil
@@ -158,4 +161,11 @@ func mergeTLS(ours, fromURL *tls.Config, keepServerName bool) *tls.Config {
 		ours.ServerName = fromURL.ServerName
 	}
 	return ours
+}
+
+// debugLogger routes go-redis's internal log lines to slog at debug level.
+type debugLogger struct{ log *slog.Logger }
+
+func (l debugLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client", "message", fmt.Sprintf(format, v...))
 }
