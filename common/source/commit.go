@@ -133,12 +133,21 @@ func (c *committer) call(ctx context.Context, op batchOp, handles []Handle) map[
 // spent. It returns the errors of the entries that failed for good, by index in handles.
 func (c *committer) retryEntries(ctx context.Context, op batchOp, handles []Handle) map[int]error {
 	s := c.s
-	name := op.name
 	deadline := time.Now().Add(s.opts.AckRetry)
-	failed := map[int]error{}
-	idx := make([]int, len(handles)) // position of each pending handle in handles
-	for i := range idx {
-		idx[i] = i
+	var failed map[int]error
+	fail := func(i int, err error) {
+		if failed == nil {
+			failed = make(map[int]error)
+		}
+		failed[i] = err
+	}
+	batch := handles // the handles still to do; idx maps them to handles (nil: the same)
+	var idx []int
+	at := func(j int) int {
+		if idx == nil {
+			return j
+		}
+		return idx[j]
 	}
 	var last error
 	bo := backoff{}
@@ -148,39 +157,43 @@ func (c *committer) retryEntries(ctx context.Context, op batchOp, handles []Hand
 		if !op.eager && !s.shutting.Load() {
 			s.ready.wait(ctx, time.Until(deadline))
 		}
-		batch := make([]Handle, len(idx))
-		for j, i := range idx {
-			batch[j] = handles[i]
-		}
 		err := c.attempt(ctx, batch, op.call)
 		if err == nil {
-			idx = nil
+			batch = nil
 			return true
 		}
 		last = err
 		var retry []int
 		var be *BatchError
-		if errors.As(err, &be) {
+		switch {
+		case errors.As(err, &be):
 			for j, e := range be.Failed {
-				if j >= 0 && j < len(idx) && c.transient(name, e) {
-					retry = append(retry, idx[j])
-				} else if j >= 0 && j < len(idx) {
-					failed[idx[j]] = e
+				switch {
+				case j < 0 || j >= len(batch):
+				case c.transient(op.name, e):
+					retry = append(retry, at(j))
+				default:
+					fail(at(j), e)
 				}
 			}
-		} else if c.transient(name, err) {
-			retry = idx
-		} else {
-			for _, i := range idx {
-				failed[i] = err
+		case c.transient(op.name, err):
+			for j := range batch {
+				retry = append(retry, at(j))
+			}
+		default:
+			for j := range batch {
+				fail(at(j), err)
 			}
 		}
-		idx = retry
-		return len(idx) == 0
+		idx, batch = retry, make([]Handle, len(retry))
+		for j, i := range retry {
+			batch[j] = handles[i]
+		}
+		return len(batch) == 0
 	})
 	if !ok {
-		for _, i := range idx {
-			failed[i] = fmt.Errorf("%s: gave up retrying: %w", name, last)
+		for j := range batch {
+			fail(at(j), fmt.Errorf("%s: gave up retrying: %w", op.name, last))
 		}
 	}
 	return failed

@@ -6,8 +6,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/numaproj/numaflow-go/pkg/sourcer"
 )
 
 // The ledger is the one record of what the adapter holds, and the one place that decides whether
@@ -28,9 +26,9 @@ import (
 //     dropped unless a dead letter needs them. While it is full, receiving pauses (a slow broker
 //     commit is backpressure).
 //
-// Waiters never miss a change: dataCh and roomCh are closed (and replaced) on every change that can
-// make a record readable or free room, and a waiter takes the channel in the same critical section in
-// which it found nothing to do.
+// Waiters never miss a change: a waiter takes dataCh or roomCh in the same critical section in which
+// it found nothing to do, and the next change that can make a record readable or free room closes it
+// (channels are made only when someone is about to wait).
 type ledger struct {
 	ordered       bool // Capabilities.OrderedKeys: track keys whose earlier message is away
 	prefetch      int
@@ -110,7 +108,6 @@ func newLedger(prefetch int, prefetchBytes int64, ordered bool) *ledger {
 		ordered: ordered, away: make(map[string]int),
 		prefetch: prefetch, prefetchBytes: prefetchBytes, maxCommitting: 2 * prefetch,
 		recs:   make(map[string]*record),
-		dataCh: make(chan struct{}), roomCh: make(chan struct{}),
 	}
 }
 
@@ -285,10 +282,10 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 // ---- reading ----
 
 // take moves up to n readable records (due redeliveries first, then received ones in order) in
-// flight and builds numa's message of each (under the lock: an ack may drop a payload at any time).
-// It also returns the channel that is closed when more may be readable, and when the next delayed
-// record is due (zero when none).
-func (l *ledger) take(n int, now time.Time, stream any, build func(*record) sourcer.Message) ([]*record, []sourcer.Message, <-chan struct{}, time.Time) {
+// flight and returns them with their payloads (read under the lock: an ack may drop a record's
+// payload at any time). It also returns the channel that is closed when more may be readable, and
+// when the next delayed record is due (zero when none).
+func (l *ledger) take(n int, now time.Time, stream any) ([]*record, [][]byte, <-chan struct{}, time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []*record
@@ -306,7 +303,7 @@ func (l *ledger) take(n int, now time.Time, stream any, build func(*record) sour
 		}
 		out = append(out, r)
 	}
-	msgs := make([]sourcer.Message, len(out))
+	payloads := make([][]byte, len(out))
 	for i, r := range out {
 		l.setState(r, inFlight)
 		l.setAway(r, false)
@@ -315,12 +312,16 @@ func (l *ledger) take(n int, now time.Time, stream any, build func(*record) sour
 		if r.emitted > 1 {
 			r.deliveries++
 		}
-		msgs[i] = build(r)
+		payloads[i] = r.msg.Payload
 	}
 	if len(out) > 0 {
 		l.notifyGauges()
 	}
-	return out, msgs, l.dataCh, l.delayed.nextDue()
+	var more chan struct{}
+	if len(out) < n {
+		more = l.waitData() // the reader may have to wait
+	}
+	return out, payloads, more, l.delayed.nextDue()
 }
 
 // untake puts records that could not be sent before the read deadline back at the front.
@@ -619,16 +620,30 @@ func (l *ledger) size() int {
 func (l *ledger) room() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.roomCh == nil {
+		l.roomCh = make(chan struct{})
+	}
 	return l.roomCh
+}
+
+// waitData returns the channel closed at the next change that may make a record readable. Caller
+// holds mu.
+func (l *ledger) waitData() chan struct{} {
+	if l.dataCh == nil {
+		l.dataCh = make(chan struct{})
+	}
+	return l.dataCh
 }
 
 // changed wakes the waiters: room waiters always, readers when readable is true. Caller holds mu.
 func (l *ledger) changed(readable bool) {
-	close(l.roomCh)
-	l.roomCh = make(chan struct{})
-	if readable {
+	if l.roomCh != nil {
+		close(l.roomCh)
+		l.roomCh = nil
+	}
+	if readable && l.dataCh != nil {
 		close(l.dataCh)
-		l.dataCh = make(chan struct{})
+		l.dataCh = nil
 	}
 	l.notifyGauges()
 }

@@ -31,13 +31,13 @@ func (s *Source) Read(ctx context.Context, req sourcer.ReadRequest, ch chan<- so
 	sent := 0
 	defer func() { s.m.Read.Add(float64(sent)) }()
 	for sent < want {
-		batch, msgs, more, next := s.led.take(want-sent, time.Now(), stream, s.toNuma)
-		for i, msg := range msgs {
-			if batch[i].deliveries > 1 {
+		batch, payloads, more, next := s.led.take(want-sent, time.Now(), stream)
+		for i, r := range batch {
+			if r.deliveries > 1 {
 				s.m.Redelivered.Inc()
 			}
 			select {
-			case ch <- msg:
+			case ch <- s.toNuma(r, payloads[i]):
 				sent++
 			case <-ctx.Done():
 				s.led.untake(batch[i:])
@@ -97,10 +97,11 @@ func (s *Source) numaGone(stream any) {
 	}
 }
 
-// toNuma builds numa's message for a record; called under the ledger's lock.
-func (s *Source) toNuma(r *record) sourcer.Message {
+// toNuma builds numa's message for a record (its ID, event time, keys and headers never change once
+// received; its payload is the one take read).
+func (s *Source) toNuma(r *record, payload []byte) sourcer.Message {
 	m := r.msg
-	msg := sourcer.NewMessage(m.Payload, sourcer.NewOffset([]byte(m.ID), s.opts.Partition), m.EventTime)
+	msg := sourcer.NewMessage(payload, sourcer.NewOffset([]byte(m.ID), s.opts.Partition), m.EventTime)
 	if len(m.Keys) > 0 {
 		msg = msg.WithKeys(validKeys(m.Keys))
 	}

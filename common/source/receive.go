@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// receivers is the receive scheduler. One loop decides how many Receive calls run: it starts calls
-// while fewer than target run and the ledger has room, and re-decides whenever a call returns, room
-// frees up, or a backoff ends. So a source with room always has a receive running: there is no wake-up
-// to lose.
+// receivers is the receive scheduler. Up to target workers each run Receive in a loop, as long as the
+// ledger has room; a loop of its own starts workers whenever fewer than target run and there is room,
+// and it re-decides whenever room frees up, a worker stops, a backoff ends or the broker is back. So a
+// source with room always has a receive running: there is no wake-up to lose.
 //
 // target follows the broker: it grows by one on each full batch (there is more), falls back to one
 // when a receive comes back empty and no full batch came for shrinkIdle (an idle source makes one
@@ -25,15 +25,17 @@ type receivers struct {
 	s      *Source
 	ctx    context.Context // for Receive calls: cancelled only by Kill, or by Close after its wait
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the loop and every running Receive
-	done   chan result    // results of running calls, to the loop
+	wg     sync.WaitGroup // the loop and every worker
+	kick   chan struct{}  // a worker stopped or target grew: the loop re-decides
 	stopCh chan struct{}  // closed by stop: start no more calls
 	stopMu sync.Once
-}
 
-type result struct {
-	asked, got int
-	err        error
+	mu       sync.Mutex
+	target   int       // receives wanted at once
+	running  int       // workers
+	lastFull time.Time // when a receive last returned a full batch
+	retryAt  time.Time // no call before this (after an error)
+	bo       backoff
 }
 
 // shrinkIdle is how long no receive must have returned a full batch before an empty receive drops
@@ -45,7 +47,8 @@ const shrinkIdle = time.Second
 const maxReceiveBackoff = 5 * time.Second
 
 func startReceivers(s *Source) *receivers {
-	r := &receivers{s: s, done: make(chan result), stopCh: make(chan struct{})}
+	r := &receivers{s: s, kick: make(chan struct{}, 1), stopCh: make(chan struct{}), target: 1,
+		bo: backoff{max: maxReceiveBackoff}}
 	r.ctx, r.cancel = context.WithCancel(s.bgCtx)
 	r.wg.Add(1)
 	go r.loop()
@@ -55,35 +58,23 @@ func startReceivers(s *Source) *receivers {
 func (r *receivers) loop() {
 	defer r.wg.Done()
 	s := r.s
-	target, running := 1, 0
-	var lastFull time.Time
-	var retryAt time.Time // no new call before this (after an error)
-	bo := backoff{max: maxReceiveBackoff}
 	for {
 		room := s.led.room() // taken before reserving: a change after the check closes it
-		stopped := r.stopped()
-		if !stopped && time.Now().After(retryAt) {
-			for running < target {
-				n, bytes := s.led.reserve(s.caps.MaxReceive)
-				if n == 0 {
-					break
-				}
-				running++
-				r.wg.Add(1)
-				go r.receive(n, bytes)
-			}
-		}
+		r.launch()
+		r.mu.Lock()
+		stopped, running, wait := r.stopped(), r.running, time.Until(r.retryAt)
+		r.mu.Unlock()
 		if stopped && running == 0 {
 			return
 		}
 		stopCh := r.stopCh
 		if stopped {
-			stopCh = nil // closed: waiting on it would spin; wait for the running calls instead
+			stopCh = nil // closed: waiting on it would spin; wait for the workers instead
 		}
 		var timer *time.Timer
 		var timeout <-chan time.Time
 		var readyAgain <-chan struct{}
-		if wait := time.Until(retryAt); wait > 0 && !stopped {
+		if wait > 0 && !stopped {
 			timer = time.NewTimer(wait)
 			timeout = timer.C
 			if !s.ready.get() {
@@ -91,31 +82,13 @@ func (r *receivers) loop() {
 			}
 		}
 		select {
-		case res := <-r.done:
-			running--
-			switch {
-			case res.err != nil:
-				target = 1
-				retryAt = time.Now().Add(bo.next())
-			case res.got >= res.asked && res.asked > 0 && (s.caps.MaxReceive <= 0 || res.asked == s.caps.MaxReceive):
-				// A full batch: there is more. (Growing on any non-empty batch multiplies outstanding
-				// polls for little gain.)
-				bo.reset()
-				lastFull = time.Now()
-				target = min(target+1, s.caps.ReceiveConcurrency)
-			case res.got == 0 && time.Since(lastFull) >= shrinkIdle:
-				// Empty, and no full batch for a while: one receive at a time. An empty answer while full
-				// batches keep coming (a broker that wakes every waiting poll for each send and gives the
-				// messages to one of them) is no reason to shrink.
-				bo.reset()
-				target = 1
-			default:
-				bo.reset()
-			}
+		case <-r.kick:
 		case <-room:
 		case <-timeout:
 		case <-readyAgain:
-			retryAt = time.Time{}
+			r.mu.Lock()
+			r.retryAt = time.Time{}
+			r.mu.Unlock()
 		case <-stopCh:
 		case <-r.ctx.Done():
 			return
@@ -126,9 +99,75 @@ func (r *receivers) loop() {
 	}
 }
 
-// receive runs one Receive call for n messages (bytes reserved) and hands the result to the ledger.
-func (r *receivers) receive(n int, bytes int64) {
+// launch starts workers while fewer than target run and the ledger has room.
+func (r *receivers) launch() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.running < r.target && !r.stopped() && !time.Now().Before(r.retryAt) {
+		n, bytes := r.s.led.reserve(r.s.caps.MaxReceive)
+		if n == 0 {
+			return
+		}
+		r.running++
+		r.wg.Add(1)
+		go r.work(n, bytes)
+	}
+}
+
+// work runs Receive for n messages (bytes reserved), and again for as long as it may: while no more
+// workers run than target, there is no backoff, and the ledger has room.
+func (r *receivers) work(n int, bytes int64) {
 	defer r.wg.Done()
+	for n > 0 {
+		got, err := r.receive(n, bytes)
+		r.mu.Lock()
+		r.adjust(n, got, err)
+		n, bytes = 0, 0
+		if r.running <= r.target && !r.stopped() && !time.Now().Before(r.retryAt) {
+			n, bytes = r.s.led.reserve(r.s.caps.MaxReceive)
+		}
+		if n == 0 {
+			r.running--
+		}
+		r.mu.Unlock()
+	}
+	select { // the loop re-decides (more room, a grown target, a backoff to wait out)
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// adjust follows the broker after a receive that asked for asked messages. Caller holds mu.
+func (r *receivers) adjust(asked, got int, err error) {
+	switch {
+	case err != nil:
+		r.target = 1
+		r.retryAt = time.Now().Add(r.bo.next())
+	case got >= asked && (r.s.caps.MaxReceive <= 0 || asked == r.s.caps.MaxReceive):
+		// A full batch: there is more. (Growing on any non-empty batch multiplies outstanding polls for
+		// little gain.)
+		r.bo.reset()
+		r.lastFull = time.Now()
+		if r.target < r.s.caps.ReceiveConcurrency {
+			r.target++
+			select { // the loop starts the new worker
+			case r.kick <- struct{}{}:
+			default:
+			}
+		}
+	case got == 0 && time.Since(r.lastFull) >= shrinkIdle:
+		// Empty, and no full batch for a while: one receive at a time. An empty answer while full
+		// batches keep coming (a broker that wakes every waiting poll for each send and gives the
+		// messages to one of them) is no reason to shrink.
+		r.bo.reset()
+		r.target = 1
+	default:
+		r.bo.reset()
+	}
+}
+
+// receive runs one Receive call for n messages (bytes reserved) and hands the result to the ledger.
+func (r *receivers) receive(n int, bytes int64) (int, error) {
 	s := r.s
 	msgs, err := s.d.Receive(r.ctx, n)
 	if err != nil {
@@ -140,8 +179,7 @@ func (r *receivers) receive(n int, bytes int64) {
 				s.ready.set(false)
 			}
 		}
-		r.finish(result{asked: n, err: err})
-		return
+		return 0, err
 	}
 	if len(msgs) > 0 || !s.ready.hasCheck() {
 		// An empty answer proves little (some waits end quietly on a silent network): with a health
@@ -150,15 +188,7 @@ func (r *receivers) receive(n int, bytes int64) {
 	}
 	s.m.ReceiveBatch.Observe(float64(len(msgs)))
 	s.admit(msgs, n, bytes)
-	r.finish(result{asked: n, got: len(msgs)})
-}
-
-// finish hands a result to the loop; after stop the loop may be gone, so it never blocks then.
-func (r *receivers) finish(res result) {
-	select {
-	case r.done <- res:
-	case <-r.ctx.Done():
-	}
+	return len(msgs), nil
 }
 
 func (r *receivers) stopped() bool {
