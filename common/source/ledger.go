@@ -107,7 +107,7 @@ func newLedger(prefetch int, prefetchBytes int64, ordered bool) *ledger {
 	return &ledger{
 		ordered: ordered, away: make(map[string]int),
 		prefetch: prefetch, prefetchBytes: prefetchBytes, maxCommitting: 2 * prefetch,
-		recs:   make(map[string]*record),
+		recs: make(map[string]*record),
 	}
 }
 
