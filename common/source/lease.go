@@ -50,7 +50,7 @@ func probeEvery(lease time.Duration) time.Duration { return lease / 5 }
 type dueLease struct {
 	r      *record
 	handle Handle
-	gen    int
+	gen    int32
 }
 
 // dueLeases returns up to limit (-1: all) held records with less than half their lease left; those

@@ -56,7 +56,7 @@ type ledger struct {
 // pool is the budget a record counts against. A record stays in the pool it entered until it leaves
 // the ledger's pools for the commit pool: a delayed record that is read again stays in the delayed pool,
 // so redeliveries never take receive room and never exceed a budget.
-type pool int
+type pool uint8
 
 const (
 	noPool      pool = iota // committing: counted by state, payload dropped
@@ -71,7 +71,7 @@ type budget struct {
 	bytes int64
 }
 
-type state int
+type state uint8
 
 const (
 	buffered   state = iota // received, not yet handed to numa
@@ -86,21 +86,21 @@ const (
 // replacements, so a broker call made with an older handle can tell it raced a redelivery.
 type record struct {
 	msg        *Message
-	size       int64 // payload bytes at receive
-	state      state
-	pool       pool
+	size       int64     // payload bytes at receive
 	received   time.Time // first receive in this process (for MaxExtension)
 	leaseUntil time.Time
 	due        time.Time // delayed: when it becomes readable again
-	deliveries int       // deliveries to numa, this one included (max of broker count and ours)
-	emitted    int       // times handed to numa by this process
-	maxedOut   bool      // MaxExtension reached: no more extensions
-	gen        int       // bumped whenever msg.Handle is replaced
 	seq        uint64    // receive order
-	heapIndex  int
+	stream     uint64    // in flight: the read stream it was handed to (see Source.watchStream)
+	deliveries int       // deliveries to numa, this one included (max of broker count and ours)
+	emitted    int32     // times handed to numa by this process
+	gen        int32     // bumped whenever msg.Handle is replaced
+	heapIndex  int32
+	state      state
+	pool       pool
+	maxedOut   bool // MaxExtension reached: no more extensions
 	keepBody   bool // committing for a dead letter: the payload is still needed
 	away       bool // taken away from numa (released, dead-lettered, delayed): later messages of its key wait
-	stream     any  // in flight: the read stream it was handed to (see Source.watchStream)
 }
 
 func newLedger(prefetch int, prefetchBytes int64, ordered bool) *ledger {
@@ -285,7 +285,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 // flight and returns them with their payloads (read under the lock: an ack may drop a record's
 // payload at any time). It also returns the channel that is closed when more may be readable, and
 // when the next delayed record is due (zero when none).
-func (l *ledger) take(n int, now time.Time, stream any) ([]*record, [][]byte, <-chan struct{}, time.Time) {
+func (l *ledger) take(n int, now time.Time, stream uint64) ([]*record, [][]byte, <-chan struct{}, time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []*record
@@ -346,7 +346,7 @@ func (l *ledger) untake(rs []*record) {
 // requeueInFlight makes the records in flight on a read stream readable again, oldest first: the
 // stream ended and numa will never answer for them. Records handed to a newer stream stay in flight.
 // It returns how many.
-func (l *ledger) requeueInFlight(stream any) int {
+func (l *ledger) requeueInFlight(stream uint64) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var rs []*record
@@ -461,7 +461,7 @@ func (l *ledger) keepKeyOrder(first *record, due time.Time) time.Time {
 	for _, x := range later {
 		if x.due.Before(due) {
 			x.due = due
-			heap.Fix(&l.delayed, x.heapIndex)
+			heap.Fix(&l.delayed, int(x.heapIndex))
 		}
 	}
 	return due
@@ -475,11 +475,11 @@ func latest(a, b time.Time) time.Time {
 }
 
 // handles returns the current handle and generation of each record.
-func (l *ledger) handles(rs []*record) ([]Handle, []int) {
+func (l *ledger) handles(rs []*record) ([]Handle, []int32) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	hs := make([]Handle, len(rs))
-	gens := make([]int, len(rs))
+	gens := make([]int32, len(rs))
 	for i, r := range rs {
 		hs[i], gens[i] = r.msg.Handle, r.gen
 	}
@@ -491,7 +491,7 @@ func (l *ledger) handles(rs []*record) ([]Handle, []int) {
 // it comes back in again, for the caller to repeat the call with the newest handle (an ack acks the
 // new delivery too, a release releases it too), so a redelivery racing a release is never left
 // hidden for a lease.
-func (l *ledger) forget(rs []*record, gens []int) (again []*record) {
+func (l *ledger) forget(rs []*record, gens []int32) (again []*record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i, r := range rs {

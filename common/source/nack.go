@@ -126,7 +126,7 @@ func (s *Source) deadLetter(r *record, kind, reason string, delay time.Duration)
 
 func (s *Source) deadLetterNow(r *record, kind, reason string, delay time.Duration) {
 	err := ErrNoDeadLetter
-	var gens []int
+	var gens []int32
 	if s.dl != nil {
 		gens, err = s.dlRetry(r, reason)
 	}
@@ -164,14 +164,14 @@ func fallbackDelay(deliveries int) time.Duration {
 
 // dlRetry calls DeadLetter with transient errors retried for Options.AckRetry. It passes a copy of the
 // message with its newest handle and returns the generation that handle had.
-func (s *Source) dlRetry(r *record, reason string) ([]int, error) {
+func (s *Source) dlRetry(r *record, reason string) ([]int32, error) {
 	var err error
-	var gens []int
+	var gens []int32
 	bo := backoff{}
 	retryLoop(s.bgCtx, time.Now().Add(s.opts.AckRetry), &bo, func() bool {
 		s.led.mu.Lock()
 		m := *r.msg
-		gens = []int{r.gen}
+		gens = []int32{r.gen}
 		s.led.mu.Unlock()
 		err = s.commits.attempt(s.bgCtx, nil, func(ctx context.Context, _ []Handle) error {
 			return s.dl.DeadLetter(ctx, &m, reason)

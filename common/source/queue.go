@@ -69,11 +69,11 @@ func (d delayQueue) Less(i, j int) bool {
 }
 func (d delayQueue) Swap(i, j int) {
 	d[i], d[j] = d[j], d[i]
-	d[i].heapIndex, d[j].heapIndex = i, j
+	d[i].heapIndex, d[j].heapIndex = int32(i), int32(j)
 }
 func (d *delayQueue) Push(x any) {
 	r := x.(*record)
-	r.heapIndex = len(*d)
+	r.heapIndex = int32(len(*d))
 	*d = append(*d, r)
 }
 func (d *delayQueue) Pop() any {
@@ -102,7 +102,7 @@ func (d *delayQueue) nextDue() time.Time {
 }
 
 func (d *delayQueue) remove(r *record) {
-	if r.heapIndex >= 0 && r.heapIndex < len(*d) && (*d)[r.heapIndex] == r {
-		heap.Remove(d, r.heapIndex)
+	if i := int(r.heapIndex); i >= 0 && i < len(*d) && (*d)[i] == r {
+		heap.Remove(d, i)
 	}
 }

@@ -78,17 +78,19 @@ func (s *Source) Read(ctx context.Context, req sourcer.ReadRequest, ch chan<- so
 // what it was handed, so those messages are made readable again at once instead of being held until
 // their leases end (or, worse, swallowed as duplicates when the broker redelivers them to us).
 // Only what was handed to that stream is read again: a newer stream may already be reading.
-func (s *Source) watchStream(ctx context.Context) any {
+func (s *Source) watchStream(ctx context.Context) uint64 {
 	s.streamMu.Lock()
 	defer s.streamMu.Unlock()
 	if s.stream != any(ctx) {
 		s.stream = ctx
-		context.AfterFunc(ctx, func() { s.numaGone(ctx) })
+		s.streamID++
+		id := s.streamID
+		context.AfterFunc(ctx, func() { s.numaGone(id) })
 	}
-	return ctx
+	return s.streamID
 }
 
-func (s *Source) numaGone(stream any) {
+func (s *Source) numaGone(stream uint64) {
 	if s.shutting.Load() {
 		return // Shutdown releases whatever is in flight
 	}

@@ -39,9 +39,10 @@ func (s *Source) releaseHeld(sel func(*record) bool) {
 	}
 }
 
-// receiveDrain is how long Close waits for Receive calls that still run (a long poll on an empty
-// queue runs for its whole wait) before it cancels them. What they return meanwhile is released.
-const receiveDrain = 3 * time.Second
+// receiveDrain is how long Close waits for Receive calls that still run before it cancels them. What
+// they return meanwhile is released. A poll that takes the messages Shutdown just released does so at
+// once; waiting out a long poll on an empty queue would only delay the exit.
+const receiveDrain = time.Second
 
 // Close calls Shutdown, waits up to receiveDrain for running Receive calls (what they bring is
 // released) and for every background goroutine, and closes the driver. Idempotent; ctx bounds the

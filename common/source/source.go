@@ -45,6 +45,7 @@ type Source struct {
 
 	streamMu sync.Mutex
 	stream   any        // the context of numa's current read stream, compared by identity (see watchStream)
+	streamID uint64     // numbers the read streams
 	nacks    nackCounts // delivery counts of messages nacked back to the broker (under led.mu)
 
 	jobs     *tracker // outstanding broker commits (acks, releases, dead letters)
