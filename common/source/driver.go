@@ -40,9 +40,9 @@ type Capabilities struct {
 	// broker's own (the adapter still passes a max).
 	MaxReceive int
 	// ReceiveConcurrency is the most Receive calls the adapter runs at once (default 1). The adapter
-	// starts with one, adds callers only while receives come back full, and drops back to one when
+	// starts with one, doubles the calls while receives come back full, and drops back to one when
 	// receives come back empty with no full batch for a second, so an idle source makes one call at a
-	// time.
+	// time. Calls run only while the budgets have room.
 	ReceiveConcurrency int
 	// MaxAck is the most handles one Ack, Nack or Extend call may carry (SQS: 10). 0 means no limit.
 	MaxAck int
