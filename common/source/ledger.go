@@ -134,6 +134,10 @@ func (l *ledger) reserve(limit int) (n int, bytes int64) {
 	est := l.estimate()
 	if !l.sized {
 		n = min(n, firstReceive) // no size seen yet: a small first ask, in case messages are big
+	} else {
+		// One receive brings at most an eighth of the byte budget: a broker client holds a reply in
+		// its own buffers (often twice) while it decodes it, on top of what the ledger holds.
+		n = min(n, int(max(l.prefetchBytes/receiveShare/max(l.sizeEst, 1), 1)))
 	}
 	if fit := (l.prefetchBytes - heldBytes) / est; int64(n) > fit {
 		if fit == 0 && held > 0 {
@@ -148,6 +152,9 @@ func (l *ledger) reserve(limit int) (n int, bytes int64) {
 
 // firstReceive caps each receive until the ledger has seen a message's size.
 const firstReceive = 10
+
+// receiveShare: one receive asks for at most 1/receiveShare of the byte budget.
+const receiveShare = 8
 
 // estimate is the payload size reservations assume: the running average, and never less than a
 // fair share of the byte budget, so small messages are bounded by count alone. Caller holds mu.
