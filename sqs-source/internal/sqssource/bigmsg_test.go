@@ -129,7 +129,10 @@ func runBig(ctx context.Context, b *testing.B, bin string, srv *sqstest.Server, 
 		b.Fatalf("dialing the connector: %v\n%s", err, p.Output())
 	}
 	defer c.Close()
-	got, err := drainSlowly(ctx, c, bigCount)
+	// A backpressured numa: Read(10, 1 s), wait 200 ms, ack, until every message was acked.
+	st, err := c.Run(ctx, numatest.LoopOptions{BatchSize: bigRead, Timeout: time.Second, AckDelay: bigAckDelay,
+		Limit: bigCount, PendingEvery: -1, PartitionsEvery: -1})
+	got := int(st.Acked)
 	took := time.Since(start)
 	rss := peakRSS(strconv.Itoa(p.Cmd.Process.Pid))
 	if err != nil || got < bigCount {
@@ -138,35 +141,4 @@ func runBig(ctx context.Context, b *testing.B, bin string, srv *sqstest.Server, 
 	_ = p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
 	return rss, took, got
-}
-
-// drainSlowly plays a backpressured numa: Read(10, 1 s), wait 200 ms, Ack, until n distinct payloads
-// (told apart by their first 6 bytes) were acked or ctx ends. It returns how many were.
-func drainSlowly(ctx context.Context, c *numatest.Client, n int) (int, error) {
-	acked := make(map[string]bool, n)
-	for len(acked) < n {
-		msgs, err := c.Read(ctx, bigRead, time.Second)
-		if err != nil {
-			return len(acked), fmt.Errorf("read: %w", err)
-		}
-		if len(msgs) == 0 {
-			continue
-		}
-		offs := make([]numatest.Offset, len(msgs))
-		for i, m := range msgs {
-			offs[i] = m.Offset
-		}
-		select {
-		case <-time.After(bigAckDelay):
-		case <-ctx.Done():
-			return len(acked), ctx.Err()
-		}
-		if err := c.Ack(ctx, offs); err != nil {
-			return len(acked), fmt.Errorf("ack: %w", err)
-		}
-		for _, m := range msgs {
-			acked[string(m.Payload[:min(6, len(m.Payload))])] = true
-		}
-	}
-	return len(acked), nil
 }
