@@ -18,6 +18,7 @@ import (
 //
 //	ledger.go    what is held, in which state, and the count and byte budgets (the one place that
 //	             decides whether there is room to receive)
+//	moves.go     how a held message moves between states: read, answered, released, forgotten
 //	receive.go   the receive scheduler: how many Receive calls run, and what late ones bring
 //	read.go      Read: bounded by numa's deadline, waits for data, never hands an offset out twice
 //	commit.go    acks and releases: batched, retried per entry, one retry loop

@@ -1,0 +1,290 @@
+package source
+
+import (
+	"cmp"
+	"container/heap"
+	"slices"
+	"time"
+)
+
+// How a record moves between the ledger's states and pools: read (take, untake, requeue), answered
+// (to the commit pool, delayed, released with the later messages of its key), and gone (forget, or
+// taken back when our own receive got it again). Every function here holds the ledger's lock, or
+// says that its caller does.
+
+// take moves up to n readable records (due redeliveries first, then received ones in order) in
+// flight and returns them with their payloads (read under the lock: an ack may drop a record's
+// payload at any time). It also returns the channel that is closed when more may be readable, and
+// when the next delayed record is due (zero when none).
+func (l *ledger) take(n int, now time.Time, stream uint64) ([]*record, [][]byte, <-chan struct{}, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*record
+	for len(out) < n {
+		r := l.delayed.popDue(now)
+		if r == nil {
+			break
+		}
+		out = append(out, r)
+	}
+	for len(out) < n {
+		r := l.buffer.pop()
+		if r == nil {
+			break
+		}
+		out = append(out, r)
+	}
+	payloads := make([][]byte, len(out))
+	for i, r := range out {
+		l.setState(r, inFlight)
+		l.setAway(r, false)
+		r.stream = stream
+		r.emitted++
+		if r.emitted > 1 {
+			r.deliveries++
+		}
+		payloads[i] = r.msg.Payload
+	}
+	if len(out) > 0 {
+		l.notifyGauges()
+	}
+	var more chan struct{}
+	if len(out) < n {
+		more = l.waitData() // the reader may have to wait
+	}
+	return out, payloads, more, l.delayed.nextDue()
+}
+
+// untake puts records that could not be sent before the read deadline back at the front.
+func (l *ledger) untake(rs []*record) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(rs) - 1; i >= 0; i-- {
+		r := rs[i]
+		if r.state != inFlight {
+			continue
+		}
+		r.emitted--
+		if r.emitted > 0 {
+			r.deliveries--
+		}
+		l.setState(r, buffered)
+		l.buffer.pushFront(r)
+	}
+	l.changed(true)
+}
+
+// requeueInFlight makes the records in flight on a read stream readable again, oldest first: the
+// stream ended and numa will never answer for them. Records handed to a newer stream stay in flight.
+// It returns how many.
+func (l *ledger) requeueInFlight(stream uint64) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var rs []*record
+	for _, r := range l.recs {
+		if r.state == inFlight && r.stream == stream {
+			rs = append(rs, r)
+		}
+	}
+	slices.SortFunc(rs, func(a, b *record) int { return cmp.Compare(b.seq, a.seq) })
+	for _, r := range rs { // newest first to the front, so the oldest ends up first
+		l.setState(r, buffered)
+		l.buffer.pushFront(r)
+	}
+	l.changed(len(rs) > 0)
+	return len(rs)
+}
+
+// lookup returns the held record of a message id.
+func (l *ledger) lookup(id string) (*record, bool) {
+	r, ok := l.recs[id]
+	return r, ok
+}
+
+// commitKind is why a record goes to the commit pool.
+type commitKind int
+
+const (
+	forAck        commitKind = iota // numa is done with it
+	forRelease                      // back to the broker: it will be read again
+	forDeadLetter                   // to the dead-letter target (or the fallback): payload kept
+)
+
+// toCommitting moves a held record (in any state but committing) out of the readable queues into the
+// commit pool. Caller holds mu.
+func (l *ledger) toCommitting(r *record, why commitKind) bool {
+	switch r.state {
+	case committing:
+		return false
+	case buffered:
+		l.buffer.remove(r)
+	case delayed:
+		l.delayed.remove(r)
+	}
+	l.setState(r, committing)
+	l.enter(r, noPool)
+	l.setAway(r, why != forAck)
+	r.keepBody = why == forDeadLetter
+	if !r.keepBody {
+		r.msg.Payload = nil // numa has it, or the broker keeps it: only the handle is needed now
+	}
+	return true
+}
+
+// laterOfKey removes the buffered records of r's key (all received after r) and returns them in
+// order; nil unless ordered keys apply. Caller holds mu.
+func (l *ledger) laterOfKey(r *record) []*record {
+	if len(r.msg.Keys) == 0 {
+		return nil
+	}
+	key := r.msg.Keys[0]
+	return l.buffer.removeIf(func(x *record) bool { return len(x.msg.Keys) > 0 && x.msg.Keys[0] == key })
+}
+
+// delay moves rs (a nacked in-flight record and the later buffered ones of its key) to the delayed
+// pool, readable again at due; false (nothing moved) when they do not fit and must go back to the
+// broker instead. Records already in the delayed pool fit by definition. Caller holds mu.
+func (l *ledger) delay(rs []*record, due time.Time) bool {
+	need := budget{}
+	for _, r := range rs {
+		if r.pool != delayPool {
+			need.n++
+			need.bytes += r.size
+		}
+	}
+	if d := l.pools[delayPool]; need.n > 0 && d.n > 0 && (d.n+need.n > l.prefetch || d.bytes+need.bytes > l.prefetchBytes) {
+		return false
+	}
+	if l.ordered && len(rs[0].msg.Keys) > 0 {
+		due = l.keepKeyOrder(rs[0], due)
+	}
+	for _, r := range rs {
+		if r.state == buffered {
+			l.buffer.remove(r)
+		}
+		l.enter(r, delayPool)
+		l.setState(r, delayed)
+		l.setAway(r, true)
+		r.due = due
+		l.delayed.push(r)
+	}
+	return true
+}
+
+// keepKeyOrder makes delayed messages of first's key come back in receive order whatever their
+// delays: first is due no earlier than the earlier messages of its key, and the later ones no earlier
+// than first. It returns first's due time. Caller holds mu.
+func (l *ledger) keepKeyOrder(first *record, due time.Time) time.Time {
+	key := first.msg.Keys[0]
+	var later []*record
+	for _, x := range l.delayed {
+		if len(x.msg.Keys) == 0 || x.msg.Keys[0] != key {
+			continue
+		}
+		if x.seq < first.seq {
+			due = latest(due, x.due)
+		} else {
+			later = append(later, x)
+		}
+	}
+	for _, x := range later {
+		if x.due.Before(due) {
+			x.due = due
+			heap.Fix(&l.delayed, int(x.heapIndex))
+		}
+	}
+	return due
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// handles returns the current handle and generation of each record.
+func (l *ledger) handles(rs []*record) ([]Handle, []int32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	hs := make([]Handle, len(rs))
+	gens := make([]int32, len(rs))
+	for i, r := range rs {
+		hs[i], gens[i] = r.msg.Handle, r.gen
+	}
+	return hs, gens
+}
+
+// forget removes records the broker has committed or taken back. A record the broker handed to us
+// again while the call ran with an older handle (its generation moved past gens[i]) is not forgotten:
+// it comes back in again, for the caller to repeat the call with the newest handle (an ack acks the
+// new delivery too, a release releases it too), so a redelivery racing a release is never left
+// hidden for a lease.
+func (l *ledger) forget(rs []*record, gens []int32) (again []*record) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, r := range rs {
+		cur, ok := l.recs[r.msg.ID]
+		if !ok || cur != r {
+			continue
+		}
+		if gens != nil && r.gen != gens[i] {
+			again = append(again, r)
+			continue
+		}
+		l.counts[r.state]--
+		l.enter(r, noPool)
+		l.setAway(r, false)
+		delete(l.recs, r.msg.ID)
+	}
+	l.changed(false)
+	return again
+}
+
+// takeBack makes released records that our own receive got back during the release readable again,
+// in receive order, as far as the receive budget allows; the others are returned, to be released
+// once more. Nothing is taken back once the ledger is closed.
+func (l *ledger) takeBack(rs []*record) (left []*record) {
+	if len(rs) == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	slices.SortFunc(rs, func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
+	var back []*record
+	for _, r := range rs {
+		p := l.pools[receivePool]
+		fits := p.n < l.prefetch && (p.n == 0 || p.bytes+r.size <= l.prefetchBytes)
+		if l.closed || r.msg.Payload == nil && r.size > 0 || !fits {
+			left = append(left, r)
+			continue
+		}
+		l.setState(r, buffered)
+		l.enter(r, receivePool)
+		l.setAway(r, false)
+		back = append(back, r)
+	}
+	for i := len(back) - 1; i >= 0; i-- { // oldest ends up first
+		l.buffer.pushFront(back[i])
+	}
+	l.changed(len(back) > 0)
+	return left
+}
+
+// selectRecords moves the records sel picks to the commit pool and returns them in receive order.
+func (l *ledger) selectRecords(sel func(*record) bool) []*record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var rs []*record
+	for _, r := range l.recs {
+		if r.state != committing && sel(r) {
+			rs = append(rs, r)
+		}
+	}
+	slices.SortFunc(rs, func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
+	for _, r := range rs {
+		l.toCommitting(r, forRelease)
+	}
+	l.changed(false)
+	return rs
+}
