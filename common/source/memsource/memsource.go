@@ -65,95 +65,6 @@ const (
 	OpCheck      = "check"
 )
 
-// Fault makes the broker misbehave on one operation, for tests. Latency is applied first (the call
-// waits, returning early only when its context ends); then Err, if set, is returned instead of doing
-// the operation. With LoseResponse (receive only) the broker does the receive (the messages are
-// leased: they come back only when their lease ends) and the driver returns ErrUnavailable instead of
-// the messages, as when a response is lost on the way back.
-type Fault struct {
-	Err          error
-	Latency      time.Duration
-	LoseResponse bool
-	// Times is how many calls the fault applies to before it clears itself; 0 means until cleared.
-	Times int
-}
-
-type queue struct {
-	msgs  map[string]*entry
-	order []string // ids in publish order (acked ones are skipped lazily)
-	dead  []DeadLetter
-}
-
-type entry struct {
-	id         string
-	pub        Publication
-	published  time.Time
-	visibleAt  time.Time
-	receipt    uint64 // current delivery's handle; 0 when not leased
-	deliveries int
-}
-
-// NewBroker returns an empty broker.
-func NewBroker() *Broker {
-	return &Broker{queues: make(map[string]*queue), wake: make(chan struct{}), calls: make(map[string]int),
-		faults: make(map[string]*Fault)}
-}
-
-// SetFault makes every later call of op (OpReceive, OpAck, ...) misbehave as f says, on every queue
-// of the broker, until ClearFault (or f.Times calls). A zero Fault clears it.
-func (b *Broker) SetFault(op string, f Fault) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if f == (Fault{}) {
-		delete(b.faults, op)
-		return
-	}
-	b.faults[op] = &f
-}
-
-// ClearFault removes the fault of op; ClearFaults removes every fault.
-func (b *Broker) ClearFault(op string) { b.SetFault(op, Fault{}) }
-
-// ClearFaults removes every fault set with SetFault.
-func (b *Broker) ClearFaults() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	clear(b.faults)
-}
-
-// faultLocked returns the fault to apply to one call of op (zero when none) and counts the call down.
-func (b *Broker) faultLocked(op string) Fault {
-	f := b.faults[op]
-	if f == nil {
-		return Fault{}
-	}
-	out := *f
-	if f.Times > 0 {
-		f.Times--
-		if f.Times == 0 {
-			delete(b.faults, op)
-		}
-	}
-	return out
-}
-
-// injectFault applies the latency of op's fault (if any) and returns the fault. It must be called
-// without b.mu held.
-func (b *Broker) injectFault(ctx context.Context, op string) Fault {
-	b.mu.Lock()
-	f := b.faultLocked(op)
-	b.mu.Unlock()
-	if f.Latency > 0 {
-		t := time.NewTimer(f.Latency)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-	}
-	return f
-}
-
 // CreateQueue creates a queue (no-op when it exists).
 func (b *Broker) CreateQueue(name string) {
 	b.mu.Lock()
@@ -519,10 +430,8 @@ func toMessage(e *entry) *source.Message {
 }
 
 // each applies f to the entry of every valid handle and reports the invalid ones in a BatchError.
-func (d *Driver) each(ctx context.Context, op string, handles []source.Handle, f func(q *queue, e *entry)) error {
-	if err := d.fault(ctx, op); err != nil {
-		return err
-	}
+// The caller has applied op's fault.
+func (d *Driver) each(op string, handles []source.Handle, f func(q *queue, e *entry)) error {
 	d.b.mu.Lock()
 	defer d.b.mu.Unlock()
 	q, err := d.queueLocked(op)
@@ -552,21 +461,12 @@ func (d *Driver) each(ctx context.Context, op string, handles []source.Handle, f
 	return nil
 }
 
-// fault applies op's injected fault: it waits its latency and returns its error, counting the call.
-func (d *Driver) fault(ctx context.Context, op string) error {
-	f := d.b.injectFault(ctx, op)
-	if f.Err == nil {
-		return nil
-	}
-	d.b.mu.Lock()
-	d.b.calls[op]++
-	d.b.mu.Unlock()
-	return fmt.Errorf("%s on %s: %w", op, d.opts.Queue, f.Err)
-}
-
 // Ack implements source.Driver.
 func (d *Driver) Ack(ctx context.Context, handles []source.Handle) error {
-	return d.each(ctx, OpAck, handles, func(q *queue, e *entry) { delete(q.msgs, e.id) })
+	if err := d.fault(ctx, OpAck); err != nil {
+		return err
+	}
+	return d.each(OpAck, handles, func(q *queue, e *entry) { delete(q.msgs, e.id) })
 }
 
 // Nack implements source.Driver.
@@ -575,7 +475,7 @@ func (d *Driver) Nack(ctx context.Context, handles []source.Handle, delay time.D
 		return err
 	}
 	at := time.Now().Add(delay)
-	return d.each(context.Background(), "nack", handles, func(_ *queue, e *entry) { e.visibleAt, e.receipt = at, 0 })
+	return d.each(OpNack, handles, func(_ *queue, e *entry) { e.visibleAt, e.receipt = at, 0 })
 }
 
 // Extend implements source.Driver.
@@ -584,7 +484,7 @@ func (d *Driver) Extend(ctx context.Context, handles []source.Handle, lease time
 		return err
 	}
 	at := time.Now().Add(lease)
-	return d.each(context.Background(), "extend", handles, func(_ *queue, e *entry) { e.visibleAt = at })
+	return d.each(OpExtend, handles, func(_ *queue, e *entry) { e.visibleAt = at })
 }
 
 // Backlog implements source.Driver: every message not yet acked.
