@@ -69,7 +69,7 @@ type Config struct {
 	CreateGroup  bool          `env:"REDIS_CREATE_GROUP" envDefault:"true" desc:"Create the group (and the stream) when missing, also when it is deleted while running. false: a missing group is a not_found error until someone creates it."`
 	ClaimMinIdle time.Duration `env:"REDIS_CLAIM_MIN_IDLE" envDefault:"60s" desc:"Entries idle longer than this in any consumer's pending list are claimed (XAUTOCLAIM): how the work of crashed or scaled-down replicas is recovered. Entries this source holds are kept from going idle that long. At least 1s."`
 	MaxExtension time.Duration `env:"REDIS_MAX_EXTENSION" envDefault:"1h" desc:"Longest total time a held entry is kept from being claimed by other replicas; after it another replica may claim it."`
-	Block        time.Duration `env:"REDIS_BLOCK" envDefault:"2s" desc:"Longest wait of one XREADGROUP for new entries (10ms to 10s, less than half of REDIS_CLAIM_MIN_IDLE). Reads run ahead of numa's, so this bounds only how fast shutdown interrupts an idle read."`
+	Block        time.Duration `env:"REDIS_BLOCK" envDefault:"0s" desc:"Longest wait of one XREADGROUP for new entries (10ms to 10s, less than half of REDIS_CLAIM_MIN_IDLE). 0s: 2s, or a quarter of REDIS_CLAIM_MIN_IDLE when that is shorter. Reads run ahead of numa's, so this bounds only how fast shutdown interrupts an idle read."`
 	ReadCount    int           `env:"REDIS_READ_COUNT" envDefault:"500" desc:"Most entries fetched by one XREADGROUP or XAUTOCLAIM (1 to 10000)."`
 
 	PayloadField     string `env:"REDIS_PAYLOAD_FIELD" desc:"Field whose value is the payload; the other fields become headers. Empty: the payload is every field as a JSON object, in stream order. An entry without the field is delivered with an empty payload and the header x-redis-missing-payload-field."`
@@ -192,8 +192,9 @@ func (c *Config) Validate() error {
 		add("REDIS_MAX_EXTENSION", "must be more than 0s, got %s", c.MaxExtension)
 	}
 	switch {
+	case c.Block == 0: // the default follows REDIS_CLAIM_MIN_IDLE (BlockOrDefault)
 	case c.Block < minBlock || c.Block > maxBlock:
-		add("REDIS_BLOCK", "must be between %s and %s, got %s", minBlock, maxBlock, c.Block)
+		add("REDIS_BLOCK", "must be between %s and %s (or 0s for the default), got %s", minBlock, maxBlock, c.Block)
 	case c.ClaimMinIdle >= minClaimIdle && c.Block >= c.ClaimMinIdle/2:
 		add("REDIS_BLOCK", "must be less than half of REDIS_CLAIM_MIN_IDLE (%s), got %s", c.ClaimMinIdle, c.Block)
 	}
@@ -328,4 +329,16 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 		return nil, errors.Join(errs...)
 	}
 	return tc, nil
+}
+
+// defaultBlock is REDIS_BLOCK's default when REDIS_CLAIM_MIN_IDLE is long enough.
+const defaultBlock = 2 * time.Second
+
+// BlockOrDefault is REDIS_BLOCK, or when it is 0s defaultBlock or a quarter of REDIS_CLAIM_MIN_IDLE,
+// whichever is shorter: the default never conflicts with a valid REDIS_CLAIM_MIN_IDLE.
+func (c *Config) BlockOrDefault() time.Duration {
+	if c.Block > 0 {
+		return c.Block
+	}
+	return max(min(defaultBlock, c.ClaimMinIdle/4), minBlock)
 }

@@ -19,7 +19,7 @@ import (
 func validConfig() Config {
 	return Config{
 		URL: "redis://127.0.0.1:6390", Mode: ModeStandalone, Stream: "orders", Group: "g", StartFrom: StartOldest,
-		CreateGroup: true, ClaimMinIdle: time.Minute, MaxExtension: time.Hour, Block: 2 * time.Second, ReadCount: 500,
+		CreateGroup: true, ClaimMinIdle: time.Minute, MaxExtension: time.Hour, ReadCount: 500,
 	}
 }
 
@@ -158,6 +158,45 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	if want := validConfig(); c != want {
 		t.Fatalf("loaded %+v, want %+v", c, want)
+	}
+}
+
+// A documented value set alone is never refused because of a default that depends on it: REDIS_BLOCK's
+// default follows REDIS_CLAIM_MIN_IDLE (a fixed 2s default made any claim idle under about 4s invalid).
+func TestClaimMinIdleAloneAtItsDocumentedBounds(t *testing.T) {
+	for _, tc := range []struct {
+		idle      string
+		wantBlock time.Duration
+	}{
+		{"1s", 250 * time.Millisecond}, // the documented minimum
+		{"2s", 500 * time.Millisecond},
+		{"4s", time.Second},
+		{"60s", 2 * time.Second}, // the default
+		{"24h", 2 * time.Second},
+	} {
+		var c Config
+		err := config.Load(&c, []string{"REDIS_URL=redis://127.0.0.1:6390", "REDIS_STREAM=orders", "REDIS_GROUP=g",
+			"REDIS_CLAIM_MIN_IDLE=" + tc.idle})
+		if err == nil {
+			err = c.Validate()
+		}
+		if err != nil {
+			t.Errorf("REDIS_CLAIM_MIN_IDLE=%s alone: %v", tc.idle, err)
+			continue
+		}
+		if got := c.BlockOrDefault(); got != tc.wantBlock {
+			t.Errorf("REDIS_CLAIM_MIN_IDLE=%s: REDIS_BLOCK defaults to %s, want %s", tc.idle, got, tc.wantBlock)
+		}
+	}
+	// A REDIS_BLOCK set explicitly still has to fit.
+	var c Config
+	err := config.Load(&c, []string{"REDIS_URL=redis://127.0.0.1:6390", "REDIS_STREAM=orders", "REDIS_GROUP=g",
+		"REDIS_CLAIM_MIN_IDLE=2s", "REDIS_BLOCK=1s"})
+	if err == nil {
+		err = c.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), "REDIS_BLOCK: must be less than half of REDIS_CLAIM_MIN_IDLE") {
+		t.Errorf("REDIS_BLOCK=1s with REDIS_CLAIM_MIN_IDLE=2s: got %v, want a REDIS_BLOCK error", err)
 	}
 }
 

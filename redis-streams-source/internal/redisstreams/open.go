@@ -48,7 +48,7 @@ func newDriver(cfg *Config, consumer string, api redisAPI, log *slog.Logger) *dr
 		create:    cfg.CreateGroup,
 		claimIdle: cfg.ClaimMinIdle,
 		maxExt:    cfg.MaxExtension,
-		block:     cfg.Block,
+		block:     cfg.BlockOrDefault(),
 		readCount: cfg.ReadCount,
 		delOnAck:  cfg.DeleteOnAck,
 		dlq:       cfg.DeadLetterStream,
@@ -84,7 +84,7 @@ func newClient(cfg *Config) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading TLS settings: %w", err)
 	}
-	readTimeout := cfg.Block + readTimeoutMargin
+	readTimeout := cfg.BlockOrDefault() + readTimeoutMargin
 	maint := func() *maintnotifications.Config {
 		return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	}
