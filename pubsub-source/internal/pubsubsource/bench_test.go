@@ -1,14 +1,9 @@
 package pubsubsource
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -31,7 +26,7 @@ const (
 // connector's peak RSS.
 func BenchmarkSocket(b *testing.B) {
 	emu := pubsubtest.Shared(b)
-	bin := buildConnector(b)
+	bin := proctest.Build(b, filepath.Join("..", ".."), "pubsub-source")
 	for i := 0; i < b.N; i++ {
 		topic := emu.CreateTopic(b, "bench")
 		rawSub := emu.CreateSubscription(b, "bench-raw", pubsubtest.Subscription{Topic: topic, AckDeadline: 30 * time.Second})
@@ -132,35 +127,5 @@ func connectorLoop(b *testing.B, ctx context.Context, emu *pubsubtest.Emulator, 
 	if len(seen) < benchMessages {
 		b.Fatalf("connector delivered %d of %d", len(seen), benchMessages)
 	}
-	return rate, peakRSS(b, p.Cmd.Process.Pid)
-}
-
-// peakRSS reads VmHWM (peak resident set size) of a running process, in bytes.
-func peakRSS(b testing.TB, pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Logf("peak RSS unknown: %v", err)
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-// buildConnector builds this module's binary for the benchmark.
-func buildConnector(b *testing.B) string {
-	bin := filepath.Join(b.TempDir(), "pubsub-source")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
-	cmd.Dir = filepath.Join("..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building the connector: %v\n%s", err, out)
-	}
-	return bin
+	return rate, proctest.PeakRSS(p.Cmd.Process.Pid)
 }

@@ -45,7 +45,7 @@ func BenchmarkBigMessages(b *testing.B) {
 	// JAVA_TOOL_OPTIONS on the java command line, so its -Xmx wins.
 	b.Setenv("JAVA_OPTS", "-Xmx2g")
 	emu := pubsubtest.Start(b)
-	bin := buildConnector(b)
+	bin := proctest.Build(b, filepath.Join("..", ".."), "pubsub-source")
 	for i := 0; i < b.N; i++ {
 		for _, c := range bigCases {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -112,7 +112,7 @@ func runBig(ctx context.Context, b *testing.B, emu *pubsubtest.Emulator, bin, su
 		Limit: bigCount, PendingEvery: -1, PartitionsEvery: -1})
 	got := int(st.Acked)
 	took := time.Since(start)
-	rss := peakRSS(b, p.Cmd.Process.Pid)
+	rss := proctest.PeakRSS(p.Cmd.Process.Pid)
 	if err != nil || got < bigCount {
 		b.Fatalf("%v: %d of %d messages acked (%v)\n%s", env, got, bigCount, err, p.Output())
 	}

@@ -5,9 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,7 +34,7 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 func BenchmarkThroughput(b *testing.B) {
 	srv := redistest.Shared(b)
 	rdb := srv.Client(b)
-	bin := buildConnector(b)
+	bin := proctest.Build(b, filepath.Join("..", ".."), "redis-streams-source")
 	for i := 0; i < b.N; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		srcStream := fmt.Sprintf("bench-src-%d-%d", time.Now().UnixNano(), i)
@@ -56,20 +54,6 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Logf("%d entries of %d bytes: source %.0f msg/s, raw loop %.0f msg/s, ratio %.0f%%, source peak RSS %.1f MiB",
 			*benchEntries, *benchPayload, src, raw, 100*src/raw, float64(rss)/(1<<20))
 	}
-}
-
-func buildConnector(b *testing.B) string {
-	b.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	module := filepath.Join(filepath.Dir(file), "..", "..")
-	out := filepath.Join(b.TempDir(), "redis-streams-source")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, ".")
-	cmd.Dir = module
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if o, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building the connector: %v\n%s", err, o)
-	}
-	return out
 }
 
 // fill adds n entries with a payload field, pipelined 1,000 at a time.
@@ -134,7 +118,7 @@ func runSource(ctx context.Context, b *testing.B, bin string, srv *redistest.Ser
 		}
 		last = time.Now()
 	}
-	rss := vmHWM(p.Cmd.Process.Pid)
+	rss := proctest.PeakRSS(p.Cmd.Process.Pid)
 	_ = p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
 	return float64(n-1) / last.Sub(first).Seconds(), rss
@@ -175,19 +159,4 @@ func runRaw(ctx context.Context, b *testing.B, rdb *redis.Client, stream string,
 		}
 	}
 	return float64(n-1) / last.Sub(first).Seconds()
-}
-
-// vmHWM is the peak resident set size of a running process, in bytes (0 when unknown).
-func vmHWM(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }

@@ -42,7 +42,7 @@ var bigCases = []struct{ name, env string }{
 func BenchmarkBigMessages(b *testing.B) {
 	srv := redistest.Shared(b)
 	rdb := srv.Client(b)
-	bin := buildConnector(b)
+	bin := proctest.Build(b, filepath.Join("..", ".."), "redis-streams-source")
 	for i := 0; i < b.N; i++ {
 		for _, c := range bigCases {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -106,7 +106,7 @@ func runBig(ctx context.Context, b *testing.B, bin string, srv *redistest.Server
 		Limit: bigCount, PendingEvery: -1, PartitionsEvery: -1})
 	got := int(st.Acked)
 	took := time.Since(start)
-	rss := vmHWM(p.Cmd.Process.Pid)
+	rss := proctest.PeakRSS(p.Cmd.Process.Pid)
 	if err != nil || got < bigCount {
 		b.Fatalf("%v: %d of %d entries acked (%v)\n%s", env, got, bigCount, err, p.Output())
 	}

@@ -1,7 +1,6 @@
 package sqssource
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/numaproj/numaflow-go/pkg/sourcer"
 
 	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/proctest"
 	"github.com/numaflow-connectors/sources/common/source"
 	"github.com/numaflow-connectors/sources/sqs-source/sqstest"
 )
@@ -53,7 +53,7 @@ func BenchmarkThroughput(b *testing.B) {
 		url := queue("source")
 		fill(ctx, b, srv, url, *benchMessages)
 		src := runSource(ctx, b, srv, url, *benchMessages)
-		rss := peakRSS("self")
+		rss := proctest.PeakRSS(0)
 
 		url = queue("raw")
 		fill(ctx, b, srv, url, *benchMessages)
@@ -347,22 +347,4 @@ func runIdle(ctx context.Context, b *testing.B, srv *sqstest.Server, url string,
 		}
 	}
 	return float64(counter.total()-base) / time.Since(start).Minutes()
-}
-
-// peakRSS returns the peak resident set size (VmHWM) of process pid ("self" for this one) in bytes,
-// 0 if unknown.
-func peakRSS(pid string) int64 {
-	f, err := os.Open("/proc/" + pid + "/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }

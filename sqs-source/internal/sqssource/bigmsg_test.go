@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -46,7 +45,7 @@ var bigCases = []struct{ name, env string }{
 // fails unless every message is delivered and acked. Budget: the manifests' 256 MiB.
 func BenchmarkBigMessages(b *testing.B) {
 	srv := sqstest.Shared(b)
-	bin := buildConnector(b)
+	bin := proctest.Build(b, filepath.Join("..", ".."), "sqs-source")
 	for i := 0; i < b.N; i++ {
 		for _, c := range bigCases {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -62,19 +61,6 @@ func BenchmarkBigMessages(b *testing.B) {
 		}
 		b.ReportMetric(bigBudgetMiB, "budget_MiB")
 	}
-}
-
-// buildConnector builds this module's binary for the benchmark.
-func buildConnector(b *testing.B) string {
-	b.Helper()
-	bin := filepath.Join(b.TempDir(), "sqs-source")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
-	cmd.Dir = filepath.Join("..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building the connector: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // fillBig sends bigCount messages of bigSize bytes, each body starting with its 6-digit index. One
@@ -134,7 +120,7 @@ func runBig(ctx context.Context, b *testing.B, bin string, srv *sqstest.Server, 
 		Limit: bigCount, PendingEvery: -1, PartitionsEvery: -1})
 	got := int(st.Acked)
 	took := time.Since(start)
-	rss := peakRSS(strconv.Itoa(p.Cmd.Process.Pid))
+	rss := proctest.PeakRSS(p.Cmd.Process.Pid)
 	if err != nil || got < bigCount {
 		b.Fatalf("%v: %d of %d messages acked (%v)\n%s", env, got, bigCount, err, p.Output())
 	}
