@@ -92,10 +92,7 @@ func (s *Source) extend(ctx context.Context, due []dueLease) {
 	}
 	c, cancel := context.WithTimeout(ctx, max(s.opts.ExtendEvery, time.Second))
 	defer cancel()
-	handles := make([]Handle, len(due))
-	for i, d := range due {
-		handles[i] = d.handle
-	}
+	handles := handlesOf(due)
 	start := time.Now() // the broker's new lease runs from the call, at the earliest
 	s.extended(start, due, s.commits.call(c, s.extendOp(), handles))
 }
@@ -107,10 +104,7 @@ func (s *Source) extendProbe(ctx context.Context, now time.Time) bool {
 	if len(due) == 0 {
 		return false
 	}
-	handles := make([]Handle, len(due))
-	for i, d := range due {
-		handles[i] = d.handle
-	}
+	handles := handlesOf(due)
 	c, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	start := time.Now()
@@ -143,4 +137,12 @@ func (s *Source) extended(at time.Time, due []dueLease, failed map[int]error) {
 	}
 	s.led.mu.Unlock()
 	s.m.Extensions.Add(float64(n))
+}
+
+func handlesOf(due []dueLease) []Handle {
+	handles := make([]Handle, len(due))
+	for i, d := range due {
+		handles[i] = d.handle
+	}
+	return handles
 }

@@ -194,8 +194,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 	var sizedMsgs int64
 	full := false
 	var surplusMax int64
-	var blockedKeys map[string]bool
-	for i, m := range msgs {
+	for _, m := range msgs {
 		if m == nil || m.ID == "" {
 			out.rejected++
 			continue
@@ -220,10 +219,10 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 		batchBytes += size
 		sizedMsgs++
 		if l.closed || full {
-			out.surplus = append(out.surplus, msgs[i])
+			out.surplus = append(out.surplus, m)
 			continue
 		}
-		if l.ordered && len(m.Keys) > 0 && (blockedKeys[m.Keys[0]] || l.away[m.Keys[0]] > 0) {
+		if l.ordered && len(m.Keys) > 0 && l.away[m.Keys[0]] > 0 {
 			// An earlier message of its key is away from numa (being released or dead-lettered, or
 			// delayed; it may be in this very batch, redelivered after its lease ran out): this one must
 			// not overtake it, so it goes back to the broker too.
@@ -255,13 +254,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			r.keepBody = true
 			l.counts[committing]++
 			l.setAway(r, true)
-			out.tooLarge = append(out.tooLarge, r)
-			if l.ordered && len(m.Keys) > 0 {
-				if blockedKeys == nil {
-					blockedKeys = make(map[string]bool)
-				}
-				blockedKeys[m.Keys[0]] = true
-			}
+			out.tooLarge = append(out.tooLarge, r) // away now: later messages of its key go back too
 			continue
 		}
 		r.state = buffered
