@@ -1,0 +1,121 @@
+package rabbitmq
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/numaflow-connectors/sources/common/source"
+)
+
+type answerOp int
+
+const (
+	opAck answerOp = iota
+	opNack
+	opExtend
+)
+
+var opNames = [...]string{"acking", "nacking", "extending"}
+
+// answer acks, nacks (requeue) or checks the deliveries. Only deliveries of the current session that
+// are still unanswered reach the broker: an ack or nack of a tag the channel does not hold would close
+// the channel (PRECONDITION_FAILED, unknown delivery tag) and requeue everything it holds. So:
+//
+//   - a tag of a lost session (the broker requeued it) or one handed back at the hold limit is dropped:
+//     counted, logged once per session, and reported as invalid_argument (not retried);
+//   - a tag of the current session answered before is a no-op (acking twice is fine).
+//
+// Acks of the oldest unanswered tags go out as one basic.ack multiple=true.
+func (d *driver) answer(_ context.Context, handles []source.Handle, op answerOp) error {
+	failed := map[int]error{}
+	var tags []uint64
+	var idx []int
+	d.mu.Lock()
+	s := d.sess
+	for i, h := range handles {
+		hh, ok := h.(handle)
+		switch {
+		case !ok:
+			failed[i] = &source.EntryError{Op: opNames[op], Resource: d.queue, Reason: fmt.Sprintf("not a delivery handle: %T", h), Code: source.InvalidArgument}
+		case s == nil || hh.gen != s.gen:
+			failed[i] = d.dropLocked(op, hh, "its channel was lost; the broker requeued it")
+		case s.expired[hh.tag]:
+			failed[i] = d.dropLocked(op, hh, "handed back at the hold limit; the broker requeued it")
+		default:
+			if _, live := s.live[hh.tag]; live {
+				if op != opExtend {
+					delete(s.live, hh.tag)
+				}
+				tags = append(tags, hh.tag)
+				idx = append(idx, i)
+			}
+		}
+	}
+	var minLive uint64
+	for t := range s.liveOrNil() {
+		if minLive == 0 || t < minLive {
+			minLive = t
+		}
+	}
+	d.mu.Unlock()
+	if op == opExtend || len(tags) == 0 {
+		return source.BatchResult(len(handles), failed)
+	}
+	if err := d.send(s, op, tags, minLive); err != nil {
+		for _, i := range idx {
+			failed[i] = fmt.Errorf("%s on queue %s: %w", opNames[op], d.queue, err)
+		}
+	}
+	return source.BatchResult(len(handles), failed)
+}
+
+// liveOrNil is s.live, or nil for no session.
+func (s *session) liveOrNil() map[uint64]liveEntry {
+	if s == nil {
+		return nil
+	}
+	return s.live
+}
+
+// send acks or nacks (requeue) tags on s's channel. Acks below every tag still live (minLive; 0: none
+// live) are covered by one basic.ack multiple=true of the highest of them.
+func (d *driver) send(s *session, op answerOp, tags []uint64, minLive uint64) error {
+	if op == opNack {
+		for _, t := range tags {
+			if err := s.ch.Nack(t, false, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tags = sortedTags(tags)
+	i := 0
+	for i < len(tags) && (minLive == 0 || tags[i] < minLive) {
+		i++
+	}
+	if i > 1 {
+		if err := s.ch.Ack(tags[i-1], true); err != nil {
+			return err
+		}
+	} else {
+		i = 0
+	}
+	for _, t := range tags[i:] {
+		if err := s.ch.Ack(t, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropLocked counts an answer that must not reach the broker and logs the first of each session.
+// Caller holds mu.
+func (d *driver) dropLocked(op answerOp, h handle, why string) error {
+	d.stale.Add(1)
+	if !d.logged[h.gen] {
+		d.logged[h.gen] = true
+		d.log.Warn("answers for deliveries the channel no longer holds are dropped (the broker redelivers them)",
+			"op", opNames[op], "session", h.gen, "reason", why)
+	}
+	return &source.EntryError{Op: opNames[op], Resource: d.queue, Reason: "delivery " + why, Code: source.InvalidArgument, Err: errStaleTag}
+}

@@ -1,0 +1,46 @@
+package rabbitmq
+
+import (
+	"context"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// amqpConn lists the connection calls the driver makes; *amqp.Connection satisfies it through
+// realConn. Unit tests use fakes.
+type amqpConn interface {
+	Channel() (amqpChannel, error)
+	NotifyClose(receiver chan *amqp.Error) chan *amqp.Error
+	Close() error
+}
+
+// amqpChannel lists the channel calls the driver makes. *amqp.Channel satisfies it.
+type amqpChannel interface {
+	Qos(prefetchCount, prefetchSize int, global bool) error
+	Consume(queue, consumer string, autoAck, exclusive, noLocal, noWait bool, args amqp.Table) (<-chan amqp.Delivery, error)
+	Cancel(consumer string, noWait bool) error
+	Ack(tag uint64, multiple bool) error
+	Nack(tag uint64, multiple, requeue bool) error
+	QueueDeclarePassive(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error)
+	Confirm(noWait bool) error
+	PublishWithDeferredConfirmWithContext(ctx context.Context, exchange, key string, mandatory, immediate bool, msg amqp.Publishing) (*amqp.DeferredConfirmation, error)
+	NotifyClose(receiver chan *amqp.Error) chan *amqp.Error
+	NotifyReturn(c chan amqp.Return) chan amqp.Return
+	Close() error
+}
+
+var _ amqpChannel = (*amqp.Channel)(nil)
+
+// dialFunc opens a connection; the real one is dialer.dial.
+type dialFunc func(ctx context.Context) (amqpConn, error)
+
+// realConn adapts *amqp.Connection (whose Channel returns the concrete type) to amqpConn.
+type realConn struct{ *amqp.Connection }
+
+func (c realConn) Channel() (amqpChannel, error) {
+	ch, err := c.Connection.Channel()
+	if err != nil {
+		return nil, err
+	}
+	return ch, nil
+}

@@ -1,0 +1,183 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/numaflow-connectors/sources/common/source"
+)
+
+// driver implements source.Driver over one queue, through one connection and one channel at a time
+// (a session, session.go). Delivery tags belong to a session: an answer for an older session's tag
+// is never sent on a newer channel.
+type driver struct {
+	queue     string
+	tag       string // consumer tag base and connection name
+	holdLimit time.Duration
+	reconnect time.Duration // longest wait between reconnection attempts
+	dlx       string
+	dlxKey    string
+	dlReject  bool
+	dial      dialFunc
+	log       *slog.Logger
+	now       func() time.Time
+	idPrefix  string // unique to this process: ids of messages without a message-id
+
+	// Budgets from the adapter (SetBudgets).
+	prefetch      int
+	prefetchBytes int64
+
+	startOnce sync.Once
+	runCtx    context.Context // the supervisor's; cancelled by Close
+	stopRun   context.CancelFunc
+	runWG     sync.WaitGroup
+	resize    chan struct{} // the window should change: the supervisor re-consumes
+
+	mu      sync.Mutex
+	sess    *session      // the connected session; nil while (re)connecting
+	lastErr error         // why the last connection attempt failed; nil after a success
+	gen     uint64        // numbers sessions
+	changed chan struct{} // closed (and replaced) when sess or lastErr changes
+	sizeEst int64         // payload size estimate for the window (0: none seen yet)
+	logged  map[uint64]bool
+
+	stale   atomic.Int64 // answers dropped: their channel was lost or their delivery handed back
+	expired atomic.Int64 // deliveries handed back at the hold limit
+	lost    atomic.Int64 // sessions lost (connection or channel closed)
+
+	dlMu sync.Mutex // guards pub: passive declares and dead letters share the admin connection
+	pub  *admin
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var (
+	_ source.Driver       = (*driver)(nil)
+	_ source.DeadLetterer = (*driver)(nil)
+	_ source.Checker      = (*driver)(nil)
+	_ source.Budgeter     = (*driver)(nil)
+)
+
+// Capabilities: one receive at a time (it takes what the channel has), local redelivery of nacks
+// (RabbitMQ has no delayed nack), and the hold limit as lease so the adapter reports deliveries that
+// reach it.
+func (d *driver) Capabilities() source.Capabilities {
+	return source.Capabilities{
+		ReceiveConcurrency: 1,
+		AckConcurrency:     1,
+		// RabbitMQ has no lease to renew: a delivery stays with this channel until consumer_timeout.
+		// The driver hands back what it held for the hold limit; the adapter logs it as a maximum
+		// extension reached. Extend calls are answered locally.
+		Lease:           d.holdLimit,
+		MaxExtension:    d.holdLimit,
+		LocalRedelivery: true,
+	}
+}
+
+// SetBudgets sizes the prefetch window: the adapter's receive pool plus its delayed pool.
+func (d *driver) SetBudgets(prefetch int, prefetchBytes int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.prefetch, d.prefetchBytes = prefetch, prefetchBytes
+}
+
+// Receive takes up to max deliveries the channel has received; it waits for the first one until ctx
+// ends or for receiveWait, whichever is first.
+func (d *driver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
+	return d.receive(ctx, max)
+}
+
+// Ack sends basic.ack for deliveries of the current channel; see answer for the others.
+func (d *driver) Ack(ctx context.Context, handles []source.Handle) error {
+	return d.answer(ctx, handles, opAck)
+}
+
+// Nack sends basic.nack requeue=true (readable at once: RabbitMQ has no delay; the adapter keeps
+// delayed nacks itself and calls Nack only to give messages up).
+func (d *driver) Nack(ctx context.Context, handles []source.Handle, _ time.Duration) error {
+	return d.answer(ctx, handles, opNack)
+}
+
+// Extend makes no broker call: a delivery of the current channel is held until it is answered or
+// reaches the hold limit. Others fail as invalid_argument.
+func (d *driver) Extend(ctx context.Context, handles []source.Handle, _ time.Duration) error {
+	return d.answer(ctx, handles, opExtend)
+}
+
+// Backlog is the queue's ready messages (passive queue.declare) plus the deliveries this replica
+// holds unanswered.
+func (d *driver) Backlog(ctx context.Context) (int64, error) {
+	return d.backlog(ctx)
+}
+
+// ErrorCode classifies AMQP reply codes and the driver's own errors (errors.go).
+func (d *driver) ErrorCode(err error) source.Code { return errorCode(err) }
+
+// Close stops reconnecting and closes the connection (the broker requeues what is unanswered).
+// Idempotent.
+func (d *driver) Close(ctx context.Context) error {
+	d.closeOnce.Do(func() {
+		d.startOnce.Do(func() {}) // a driver never started stays so
+		if d.stopRun != nil {
+			d.stopRun()
+		}
+		waitCtx(ctx, d.runWG.Wait)
+		d.mu.Lock()
+		s := d.sess
+		d.sess = nil
+		d.mu.Unlock()
+		if s != nil {
+			if err := s.conn.Close(); err != nil && !isClosed(err) {
+				d.closeErr = fmt.Errorf("closing the connection to %s: %w", d.queue, err)
+			}
+		}
+		d.dlMu.Lock()
+		if d.pub != nil {
+			_ = d.pub.conn.Close()
+			d.pub = nil
+		}
+		d.dlMu.Unlock()
+	})
+	return d.closeErr
+}
+
+// DeadLetter publishes the message to RABBITMQ_DEAD_LETTER_EXCHANGE with confirms and acks it, or
+// rejects it to the queue's own dead-letter exchange (RABBITMQ_DEAD_LETTER_REJECT).
+func (d *driver) DeadLetter(ctx context.Context, msg *source.Message, reason string) error {
+	return d.deadLetter(ctx, msg, reason)
+}
+
+// Check connects and declares the queue passively: it reports a missing queue or refused access.
+func (d *driver) Check(ctx context.Context) error {
+	_, err := d.queueDepth(ctx)
+	return err
+}
+
+// Stats are the driver's own counters, for logs and tests.
+type Stats struct {
+	Stale   int64 // answers dropped because their channel was lost or their delivery handed back
+	Expired int64 // deliveries handed back at the hold limit
+	Lost    int64 // sessions lost
+}
+
+func (d *driver) stats() Stats {
+	return Stats{Stale: d.stale.Load(), Expired: d.expired.Load(), Lost: d.lost.Load()}
+}
+
+// waitCtx runs wait but gives up when ctx ends.
+func waitCtx(ctx context.Context, wait func()) {
+	done := make(chan struct{})
+	go func() { wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+var errNotStarted = errors.New("driver not started")

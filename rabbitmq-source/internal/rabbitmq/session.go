@@ -1,0 +1,315 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// A session is one connection and one consuming channel. Its delivery tags are valid on it alone:
+// when it is lost the broker requeues every unanswered delivery, and an answer that arrives later is
+// dropped (ack.go). The supervisor (run) reconnects with backoff, since amqp091-go does not (its
+// experimental recovery is left off: it would reuse tags across channels).
+type session struct {
+	gen    uint64
+	conn   amqpConn
+	ch     amqpChannel
+	done   chan struct{} // closed when the session is lost
+	data   chan struct{} // a delivery was queued (capacity 1)
+	window int           // the current consumer's prefetch
+	ctag   string        // the current consumer's tag
+	seq    int           // consumers started on this channel
+
+	connClosed, chClosed chan *amqp.Error // amqp091-go's close notifications
+
+	// Under driver.mu:
+	queue   []amqp.Delivery      // received, not yet taken by Receive
+	live    map[uint64]liveEntry // unanswered deliveries: queued or handed to the adapter
+	expired map[uint64]bool      // handed back at the hold limit; their answers are dropped
+}
+
+type liveEntry struct {
+	at   time.Time // received
+	size int64
+}
+
+// initialWindow is the prefetch before any message size has been seen: small, in case messages are
+// big (the adapter's first receive is as small).
+const initialWindow = 10
+
+// windowFor is the prefetch for payloads of about est bytes (0: unknown): the adapter's receive budget
+// plus its delayed-redelivery budget, in count and in bytes, so a burst of delayed nacks as large as
+// the receive budget leaves the receive budget free and the bytes received stay within what the
+// adapter may hold. Caller holds mu.
+func (d *driver) windowFor(est int64) int {
+	if est <= 0 {
+		return max(1, min(initialWindow, 2*d.prefetch))
+	}
+	n := min(int64(2*d.prefetch), 2*d.prefetchBytes/est)
+	return int(max(1, min(n, 65535)))
+}
+
+// start starts the supervisor once.
+func (d *driver) start() {
+	d.startOnce.Do(func() {
+		d.runCtx, d.stopRun = context.WithCancel(context.Background()) //nolint:contextcheck // owned by Close
+		d.runWG.Add(1)
+		go d.run()
+	})
+}
+
+// run connects, serves a session until it is lost, and reconnects with backoff, until Close.
+func (d *driver) run() {
+	defer d.runWG.Done()
+	wait := minReconnect
+	var lastLogged string
+	for d.runCtx.Err() == nil {
+		s, err := d.connect(d.runCtx)
+		if err != nil {
+			if d.runCtx.Err() != nil {
+				return
+			}
+			d.setErr(err)
+			if msg := err.Error(); msg != lastLogged {
+				d.log.Warn("connecting to rabbitmq failed; retrying", "queue", d.queue, "error", err, "retry_in", wait.String())
+				lastLogged = msg
+			}
+			select {
+			case <-d.runCtx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, d.reconnect)
+			continue
+		}
+		if lastLogged != "" || s.gen > 1 {
+			d.log.Info("connected to rabbitmq", "queue", d.queue, "session", s.gen, "prefetch", s.window)
+		}
+		wait, lastLogged = minReconnect, ""
+		reason := d.serve(s)
+		d.lose(s, reason)
+	}
+}
+
+// connect dials, opens the channel and starts consuming.
+func (d *driver) connect(ctx context.Context) (*session, error) {
+	conn, err := d.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connecting for queue %s: %w", d.queue, err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("opening a channel for queue %s: %w", d.queue, err)
+	}
+	d.mu.Lock()
+	d.gen++
+	s := &session{gen: d.gen, conn: conn, ch: ch, done: make(chan struct{}), data: make(chan struct{}, 1),
+		live: make(map[uint64]liveEntry), expired: make(map[uint64]bool),
+		connClosed: conn.NotifyClose(make(chan *amqp.Error, 1)), chClosed: ch.NotifyClose(make(chan *amqp.Error, 1))}
+	window := d.windowFor(d.sizeEst)
+	d.mu.Unlock()
+	if err := d.consume(s, window); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	d.mu.Lock()
+	d.sess, d.lastErr = s, nil
+	d.notifyLocked()
+	d.mu.Unlock()
+	return s, nil
+}
+
+// consume starts a consumer on s with prefetch window. basic.qos (global=false) applies to consumers
+// started after it, so a new window takes a new consumer.
+func (d *driver) consume(s *session, window int) error {
+	if err := s.ch.Qos(window, 0, false); err != nil {
+		return fmt.Errorf("setting the prefetch of queue %s: %w", d.queue, err)
+	}
+	s.seq++
+	tag := d.tag + "-" + strconv.FormatUint(s.gen, 10) + "-" + strconv.Itoa(s.seq)
+	deliveries, err := s.ch.Consume(d.queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("consuming from queue %s: %w", d.queue, err)
+	}
+	d.mu.Lock()
+	s.window, s.ctag = window, tag
+	d.mu.Unlock()
+	d.runWG.Add(1)
+	go d.forward(s, deliveries)
+	return nil
+}
+
+// forward moves one consumer's deliveries into the session's queue, registering each as live at once
+// (so the hold limit covers deliveries the adapter has not taken yet). It ends when amqp091-go closes
+// the consumer's channel (cancel or channel loss).
+func (d *driver) forward(s *session, deliveries <-chan amqp.Delivery) {
+	defer d.runWG.Done()
+	for dl := range deliveries {
+		size := int64(len(dl.Body))
+		d.mu.Lock()
+		select {
+		case <-s.done: // lost: the broker requeued it
+			d.mu.Unlock()
+			continue
+		default:
+		}
+		s.live[dl.DeliveryTag] = liveEntry{at: d.now(), size: size}
+		s.queue = append(s.queue, dl)
+		resize := d.observeLocked(s, size)
+		d.mu.Unlock()
+		select {
+		case s.data <- struct{}{}:
+		default:
+		}
+		if resize {
+			select {
+			case d.resize <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// observeLocked updates the size estimate with one payload and reports whether the window should
+// change: it jumps up with a bigger payload (the byte budget must hold) and decays slowly. The window
+// is rebuilt when it should shrink by a quarter or grow to twice its size.
+func (d *driver) observeLocked(s *session, size int64) bool {
+	size = max(size, 1)
+	switch {
+	case size >= d.sizeEst:
+		d.sizeEst = size
+	default:
+		d.sizeEst -= (d.sizeEst - size) / 16
+	}
+	want := d.windowFor(d.sizeEst)
+	return want < s.window*3/4 || want >= 2*s.window || (want > s.window && s.window < initialWindow+1)
+}
+
+// serve watches s until it is lost or the driver closes, resizing the window and handing back
+// deliveries that reach the hold limit. It returns why the session ended.
+func (d *driver) serve(s *session) error {
+	tick := time.NewTicker(min(max(d.holdLimit/20, 100*time.Millisecond), time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-d.runCtx.Done():
+			return nil
+		case e, ok := <-s.connClosed:
+			return lossError("connection", e, ok)
+		case e, ok := <-s.chClosed:
+			return lossError("channel", e, ok)
+		case <-d.resize:
+			if err := d.rewindow(s); err != nil {
+				return err
+			}
+		case <-tick.C:
+			d.handBack(s)
+		}
+	}
+}
+
+// errLost is the reason of a session closed without an AMQP error.
+var errLost = errors.New("connection closed")
+
+func lossError(what string, e *amqp.Error, ok bool) error {
+	if !ok || e == nil {
+		return fmt.Errorf("%s closed: %w", what, errLost)
+	}
+	return fmt.Errorf("%s closed by the broker: %w", what, e)
+}
+
+// rewindow replaces the consumer with one whose prefetch fits the current size estimate. Deliveries
+// of the old consumer stay valid: they belong to the channel.
+func (d *driver) rewindow(s *session) error {
+	d.mu.Lock()
+	want := d.windowFor(d.sizeEst)
+	d.mu.Unlock()
+	if want == s.window {
+		return nil
+	}
+	if err := s.ch.Cancel(s.ctag, false); err != nil {
+		return fmt.Errorf("cancelling consumer %s on queue %s: %w", s.ctag, d.queue, err)
+	}
+	d.log.Debug("prefetch window changed", "from", s.window, "to", want)
+	return d.consume(s, want)
+}
+
+// handBack nacks (requeue) every delivery held for the hold limit, so consumer_timeout never closes
+// the channel; an answer for it that comes later is dropped.
+func (d *driver) handBack(s *session) {
+	now := d.now()
+	var tags []uint64
+	d.mu.Lock()
+	for tag, l := range s.live {
+		if now.Sub(l.at) >= d.holdLimit {
+			tags = append(tags, tag)
+			delete(s.live, tag)
+			s.expired[tag] = true
+		}
+	}
+	if len(tags) > 0 {
+		drop := make(map[uint64]bool, len(tags))
+		for _, t := range tags {
+			drop[t] = true
+		}
+		kept := s.queue[:0]
+		for _, dl := range s.queue {
+			if !drop[dl.DeliveryTag] {
+				kept = append(kept, dl)
+			}
+		}
+		clear(s.queue[len(kept):])
+		s.queue = kept
+	}
+	d.mu.Unlock()
+	if len(tags) == 0 {
+		return
+	}
+	for _, t := range tags {
+		if err := s.ch.Nack(t, false, true); err != nil {
+			break // the channel is going: the broker requeues the rest
+		}
+	}
+	d.expired.Add(int64(len(tags)))
+	d.log.Warn("deliveries held for the hold limit handed back to the broker (RABBITMQ_CONSUMER_TIMEOUT)",
+		"count", len(tags), "hold_limit", d.holdLimit.String())
+}
+
+// lose retires s: its unanswered deliveries were requeued by the broker, and answers for them will be
+// dropped.
+func (d *driver) lose(s *session, reason error) {
+	d.mu.Lock()
+	close(s.done)
+	held := len(s.live)
+	s.queue, s.live = nil, nil
+	if d.sess == s {
+		d.sess = nil
+	}
+	d.notifyLocked()
+	d.mu.Unlock()
+	_ = s.conn.Close()
+	if reason == nil { // closing
+		return
+	}
+	d.lost.Add(1)
+	d.log.Warn("rabbitmq connection lost; reconnecting (the broker requeues unanswered deliveries)",
+		"queue", d.queue, "session", s.gen, "unanswered", held, "error", reason)
+}
+
+func (d *driver) setErr(err error) {
+	d.mu.Lock()
+	d.lastErr = err
+	d.notifyLocked()
+	d.mu.Unlock()
+}
+
+// notifyLocked wakes whoever waits for a session change. Caller holds mu.
+func (d *driver) notifyLocked() {
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
