@@ -10,11 +10,13 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server) # policy-rc.d below keeps apt from starting a system node
 if ((${#need[@]})); then
 	echo "deps: installing ${need[*]} with apt"
 	SUDO=""
 	[ "$(id -u)" = 0 ] || SUDO="sudo"
 	$SUDO apt-get update -qq
+	[ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d; }
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # apt starts nothing for us on Debian 12 in containers; if a service did start, it is not ours and we
