@@ -125,9 +125,9 @@ func start(dir string, opts Options) (*Node, error) {
 		conf += fmt.Sprintf("consumer_timeout = %d\n", opts.ConsumerTimeout.Milliseconds())
 	}
 	files := map[string]string{
-		"rabbitmq.conf":   conf,
-		"advanced.config": "[{rabbit, [{channel_tick_interval, 1000}]}].\n",
-		"enabled_plugins": "[].\n",
+		"rabbitmq.conf":     conf,
+		"advanced.config":   "[{rabbit, [{channel_tick_interval, 1000}]}].\n",
+		"enabled_plugins":   "[].\n",
 		"rabbitmq-env.conf": "",
 	}
 	for name, body := range files {
