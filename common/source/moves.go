@@ -14,9 +14,10 @@ import (
 
 // take moves up to n readable records (due redeliveries first, then received ones in order) in
 // flight and returns them with their payloads (read under the lock: an ack may drop a record's
-// payload at any time). It also returns the channel that is closed when more may be readable, and
-// when the next delayed record is due (zero when none).
-func (l *ledger) take(n int, now time.Time, stream uint64) ([]*record, [][]byte, <-chan struct{}, time.Time) {
+// payload at any time) and how many of them are redeliveries (read under the lock too: a broker
+// redelivery may raise a record's count at any time). It also returns the channel that is closed when
+// more may be readable, and when the next delayed record is due (zero when none).
+func (l *ledger) take(n int, now time.Time, stream uint64) ([]*record, [][]byte, int, <-chan struct{}, time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []*record
@@ -35,6 +36,7 @@ func (l *ledger) take(n int, now time.Time, stream uint64) ([]*record, [][]byte,
 		out = append(out, r)
 	}
 	payloads := make([][]byte, len(out))
+	redelivered := 0
 	for i, r := range out {
 		l.setState(r, inFlight)
 		l.setAway(r, false)
@@ -44,6 +46,9 @@ func (l *ledger) take(n int, now time.Time, stream uint64) ([]*record, [][]byte,
 			r.deliveries++
 		}
 		payloads[i] = r.msg.Payload
+		if r.deliveries > 1 {
+			redelivered++
+		}
 	}
 	if len(out) > 0 {
 		l.notifyGauges()
@@ -52,7 +57,7 @@ func (l *ledger) take(n int, now time.Time, stream uint64) ([]*record, [][]byte,
 	if len(out) < n {
 		more = l.waitData() // the reader may have to wait
 	}
-	return out, payloads, more, l.delayed.nextDue()
+	return out, payloads, redelivered, more, l.delayed.nextDue()
 }
 
 // untake puts records that could not be sent before the read deadline back at the front.

@@ -31,11 +31,9 @@ func (s *Source) Read(ctx context.Context, req sourcer.ReadRequest, ch chan<- so
 	sent := 0
 	defer func() { s.m.Read.Add(float64(sent)) }()
 	for sent < want {
-		batch, payloads, more, next := s.led.take(want-sent, time.Now(), stream)
+		batch, payloads, redelivered, more, next := s.led.take(want-sent, time.Now(), stream)
+		s.m.Redelivered.Add(float64(redelivered))
 		for i, r := range batch {
-			if r.deliveries > 1 {
-				s.m.Redelivered.Inc()
-			}
 			select {
 			case ch <- s.toNuma(r, payloads[i]):
 				sent++
