@@ -2,7 +2,6 @@ package rabbitmq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -179,5 +178,3 @@ func waitCtx(ctx context.Context, wait func()) {
 	case <-ctx.Done():
 	}
 }
-
-var errNotStarted = errors.New("driver not started")

@@ -134,9 +134,10 @@ func (c *fakeChannel) kill(e *amqp.Error) {
 }
 
 type fakeConn struct {
-	amqpConn
 	ch *fakeChannel
 }
+
+var _ amqpConn = (*fakeConn)(nil)
 
 func (c *fakeConn) Channel() (amqpChannel, error)                   { return c.ch, nil }
 func (c *fakeConn) NotifyClose(r chan *amqp.Error) chan *amqp.Error { return r }
@@ -391,9 +392,16 @@ func TestWindowFollowsMessageSize(t *testing.T) {
 	})
 	c := b.channel(0)
 	c.send(amqp.Delivery{DeliveryTag: 1, Body: make([]byte, 100)})
-	waitFor(t, "a wider window", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return slices.Contains(c.qos, 100) })
+	target := func() int { d.mu.Lock(); defer d.mu.Unlock(); return d.sess.target }
+	waitFor(t, "a wider window", func() bool { return target() == 100 })
 	c.send(amqp.Delivery{DeliveryTag: 2, Body: make([]byte, 256<<10)})
-	waitFor(t, "a narrower window", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return slices.Contains(c.qos, 8) })
+	waitFor(t, "a narrower window", func() bool { return target() == 8 })
+	// The new consumer's prefetch leaves room for the two deliveries still unanswered.
+	c.mu.Lock()
+	if last := c.qos[len(c.qos)-1]; last != 6 {
+		t.Errorf("prefetch of the narrowed consumer = %d, want 8 - 2 unanswered", last)
+	}
+	c.mu.Unlock()
 	// Both deliveries stay live on the channel.
 	msgs := receiveN(t, d, 2)
 	if err := d.Ack(t.Context(), handlesOf(msgs)); err != nil {

@@ -21,8 +21,10 @@ type session struct {
 	done   chan struct{} // closed when the session is lost
 	data   chan struct{} // a delivery was queued (capacity 1)
 	window int           // the current consumer's prefetch
+	target int           // the window wanted for the whole channel when the consumer started
 	ctag   string        // the current consumer's tag
 	seq    int           // consumers started on this channel
+	fwd    chan struct{} // closed when the current consumer's forwarder has ended
 
 	connClosed, chClosed chan *amqp.Error // amqp091-go's close notifications
 
@@ -113,7 +115,7 @@ func (d *driver) connect(ctx context.Context) (*session, error) {
 		connClosed: conn.NotifyClose(make(chan *amqp.Error, 1)), chClosed: ch.NotifyClose(make(chan *amqp.Error, 1))}
 	window := d.windowFor(d.sizeEst)
 	d.mu.Unlock()
-	if err := d.consume(s, window); err != nil {
+	if err := d.consume(s, window, window); err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
@@ -124,9 +126,9 @@ func (d *driver) connect(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-// consume starts a consumer on s with prefetch window. basic.qos (global=false) applies to consumers
-// started after it, so a new window takes a new consumer.
-func (d *driver) consume(s *session, window int) error {
+// consume starts a consumer on s with prefetch window, for a channel-wide target. basic.qos
+// (global=false) applies to consumers started after it, so a new window takes a new consumer.
+func (d *driver) consume(s *session, window, target int) error {
 	if err := s.ch.Qos(window, 0, false); err != nil {
 		return fmt.Errorf("setting the prefetch of queue %s: %w", d.queue, err)
 	}
@@ -137,18 +139,19 @@ func (d *driver) consume(s *session, window int) error {
 		return fmt.Errorf("consuming from queue %s: %w", d.queue, err)
 	}
 	d.mu.Lock()
-	s.window, s.ctag = window, tag
+	s.window, s.target, s.ctag, s.fwd = window, target, tag, make(chan struct{})
 	d.mu.Unlock()
 	d.runWG.Add(1)
-	go d.forward(s, deliveries)
+	go d.forward(s, deliveries, s.fwd)
 	return nil
 }
 
 // forward moves one consumer's deliveries into the session's queue, registering each as live at once
 // (so the hold limit covers deliveries the adapter has not taken yet). It ends when amqp091-go closes
 // the consumer's channel (cancel or channel loss).
-func (d *driver) forward(s *session, deliveries <-chan amqp.Delivery) {
+func (d *driver) forward(s *session, deliveries <-chan amqp.Delivery, done chan struct{}) {
 	defer d.runWG.Done()
+	defer close(done)
 	for dl := range deliveries {
 		size := int64(len(dl.Body))
 		d.mu.Lock()
@@ -177,7 +180,8 @@ func (d *driver) forward(s *session, deliveries <-chan amqp.Delivery) {
 
 // observeLocked updates the size estimate with one payload and reports whether the window should
 // change: it jumps up with a bigger payload (the byte budget must hold) and decays slowly. The window
-// is rebuilt when it should shrink by a quarter or grow to twice its size.
+// is rebuilt when the target should shrink by a quarter or grow to twice its size, or grow at all
+// from the initial window.
 func (d *driver) observeLocked(s *session, size int64) bool {
 	size = max(size, 1)
 	switch {
@@ -187,7 +191,7 @@ func (d *driver) observeLocked(s *session, size int64) bool {
 		d.sizeEst -= (d.sizeEst - size) / 16
 	}
 	want := d.windowFor(d.sizeEst)
-	return want < s.window*3/4 || want >= 2*s.window || (want > s.window && s.window < initialWindow+1)
+	return want < s.target*3/4 || want >= 2*s.target || (want > s.target && s.target <= initialWindow)
 }
 
 // serve watches s until it is lost or the driver closes, resizing the window and handing back
@@ -223,20 +227,52 @@ func lossError(what string, e *amqp.Error, ok bool) error {
 	return fmt.Errorf("%s closed by the broker: %w", what, e)
 }
 
-// rewindow replaces the consumer with one whose prefetch fits the current size estimate. Deliveries
-// of the old consumer stay valid: they belong to the channel.
+// rewindow replaces the consumer with one whose prefetch fits the current size estimate. A prefetch
+// counts the deliveries of its own consumer only, and those of the cancelled one stay unanswered on the
+// channel (their tags remain valid), so the new consumer starts once most of them are answered (at
+// most rewindowWait) and its prefetch leaves room for the rest: the channel never holds more than the
+// target.
 func (d *driver) rewindow(s *session) error {
 	d.mu.Lock()
 	want := d.windowFor(d.sizeEst)
 	d.mu.Unlock()
-	if want == s.window {
+	if want == s.target {
 		return nil
 	}
 	if err := s.ch.Cancel(s.ctag, false); err != nil {
 		return fmt.Errorf("cancelling consumer %s on queue %s: %w", s.ctag, d.queue, err)
 	}
-	d.log.Debug("prefetch window changed", "from", s.window, "to", want)
-	return d.consume(s, want)
+	deadline := time.NewTimer(rewindowWait)
+	defer deadline.Stop()
+	select { // the cancelled consumer's last deliveries are registered
+	case <-s.fwd:
+	case <-deadline.C:
+	case <-d.runCtx.Done():
+		return nil
+	}
+	held := d.liveCount(s)
+	for held > want/4 {
+		select {
+		case <-deadline.C:
+		case <-d.runCtx.Done():
+			return nil
+		case <-time.After(10 * time.Millisecond):
+			held = d.liveCount(s)
+			continue
+		}
+		break
+	}
+	d.log.Debug("prefetch window changed", "from", s.target, "to", want, "unanswered", held)
+	return d.consume(s, max(1, want-held), want)
+}
+
+// rewindowWait bounds how long a new consumer waits for the old one's deliveries to be answered.
+const rewindowWait = time.Second
+
+func (d *driver) liveCount(s *session) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(s.live)
 }
 
 // handBack nacks (requeue) every delivery held for the hold limit, so consumer_timeout never closes

@@ -1,0 +1,333 @@
+package rabbitmq
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/numaproj/numaflow-go/pkg/sourcer"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/source"
+	"github.com/numaflow-connectors/sources/rabbitmq-source/rabbitmqtest"
+)
+
+// Integration tests against a real rabbitmq-server node (rabbitmqtest), through the adapter as numa
+// drives it.
+
+// newSource runs the adapter over d with numa's batch size batch (the prefetch is twice that).
+func newSource(t *testing.T, d *driver, batch int, prefetchBytes int64, log *slog.Logger) *source.Source {
+	t.Helper()
+	src, err := source.New(d, source.Options{ReadBatchSize: batch, PrefetchBytes: prefetchBytes, AckRetry: 5 * time.Second,
+		ReleaseWait: 200 * time.Millisecond, PendingRefresh: 100 * time.Millisecond}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = src.Close(ctx)
+	})
+	return src
+}
+
+// readAll reads until want messages arrived or within passed, acking each batch when ack is set.
+func readAll(t *testing.T, src *source.Source, want int, within time.Duration, ack bool) []sourcer.Message {
+	t.Helper()
+	var out []sourcer.Message
+	deadline := time.Now().Add(within)
+	for len(out) < want && time.Now().Before(deadline) {
+		msgs := numatest.ReadFrom(t.Context(), src, want-len(out), 300*time.Millisecond)
+		if ack && len(msgs) > 0 {
+			src.Ack(t.Context(), numatest.AckRequest(numatest.OffsetsOf(msgs)...))
+		}
+		out = append(out, msgs...)
+	}
+	return out
+}
+
+func pubs(n int, prefix string, withID bool) []amqp.Publishing {
+	out := make([]amqp.Publishing, n)
+	for i := range out {
+		out[i] = amqp.Publishing{Body: fmt.Appendf(nil, "%s-%d", prefix, i)}
+		if withID {
+			out[i].MessageId = fmt.Sprintf("%s-id-%d", prefix, i)
+		}
+	}
+	return out
+}
+
+func bodies(msgs []sourcer.Message) map[string]int {
+	out := map[string]int{}
+	for _, m := range msgs {
+		out[string(m.Value())]++
+	}
+	return out
+}
+
+// queueCounts returns the queue's ready and unacked messages as the broker reports them.
+func queueCounts(t *testing.T, n *rabbitmqtest.Node, queue string) (ready, unacked int) {
+	t.Helper()
+	out, err := n.Ctl(t.Context(), "list_queues", "name", "messages_ready", "messages_unacknowledged")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == queue {
+			_, _ = fmt.Sscan(f[1], &ready)
+			_, _ = fmt.Sscan(f[2], &unacked)
+			return ready, unacked
+		}
+	}
+	t.Fatalf("queue %s not listed:\n%s", queue, out)
+	return 0, 0
+}
+
+// A burst of delayed nacks as large as the prefetch budget does not stall other deliveries: the
+// delayed messages are held unacked at the broker, so the channel's prefetch must leave room beyond
+// them. Then the delayed ones come back after their delay.
+func TestIntegrationDelayedNackBurstDoesNotStall(t *testing.T) {
+	for _, kind := range []string{rabbitmqtest.Classic, rabbitmqtest.Quorum} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind, nil)
+			const batch, prefetch = 10, 20 // the adapter's receive budget: 20 messages
+			if err := f.publish(t.Context(), pubs(prefetch, "late", true)...); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.publish(t.Context(), pubs(prefetch, "now", true)...); err != nil {
+				t.Fatal(err)
+			}
+			d := openTest(t.Context(), t, f.config())
+			src := newSource(t, d, batch, 0, testLogger(t))
+			late := readAll(t, src, prefetch, 20*time.Second, false)
+			if len(late) != prefetch || bodies(late)["late-0"] != 1 {
+				t.Fatalf("read %d of the %d first messages: %v", len(late), prefetch, bodies(late))
+			}
+			delay := uint64(4000)
+			items := make([]sourcer.NackOffset, len(late))
+			for i, m := range late {
+				items[i] = sourcer.NackOffset{Offset: m.Offset(), NackOptions: &sourcer.NackOptions{Delay: &delay}}
+			}
+			nacked := time.Now()
+			src.Nack(t.Context(), numatest.NackRequest(items...))
+			now := readAll(t, src, prefetch, 3*time.Second, true)
+			took := time.Since(nacked)
+			if got := bodies(now); len(now) != prefetch || got["late-0"] != 0 {
+				t.Fatalf("with %d delayed nacks held, %d of %d other messages arrived within %s (%v): the queue stalled",
+					prefetch, len(now), prefetch, took.Round(time.Millisecond), got)
+			}
+			t.Logf("%d delayed nacks held (a full receive budget): the next %d messages arrived %s after the nack",
+				prefetch, prefetch, took.Round(time.Millisecond))
+			again := readAll(t, src, prefetch, 15*time.Second, true)
+			cameBack := time.Since(nacked)
+			if len(again) != prefetch || cameBack < 3800*time.Millisecond {
+				t.Fatalf("%d of %d delayed messages came back, after %s (delay 4s)", len(again), prefetch, cameBack)
+			}
+			for _, m := range again {
+				if !strings.HasPrefix(string(m.Value()), "late-") {
+					t.Errorf("unexpected message %q", m.Value())
+				}
+			}
+			if s := d.stats(); s.Lost != 0 || s.Stale != 0 {
+				t.Errorf("stats %+v: no channel may be lost", s)
+			}
+		})
+	}
+}
+
+// A connection closed from the broker side (rabbitmqctl close_connection): the source reconnects with
+// backoff and resubscribes; acks for the old channel's tags are dropped and counted (never sent on
+// the new channel, which would close it); every message is still delivered and acked.
+func TestIntegrationConnectionLossReconnects(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, rabbitmqtest.Classic, nil)
+	const total, held = 50, 20
+	if err := f.publish(t.Context(), pubs(total, "m", false)...); err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.config()
+	cfg.ConsumerTag = "loss-" + f.queue
+	d := openTest(t.Context(), t, cfg)
+	src := newSource(t, d, held/2, 0, testLogger(t))
+	first := readAll(t, src, held, 20*time.Second, false)
+	if len(first) != held {
+		t.Fatalf("read %d of %d", len(first), held)
+	}
+	if _, err := f.node.CloseConnections(t.Context(), cfg.ConsumerTag, "test: connection loss"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reconnection", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.sess != nil && d.sess.gen >= 2
+	})
+	// numa acks what it read before the loss: the tags belong to the lost channel.
+	src.Ack(t.Context(), numatest.AckRequest(numatest.OffsetsOf(first)...))
+	waitFor(t, "the stale acks dropped", func() bool { return d.stats().Stale == held })
+	rest := readAll(t, src, total, 30*time.Second, true)
+	seen := bodies(rest)
+	for i := range total {
+		if seen[fmt.Sprintf("m-%d", i)] == 0 {
+			t.Errorf("m-%d never delivered after the reconnection", i)
+		}
+	}
+	if ready, unacked := queueCounts(t, f.node, f.queue); ready != 0 || unacked != 0 {
+		t.Errorf("queue after the drain: %d ready, %d unacked; want 0, 0", ready, unacked)
+	}
+	if s := d.stats(); s.Lost != 1 || s.Stale != held {
+		t.Errorf("stats %+v: want 1 lost session (no PRECONDITION_FAILED from a stale tag) and %d dropped acks", s, held)
+	}
+}
+
+// Big messages: the prefetch window follows the byte budget, so the broker never has more unacked
+// bytes out to this source than the adapter's two pools (2 x PREFETCH_BYTES), while numa is slow.
+func TestIntegrationBigMessagesStayWithinByteBudget(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, rabbitmqtest.Quorum, nil)
+	const size, n = 512 << 10, 40
+	const budget = 4 << 20
+	payload := strings.Repeat("x", size)
+	msgs := make([]amqp.Publishing, n)
+	for i := range msgs {
+		msgs[i] = amqp.Publishing{Body: []byte(payload), MessageId: fmt.Sprint("big-", i)}
+	}
+	if err := f.publish(t.Context(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	d := openTest(t.Context(), t, f.config())
+	src := newSource(t, d, 500, budget, testLogger(t))
+	got := 0
+	maxUnacked := 0
+	deadline := time.Now().Add(60 * time.Second)
+	for got < n && time.Now().Before(deadline) {
+		batch := numatest.ReadFrom(t.Context(), src, 2, 300*time.Millisecond) // a slow numa
+		_, unacked := queueCounts(t, f.node, f.queue)
+		maxUnacked = max(maxUnacked, unacked)
+		src.Ack(t.Context(), numatest.AckRequest(numatest.OffsetsOf(batch)...))
+		got += len(batch)
+	}
+	if got != n {
+		t.Fatalf("read %d of %d", got, n)
+	}
+	limit := 2 * budget / size // 16
+	t.Logf("most unacked at the broker while draining %d x %d KiB with PREFETCH_BYTES %d MiB: %d (%d MiB)", n, size>>10, budget>>20, maxUnacked, maxUnacked*size>>20)
+	if maxUnacked > limit {
+		t.Errorf("%d messages (%d MiB) unacked at once, want at most %d (2 x PREFETCH_BYTES)", maxUnacked, maxUnacked*size>>20, limit)
+	}
+}
+
+// consumer_timeout: a delivery held past the hold limit (nine tenths of RABBITMQ_CONSUMER_TIMEOUT)
+// is handed back before the broker closes the channel; a source configured with a longer timeout than
+// the broker's sees its channel closed (PRECONDITION_FAILED) and recovers like any other loss.
+func TestIntegrationConsumerTimeout(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a node of its own")
+	}
+	const brokerTimeout = 3 * time.Second
+	node := rabbitmqtest.Start(t, rabbitmqtest.Options{ConsumerTimeout: brokerTimeout})
+	run := func(t *testing.T, configured time.Duration, wantLost bool) {
+		q := rabbitmqtest.Name(t)
+		node.DeclareQueue(t, q, rabbitmqtest.Classic, nil)
+		if err := node.Publish(t.Context(), q, pubs(1, "slow", true)...); err != nil {
+			t.Fatal(err)
+		}
+		cfg := testConfig(node.URL(), q)
+		cfg.ConsumerTimeout = configured
+		d := openTest(t.Context(), t, cfg)
+		src := newSource(t, d, 10, 0, testLogger(t))
+		held := readAll(t, src, 1, 20*time.Second, false)
+		if len(held) != 1 {
+			t.Fatalf("read %d of 1", len(held))
+		}
+		// A slow pipeline: no answer for twice the broker's timeout (its check runs every second).
+		time.Sleep(2*brokerTimeout + 2*time.Second)
+		// The broker redelivered it meanwhile (same message-id, so the same offset): the adapter kept
+		// the newest delivery tag, and this ack reaches the live channel. Nothing comes back.
+		src.Ack(t.Context(), numatest.AckRequest(numatest.OffsetsOf(held)...))
+		if again := readAll(t, src, 1, 2*time.Second, true); len(again) != 0 {
+			t.Errorf("an acked message came back: %q", again[0].Value())
+		}
+		if r, u := queueCounts(t, node, q); r != 0 || u != 0 {
+			t.Errorf("queue after the ack: %d ready, %d unacked; want 0, 0", r, u)
+		}
+		s := d.stats()
+		t.Logf("stats %+v", s)
+		switch {
+		case wantLost && s.Lost == 0:
+			t.Errorf("the broker's consumer_timeout did not close the channel (stats %+v)", s)
+		case !wantLost && (s.Lost != 0 || s.Expired == 0):
+			t.Errorf("stats %+v: want the delivery handed back at the hold limit and no channel lost", s)
+		}
+	}
+	t.Run("handed back below the timeout", func(t *testing.T) { t.Parallel(); run(t, brokerTimeout, false) })
+	t.Run("channel closed by the broker, recovered", func(t *testing.T) { t.Parallel(); run(t, time.Hour, true) })
+}
+
+// Dead letters through the queue's own dead-letter exchange (RABBITMQ_DEAD_LETTER_REJECT), and a
+// dead-letter exchange that does not exist: the message stays in the queue, nothing is lost.
+func TestIntegrationDeadLetterPaths(t *testing.T) {
+	t.Parallel()
+	maxDel := uint32(1)
+	reason := "poison"
+	nackOver := func(src *source.Source, m sourcer.Message) {
+		src.Nack(context.Background(), numatest.NackRequest(sourcer.NackOffset{Offset: m.Offset(),
+			NackOptions: &sourcer.NackOptions{MaxDeliveries: &maxDel, Reason: &reason}}))
+	}
+	t.Run("reject to the queue's dead-letter exchange", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, rabbitmqtest.Quorum, nil)
+		// A second queue of the fixture's node with the fixture's fanout exchange as its own DLX.
+		q := f.queue + ".own"
+		f.node.DeclareQueue(t, q, rabbitmqtest.Quorum, amqp.Table{"x-dead-letter-exchange": f.dlx})
+		if err := f.node.Publish(t.Context(), q, pubs(1, "bad", true)...); err != nil {
+			t.Fatal(err)
+		}
+		cfg := testConfig(f.node.URL(), q)
+		cfg.DeadLetterReject = true
+		d := openTest(t.Context(), t, cfg)
+		src := newSource(t, d, 10, 0, testLogger(t))
+		got := readAll(t, src, 1, 20*time.Second, false)
+		if len(got) != 1 {
+			t.Fatalf("read %d of 1", len(got))
+		}
+		nackOver(src, got[0])
+		var dead []amqp.Delivery
+		waitFor(t, "the dead letter", func() bool { dead, _ = f.deadLetters(); return len(dead) == 1 })
+		deaths, _ := dead[0].Headers["x-death"].([]any)
+		if len(deaths) == 0 || !strings.Contains(fmt.Sprint(deaths[0]), "rejected") {
+			t.Errorf("x-death = %v, want reason rejected", dead[0].Headers["x-death"])
+		}
+		waitFor(t, "the queue drained", func() bool { r, u := queueCounts(t, f.node, q); return r == 0 && u == 0 })
+	})
+	t.Run("missing dead-letter exchange keeps the message", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, rabbitmqtest.Classic, nil)
+		if err := f.publish(t.Context(), pubs(1, "bad", true)...); err != nil {
+			t.Fatal(err)
+		}
+		cfg := f.config()
+		cfg.DeadLetterExchange = f.dlx + ".missing"
+		d := openTest(t.Context(), t, cfg)
+		src := newSource(t, d, 10, 0, testLogger(t))
+		got := readAll(t, src, 1, 20*time.Second, false)
+		if len(got) != 1 {
+			t.Fatalf("read %d of 1", len(got))
+		}
+		nackOver(src, got[0])
+		// The failed dead letter falls back to a nack: the message is still there, not acked.
+		again := readAll(t, src, 1, 20*time.Second, false)
+		if len(again) != 1 || string(again[0].Value()) != "bad-0" {
+			t.Fatalf("after a failed dead letter the message did not come back (%d)", len(again))
+		}
+		if dead, _ := f.deadLetters(); len(dead) != 0 {
+			t.Errorf("%d dead letters reached the real dead-letter queue", len(dead))
+		}
+	})
+}
