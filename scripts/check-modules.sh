@@ -24,6 +24,9 @@ for c in redis-streams-source sqs-source pubsub-source; do
 		fi
 	done
 done
+grep -rqn --include='*.go' '"github.com/rabbitmq/' common && { echo "common imports the RabbitMQ SDK"; fail=1; }
+grep -rqnE --include='*.go' 'numaflow-connectors/sources/(redis-streams|sqs|pubsub)-source' rabbitmq-source && { echo "rabbitmq-source imports another connector"; fail=1; }
+grep -rqn --include='*.go' 'numaflow-connectors/sources/rabbitmq-source' common redis-streams-source sqs-source pubsub-source && { echo "something imports rabbitmq-source"; fail=1; }
 if grep -n 'replace.*numaflow-go' $(git ls-files '*go.mod') >/dev/null; then
 	echo "numaflow-go is replaced somewhere: numa gates nacks on its version in build info"; fail=1
 fi

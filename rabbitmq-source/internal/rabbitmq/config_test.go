@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/numaflow-connectors/sources/common/config"
+	"github.com/numaflow-connectors/sources/common/config/configtest"
+	"github.com/numaflow-connectors/sources/common/config/envdoc"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -62,4 +64,9 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestREADME(t *testing.T) {
+	configtest.Documented(t, Config{})
+	configtest.README(t, "../../README.md", envdoc.Groups("rabbitmq-source", Config{})...)
 }
