@@ -53,6 +53,9 @@ type Options struct {
 	// ConsumerTimeout is the broker's consumer_timeout (0: the broker's default, 30 minutes). The
 	// channel tick is 1 s on every node, so a timeout fires within about a second of being due.
 	ConsumerTimeout time.Duration
+	// TLS adds a TLS listener (Node.TLSPort) with a CA and server certificate made for the node
+	// (Node.Certs); the plain listener stays.
+	TLS bool
 }
 
 // Node is a running RabbitMQ node.
@@ -60,9 +63,12 @@ type Node struct {
 	Name string // r<port>@localhost
 	Port int    // AMQP, on 127.0.0.1
 	Dir  string
-	env  []string
-	epmd *proctest.Process
-	srv  *proctest.Process
+	// With Options.TLS: the TLS listener's port and the certificates.
+	TLSPort int
+	Certs   *Certs
+	env     []string
+	epmd    *proctest.Process
+	srv     *proctest.Process
 }
 
 // skipOrFail skips t when broker tests are off or (outside CI) the server is not installed, and fails
@@ -98,7 +104,7 @@ func Start(t testing.TB, opts Options) *Node {
 }
 
 func start(dir string, opts Options) (*Node, error) {
-	ports := make([]int, 3)
+	ports := make([]int, 4)
 	for i := range ports {
 		for {
 			p, err := proctest.FreePortE()
@@ -121,6 +127,16 @@ func start(dir string, opts Options) (*Node, error) {
 	}
 	conf := fmt.Sprintf("loopback_users = none\ndefault_user = %s\ndefault_pass = %s\nlisteners.tcp.default = 127.0.0.1:%d\n",
 		User, Password, ports[0])
+	if opts.TLS {
+		certs, err := newCerts(dir)
+		if err != nil {
+			return nil, err
+		}
+		n.TLSPort, n.Certs = ports[3], certs
+		conf += fmt.Sprintf("listeners.ssl.default = 127.0.0.1:%d\nssl_options.cacertfile = %s\nssl_options.certfile = %s\n"+
+			"ssl_options.keyfile = %s\nssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
+			ports[3], certs.CAFile, certs.ServerCertFile, certs.ServerKeyFile)
+	}
 	if opts.ConsumerTimeout > 0 {
 		conf += fmt.Sprintf("consumer_timeout = %d\n", opts.ConsumerTimeout.Milliseconds())
 	}
@@ -188,6 +204,11 @@ func contains(s []int, v int) bool {
 // URL is the node's amqp:// URL with the test user and the default virtual host.
 func (n *Node) URL() string {
 	return fmt.Sprintf("amqp://%s:%s@127.0.0.1:%d/", User, Password, n.Port)
+}
+
+// TLSURL is the node's amqps:// URL for host (127.0.0.1 or localhost; both are in the certificate).
+func (n *Node) TLSURL(host string) string {
+	return fmt.Sprintf("amqps://%s:%s@%s:%d/", User, Password, host, n.TLSPort)
 }
 
 // Stop stops the node: SIGTERM to the server script's PID (a clean stop takes about 3 s), SIGKILL to

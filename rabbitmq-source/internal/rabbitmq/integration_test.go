@@ -331,3 +331,59 @@ func TestIntegrationDeadLetterPaths(t *testing.T) {
 		}
 	})
 }
+
+// TLS: amqps:// with the node's CA delivers; a server name the certificate does not carry, and no CA
+// at all, are refused as permission_denied (a config change fixes them), before any message.
+func TestIntegrationTLS(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a node of its own")
+	}
+	node := rabbitmqtest.Start(t, rabbitmqtest.Options{TLS: true})
+	q := rabbitmqtest.Name(t)
+	node.DeclareQueue(t, q, rabbitmqtest.Quorum, nil)
+	if err := node.Publish(t.Context(), q, pubs(1, "secure", true)...); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		set  func(*Config)
+		want source.Code // Unknown: delivers
+	}{
+		{"CA file", func(c *Config) { c.TLSCAFile = node.Certs.CAFile }, source.Unknown},
+		{"wrong server name", func(c *Config) { c.TLSCAFile, c.TLSServerName = node.Certs.CAFile, "broker.example" }, source.PermissionDenied},
+		{"system pool only", func(c *Config) {}, source.PermissionDenied},
+		{"insecure skip verify", func(c *Config) { c.TLSInsecure = true }, source.Unknown},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(node.TLSURL("127.0.0.1"), q)
+			tc.set(&cfg)
+			d := openTest(t.Context(), t, cfg)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			for ctx.Err() == nil {
+				msgs, err := d.Receive(ctx, 10)
+				if tc.want != source.Unknown {
+					if err == nil {
+						t.Fatalf("received %d messages without a trusted certificate", len(msgs))
+					}
+					if got := source.Classify(d, err); got != tc.want {
+						t.Fatalf("error %v classified %s, want %s", err, got, tc.want)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("Receive: %v", err)
+				}
+				if len(msgs) == 1 {
+					// Hand it back for the next case.
+					if err := d.Nack(ctx, []source.Handle{msgs[0].Handle}, 0); err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+			}
+			t.Fatal("no message over TLS")
+		})
+	}
+}
