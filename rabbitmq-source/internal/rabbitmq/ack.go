@@ -30,6 +30,10 @@ func (d *driver) answer(_ context.Context, handles []source.Handle, op answerOp)
 	failed := map[int]error{}
 	var tags []uint64
 	var idx []int
+	if op != opExtend {
+		d.sendMu.Lock() // no tag leaves live unsent while another answer computes its multiple ack
+		defer d.sendMu.Unlock()
+	}
 	d.mu.Lock()
 	s := d.sess
 	for i, h := range handles {

@@ -43,6 +43,8 @@ func (d *driver) deadLetter(ctx context.Context, msg *source.Message, reason str
 
 // reject sends basic.nack requeue=false for a live delivery of the current session.
 func (d *driver) reject(h handle) error {
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
 	d.mu.Lock()
 	s := d.sess
 	var err error

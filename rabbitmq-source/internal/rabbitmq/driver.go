@@ -49,6 +49,10 @@ type driver struct {
 	expired atomic.Int64 // deliveries handed back at the hold limit
 	lost    atomic.Int64 // sessions lost (connection or channel closed)
 
+	// sendMu is held from choosing the tags of an ack, nack or hand-back until they are sent, so a
+	// multiple ack never covers a tag another call has taken out of live but not yet answered.
+	sendMu sync.Mutex
+
 	dlMu sync.Mutex // guards pub: passive declares and dead letters share the admin connection
 	pub  *admin
 

@@ -242,14 +242,16 @@ func (d *driver) rewindow(s *session) error {
 	if err := s.ch.Cancel(s.ctag, false); err != nil {
 		return fmt.Errorf("cancelling consumer %s on queue %s: %w", s.ctag, d.queue, err)
 	}
-	deadline := time.NewTimer(rewindowWait)
-	defer deadline.Stop()
-	select { // the cancelled consumer's last deliveries are registered
+	// The cancelled consumer's last deliveries are registered first: amqp091-go closes its channel
+	// after basic.cancel-ok, so this does not block. Until then a tag of it could be unknown to live,
+	// and a multiple ack of a newer tag would ack it unseen.
+	select {
 	case <-s.fwd:
-	case <-deadline.C:
 	case <-d.runCtx.Done():
 		return nil
 	}
+	deadline := time.NewTimer(rewindowWait)
+	defer deadline.Stop()
 	held := d.liveCount(s)
 	for held > want/4 {
 		select {
@@ -280,6 +282,8 @@ func (d *driver) liveCount(s *session) int {
 func (d *driver) handBack(s *session) {
 	now := d.now()
 	var tags []uint64
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
 	d.mu.Lock()
 	for tag, l := range s.live {
 		if now.Sub(l.at) >= d.holdLimit {
