@@ -47,7 +47,7 @@ type handle struct {
 
 // receive waits for the current session to have deliveries and takes up to max of them.
 func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error) {
-	d.start()
+	d.start(ctx)
 	timer := time.NewTimer(receiveWait)
 	defer timer.Stop()
 	for {

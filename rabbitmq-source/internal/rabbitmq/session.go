@@ -55,10 +55,11 @@ func (d *driver) windowFor(est int64) int {
 	return int(max(1, min(n, 65535)))
 }
 
-// start starts the supervisor once.
-func (d *driver) start() {
+// start starts the supervisor once, from the first Receive's context without its cancellation: the
+// supervisor outlives that call and is stopped by Close.
+func (d *driver) start(ctx context.Context) {
 	d.startOnce.Do(func() {
-		d.runCtx, d.stopRun = context.WithCancel(context.Background()) //nolint:contextcheck // owned by Close
+		d.runCtx, d.stopRun = context.WithCancel(context.WithoutCancel(ctx))
 		d.runWG.Add(1)
 		go d.run()
 	})
