@@ -177,19 +177,24 @@ func start(dir string, opts Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.srv, err = proctest.StartE(serverPath, nil, proctest.Options{Dir: dir, Env: n.env, Timeout: 60 * time.Second,
+	n.srv, err = proctest.StartE(serverPath, nil, n.serverOptions())
+	if err != nil {
+		n.epmd.Kill()
+		return nil, err
+	}
+	return n, nil
+}
+
+// serverOptions start the server script and wait until the AMQP port answers.
+func (n *Node) serverOptions() proctest.Options {
+	return proctest.Options{Dir: n.Dir, Env: n.env, Timeout: 60 * time.Second,
 		Ready: func(context.Context) error {
 			c, err := amqp.Dial(n.URL())
 			if err != nil {
 				return err
 			}
 			return c.Close()
-		}})
-	if err != nil {
-		n.epmd.Kill()
-		return nil, err
-	}
-	return n, nil
+		}}
 }
 
 func contains(s []int, v int) bool {
@@ -204,6 +209,25 @@ func contains(s []int, v int) bool {
 // URL is the node's amqp:// URL with the test user and the default virtual host.
 func (n *Node) URL() string {
 	return fmt.Sprintf("amqp://%s:%s@127.0.0.1:%d/", User, Password, n.Port)
+}
+
+// Kill stops the node at once (SIGKILL to its process group), as a crash would; epmd keeps running.
+// Durable queues and persistent messages survive it (Restart).
+func (n *Node) Kill() {
+	if n.srv != nil {
+		n.srv.Kill()
+	}
+}
+
+// Restart kills the node (if it runs) and starts it again with the same name, ports and directories.
+func (n *Node) Restart(t testing.TB) {
+	t.Helper()
+	n.Kill()
+	var err error
+	n.srv, err = proctest.StartE(serverPath, nil, n.serverOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TLSURL is the node's amqps:// URL for host (127.0.0.1 or localhost; both are in the certificate).
@@ -323,6 +347,10 @@ var shared = &proctest.Shared[*Node]{
 // Main runs the test binary's tests with one shared node (started on first use by Shared) and stops
 // it afterwards. Call it from TestMain.
 func Main(m *testing.M) { os.Exit(shared.Main(m)) }
+
+// Run is Main for a TestMain that wraps the tests in more set-up (m runs them): it returns the exit
+// code instead of exiting.
+func Run(m interface{ Run() int }) int { return shared.Main(m) }
 
 // Shared returns the test binary's node, starting it on first use. The test binary must call Main
 // from TestMain. Use a fresh queue per test (Name).

@@ -40,7 +40,7 @@ type Config struct {
 	DeadLetterRoutingKey string `env:"RABBITMQ_DEAD_LETTER_ROUTING_KEY" desc:"Routing key of dead-lettered messages. Empty: the message's own routing key."`
 	DeadLetterReject     bool   `env:"RABBITMQ_DEAD_LETTER_REJECT" envDefault:"false" desc:"Without RABBITMQ_DEAD_LETTER_EXCHANGE: the queue has a dead-letter exchange of its own (x-dead-letter-exchange argument or policy), so a message is dead-lettered with basic.nack requeue=false and the broker's x-death header (reason rejected). false: DEAD_LETTER_FALLBACK applies."`
 
-	ReconnectMax time.Duration `env:"RABBITMQ_RECONNECT_MAX" envDefault:"15s" desc:"Longest wait between reconnection attempts after the connection or channel is lost (the wait doubles from 100ms up to this)."`
+	ReconnectMax time.Duration `env:"RABBITMQ_RECONNECT_MAX" envDefault:"5s" desc:"Longest wait between reconnection attempts after the connection or channel is lost (the wait doubles from 100ms up to this), so also the longest the source stays down after the broker is back."`
 	Heartbeat    time.Duration `env:"RABBITMQ_HEARTBEAT" envDefault:"10s" desc:"AMQP heartbeat interval: a silent connection is considered dead after about three of them."`
 }
 
