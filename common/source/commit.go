@@ -69,15 +69,22 @@ func (s *Source) commitNow(rs []*record, op batchOp, done func(ok []*record)) {
 		handles, gens := s.led.handles(rs)
 		failed := s.commits.call(s.bgCtx, op, handles)
 		ok := make([]*record, 0, len(rs))
+		var firstID string
+		var firstErr error
 		for i, r := range rs {
 			if err, bad := failed[i]; bad {
 				if op.name == "ack" {
 					s.m.AckFailed.Inc()
 				}
-				s.log.Warn(op.name+" failed; the broker may redeliver the message", "id", r.msg.ID, "error", err)
+				if firstErr == nil {
+					firstID, firstErr = r.msg.ID, err
+				}
 				continue
 			}
 			ok = append(ok, r)
+		}
+		if firstErr != nil { // one line per call: a lost connection can fail a whole batch at once
+			s.log.Warn(op.name+" failed; the broker may redeliver the messages", "count", len(rs)-len(ok), "id", firstID, "error", firstErr)
 		}
 		if op.name == "ack" {
 			s.m.AckLatency.Observe(time.Since(start).Seconds())
