@@ -10,6 +10,7 @@ require (
 	github.com/numaflow-connectors/sources/common v0.0.0
 	github.com/numaproj/numaflow v1.3.1
 	github.com/numaproj/numaflow-go v0.12.0
+	github.com/rabbitmq/amqp091-go v1.16.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/rs/zerolog v1.28.0
 	k8s.io/api v0.29.2
@@ -87,6 +88,7 @@ require (
 	github.com/monochromegane/go-gitignore v0.0.0-20200626010858-205db1a8cc00 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/numaflow-connectors/sources/pubsub-source v0.0.0
+	github.com/numaflow-connectors/sources/rabbitmq-source v0.0.0
 	github.com/numaflow-connectors/sources/redis-streams-source v0.0.0
 	github.com/numaflow-connectors/sources/sqs-source v0.0.0
 	github.com/prometheus/client_golang v1.25.0
@@ -120,5 +122,7 @@ replace github.com/numaflow-connectors/sources/common => ./common
 replace github.com/numaflow-connectors/sources/sqs-source => ./sqs-source
 
 replace github.com/numaflow-connectors/sources/pubsub-source => ./pubsub-source
+
+replace github.com/numaflow-connectors/sources/rabbitmq-source => ./rabbitmq-source
 
 replace github.com/numaflow-connectors/sources/redis-streams-source => ./redis-streams-source

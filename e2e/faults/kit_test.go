@@ -86,7 +86,7 @@ type resource interface {
 
 // kits returns every connector whose binary was built.
 func kits() []*kit {
-	all := []*kit{sqsKit(), pubsubKit()}
+	all := []*kit{sqsKit(), pubsubKit(), rabbitKit()}
 	if k := redisKit(); k != nil {
 		all = append(all, k)
 	}

@@ -3,6 +3,7 @@ package rabbitmq
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/numaflow-connectors/sources/common/source"
 )
@@ -43,8 +44,10 @@ func (d *driver) answer(_ context.Context, handles []source.Handle, op answerOp)
 			failed[i] = &source.EntryError{Op: opNames[op], Resource: d.queue, Reason: fmt.Sprintf("not a delivery handle: %T", h), Code: source.InvalidArgument}
 		case s == nil || hh.gen != s.gen:
 			failed[i] = d.dropLocked(op, hh, "its channel was lost; the broker requeued it")
+			d.rememberAckLocked(op, hh)
 		case s.expired[hh.tag]:
 			failed[i] = d.dropLocked(op, hh, "handed back at the hold limit; the broker requeued it")
+			d.rememberAckLocked(op, hh)
 		default:
 			if _, live := s.live[hh.tag]; live {
 				if op != opExtend {
@@ -122,4 +125,41 @@ func (d *driver) dropLocked(op answerOp, h handle, why string) error {
 			"op", opNames[op], "session", h.gen, "reason", why)
 	}
 	return &source.EntryError{Op: opNames[op], Resource: d.queue, Reason: "delivery " + why, Code: source.InvalidArgument, Err: errStaleTag}
+}
+
+// Acks that could not reach the broker (their channel was lost, or the delivery was handed back) are
+// remembered by message-id for a while: numa has the message, so when the broker redelivers it the
+// source acks it at once instead of handing it out again (forward). Bounded by count and age.
+const (
+	ackedIDsMax = 100_000
+	ackedIDsTTL = 10 * time.Minute
+)
+
+// rememberAckLocked records a dropped ack of a message with a message-id. Caller holds mu.
+func (d *driver) rememberAckLocked(op answerOp, h handle) {
+	if op != opAck || h.id == "" {
+		return
+	}
+	now := d.now()
+	if len(d.ackedIDs) >= ackedIDsMax {
+		for id, at := range d.ackedIDs {
+			if now.Sub(at) > ackedIDsTTL || len(d.ackedIDs) >= ackedIDsMax {
+				delete(d.ackedIDs, id)
+			}
+		}
+	}
+	d.ackedIDs[h.id] = now
+}
+
+// ackedBeforeLocked reports (and forgets) whether numa acked this message-id on a lost channel.
+// Caller holds mu.
+func (d *driver) ackedBeforeLocked(id string) bool {
+	if id == "" {
+		return false
+	}
+	at, ok := d.ackedIDs[id]
+	if ok {
+		delete(d.ackedIDs, id)
+	}
+	return ok && d.now().Sub(at) <= ackedIDsTTL
 }

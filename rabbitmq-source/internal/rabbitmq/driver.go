@@ -48,6 +48,9 @@ type driver struct {
 	stale   atomic.Int64 // answers dropped: their channel was lost or their delivery handed back
 	expired atomic.Int64 // deliveries handed back at the hold limit
 	lost    atomic.Int64 // sessions lost (connection or channel closed)
+	reacked atomic.Int64 // redeliveries acked at once: numa had acked them on a lost channel
+
+	ackedIDs map[string]time.Time // message-ids whose ack was dropped, by when (under mu; see ack.go)
 
 	// sendMu is held from choosing the tags of an ack, nack or hand-back until they are sent, so a
 	// multiple ack never covers a tag another call has taken out of live but not yet answered.
@@ -162,15 +165,16 @@ func (d *driver) Check(ctx context.Context) error {
 	return err
 }
 
-// Stats are the driver's own counters, for logs and tests.
-type Stats struct {
+// driverStats are the driver's own counters, for logs and tests.
+type driverStats struct {
 	Stale   int64 // answers dropped because their channel was lost or their delivery handed back
 	Expired int64 // deliveries handed back at the hold limit
 	Lost    int64 // sessions lost
+	Reacked int64 // redeliveries acked at once because numa had acked them on a lost channel
 }
 
-func (d *driver) stats() Stats {
-	return Stats{Stale: d.stale.Load(), Expired: d.expired.Load(), Lost: d.lost.Load()}
+func (d *driver) stats() driverStats {
+	return driverStats{Stale: d.stale.Load(), Expired: d.expired.Load(), Lost: d.lost.Load(), Reacked: d.reacked.Load()}
 }
 
 // waitCtx runs wait but gives up when ctx ends.

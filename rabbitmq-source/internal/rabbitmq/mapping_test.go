@@ -17,7 +17,7 @@ func TestToMessage(t *testing.T) {
 			Headers: amqp.Table{"x-delivery-count": int64(2), "n": int32(5), "b": true, "f": 1.5, "raw": []byte("bytes"),
 				"tbl": amqp.Table{"k": "v"}, "arr": []any{"a", int64(1)}, "dec": amqp.Decimal{Scale: 2, Value: -1234}}}
 		m := d.toMessage(3, dl, now)
-		if m.ID != "m-1" || m.Handle != (handle{gen: 3, tag: 9}) || !m.EventTime.Equal(ts) || m.Deliveries != 3 {
+		if m.ID != "m-1" || m.Handle != (handle{gen: 3, tag: 9, id: "m-1"}) || !m.EventTime.Equal(ts) || m.Deliveries != 3 {
 			t.Errorf("id %q handle %v event %s deliveries %d", m.ID, m.Handle, m.EventTime, m.Deliveries)
 		}
 		if len(m.Keys) != 1 || m.Keys[0] != "orders.eu" {

@@ -76,6 +76,7 @@ func newDriver(cfg *Config, tag string, dial dialFunc, log *slog.Logger) *driver
 		resize:        make(chan struct{}, 1),
 		changed:       make(chan struct{}),
 		logged:        map[uint64]bool{},
+		ackedIDs:      map[string]time.Time{},
 	}
 }
 

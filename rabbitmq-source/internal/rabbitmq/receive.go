@@ -39,10 +39,11 @@ const (
 	IDFromDelivery  = "delivery"   // no message-id: unique to this delivery, a redelivery gets another
 )
 
-// handle is a delivery tag and the session it belongs to.
+// handle is a delivery tag and the session it belongs to, with the publisher's message-id (if any).
 type handle struct {
 	gen uint64
 	tag uint64
+	id  string // the message-id property; "" when the publisher set none
 }
 
 // receive waits for the current session to have deliveries and takes up to max of them.
@@ -92,7 +93,7 @@ func (d *driver) toMessage(gen uint64, dl *amqp.Delivery, now time.Time) *source
 	for k, v := range dl.Headers {
 		h[k] = stringify(v)
 	}
-	m := &source.Message{Handle: handle{gen: gen, tag: dl.DeliveryTag}, Payload: dl.Body, EventTime: now}
+	m := &source.Message{Handle: handle{gen: gen, tag: dl.DeliveryTag, id: dl.MessageId}, Payload: dl.Body, EventTime: now}
 	if dl.MessageId != "" {
 		m.ID = dl.MessageId
 		h[HeaderIDSource] = IDFromMessageID

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/numaflow-connectors/sources/common/source"
 )
 
 // A session is one connection and one consuming channel. Its delivery tags are valid on it alone:
@@ -78,7 +80,7 @@ func (d *driver) run() {
 			}
 			d.setErr(err)
 			if msg := err.Error(); msg != lastLogged {
-				d.log.Warn("connecting to rabbitmq failed; retrying", "queue", d.queue, "error", err, "retry_in", wait.String())
+				d.log.Warn("connecting to rabbitmq failed; retrying", "error", err, "retry_in", wait.String())
 				lastLogged = msg
 			}
 			select {
@@ -90,13 +92,29 @@ func (d *driver) run() {
 			continue
 		}
 		if lastLogged != "" || s.gen > 1 {
-			d.log.Info("connected to rabbitmq", "queue", d.queue, "session", s.gen, "prefetch", s.window)
+			d.log.Info("connected to rabbitmq", "session", s.gen, "prefetch", s.window)
 		}
-		wait, lastLogged = minReconnect, ""
+		lastLogged = ""
+		began := time.Now()
 		reason := d.serve(s)
 		d.lose(s, reason)
+		if time.Since(began) >= flapping {
+			wait = minReconnect
+			continue // a session that ran a while: reconnect at once
+		}
+		// Lost right after it was made (a channel the broker keeps closing): back off as after a
+		// failed attempt, so a flapping session never becomes a reconnect loop.
+		select {
+		case <-d.runCtx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, d.reconnect)
 	}
 }
+
+// flapping: a session lost sooner than this after it was made is retried with backoff.
+const flapping = 2 * time.Second
 
 // connect dials, opens the channel and starts consuming.
 func (d *driver) connect(ctx context.Context) (*session, error) {
@@ -163,6 +181,14 @@ func (d *driver) forward(s *session, deliveries <-chan amqp.Delivery, done chan 
 		default:
 		}
 		s.live[dl.DeliveryTag] = liveEntry{at: d.now(), size: size}
+		if d.ackedBeforeLocked(dl.MessageId) {
+			// numa acked it on a lost channel: ack the redelivery instead of handing it out again.
+			d.mu.Unlock()
+			if err := d.answer(d.runCtx, []source.Handle{handle{gen: s.gen, tag: dl.DeliveryTag, id: dl.MessageId}}, opAck); err == nil {
+				d.reacked.Add(1)
+			}
+			continue
+		}
 		s.queue = append(s.queue, dl)
 		resize := d.observeLocked(s, size)
 		d.mu.Unlock()
@@ -221,11 +247,13 @@ func (d *driver) serve(s *session) error {
 // errLost is the reason of a session closed without an AMQP error.
 var errLost = errors.New("connection closed")
 
+// lossError says why a session ended; it is always unavailable (errLost), whatever the broker's
+// reply code (a consumer_timeout closes with 406).
 func lossError(what string, e *amqp.Error, ok bool) error {
 	if !ok || e == nil {
 		return fmt.Errorf("%s closed: %w", what, errLost)
 	}
-	return fmt.Errorf("%s closed by the broker: %w", what, e)
+	return fmt.Errorf("%s %w by the broker: %w", what, errLost, e)
 }
 
 // rewindow replaces the consumer with one whose prefetch fits the current size estimate. A prefetch
@@ -331,6 +359,9 @@ func (d *driver) lose(s *session, reason error) {
 	if d.sess == s {
 		d.sess = nil
 	}
+	if reason != nil {
+		d.lastErr = reason // Receive reports it (unavailable) until a reconnection succeeds
+	}
 	d.notifyLocked()
 	d.mu.Unlock()
 	_ = s.conn.Close()
@@ -339,7 +370,7 @@ func (d *driver) lose(s *session, reason error) {
 	}
 	d.lost.Add(1)
 	d.log.Warn("rabbitmq connection lost; reconnecting (the broker requeues unanswered deliveries)",
-		"queue", d.queue, "session", s.gen, "unanswered", held, "error", reason)
+		"session", s.gen, "unanswered", held, "error", reason)
 }
 
 func (d *driver) setErr(err error) {
