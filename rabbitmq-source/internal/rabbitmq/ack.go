@@ -58,6 +58,9 @@ func (d *driver) answer(_ context.Context, handles []source.Handle, op answerOp)
 			}
 		}
 	}
+	if op == opAck && s != nil {
+		tags = append(tags, d.reackQueuedLocked(s)...)
+	}
 	var minLive uint64
 	for t := range s.liveOrNil() {
 		if minLive == 0 || t < minLive {
@@ -149,6 +152,29 @@ func (d *driver) rememberAckLocked(op answerOp, h handle) {
 		}
 	}
 	d.ackedIDs[h.id] = now
+}
+
+// reackQueuedLocked takes out of s's queue the redeliveries of messages whose ack was just dropped
+// (they came back before the ack did, and the adapter has not taken them yet) and returns their tags
+// to ack now. Caller holds mu.
+func (d *driver) reackQueuedLocked(s *session) []uint64 {
+	if len(d.ackedIDs) == 0 || len(s.queue) == 0 {
+		return nil
+	}
+	var tags []uint64
+	kept := s.queue[:0]
+	for _, dl := range s.queue {
+		if d.ackedBeforeLocked(dl.MessageId) {
+			tags = append(tags, dl.DeliveryTag)
+			delete(s.live, dl.DeliveryTag)
+			continue
+		}
+		kept = append(kept, dl)
+	}
+	clear(s.queue[len(kept):])
+	s.queue = kept
+	d.reacked.Add(int64(len(tags)))
+	return tags
 }
 
 // ackedBeforeLocked reports (and forgets) whether numa acked this message-id on a lost channel.

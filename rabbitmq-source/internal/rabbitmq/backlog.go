@@ -22,7 +22,7 @@ func (d *driver) adminConn(ctx context.Context) (*admin, error) {
 	if d.pub != nil {
 		return d.pub, nil
 	}
-	conn, err := d.dial(ctx)
+	conn, err := d.dialer()(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connecting for queue %s: %w", d.queue, err)
 	}

@@ -351,11 +351,13 @@ func TestReceiveReportsConnectErrors(t *testing.T) {
 	// A consume refused on a missing queue is not_found too.
 	b := &fakeBroker{}
 	d := newFakeDriver(t, b)
+	d.mu.Lock()
 	d.dial = func(ctx context.Context) (amqpConn, error) {
 		c, _ := b.dial(ctx)
 		c.(*fakeConn).ch.consumeErr = &amqp.Error{Code: amqp.NotFound, Reason: "NOT_FOUND"}
 		return c, nil
 	}
+	d.mu.Unlock()
 	_, err := d.Receive(t.Context(), 10)
 	if source.Classify(d, err) != source.NotFound {
 		t.Errorf("consume on a missing queue: %v (%s)", err, source.Classify(d, err))

@@ -387,3 +387,70 @@ func TestIntegrationTLS(t *testing.T) {
 		})
 	}
 }
+
+// A connection lost while the broker stays unreachable: numa acks, during the outage, messages it
+// got before the loss (their tags are dead). With message-ids those acks are remembered, and when the
+// broker redelivers the messages after the reconnection the source acks them at once: numa never sees
+// them twice.
+func TestIntegrationAcksDuringOutageAreNotRedelivered(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, rabbitmqtest.Quorum, nil)
+	const total, held = 80, 20
+	if err := f.publish(t.Context(), pubs(total, "m", true)...); err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.config()
+	cfg.ConsumerTag = "outage-" + f.queue
+	d := openTest(t.Context(), t, cfg)
+	src := newSource(t, d, held, 0, testLogger(t)) // prefetch 2 x held: held more wait in the adapter's buffer
+	first := readAll(t, src, held, 20*time.Second, false)
+	if len(first) != held {
+		t.Fatalf("read %d of %d", len(first), held)
+	}
+	waitFor(t, "the adapter's buffer filled", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.sess != nil && len(d.sess.live) >= 2*held
+	})
+	// The broker becomes unreachable for this source: the connection is closed and every new attempt
+	// is refused until it is back.
+	down := make(chan struct{})
+	dial := d.dial
+	d.mu.Lock()
+	d.dial = func(ctx context.Context) (amqpConn, error) {
+		select {
+		case <-down:
+			return dial(ctx)
+		default:
+			return nil, fmt.Errorf("dial tcp: %w", errLost)
+		}
+	}
+	d.mu.Unlock()
+	if _, err := f.node.CloseConnections(t.Context(), cfg.ConsumerTag, "test: outage"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the loss", func() bool { return d.stats().Lost == 1 })
+	src.Ack(t.Context(), numatest.AckRequest(numatest.OffsetsOf(first)...))
+	// What the adapter had buffered is still handed out during the outage, and acked.
+	during := readAll(t, src, held, 3*time.Second, true)
+	t.Logf("%d messages read and acked during the outage", len(during))
+	close(down)
+	rest := readAll(t, src, total-held-len(during), 30*time.Second, true)
+	got := bodies(append(append(first, during...), rest...))
+	for i := range total {
+		if n := got[fmt.Sprintf("m-%d", i)]; n != 1 {
+			t.Errorf("m-%d handed to numa %d times, want once", i, n)
+		}
+	}
+	if extra := readAll(t, src, 1, 2*time.Second, true); len(extra) != 0 {
+		t.Errorf("a message acked during the outage came back: %q", extra[0].Value())
+	}
+	waitFor(t, "the queue drained", func() bool { r, u := queueCounts(t, f.node, f.queue); return r == 0 && u == 0 })
+	// Acks that reached the driver before the redelivery are acked on arrival (Reacked); later ones
+	// find the redelivery in the adapter, which acks it with the new tag. Either way, once.
+	s := d.stats()
+	t.Logf("stats %+v", s)
+	if s.Reacked < held {
+		t.Errorf("stats %+v: want at least the %d redeliveries of messages acked before the reconnection acked at once", s, held)
+	}
+}

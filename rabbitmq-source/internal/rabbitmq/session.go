@@ -118,7 +118,7 @@ const flapping = 2 * time.Second
 
 // connect dials, opens the channel and starts consuming.
 func (d *driver) connect(ctx context.Context) (*session, error) {
-	conn, err := d.dial(ctx)
+	conn, err := d.dialer()(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connecting for queue %s: %w", d.queue, err)
 	}
@@ -371,6 +371,13 @@ func (d *driver) lose(s *session, reason error) {
 	d.lost.Add(1)
 	d.log.Warn("rabbitmq connection lost; reconnecting (the broker requeues unanswered deliveries)",
 		"session", s.gen, "unanswered", held, "error", reason)
+}
+
+// dialer is the dial function (tests swap it under mu).
+func (d *driver) dialer() dialFunc {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dial
 }
 
 func (d *driver) setErr(err error) {
