@@ -59,6 +59,9 @@ func baseEnv(t *testing.T, c, addr, dir string) map[string]string {
 		env["REDIS_STREAM"] = "badinput"
 		env["REDIS_GROUP"] = "badinput"
 		env["REDIS_SENTINEL_PASSWORD"] = sentinel
+	case rabbitSource:
+		env["RABBITMQ_URL"] = "amqp://user:" + sentinel + "@" + addr + "/%2F"
+		env["RABBITMQ_QUEUE"] = "badinput"
 	}
 	return env
 }
@@ -172,6 +175,29 @@ func connectorCases(t *testing.T, c, addr, dir string) []configCase {
 			{name: "dead letter maxlen negative", set: map[string]string{"REDIS_DEAD_LETTER_MAXLEN": "-1"}, want: []string{"REDIS_DEAD_LETTER_MAXLEN"}},
 			{name: "several at once", set: map[string]string{"REDIS_STREAM": unset, "REDIS_MODE": "ring", "PREFETCH": "-5"},
 				want: []string{"REDIS_STREAM", "REDIS_MODE", "PREFETCH"}},
+		}
+	case rabbitSource:
+		notPEM := writeFile(t, dir, "client.pem", "not a certificate")
+		return []configCase{
+			{name: "queue missing", set: map[string]string{"RABBITMQ_QUEUE": unset}, want: []string{"RABBITMQ_QUEUE"}},
+			{name: "url missing", set: map[string]string{"RABBITMQ_URL": unset}, want: []string{"RABBITMQ_URL"}},
+			{name: "url bad scheme", set: map[string]string{"RABBITMQ_URL": "http://user:" + sentinel + "@" + addr + "/"}, want: []string{"RABBITMQ_URL"}},
+			{name: "url bad port with a password", set: map[string]string{"RABBITMQ_URL": "amqp://user:" + sentinel + "@127.0.0.1:notaport/"}, want: []string{"RABBITMQ_URL"}},
+			{name: "url as variable and file", set: map[string]string{"RABBITMQ_URL_FILE": writeFile(t, dir, "url", "amqp://user:"+sentinel+"@"+addr+"/")},
+				want: []string{"RABBITMQ_URL", "RABBITMQ_URL_FILE"}},
+			{name: "tls settings with amqp://", set: map[string]string{"RABBITMQ_TLS_SERVER_NAME": "broker"}, want: []string{"RABBITMQ_URL"}},
+			{name: "tls cert without key", set: map[string]string{"RABBITMQ_URL": "amqps://user:" + sentinel + "@" + addr + "/", "RABBITMQ_TLS_CERT_FILE": notPEM},
+				want: []string{"RABBITMQ_TLS_KEY_FILE"}},
+			{name: "tls ca file not pem", set: map[string]string{"RABBITMQ_URL": "amqps://user:" + sentinel + "@" + addr + "/", "RABBITMQ_TLS_CA_FILE": notPEM},
+				want: []string{"RABBITMQ_TLS_CA_FILE"}},
+			{name: "consumer timeout too short", set: map[string]string{"RABBITMQ_CONSUMER_TIMEOUT": "1s"}, want: []string{"RABBITMQ_CONSUMER_TIMEOUT"}},
+			{name: "consumer timeout malformed", set: map[string]string{"RABBITMQ_CONSUMER_TIMEOUT": "half an hour"}, want: []string{"RABBITMQ_CONSUMER_TIMEOUT"}},
+			{name: "heartbeat below a second", set: map[string]string{"RABBITMQ_HEARTBEAT": "100ms"}, want: []string{"RABBITMQ_HEARTBEAT"}},
+			{name: "dead letter routing key without exchange", set: map[string]string{"RABBITMQ_DEAD_LETTER_ROUTING_KEY": "dead"}, want: []string{"RABBITMQ_DEAD_LETTER_ROUTING_KEY"}},
+			{name: "dead letter exchange and reject", set: map[string]string{"RABBITMQ_DEAD_LETTER_EXCHANGE": "dlx", "RABBITMQ_DEAD_LETTER_REJECT": "true"},
+				want: []string{"RABBITMQ_DEAD_LETTER_REJECT"}},
+			{name: "several at once", set: map[string]string{"RABBITMQ_QUEUE": unset, "RABBITMQ_RECONNECT_MAX": "1ms", "PREFETCH": "-5"},
+				want: []string{"RABBITMQ_QUEUE", "RABBITMQ_RECONNECT_MAX", "PREFETCH"}},
 		}
 	}
 	t.Fatalf("unknown connector %s", c)

@@ -19,9 +19,10 @@ const (
 	sqsSource    = "sqs-source"
 	pubsubSource = "pubsub-source"
 	redisSource  = "redis-streams-source"
+	rabbitSource = "rabbitmq-source"
 )
 
-var connectors = []string{sqsSource, pubsubSource, redisSource}
+var connectors = []string{sqsSource, pubsubSource, redisSource, rabbitSource}
 
 // binaries maps a connector to its binary, built once for the package.
 var binaries map[string]string
