@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 GO=${GO:-go}
-modules=${BENCH_MODULES:-"common sqs-source pubsub-source redis-streams-source root"}
+modules=${BENCH_MODULES:-"common sqs-source pubsub-source redis-streams-source rabbitmq-source root"}
 out=${BENCH_OUT:-docs/benchmarks.md}
 logs=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
 trap 'rm -rf "$logs"' EXIT
@@ -31,7 +31,7 @@ ran=()
 for m in $modules; do
 	d=$(moddir "$m")
 	if ! grep -rqs --include='*_test.go' -E '^func Benchmark' "$d" --exclude-dir=node_modules \
-		$( [ "$m" = root ] && printf -- '--exclude-dir=%s ' common sqs-source pubsub-source redis-streams-source ); then
+		$( [ "$m" = root ] && printf -- '--exclude-dir=%s ' common sqs-source pubsub-source redis-streams-source rabbitmq-source ); then
 		echo "== bench $m: no benchmarks"
 		continue
 	fi
