@@ -8,8 +8,6 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-
-	"github.com/numaflow-connectors/sources/common/source"
 )
 
 // A session is one connection and one consuming channel. Its delivery tags are valid on it alone:
@@ -184,7 +182,7 @@ func (d *driver) forward(s *session, deliveries <-chan amqp.Delivery, done chan 
 		if d.ackedBeforeLocked(dl.MessageId) {
 			// numa acked it on a lost channel: ack the redelivery instead of handing it out again.
 			d.mu.Unlock()
-			if err := d.answer(d.runCtx, []source.Handle{handle{gen: s.gen, tag: dl.DeliveryTag, id: dl.MessageId}}, opAck); err == nil {
+			if d.ackNow(s, dl.DeliveryTag) {
 				d.reacked.Add(1)
 			}
 			continue
@@ -203,6 +201,19 @@ func (d *driver) forward(s *session, deliveries <-chan amqp.Delivery, done chan 
 			}
 		}
 	}
+}
+
+// ackNow acks one live delivery of s on s's channel (s may not be the driver's session yet: this runs
+// from forward, which starts before connect publishes the session). It reports whether the ack went
+// out.
+func (d *driver) ackNow(s *session, tag uint64) bool {
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
+	d.mu.Lock()
+	_, live := s.live[tag] // a hand-back may have taken it meanwhile
+	delete(s.live, tag)
+	d.mu.Unlock()
+	return live && s.ch.Ack(tag, false) == nil
 }
 
 // observeLocked updates the size estimate with one payload and reports whether the window should
