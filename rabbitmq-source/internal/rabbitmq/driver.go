@@ -36,6 +36,7 @@ type driver struct {
 	stopRun   context.CancelFunc
 	runWG     sync.WaitGroup
 	resize    chan struct{} // the window should change: the supervisor re-consumes
+	retry     chan struct{} // the broker is back (a check passed): reconnect without waiting
 
 	mu      sync.Mutex
 	sess    *session      // the connected session; nil while (re)connecting
@@ -160,8 +161,15 @@ func (d *driver) DeadLetter(ctx context.Context, msg *source.Message, reason str
 }
 
 // Check connects and declares the queue passively: it reports a missing queue or refused access.
+// A passing check also cuts the supervisor's reconnection backoff short.
 func (d *driver) Check(ctx context.Context) error {
 	_, err := d.queueDepth(ctx)
+	if err == nil {
+		select {
+		case d.retry <- struct{}{}:
+		default:
+		}
+	}
 	return err
 }
 

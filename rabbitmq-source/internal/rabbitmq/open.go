@@ -74,6 +74,7 @@ func newDriver(cfg *Config, tag string, dial dialFunc, log *slog.Logger) *driver
 		prefetch:      1000,
 		prefetchBytes: source.DefaultPrefetchBytes,
 		resize:        make(chan struct{}, 1),
+		retry:         make(chan struct{}, 1),
 		changed:       make(chan struct{}),
 		logged:        map[uint64]bool{},
 		ackedIDs:      map[string]time.Time{},

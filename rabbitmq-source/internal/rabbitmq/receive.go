@@ -17,6 +17,10 @@ import (
 // receiveWait is the longest a Receive waits for a first delivery before it returns empty.
 const receiveWait = 2 * time.Second
 
+// errorWait is how long a Receive without a connection waits for a reconnection under way before it
+// reports why there is none.
+const errorWait = 500 * time.Millisecond
+
 // Headers the driver adds to every message.
 const (
 	HeaderIDSource      = "x-rabbitmq-id-source" // message-id or delivery
@@ -51,6 +55,7 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 	d.start(ctx)
 	timer := time.NewTimer(receiveWait)
 	defer timer.Stop()
+	var errTimer *time.Timer
 	for {
 		d.mu.Lock()
 		s, lastErr, changed := d.sess, d.lastErr, d.changed
@@ -69,18 +74,25 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 			return out, nil
 		}
 		d.mu.Unlock()
-		if s == nil && lastErr != nil {
-			return nil, lastErr
-		}
 		var data <-chan struct{}
+		var failing <-chan time.Time
 		if s != nil {
 			data = s.data
+		} else if lastErr != nil {
+			// Not connected: report why, unless an attempt under way succeeds within errorWait.
+			if errTimer == nil {
+				errTimer = time.NewTimer(errorWait)
+				defer errTimer.Stop()
+			}
+			failing = errTimer.C
 		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-timer.C:
-			return nil, nil
+			return nil, lastErr
+		case <-failing:
+			return nil, lastErr
 		case <-changed:
 		case <-data:
 		}

@@ -85,6 +85,7 @@ func (d *driver) run() {
 			case <-d.runCtx.Done():
 				return
 			case <-time.After(wait):
+			case <-d.retry: // the broker answered a check: try now
 			}
 			wait = min(2*wait, d.reconnect)
 			continue
@@ -106,6 +107,7 @@ func (d *driver) run() {
 		case <-d.runCtx.Done():
 			return
 		case <-time.After(wait):
+		case <-d.retry:
 		}
 		wait = min(2*wait, d.reconnect)
 	}
