@@ -101,6 +101,14 @@ func (c *Common) Validate() error {
 	return errors.Join(errs...)
 }
 
+// PrefetchOrDefault is PREFETCH, or when it is 0 twice NUMAFLOW_READ_BATCH_SIZE.
+func (c *Common) PrefetchOrDefault() int {
+	if c.Prefetch > 0 {
+		return c.Prefetch
+	}
+	return 2 * c.ReadBatchSize
+}
+
 // ReleaseWaitOrDefault is RELEASE_WAIT, or when it is 0s defaultReleaseWait or half of
 // SHUTDOWN_TIMEOUT, whichever is shorter: the default never conflicts with a valid SHUTDOWN_TIMEOUT.
 func (c *Common) ReleaseWaitOrDefault() time.Duration {

@@ -38,6 +38,16 @@ import (
 type Env struct {
 	Log      *slog.Logger
 	Platform config.Platform
+	// Budget is the adapter's receive budget (PREFETCH messages, PREFETCH_BYTES bytes, defaults
+	// resolved), for a driver whose broker takes a flow-control window from its client (MQTT's
+	// Receive Maximum).
+	Budget Budget
+}
+
+// Budget is how much the adapter holds at most: Messages messages and Bytes payload bytes.
+type Budget struct {
+	Messages int
+	Bytes    int64
 }
 
 // App describes a connector binary. C is its configuration struct, read from env vars (caarlos0/env
@@ -168,7 +178,8 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	defer stopHTTP(context.WithoutCancel(ctx))
 
 	// Driver and adapter.
-	env := &Env{Log: logger, Platform: common.Platform}
+	opts := sourceOptions(&common, prefetchBytes)
+	env := &Env{Log: logger, Platform: common.Platform, Budget: Budget{Messages: opts.Prefetch, Bytes: opts.PrefetchBytes}}
 	driver, err := app.Open(ctx, &cfg, env)
 	if err == nil && driver == nil {
 		err = errors.New("open returned no driver")
@@ -184,7 +195,7 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	if chk, ok := driver.(source.Checker); ok {
 		checkWG.Go(func() { runCheck(checkCtx, chk, driver, logger) })
 	}
-	src, err := source.New(driver, sourceOptions(&common, prefetchBytes), logger, reg)
+	src, err := source.New(driver, opts, logger, reg)
 	if err != nil {
 		logger.Error("creating the source failed", "error", err)
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), common.ShutdownTimeout)
@@ -371,7 +382,7 @@ func sourceOptions(c *config.Common, prefetchBytes int64) source.Options {
 	return source.Options{
 		Partition:       int32(c.Replica),
 		ReadBatchSize:   c.ReadBatchSize,
-		Prefetch:        c.Prefetch,
+		Prefetch:        c.PrefetchOrDefault(),
 		PrefetchBytes:   prefetchBytes,
 		MaxMessageBytes: c.MaxMessageBytes,
 		Fallback:        source.Fallback(c.DeadLetterFallback),

@@ -44,6 +44,9 @@ type Capabilities struct {
 	Binary bool
 	// Backlog: the driver reports a backlog (Pending is not -1).
 	Backlog bool
+	// NoMissingResource: nothing the driver reads from can be missing (MQTT topics exist once a client
+	// names them), so MakeMissingDriver is never called and the missing-resource test is skipped.
+	NoMissingResource bool
 }
 
 // Harness gives the suite a fresh resource (queue, subscription, stream) per test.
