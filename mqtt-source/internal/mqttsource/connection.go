@@ -158,11 +158,13 @@ func subscribeResult(filters []string, sa *paho.Suback, err error) error {
 func (d *driver) check(ctx context.Context) error {
 	for {
 		d.mu.Lock()
-		err, done := d.stateErrLocked(), d.subscribed
-		wake := d.wake
+		err, connected, subscribed, wake := d.stateErrLocked(), d.connected, d.subscribed, d.wake
 		d.mu.Unlock()
-		if done {
+		switch {
+		case subscribed:
 			return nil
+		case connected && err != nil:
+			return err // the subscription was refused
 		}
 		select {
 		case <-ctx.Done():
@@ -171,12 +173,6 @@ func (d *driver) check(ctx context.Context) error {
 			}
 			return ctx.Err()
 		case <-wake:
-			d.mu.Lock()
-			if e := d.subErr; e != nil {
-				d.mu.Unlock()
-				return e
-			}
-			d.mu.Unlock()
 		}
 	}
 }

@@ -26,14 +26,19 @@ type delivery struct {
 // adapter's budget waits for Receive it blocks, so paho stops reading the connection: the broker's
 // flow control (Receive Maximum) bounds messages by count only, and some brokers exceed it.
 func (d *driver) onPublish(pr paho.PublishReceived) (bool, error) {
-	p := pr.Packet
+	d.deliver(pr.Client, pr.Packet)
+	return true, nil
+}
+
+// deliver queues one message that arrived on conn for Receive.
+func (d *driver) deliver(conn acker, p *paho.Publish) {
 	if d.skipRetained && p.Retain {
 		if p.QoS > 0 {
-			_ = pr.Client.Ack(p)
+			_ = conn.Ack(p)
 		}
-		return true, nil
+		return
 	}
-	del := &delivery{conn: pr.Client, pub: p, id: d.mapper.id(p)}
+	del := &delivery{conn: conn, pub: p, id: d.mapper.id(p)}
 	size := int64(len(p.Payload))
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -48,7 +53,7 @@ func (d *driver) onPublish(pr paho.PublishReceived) (bool, error) {
 		d.mu.Lock()
 	}
 	if d.closed {
-		return true, nil // not acknowledged: the session keeps it for the next connection
+		return // not acknowledged: the session keeps it for the next connection
 	}
 	del.queued = true
 	d.queue = append(d.queue, del)
@@ -57,7 +62,6 @@ func (d *driver) onPublish(pr paho.PublishReceived) (bool, error) {
 		d.held[del.id] = append(d.held[del.id], del)
 	}
 	d.broadcast()
-	return true, nil
 }
 
 // receive returns up to limit deliveries: handed-back ones that are due, then new ones in order.
