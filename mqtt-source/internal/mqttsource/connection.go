@@ -94,10 +94,10 @@ func (d *driver) dropStaleLocked() {
 	clear(d.held)
 }
 
-// subscribe subscribes every filter (as $share/<group>/<filter> when sharing) and records the outcome.
+// subscribe subscribes every filter through api (as $share/<group>/<filter> when sharing) and records the outcome.
 // Subscribing again on a resumed session is harmless: the subscriptions are replaced, and retained
 // messages are sent only for subscriptions that did not exist.
-func (d *driver) subscribe(ctx context.Context) {
+func (d *driver) subscribe(ctx context.Context, api mqttAPI) {
 	ctx, cancel := context.WithTimeout(ctx, subscribeTimeout)
 	defer cancel()
 	s := &paho.Subscribe{}
@@ -111,7 +111,7 @@ func (d *driver) subscribe(ctx context.Context) {
 	d.mu.Lock()
 	d.subAt = d.now()
 	d.mu.Unlock()
-	sa, err := d.api.Subscribe(ctx, s)
+	sa, err := api.Subscribe(ctx, s)
 	err = subscribeResult(d.filters, sa, err)
 	d.mu.Lock()
 	defer d.mu.Unlock()

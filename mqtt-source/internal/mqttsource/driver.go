@@ -43,6 +43,7 @@ type driver struct {
 	maxBytes     int64 // most payload bytes waiting for Receive, likewise
 	now          func() time.Time
 	wg           sync.WaitGroup // subscribe calls started on connection up
+	onClose      func()         // called at the end of Close (tests: a harness reuses the client id)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -132,6 +133,9 @@ func (d *driver) Close(ctx context.Context) error {
 		}
 		d.stop()
 		d.wg.Wait()
+		if d.onClose != nil {
+			d.onClose()
+		}
 	})
 	return d.closeErr
 }

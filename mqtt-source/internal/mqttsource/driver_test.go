@@ -174,7 +174,7 @@ func TestSubscribeRefused(t *testing.T) {
 	api.suback, api.subErr = &paho.Suback{Reasons: []byte{0x01, 0x87}}, errors.New("at least one requested subscription failed")
 	api.mu.Unlock()
 	d.connectionUp(true)
-	d.subscribe(t.Context())
+	d.subscribe(t.Context(), d.api)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	err := d.Check(ctx)
@@ -201,7 +201,7 @@ func TestSubscriptions(t *testing.T) {
 	} {
 		d, api := newFakeDriver(t, func(c *Config) { c.Topics, c.SkipRetained, c.QoS = tt.topic, tt.skip, tt.qos })
 		d.group = tt.group
-		d.subscribe(t.Context())
+		d.subscribe(t.Context(), d.api)
 		api.mu.Lock()
 		s := api.subs[len(api.subs)-1].Subscriptions[0]
 		api.mu.Unlock()

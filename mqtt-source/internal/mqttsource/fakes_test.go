@@ -34,7 +34,7 @@ func (c *fakeConn) acks() []uint16 {
 
 // fakeAPI stands in for the connection manager.
 type fakeAPI struct {
-	mqttAPI // nil: a call the test did not expect panics
+	mqttAPI   // nil: a call the test did not expect panics
 	mu        sync.Mutex
 	suback    *paho.Suback
 	subErr    error
@@ -96,7 +96,7 @@ func newFakeDriver(t *testing.T, mutate func(c *Config)) (*driver, *fakeAPI) {
 	api := &fakeAPI{suback: &paho.Suback{Reasons: make([]byte, len(filters))}}
 	d.api = api
 	d.connectionUp(false)
-	d.subscribe(t.Context())
+	d.subscribe(t.Context(), d.api)
 	t.Cleanup(func() { _ = d.Close(context.Background()) })
 	return d, api
 }

@@ -92,7 +92,7 @@ func (d *driver) receive(ctx context.Context, limit int) ([]*source.Message, err
 		d.mu.Unlock()
 		if retry && !resubscribed {
 			resubscribed = true
-			d.subscribe(ctx)
+			d.subscribe(ctx, d.api)
 			continue
 		}
 		if err != nil {
