@@ -1,0 +1,375 @@
+package mqttsource
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/numaproj/numaflow-go/pkg/sourcer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/server"
+	"github.com/numaflow-connectors/sources/common/source"
+	"github.com/numaflow-connectors/sources/mqtt-source/mqtttest"
+)
+
+// Integration tests against a real mosquitto (mqtttest).
+
+// openReady opens a driver and waits until it is subscribed.
+func openReady(ctx context.Context, t *testing.T, cfg Config, budget server.Budget) *driver {
+	t.Helper()
+	d := openTest(ctx, t, cfg, budget)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := d.Check(cctx); err != nil {
+		t.Fatalf("driver not ready: %v", err)
+	}
+	return d
+}
+
+// receiveUntil calls Receive until n messages arrived or within passed; errors are tolerated (an
+// outage) and the last one is returned.
+func receiveUntil(t *testing.T, d *driver, n int, within time.Duration) ([]*source.Message, error) {
+	t.Helper()
+	var out []*source.Message
+	var last error
+	deadline := time.Now().Add(within)
+	for len(out) < n && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), min(time.Until(deadline), 2*time.Second))
+		msgs, err := d.Receive(ctx, n-len(out))
+		cancel()
+		if err != nil {
+			last = err
+			time.Sleep(100 * time.Millisecond) // the adapter's backoff
+			continue
+		}
+		out = append(out, msgs...)
+	}
+	return out, last
+}
+
+func payloadsOf(msgs []*source.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = string(m.Payload)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func numbered(prefix string, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = fmt.Appendf(nil, "%s-%03d", prefix, i)
+	}
+	return out
+}
+
+// expectNothing fails t when d receives anything within d.
+func expectNothing(t *testing.T, d *driver, within time.Duration, why string) {
+	t.Helper()
+	if got, _ := receiveUntil(t, d, 1, within); len(got) > 0 {
+		t.Fatalf("%s: received %q", why, payloadsOf(got))
+	}
+}
+
+// MQTT requires acknowledgements in arrival order: numa acks the later messages but not the first,
+// so nothing may be acknowledged at the broker, and a restarted replica gets all of them again. Once
+// the first is acked too, everything is acknowledged.
+func TestIntegrationAcksWaitForEarlierMessages(t *testing.T) {
+	srv := mqtttest.Shared(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	name := mqtttest.Name(t)
+	cfg := testConfig(srv, name, name+"-0", name)
+	d := openReady(ctx, t, cfg, harnessBudget)
+	if err := srv.Connect(t, "").Publish(ctx, name, 1, nil, numbered("m", 5)...); err != nil {
+		t.Fatal(err)
+	}
+	got, err := receiveUntil(t, d, 5, 10*time.Second)
+	if len(got) != 5 {
+		t.Fatalf("received %d of 5 (%v)", len(got), err)
+	}
+	if err := d.Ack(ctx, handles(got[4], got[2], got[3], got[1])); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * ackFlushInterval) // paho would have sent them by now
+	_ = d.Close(ctx)
+
+	d2 := openReady(ctx, t, cfg, harnessBudget)
+	again, err := receiveUntil(t, d2, 5, 10*time.Second)
+	if !slices.Equal(payloadsOf(again), payloadsOf(got)) {
+		t.Fatalf("after a restart the session redelivered %q (%v), want all 5: later acks must wait for the first", payloadsOf(again), err)
+	}
+	for _, m := range again {
+		if m.Headers[HeaderDup] != "true" {
+			t.Errorf("redelivery of %s has dup %q", m.Payload, m.Headers[HeaderDup])
+		}
+	}
+	// Out of order again, the first last: every acknowledgement goes out.
+	if err := d2.Ack(ctx, handles(again[3], again[1], again[4], again[2], again[0])); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * ackFlushInterval)
+	_ = d2.Close(ctx)
+	d3 := openReady(ctx, t, cfg, harnessBudget)
+	expectNothing(t, d3, 1500*time.Millisecond, "acknowledged messages came back")
+}
+
+// A nack with a delay through the adapter: the message comes back after the delay with the same
+// offset, is acked, and never comes back, even to a restarted replica.
+func TestIntegrationNackDelayThenAck(t *testing.T) {
+	srv := mqtttest.Shared(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	name := mqtttest.Name(t)
+	cfg := testConfig(srv, name, name+"-0", name)
+	newSource := func() *source.Source {
+		src, err := source.New(openReady(ctx, t, cfg, harnessBudget), source.Options{ReadBatchSize: 100}, testLogger(t), prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+	src := newSource()
+	if err := srv.Connect(t, "").Publish(ctx, name, 1, nil, []byte("first"), []byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	var first []sourcer.Message
+	for len(first) < 2 && ctx.Err() == nil {
+		first = append(first, numatest.ReadFrom(ctx, src, 10, time.Second)...)
+	}
+	delay := uint64(700)
+	nacked := time.Now()
+	src.Nack(ctx, numatest.NackRequest(sourcer.NackOffset{Offset: first[0].Offset(), NackOptions: &sourcer.NackOptions{Delay: &delay}}))
+	src.Ack(ctx, numatest.AckRequest(first[1].Offset()))
+	var again []sourcer.Message
+	for len(again) == 0 && ctx.Err() == nil {
+		again = numatest.ReadFrom(ctx, src, 10, time.Second)
+	}
+	if took := time.Since(nacked); took < 650*time.Millisecond {
+		t.Fatalf("nacked message came back after %s, want the 700ms delay", took)
+	}
+	if len(again) != 1 || string(again[0].Value()) != "first" || string(again[0].Offset().Value()) != string(first[0].Offset().Value()) {
+		t.Fatalf("came back %d messages; want %q with the same offset", len(again), "first")
+	}
+	src.Ack(ctx, numatest.AckRequest(again[0].Offset()))
+	src.Shutdown(ctx)
+	if err := src.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d := openReady(ctx, t, cfg, harnessBudget)
+	expectNothing(t, d, 1500*time.Millisecond, "acked messages came back to the restarted replica")
+}
+
+// A broker restart (graceful, so it persists its sessions) while messages are held: the driver
+// reconnects with backoff, resumes its session, and every message not acknowledged before comes back.
+func TestIntegrationBrokerRestart(t *testing.T) {
+	srv := mqtttest.Start(t, mqtttest.Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	name := mqtttest.Name(t)
+	cfg := testConfig(srv, name, name+"-0", name)
+	d := openReady(ctx, t, cfg, harnessBudget)
+	pub := srv.Connect(t, "")
+	if err := pub.Publish(ctx, name, 1, nil, numbered("r", 10)...); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := receiveUntil(t, d, 10, 10*time.Second)
+	if len(got) != 10 {
+		t.Fatalf("received %d of 10", len(got))
+	}
+	if err := d.Ack(ctx, handles(got[:4]...)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * ackFlushInterval)
+	srv.Stop(t)
+	if _, err := receiveUntil(t, d, 1, 2*time.Second); err == nil || d.ErrorCode(err) != source.Unavailable && source.Classify(d, err) != source.Unavailable {
+		t.Errorf("receive during the outage: %v, want an unavailable error", err)
+	}
+	// Held deliveries of the lost connection can no longer be acknowledged: the broker sends them again.
+	if err := d.Ack(ctx, handles(got[4])); source.Classify(d, err) != source.InvalidArgument {
+		t.Errorf("ack of a lost connection's delivery: %v, want invalid_argument", err)
+	}
+	srv.Restart(t)
+	again, err := receiveUntil(t, d, 6, 20*time.Second)
+	if want := payloadsOf(got[4:]); !slices.Equal(payloadsOf(again), want) {
+		t.Fatalf("after the broker restart received %q (%v), want the 6 unacknowledged %q", payloadsOf(again), err, want)
+	}
+	// New messages flow on the resumed session too.
+	if err := pub.Publish(ctx, name, 1, nil, []byte("after")); err == nil {
+		t.Fatal("the publisher's connection survived the restart?")
+	}
+	pub = srv.Connect(t, "")
+	if err := pub.Publish(ctx, name, 1, nil, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if more, _ := receiveUntil(t, d, 1, 10*time.Second); len(more) != 1 || string(more[0].Payload) != "after" {
+		t.Fatalf("after the restart: %q, want the new message", payloadsOf(more))
+	}
+}
+
+// Two replicas in one share group split the messages: each gets some, together all, none twice.
+func TestIntegrationSharedSubscription(t *testing.T) {
+	srv := mqtttest.Shared(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	name := mqtttest.Name(t)
+	a := openReady(ctx, t, testConfig(srv, name, name+"-0", name), harnessBudget)
+	b := openReady(ctx, t, testConfig(srv, name, name+"-1", name), harnessBudget)
+	const n = 100
+	if err := srv.Connect(t, "").Publish(ctx, name, 1, nil, numbered("s", n)...); err != nil {
+		t.Fatal(err)
+	}
+	var fromA, fromB []*source.Message
+	deadline := time.Now().Add(15 * time.Second)
+	for len(fromA)+len(fromB) < n && time.Now().Before(deadline) {
+		ga, _ := receiveUntil(t, a, n, 200*time.Millisecond)
+		gb, _ := receiveUntil(t, b, n, 200*time.Millisecond)
+		fromA, fromB = append(fromA, ga...), append(fromB, gb...)
+		_ = a.Ack(ctx, handles(ga...))
+		_ = b.Ack(ctx, handles(gb...))
+	}
+	all := payloadsOf(append(slices.Clone(fromA), fromB...))
+	if want := payloadsOf(wrap(numbered("s", n))); !slices.Equal(all, want) {
+		t.Fatalf("replicas received %d messages together (%d + %d), want each of the %d once", len(all), len(fromA), len(fromB), n)
+	}
+	if len(fromA) == 0 || len(fromB) == 0 {
+		t.Fatalf("one replica got everything (%d + %d): the subscription is not shared", len(fromA), len(fromB))
+	}
+	t.Logf("split %d / %d", len(fromA), len(fromB))
+}
+
+func wrap(ps [][]byte) []*source.Message {
+	out := make([]*source.Message, len(ps))
+	for i, p := range ps {
+		out[i] = &source.Message{Payload: p}
+	}
+	return out
+}
+
+// TLS with the test CA works; a broker certificate the client does not trust, and a wrong password,
+// are permission errors (readiness false, no crash loop), never messages.
+func TestIntegrationTLSAndAuth(t *testing.T) {
+	srv := mqtttest.Shared(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	name := mqtttest.Name(t)
+	cfg := testConfig(srv, name, name+"-0", name)
+	cfg.URL, cfg.TLSCAFile = srv.TLSURL(), srv.Certs.CAFile
+	d := openReady(ctx, t, cfg, harnessBudget)
+	if err := srv.Connect(t, "").Publish(ctx, name, 1, nil, []byte("over tls")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := receiveUntil(t, d, 1, 10*time.Second); len(got) != 1 || string(got[0].Payload) != "over tls" {
+		t.Fatalf("over TLS received %q (%v)", payloadsOf(got), err)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		mutate func(c *Config)
+	}{
+		{"untrusted certificate", func(c *Config) { c.URL, c.TLSCAFile = srv.TLSURL(), "" }},
+		{"wrong password", func(c *Config) { c.Password = "wrong" }},
+		{"unknown user", func(c *Config) { c.Username = "nobody" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testConfig(srv, name, name+"-"+tc.name, name)
+			tc.mutate(&c)
+			d := openTest(ctx, t, c, harnessBudget)
+			got, err := receiveUntil(t, d, 1, 3*time.Second)
+			if len(got) != 0 {
+				t.Fatalf("received %d messages", len(got))
+			}
+			if code := source.Classify(d, err); code != source.PermissionDenied {
+				t.Fatalf("error %v classified %s, want permission_denied", err, code)
+			}
+		})
+	}
+}
+
+// 1 MiB messages with a 4 MiB budget: the driver never queues more than the budget (it stops reading
+// the connection), and every message arrives.
+func TestIntegrationBigMessagesWithinBudget(t *testing.T) {
+	srv := mqtttest.Shared(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	name := mqtttest.Name(t)
+	budget := harnessBudget
+	budget.Bytes = 4 << 20
+	d := openReady(ctx, t, testConfig(srv, name, name+"-0", name), budget)
+	const n = 20
+	big := make([][]byte, n)
+	for i := range big {
+		big[i] = make([]byte, 1<<20)
+		copy(big[i], strconv.Itoa(i))
+	}
+	if err := srv.Connect(t, "").Publish(ctx, name, 1, nil, big...); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // nobody receives: the broker keeps sending until paho blocks
+	d.mu.Lock()
+	queued := d.queueBytes
+	d.mu.Unlock()
+	if queued > budget.Bytes || queued == 0 {
+		t.Fatalf("%d bytes queued, want some and at most the budget of %d", queued, budget.Bytes)
+	}
+	var got []*source.Message
+	for len(got) < n && ctx.Err() == nil {
+		msgs, _ := receiveUntil(t, d, 2, 5*time.Second)
+		if len(msgs) == 0 {
+			break
+		}
+		got = append(got, msgs...)
+		if err := d.Ack(ctx, handles(msgs...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("received %d of %d big messages", len(got), n)
+	}
+}
+
+// The dead-letter path: a copy with the reason and the delivery count reaches the dead-letter topic,
+// and the original is acknowledged (a restarted replica does not get it again).
+func TestIntegrationDeadLetter(t *testing.T) {
+	srv := mqtttest.Shared(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	name := mqtttest.Name(t)
+	cfg := testConfig(srv, name, name+"-0", name)
+	cfg.DeadLetterTopic = "dead/" + name
+	dead := srv.Connect(t, "")
+	if err := dead.Subscribe(ctx, cfg.DeadLetterTopic); err != nil {
+		t.Fatal(err)
+	}
+	d := openReady(ctx, t, cfg, harnessBudget)
+	if err := srv.Connect(t, "").Publish(ctx, name, 1, []string{"site", "7"}, []byte("poison")); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := receiveUntil(t, d, 1, 10*time.Second)
+	if len(got) != 1 {
+		t.Fatal("nothing received")
+	}
+	got[0].Deliveries = 3
+	if err := d.DeadLetter(ctx, got[0], "max deliveries (3) reached"); err != nil {
+		t.Fatal(err)
+	}
+	dl := dead.WaitReceived(ctx, 1)
+	if len(dl) != 1 {
+		t.Fatal("nothing reached the dead-letter topic")
+	}
+	u := dl[0].Properties.User
+	if string(dl[0].Payload) != "poison" || u.Get(PropDeadLetterReason) != "max deliveries (3) reached" ||
+		u.Get(PropDeadLetterDeliveries) != "3" || u.Get(PropDeadLetterTopic) != name || u.Get("site") != "7" {
+		t.Fatalf("dead letter %q with properties %v", dl[0].Payload, u)
+	}
+	time.Sleep(10 * ackFlushInterval)
+	_ = d.Close(ctx)
+	expectNothing(t, openReady(ctx, t, cfg, harnessBudget), 1500*time.Millisecond, "the dead-lettered original came back")
+}
