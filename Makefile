@@ -5,6 +5,7 @@
 SHELL      := /bin/bash
 GO         ?= go
 CONNECTORS := redis-streams-source sqs-source pubsub-source
+CONNECTORS += mqtt-source
 MODULES    := common $(CONNECTORS) root
 BIN        := bin
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)

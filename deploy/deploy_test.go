@@ -58,6 +58,7 @@ var sdkVars = map[string][]string{
 		"GOOGLE_APPLICATION_CREDENTIALS", "PUBSUB_EMULATOR_HOST",
 	},
 	"redis-streams-source": {},
+	"mqtt-source":          {},
 }
 
 // runtimeVars are read by the Go runtime of every binary.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/numaflow-connectors/sources/common/config"
 	"github.com/numaflow-connectors/sources/common/config/configtest"
+	"github.com/numaflow-connectors/sources/common/config/envdoc"
 	"github.com/numaflow-connectors/sources/common/server"
 	"github.com/numaflow-connectors/sources/mqtt-source/mqtttest"
 )
@@ -191,4 +192,9 @@ func TestTopicMatches(t *testing.T) {
 			t.Errorf("topicMatches(%q, %q) = %v", tt.f, tt.topic, got)
 		}
 	}
+}
+
+func TestREADME(t *testing.T) {
+	configtest.Documented(t, Config{})
+	configtest.README(t, "../../README.md", envdoc.Groups("mqtt-source", Config{})...)
 }
