@@ -51,6 +51,7 @@ func (d *driver) connectionDown() bool {
 	}
 	d.dropStaleLocked()
 	d.conn = nil
+	d.inPaho, d.inPahoBytes = nil, 0 // the lost connection's packets were all delivered or dropped
 	d.broadcast()
 	if !d.closed {
 		d.log.Warn("connection to the broker lost; reconnecting", "error", d.downErr)

@@ -48,19 +48,21 @@ type driver struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu         sync.Mutex
-	closed     bool
-	connected  bool
-	conn       acker                  // the connection the current deliveries arrived on; nil before the first
-	downErr    error                  // why the last connection attempt or connection failed
-	subscribed bool                   // the current connection's SUBSCRIBE was accepted
-	subErr     error                  // why it was refused
-	subAt      time.Time              // when the last SUBSCRIBE was sent
-	queue      []*delivery            // received, not yet returned by Receive, in arrival order
-	queueBytes int64                  // payload bytes in queue
-	requeued   []*delivery            // handed back by Nack, each due at its time
-	held       map[string][]*delivery // id -> unacknowledged deliveries of the current connection, oldest first
-	wake       chan struct{}          // closed and replaced whenever the state above changes
+	mu          sync.Mutex
+	closed      bool
+	connected   bool
+	conn        acker       // the connection the current deliveries arrived on; nil before the first
+	downErr     error       // why the last connection attempt or connection failed
+	subscribed  bool        // the current connection's SUBSCRIBE was accepted
+	subErr      error       // why it was refused
+	subAt       time.Time   // when the last SUBSCRIBE was sent
+	queue       []*delivery // received, not yet returned by Receive, in arrival order
+	queueBytes  int64       // payload bytes in queue
+	requeued    []*delivery // handed back by Nack, each due at its time
+	inPaho      []int64     // sizes of PUBLISH packets read from the connection, not yet delivered (flow.go)
+	inPahoBytes int64
+	held        map[string][]*delivery // id -> unacknowledged deliveries of the current connection, oldest first
+	wake        chan struct{}          // closed and replaced whenever the state above changes
 }
 
 var (

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,10 @@ const (
 	ackFlushInterval = 10 * time.Millisecond
 	// reconnectMin is the first wait before a reconnection attempt.
 	reconnectMin = 100 * time.Millisecond
+	// readAheadShare: the driver reads ahead of the adapter at most this share of PREFETCH_BYTES
+	// (and at least minReadAhead).
+	readAheadShare = 4
+	minReadAhead   = 1 << 20
 )
 
 // Open builds the driver and starts connecting in the background. It makes no network call itself
@@ -70,6 +75,9 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 		},
 		OnConnectionDown: func() bool { return d.connectionDown() },
 		OnConnectError:   d.connectError,
+		AttemptConnection: func(ctx context.Context, c autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			return d.dial(ctx, c, u)
+		},
 		ClientConfig: paho.ClientConfig{
 			ClientID:                   clientID,
 			EnableManualAcknowledgment: true,
@@ -77,6 +85,9 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 			OnPublishReceived:          []func(paho.PublishReceived) (bool, error){d.onPublish},
 			OnClientError:              d.clientError,
 		},
+	}
+	if u.Scheme == "ws" || u.Scheme == "wss" {
+		pc.AttemptConnection = nil // autopaho's WebSocket dialer: bounded by Receive Maximum only (README)
 	}
 	cm, err := autopaho.NewConnection(life, pc)
 	if err != nil {
@@ -93,10 +104,13 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 // newDriver wires a driver; it makes no call. api and stop are set by Open (or a test).
 func newDriver(cfg *Config, clientID, group string, filters []string, b server.Budget, log *slog.Logger) *driver {
 	rm := cfg.receiveMaximum(b)
-	maxBytes := b.Bytes
+	// What waits for Receive is read ahead of the adapter's own budget: a quarter of it keeps the
+	// adapter fed without adding much to the memory the pod needs.
+	maxBytes := b.Bytes / readAheadShare
 	if maxBytes <= 0 {
-		maxBytes = 64 << 20
+		maxBytes = source.DefaultPrefetchBytes / readAheadShare
 	}
+	maxBytes = max(maxBytes, minReadAhead)
 	return &driver{
 		log:          log,
 		clientID:     clientID,

@@ -42,6 +42,8 @@ func (d *driver) deliver(conn acker, p *paho.Publish) {
 	size := int64(len(p.Payload))
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.publishDeliveredLocked()
+	d.broadcast() // room for the connection's reader
 	if d.conn != del.conn {
 		d.dropStaleLocked()
 		d.conn = del.conn
