@@ -61,6 +61,8 @@ type driver struct {
 	requeued    []*delivery // handed back by Nack, each due at its time
 	inPaho      []int64     // sizes of PUBLISH packets read from the connection, not yet delivered (flow.go)
 	inPahoBytes int64
+	gated       bool                   // the connection's reader waits for room (flow.go)
+	gateOpened  time.Time              // when it last stopped waiting
 	held        map[string][]*delivery // id -> unacknowledged deliveries of the current connection, oldest first
 	wake        chan struct{}          // closed and replaced whenever the state above changes
 }

@@ -126,10 +126,15 @@ func (d *driver) publishDeliveredLocked() {
 func (d *driver) waitForRoom() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	waited := false
 	for !d.closed && (len(d.inPaho) > 0 || len(d.queue) > 0) && d.inPahoBytes+d.queueBytes >= d.maxBytes {
+		waited, d.gated = true, true
 		wake := d.wake
 		d.mu.Unlock()
 		<-wake
 		d.mu.Lock()
+	}
+	if waited {
+		d.gated, d.gateOpened = false, d.now() // the pinger does not count the wait as silence
 	}
 }

@@ -295,7 +295,7 @@ func TestIntegrationTLSAndAuth(t *testing.T) {
 
 // 1 MiB messages with a 4 MiB budget: the driver never reads more than its share of the budget ahead
 // of Receive (it stops reading the connection, although the broker's window holds 200 messages), and
-// every message arrives.
+// every message arrives. A stall of several keep-alive intervals does not drop the connection.
 func TestIntegrationBigMessagesWithinBudget(t *testing.T) {
 	srv := mqtttest.Shared(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -303,7 +303,9 @@ func TestIntegrationBigMessagesWithinBudget(t *testing.T) {
 	name := mqtttest.Name(t)
 	budget := harnessBudget
 	budget.Bytes = 4 << 20
-	d := openReady(ctx, t, testConfig(srv, name, name+"-0", name), budget)
+	cfg := testConfig(srv, name, name+"-0", name)
+	cfg.KeepAlive = time.Second
+	d := openReady(ctx, t, cfg, budget)
 	const n = 20
 	big := make([][]byte, n)
 	for i := range big {
@@ -313,7 +315,9 @@ func TestIntegrationBigMessagesWithinBudget(t *testing.T) {
 	if err := srv.Connect(t, "").Publish(ctx, name, 1, nil, big...); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // nobody receives: the broker keeps sending until paho blocks
+	// Nobody receives for 3 keep-alive intervals: the driver stops reading the connection, and the
+	// connection survives it (every ack below would fail on a new connection).
+	time.Sleep(3 * time.Second)
 	d.mu.Lock()
 	queued, inPaho, limit := d.queueBytes, d.inPahoBytes, d.maxBytes
 	d.mu.Unlock()

@@ -84,6 +84,7 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 			SendAcksInterval:           ackFlushInterval,
 			OnPublishReceived:          []func(paho.PublishReceived) (bool, error){d.onPublish},
 			OnClientError:              d.clientError,
+			PingHandler:                &pinger{d: d},
 		},
 	}
 	if u.Scheme == "ws" || u.Scheme == "wss" {
