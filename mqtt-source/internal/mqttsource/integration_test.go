@@ -380,3 +380,44 @@ func TestIntegrationDeadLetter(t *testing.T) {
 	_ = d.Close(ctx)
 	expectNothing(t, openReady(ctx, t, cfg, harnessBudget), 1500*time.Millisecond, "the dead-lettered original came back")
 }
+
+// A network cut while messages are held and more are published: reads report the outage, and once
+// the network is back the driver reconnects, resumes its session and gets every message not
+// acknowledged before the cut, and those published during it.
+func TestIntegrationNetworkCut(t *testing.T) {
+	srv := mqtttest.Shared(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	name := mqtttest.Name(t)
+	proxy := srv.Proxy(t)
+	cfg := testConfig(srv, name, name+"-0", name)
+	cfg.URL = proxy.URL()
+	d := openReady(ctx, t, cfg, harnessBudget)
+	pub := srv.Connect(t, "")
+	before := numbered("before", 5)
+	if err := pub.Publish(ctx, name, 1, nil, before...); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := receiveUntil(t, d, 5, 10*time.Second)
+	if len(got) != 5 {
+		t.Fatalf("received %d of 5", len(got))
+	}
+	if err := d.Ack(ctx, handles(got[:2]...)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * ackFlushInterval)
+	proxy.Cut()
+	during := numbered("during", 5)
+	if err := pub.Publish(ctx, name, 1, nil, during...); err != nil {
+		t.Fatal(err)
+	}
+	if msgs, err := receiveUntil(t, d, 1, 2*time.Second); len(msgs) != 0 || source.Classify(d, err) != source.Unavailable {
+		t.Errorf("during the cut: %d messages, %v (%s); want an unavailable error", len(msgs), err, source.Classify(d, err))
+	}
+	proxy.Restore()
+	again, err := receiveUntil(t, d, 8, 20*time.Second)
+	want := payloadsOf(append(slices.Clone(got[2:]), wrap(during)...))
+	if !slices.Equal(payloadsOf(again), want) {
+		t.Fatalf("after the cut received %q (%v), want %q", payloadsOf(again), err, want)
+	}
+}
