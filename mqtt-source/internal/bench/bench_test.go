@@ -154,8 +154,7 @@ func runRaw(ctx context.Context, b *testing.B, srv *mqtttest.Server, clientID st
 	var got atomic.Int64
 	var first, last atomic.Int64
 	done := make(chan struct{})
-	var cli *paho.Client
-	cli = paho.NewClient(paho.ClientConfig{
+	cli := paho.NewClient(paho.ClientConfig{
 		Conn: conn, ClientID: clientID, EnableManualAcknowledgment: true, SendAcksInterval: 10 * time.Millisecond,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			now := time.Now().UnixNano()

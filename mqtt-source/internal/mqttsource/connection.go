@@ -95,6 +95,15 @@ func (d *driver) dropStaleLocked() {
 	clear(d.held)
 }
 
+// goLocked runs f in a goroutine Close waits for, unless the driver is closed.
+func (d *driver) goLocked(f func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.closed {
+		d.wg.Go(f) // under d.mu: Close sets closed under it before it waits
+	}
+}
+
 // subscribe subscribes every filter through api (as $share/<group>/<filter> when sharing) and records the outcome.
 // Subscribing again on a resumed session is harmless: the subscriptions are replaced, and retained
 // messages are sent only for subscriptions that did not exist.

@@ -71,7 +71,7 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 			d.connectionUp(ca.SessionPresent)
-			d.wg.Go(func() { d.subscribe(life, cm) }) // d.api may not be set yet
+			d.goLocked(func() { d.subscribe(life, cm) }) // d.api may not be set yet
 		},
 		OnConnectionDown: func() bool { return d.connectionDown() },
 		OnConnectError:   d.connectError,

@@ -106,17 +106,22 @@ func (d *driver) receive(ctx context.Context, limit int) ([]*source.Message, err
 				wait = left
 			}
 		}
+		var timer *time.Timer
 		var timeout <-chan time.Time
 		if wait >= 0 {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			timeout = t.C
+			timer = time.NewTimer(wait)
+			timeout = timer.C
 		}
 		select {
 		case <-ctx.Done():
-			return nil, nil
 		case <-wake:
 		case <-timeout:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return nil, nil
 		}
 	}
 }
