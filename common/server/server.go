@@ -179,7 +179,7 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 
 	// Driver and adapter.
 	opts := sourceOptions(&common, prefetchBytes)
-	env := &Env{Log: logger, Platform: common.Platform, Budget: Budget{Messages: opts.Prefetch, Bytes: opts.PrefetchBytes}}
+	env := &Env{Log: logger, Platform: common.Platform, Budget: Budget{Messages: common.PrefetchOrDefault(), Bytes: opts.PrefetchBytes}}
 	driver, err := app.Open(ctx, &cfg, env)
 	if err == nil && driver == nil {
 		err = errors.New("open returned no driver")
@@ -382,7 +382,7 @@ func sourceOptions(c *config.Common, prefetchBytes int64) source.Options {
 	return source.Options{
 		Partition:       int32(c.Replica),
 		ReadBatchSize:   c.ReadBatchSize,
-		Prefetch:        c.PrefetchOrDefault(),
+		Prefetch:        c.Prefetch,
 		PrefetchBytes:   prefetchBytes,
 		MaxMessageBytes: c.MaxMessageBytes,
 		Fallback:        source.Fallback(c.DeadLetterFallback),
