@@ -87,13 +87,14 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	// Flags.
 	fs := flag.NewFlagSet(app.Name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var help, showVersion, envJSON bool
+	var help, showVersion, envJSON, validate bool
 	fs.BoolVar(&help, "help", false, "print the environment variables this connector reads and exit")
 	fs.BoolVar(&help, "h", false, "same as --help")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&envJSON, "env-json", false, "print the environment variables as JSON (for tools that check manifests) and exit")
+	fs.BoolVar(&validate, "validate", false, "load and validate the configuration from the environment exactly as a start would, print every problem, and exit: 0 when valid, 2 when not; no network call")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [--help] [--version]\nConfigured by environment variables: run %s --help for the list.\n", app.Name, app.Name)
+		fmt.Fprintf(stderr, "Usage: %s [--help] [--version] [--validate]\nConfigured by environment variables: run %s --help for the list.\n", app.Name, app.Name)
 	}
 	if err := fs.Parse(args); err != nil {
 		return ExitConfig
@@ -128,6 +129,10 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	)
 	if bad := printProblems(stderr, config.Load(&cfg, environ), config.Load(&common, environ)); bad {
 		return ExitConfig
+	}
+	if validate {
+		fmt.Fprintf(stdout, "%s: configuration valid\n", app.Name)
+		return ExitOK
 	}
 
 	// Logging.
