@@ -48,7 +48,7 @@ type ledger struct {
 	// unseen counts, by message ID, the broker deliveries this process handed back before numa read
 	// them (a batch over budget, a key-mate of a released message, shutdown). A broker's delivery count
 	// includes them; MaxDeliveries must not (see deliveriesOf).
-	unseen idCounts
+	unseen   idCounts
 	dataCh   chan struct{}
 	roomCh   chan struct{}
 	onChange func(counts [numStates]int, pools [numPools]budget) // gauges; called under mu
