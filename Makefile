@@ -31,7 +31,7 @@ build:
 		fi; \
 	done
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/udsource-run ./cmd/udsource-run
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/memsource ./cmd/memsource
+	cd common && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/memsource ./cmd/memsource
 
 ## run: the Redis Streams connector end to end on an embedded broker (miniredis inside the runner,
 ## seeded with 100,000 entries), with a live progress line. With REDIS_URL set it uses that Redis.

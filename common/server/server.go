@@ -1,5 +1,6 @@
 // Package server is the one call a connector's main makes: configuration, logging, metrics and
-// health, the driver, the adapter, numaflow-go's gRPC server and graceful shutdown.
+// health, the driver, the adapter, numa's source protocol served over a unix socket (sourcesvc.go,
+// with numaflow-go's generated types and server-info file) and graceful shutdown.
 package server
 
 import (
@@ -17,12 +18,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/numaproj/numaflow-go/pkg/sourcer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -61,7 +62,7 @@ const (
 // Bounds of the shutdown and start-up steps around the configured SHUTDOWN_TIMEOUT.
 const (
 	checkTimeout   = 10 * time.Second       // the driver's start-up Check
-	grpcStopWait   = time.Second            // numaflow-go's server after the source is closed
+	grpcStopWait   = time.Second            // the gRPC server after the source is closed
 	httpStopWait   = 500 * time.Millisecond // the metrics server
 	httpReadHeader = 5 * time.Second
 )
@@ -88,10 +89,12 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	fs := flag.NewFlagSet(app.Name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var help, showVersion, envJSON, validate bool
+	var cpuProfile string
 	fs.BoolVar(&help, "help", false, "print the environment variables this connector reads and exit")
 	fs.BoolVar(&help, "h", false, "same as --help")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&envJSON, "env-json", false, "print the environment variables as JSON (for tools that check manifests) and exit")
+	fs.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (open it with go tool pprof)")
 	fs.BoolVar(&validate, "validate", false, "load and validate the configuration from the environment exactly as a start would, print every problem, and exit: 0 when valid, 2 when not; no network call")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s [--help] [--version] [--validate]\nConfigured by environment variables: run %s --help for the list.\n", app.Name, app.Name)
@@ -133,6 +136,14 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	if validate {
 		fmt.Fprintf(stdout, "%s: configuration valid\n", app.Name)
 		return ExitOK
+	}
+	if cpuProfile != "" {
+		stopProfile, err := startCPUProfile(cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "--cpu-profile: %v\n", err)
+			return ExitConfig
+		}
+		defer stopProfile()
 	}
 
 	// Logging.
@@ -201,8 +212,8 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	}
 	h.src.Store(src)
 
-	// numaflow-go's gRPC server. Its context is ours to cancel after the source is closed; it also
-	// stops by itself on SIGTERM (its own handler) or after a panic in a handler.
+	// numa's source protocol (sourcesvc.go). Its context is ours to cancel after the source is closed;
+	// it stops by itself after a panic in a handler.
 	grpcCtx, stopGRPC := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopGRPC()
 	grpcDone := make(chan error, 1)
@@ -211,10 +222,7 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 			logger.Warn("creating a directory failed", "path", filepath.Dir(p), "error", err)
 		}
 	}
-	go func() {
-		srv := sourcer.NewServer(src, sourcer.WithSockAddr(common.SourceSocket), sourcer.WithServerInfoFilePath(common.SourceServerInfoFile))
-		grpcDone <- srv.Start(grpcCtx)
-	}()
+	go func() { grpcDone <- ServeSource(grpcCtx, src, common.SourceSocket, common.SourceServerInfoFile) }()
 	logger.Info("serving", "socket", common.SourceSocket, "server_info_file", common.SourceServerInfoFile)
 
 	code := ExitOK
@@ -232,8 +240,7 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	}
 
 	// Shutdown: release held messages at once, flush acks, close the driver, all within
-	// SHUTDOWN_TIMEOUT; then give the gRPC server a moment to end, but do not wait for numaflow-go's own
-	// 15 s graceful stop.
+	// SHUTDOWN_TIMEOUT; then stop the gRPC server (numa's streams end with it).
 	h.stopping.Store(true)
 	stopCheck()
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), common.ShutdownTimeout)
@@ -384,4 +391,20 @@ func sourceOptions(c *config.Common, prefetchBytes int64) source.Options {
 		PendingRefresh:  c.PendingRefresh,
 		ReleaseWait:     c.ReleaseWaitOrDefault(),
 	}
+}
+
+// startCPUProfile starts writing a CPU profile to path; the returned func ends it.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

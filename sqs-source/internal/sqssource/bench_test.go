@@ -17,10 +17,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"github.com/numaproj/numaflow-go/pkg/sourcer"
 
 	"github.com/numaflow-connectors/sources/common/numatest"
 	"github.com/numaflow-connectors/sources/common/proctest"
+	"github.com/numaflow-connectors/sources/common/server"
 	"github.com/numaflow-connectors/sources/common/source"
 	"github.com/numaflow-connectors/sources/sqs-source/sqstest"
 )
@@ -200,7 +200,7 @@ func serveSource(ctx context.Context, b testing.TB, srv *sqstest.Server, url str
 	sctx, scancel := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() {
-		served <- sourcer.NewServer(s, sourcer.WithSockAddr(sock), sourcer.WithServerInfoFilePath(infoFile)).Start(sctx)
+		served <- server.ServeSource(sctx, s, sock, infoFile)
 	}()
 	c, err := numatest.Dial(ctx, numatest.Options{Socket: sock, ServerInfoFile: infoFile})
 	if err != nil {
