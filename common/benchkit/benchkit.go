@@ -30,6 +30,7 @@ type Result struct {
 	CPUPerMsg time.Duration // the connector process's CPU time (user + system) per message
 	PeakRSS   int64         // the connector process's VmHWM, bytes
 	Profile   string        // its CPU profile of the whole run
+	Output    string        // what it wrote (logs), for figures it logs at exit
 }
 
 // Report adds r to b's metrics (names prefixed with prefix, e.g. "source_" or "ceiling_").
@@ -55,8 +56,8 @@ func ProfilePath(name string) string {
 	return filepath.Join(dir, name+".cpu.pprof")
 }
 
-// Drain starts bin with env (plus the socket, server-info file, no metrics server, LOG_LEVEL=warn and
-// numa's batch settings), drains n messages over its socket, stops it with SIGTERM and returns what it
+// Drain starts bin with env (after the socket, server-info file, no metrics server, LOG_LEVEL=warn and
+// numa's batch settings, which env may override), drains n messages over its socket, stops it with SIGTERM and returns what it
 // measured. name names the profile.
 func Drain(ctx context.Context, tb testing.TB, bin, name string, env []string, n int) Result {
 	tb.Helper()
@@ -90,6 +91,7 @@ func Drain(ctx context.Context, tb testing.TB, bin, name string, env []string, n
 	if code, exited := p.Wait(20 * time.Second); !exited || code != 0 {
 		tb.Errorf("%s after SIGTERM: exit %d (exited %v)\n%s", name, code, exited, p.Output())
 	}
+	res.Output = p.Output()
 	return res
 }
 
