@@ -12,6 +12,7 @@ import (
 
 // config is the runner's command line.
 type config struct {
+	check         bool   // run the connector's pre-flight check instead of driving it
 	embedded      string // embedded broker to start: "" or "redis"
 	embeddedCount int
 	embeddedBytes int
@@ -54,6 +55,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 usage:
   udsource-run [flags] -- /path/to/connector [args]   start the connector and drive it
   udsource-run [flags] --socket S --server-info F     drive a source that is already running
+  udsource-run --check [--embedded redis] -- /path/to/connector   its pre-flight check only
 
 The connector gets the runner's environment plus SOURCE_SOCKET and SOURCE_SERVER_INFO_FILE (in a
 fresh temporary directory), NUMAFLOW_REPLICA=0, NUMAFLOW_PIPELINE_NAME=local, NUMAFLOW_VERTEX_NAME=in,
@@ -64,6 +66,7 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
+	fs.BoolVar(&c.check, "check", false, "run the connector's pre-flight check (<connector> --check, with the runner's environment and embedded broker) and exit with its status")
 	fs.Uint64Var(&c.batch, "batch", numatest.DefaultBatchSize, "messages per read (numa's readBatchSize)")
 	fs.DurationVar(&c.timeout, "timeout", numatest.DefaultTimeout, "read timeout (numa's readTimeout)")
 	fs.Int64Var(&c.limit, "limit", 0, "stop after this many messages acked (or held with --no-ack); 0 = no limit")
@@ -99,6 +102,9 @@ flags:
 		problems = append(problems, errors.New("--socket and --server-info go together"))
 	case !attach && len(c.command) == 0:
 		problems = append(problems, errors.New("no connector: give -- /path/to/connector or --socket and --server-info"))
+	}
+	if c.check && len(c.command) == 0 {
+		problems = append(problems, errors.New("--check needs a connector command"))
 	}
 	if c.batch == 0 {
 		problems = append(problems, errors.New("--batch must be at least 1"))

@@ -354,3 +354,22 @@ func TestFormatMessage(t *testing.T) {
 		t.Errorf("group = %s", got)
 	}
 }
+
+// --check runs the connector's pre-flight check with the runner's environment and exits with its status.
+func TestCheckRunsTheConnectorsCheck(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "connector")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"checked with: $*\"\nexit ${FAKE_CHECK_EXIT:-0}\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := runner(t, "--check", "--", script, "--flag")
+	if r.code != 0 || !strings.Contains(r.stdout, "checked with: --flag --check") {
+		t.Errorf("passing check: exit %d, stdout %q", r.code, r.stdout)
+	}
+	t.Setenv("FAKE_CHECK_EXIT", "1")
+	if r := runner(t, "--check", "--", script); r.code != 1 {
+		t.Errorf("failing check: exit %d, want 1", r.code)
+	}
+	if r := runner(t, "--check", "--socket", "s", "--server-info", "i"); r.code != 2 || !strings.Contains(r.stderr, "--check needs a connector command") {
+		t.Errorf("--check without a connector: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

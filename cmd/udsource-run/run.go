@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
@@ -52,6 +53,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 		return exitFail
 	}
 	defer emb.close()
+	if c.check {
+		return runCheck(ctx, c, env, stdout, stderr)
+	}
 
 	socket, serverInfo := c.socket, c.serverInfo
 	var ch *child
@@ -205,3 +209,21 @@ func decider(c *config) func(numatest.Message) numatest.Decision {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// runCheck runs the connector's pre-flight check (its --check flag) with the runner's environment and
+// returns its exit status.
+func runCheck(ctx context.Context, c *config, env []string, stdout, stderr io.Writer) int {
+	cmd := exec.CommandContext(ctx, c.command[0], append(c.command[1:], "--check")...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, stdout, stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee) && ee.ExitCode() > 0:
+		return ee.ExitCode()
+	default:
+		fmt.Fprintf(stderr, "udsource-run: running %s --check: %v\n", c.command[0], err)
+		return exitFail
+	}
+}

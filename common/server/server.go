@@ -88,16 +88,17 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	// Flags.
 	fs := flag.NewFlagSet(app.Name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var help, showVersion, envJSON, validate bool
+	var help, showVersion, envJSON, validate, check bool
 	var cpuProfile string
 	fs.BoolVar(&help, "help", false, "print the environment variables this connector reads and exit")
 	fs.BoolVar(&help, "h", false, "same as --help")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&envJSON, "env-json", false, "print the environment variables as JSON (for tools that check manifests) and exit")
 	fs.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (open it with go tool pprof)")
+	fs.BoolVar(&check, "check", false, "pre-flight check: load and validate the configuration as a start would, connect to the broker and verify everything the connector will need (its queue, subscription or stream, and each permission), print a table of checks, and exit: 0 when all pass, 1 when not, 2 for bad configuration; no message is received, acked or changed")
 	fs.BoolVar(&validate, "validate", false, "load and validate the configuration from the environment exactly as a start would, print every problem, and exit: 0 when valid, 2 when not; no network call")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [--help] [--version] [--validate]\nConfigured by environment variables: run %s --help for the list.\n", app.Name, app.Name)
+		fmt.Fprintf(stderr, "Usage: %s [--help] [--version] [--validate] [--check]\nConfigured by environment variables: run %s --help for the list.\n", app.Name, app.Name)
 	}
 	if err := fs.Parse(args); err != nil {
 		return ExitConfig
@@ -160,6 +161,10 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 		"pipeline", common.Pipeline, "vertex", common.Vertex, "pod", common.Pod)
 	logger.Debug("configuration", "config", cfg, "common", common)
 
+	if check { // no metrics server, no memory settings: nothing but the checks
+		return runPreflight(ctx, app, &cfg, &common, logger, stdout)
+	}
+
 	// Memory: the Go runtime's soft limit and the payload budget from the container's limit.
 	prefetchBytes, restoreMemLimit := applyMemoryLimit(root, environ, common.PrefetchBytes, logger)
 	defer restoreMemLimit()
@@ -193,6 +198,7 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 		logger.Error("opening the driver failed", "error", err)
 		return ExitFailed
 	}
+
 	checkCtx, stopCheck := context.WithCancel(ctx)
 	var checkWG sync.WaitGroup
 	defer checkWG.Wait()
