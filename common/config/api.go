@@ -59,6 +59,7 @@ type Platform struct {
 	Vertex        string        `env:"NUMAFLOW_VERTEX_NAME" desc:"Set by Numaflow: the source vertex name."`
 	ReadBatchSize int           `env:"NUMAFLOW_READ_BATCH_SIZE" envDefault:"500" min:"1" desc:"Set by Numaflow (v1.7+): the vertex's readBatchSize; sizes prefetch."`
 	ReadTimeoutMS int           `env:"NUMAFLOW_READ_TIMEOUT_MS" envDefault:"1000" min:"1" desc:"Set by Numaflow (v1.7+): the vertex's read timeout in milliseconds."`
+	ContainerType string        `env:"NUMAFLOW_UD_CONTAINER_TYPE" envDefault:"unknown-container" desc:"Set by Numaflow: the container's kind, named in the error numa gets when a handler fails."`
 	_             time.Duration // keeps the import used while this file is a stub
 }
 

@@ -228,7 +228,9 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 			logger.Warn("creating a directory failed", "path", filepath.Dir(p), "error", err)
 		}
 	}
-	go func() { grpcDone <- ServeSource(grpcCtx, src, common.SourceSocket, common.SourceServerInfoFile) }()
+	go func() {
+		grpcDone <- ServeSource(grpcCtx, src, Listen{common.SourceSocket, common.SourceServerInfoFile, common.ContainerType})
+	}()
 	logger.Info("serving", "socket", common.SourceSocket, "server_info_file", common.SourceServerInfoFile)
 
 	code := ExitOK

@@ -38,13 +38,25 @@ const maxMessageSize = 64 << 20
 // sourceService implements sourcepb.SourceServer over the adapter.
 type sourceService struct {
 	sourcepb.UnimplementedSourceServer
-	src   *source.Source
-	fatal func(error) // a handler panicked: the server must stop (numaflow-go does the same)
+	src           *source.Source
+	containerType string      // NUMAFLOW_UD_CONTAINER_TYPE, named in a handler's error as numaflow-go does
+	fatal         func(error) // a handler panicked: the server must stop (numaflow-go does the same)
+}
+
+// Listen is where ServeSource serves numa, and as what.
+type Listen struct {
+	Socket         string // the unix socket numa connects to (SOURCE_SOCKET)
+	ServerInfoFile string // the file numa reads first (SOURCE_SERVER_INFO_FILE)
+	ContainerType  string // named in a handler's error (NUMAFLOW_UD_CONTAINER_TYPE); "" for unknown-container
 }
 
 // ServeSource writes the server-info file, listens on the unix socket and serves src until ctx ends
 // (then stops at once: the source is closed by then) or a handler panics (the error is returned).
-func ServeSource(ctx context.Context, src *source.Source, socket, infoFile string) error {
+func ServeSource(ctx context.Context, src *source.Source, l Listen) error {
+	socket, infoFile, containerType := l.Socket, l.ServerInfoFile, l.ContainerType
+	if containerType == "" {
+		containerType = "unknown-container"
+	}
 	si := info.GetDefaultServerInfo()
 	si.MinimumNumaflowVersion = info.MinimumNumaflowVersion[info.Sourcer]
 	if err := info.Write(si, info.WithServerInfoFilePath(infoFile)); err != nil {
@@ -62,7 +74,7 @@ func ServeSource(ctx context.Context, src *source.Source, socket, infoFile strin
 	g := grpc.NewServer(grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize),
 		grpc.ForceServerCodecV2(newWireCodec()))
 	fatal := make(chan error, 1)
-	sourcepb.RegisterSourceServer(g, &sourceService{src: src, fatal: func(err error) {
+	sourcepb.RegisterSourceServer(g, &sourceService{src: src, containerType: containerType, fatal: func(err error) {
 		select {
 		case fatal <- err:
 		default:
@@ -84,14 +96,6 @@ func ServeSource(ctx context.Context, src *source.Source, socket, infoFile strin
 	}
 }
 
-// containerType names the container in a handler's error, as numaflow-go does.
-var containerType = func() string {
-	if v, ok := os.LookupEnv("NUMAFLOW_UD_CONTAINER_TYPE"); ok {
-		return v
-	}
-	return "unknown-container"
-}()
-
 // recovered turns a panic in a handler into the error numa expects (codes.Internal,
 // UDF_EXECUTION_ERROR) and stops the server. Use as: defer s.recovered(&err).
 func (s *sourceService) recovered(err *error) {
@@ -100,7 +104,7 @@ func (s *sourceService) recovered(err *error) {
 		return
 	}
 	stack := string(debug.Stack())
-	st, _ := status.Newf(codes.Internal, "UDF_EXECUTION_ERROR(%s): %v", containerType, r).WithDetails(&epb.DebugInfo{Detail: stack})
+	st, _ := status.Newf(codes.Internal, "UDF_EXECUTION_ERROR(%s): %v", s.containerType, r).WithDetails(&epb.DebugInfo{Detail: stack})
 	*err = st.Err()
 	s.fatal(fmt.Errorf("panic in a source handler: %v\n%s", r, stack))
 }
@@ -129,10 +133,7 @@ func (s *sourceService) ReadFn(stream sourcepb.Source_ReadFnServer) (err error) 
 	for {
 		req, err := stream.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
-				return nil
-			}
-			return err
+			return streamEnd(err)
 		}
 		r := req.GetRequest()
 		timeout := time.Duration(r.GetTimeoutInMs()) * time.Millisecond
@@ -143,6 +144,15 @@ func (s *sourceService) ReadFn(stream sourcepb.Source_ReadFnServer) (err error) 
 			return err
 		}
 	}
+}
+
+// streamEnd is a stream's outcome after Recv failed with err: numa closing or cancelling it is a normal
+// end.
+func streamEnd(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
+		return nil
+	}
+	return err
 }
 
 // offsets reuses one slice of offsets per stream for the adapter's requests.
@@ -180,10 +190,7 @@ func (s *sourceService) AckFn(stream sourcepb.Source_AckFnServer) (err error) {
 	for {
 		req, err := stream.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
-				return nil
-			}
-			return err
+			return streamEnd(err)
 		}
 		s.src.Ack(ctx, offs.fill(req.GetRequest().GetOffsets()))
 		if err := stream.Send(ok); err != nil {

@@ -198,7 +198,9 @@ func TestServeSourceMatchesNumaflowGo(t *testing.T) {
 	theirs, theirPending, theirParts, theirInfo := read(t, func(ctx context.Context, src *source.Source, sock, info string) error {
 		return sourcer.NewServer(src, sourcer.WithSockAddr(sock), sourcer.WithServerInfoFilePath(info)).Start(ctx)
 	})
-	ours, ourPending, ourParts, ourInfo := read(t, ServeSource)
+	ours, ourPending, ourParts, ourInfo := read(t, func(ctx context.Context, src *source.Source, sock, info string) error {
+		return ServeSource(ctx, src, Listen{Socket: sock, ServerInfoFile: info})
+	})
 	if len(ours) != len(theirs) {
 		t.Fatalf("read %d messages, numaflow-go's server %d", len(ours), len(theirs))
 	}

@@ -818,7 +818,7 @@ func serve(t *testing.T, src *source.Source) (numaClient, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
-		served <- server.ServeSource(ctx, src, sock, infoFile)
+		served <- server.ServeSource(ctx, src, server.Listen{Socket: sock, ServerInfoFile: infoFile})
 	}()
 	dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer dcancel()

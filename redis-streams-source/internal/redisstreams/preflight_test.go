@@ -9,24 +9,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/numaflow-connectors/sources/common/source"
+	"github.com/numaflow-connectors/sources/common/source/drivertest"
 	"github.com/numaflow-connectors/sources/redis-streams-source/redistest"
 )
-
-func checkOutcome(checks []source.Check) map[string]string {
-	out := map[string]string{}
-	for _, c := range checks {
-		switch {
-		case c.Skipped != "":
-			out[c.Name] = "skipped"
-		case c.Err != nil:
-			out[c.Name] = "fail: " + c.Fix
-		default:
-			out[c.Name] = "pass"
-		}
-	}
-	return out
-}
 
 // state is what the checks must not change: the stream, its groups, their consumers and pending lists.
 func state(ctx context.Context, t *testing.T, c *redis.Client, stream, dlq string) string {
@@ -94,7 +79,7 @@ func TestPreflightACL(t *testing.T) {
 		return openTest(ctx, t, cfg)
 	}
 	before := state(ctx, t, admin, stream, stream+":dlq")
-	for name, o := range checkOutcome(open("preflight-all").Preflight(ctx)) {
+	for name, o := range drivertest.Outcomes(open("preflight-all").Preflight(ctx)) {
 		if o != "pass" {
 			t.Errorf("user with every command: %s: %s", name, o)
 		}
@@ -107,7 +92,7 @@ func TestPreflightACL(t *testing.T) {
 		{"preflight-no-xautoclaim", "XAUTOCLAIM (claiming from dead replicas) on " + stream, "+xautoclaim"},
 		{"preflight-no-eval", "EVAL (consumer clean-up: XPENDING, XGROUP DELCONSUMER) on " + stream, "+eval"},
 	} {
-		got := checkOutcome(open(tc.user).Preflight(ctx))
+		got := drivertest.Outcomes(open(tc.user).Preflight(ctx))
 		for name, o := range got {
 			want := "pass"
 			if name == tc.check {
@@ -127,7 +112,7 @@ func TestPreflightACL(t *testing.T) {
 	down.Kill()
 	d := openTest(ctx, t, cfg)
 	start := time.Now()
-	got := checkOutcome(d.Preflight(ctx))
+	got := drivertest.Outcomes(d.Preflight(ctx))
 	if took := time.Since(start); took > 30*time.Second {
 		t.Errorf("checks against a stopped server took %s", took)
 	}

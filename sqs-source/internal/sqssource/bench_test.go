@@ -203,7 +203,7 @@ func serveSource(ctx context.Context, b testing.TB, srv *sqstest.Server, url str
 	sctx, scancel := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() {
-		served <- server.ServeSource(sctx, s, sock, infoFile)
+		served <- server.ServeSource(sctx, s, server.Listen{Socket: sock, ServerInfoFile: infoFile})
 	}()
 	c, err := numatest.Dial(ctx, numatest.Options{Socket: sock, ServerInfoFile: infoFile})
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/numaflow-connectors/sources/common/proctest"
-	"github.com/numaflow-connectors/sources/common/source"
+	"github.com/numaflow-connectors/sources/common/source/drivertest"
 	"github.com/numaflow-connectors/sources/sqs-source/sqstest"
 )
 
@@ -54,28 +54,13 @@ func allowedSQS() *fakeSQS {
 	}
 }
 
-func outcome(checks []source.Check) map[string]string {
-	out := map[string]string{}
-	for _, c := range checks {
-		switch {
-		case c.Skipped != "":
-			out[c.Name] = "skipped"
-		case c.Err != nil:
-			out[c.Name] = "fail: " + c.Fix
-		default:
-			out[c.Name] = "pass"
-		}
-	}
-	return out
-}
-
 func TestPreflightProbes(t *testing.T) {
 	const dlq = "https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq"
 	withDLQ := func(c *Config) { c.DeadLetterQueueURL = dlq }
 	queueCheck := "queue reachable (sqs:GetQueueAttributes) " + stdURL
 	dlqCheck := "dead-letter queue reachable (sqs:GetQueueAttributes) " + dlq
 
-	got := outcome(newTestDriver(t, withDLQ, allowedSQS()).Preflight(context.Background()))
+	got := drivertest.Outcomes(newTestDriver(t, withDLQ, allowedSQS()).Preflight(context.Background()))
 	if len(got) != 6 {
 		t.Fatalf("%d checks %v, want 6", len(got), got)
 	}
@@ -107,7 +92,7 @@ func TestPreflightProbes(t *testing.T) {
 	} {
 		f := allowedSQS()
 		tc.deny(f)
-		got := outcome(newTestDriver(t, withDLQ, f).Preflight(context.Background()))
+		got := drivertest.Outcomes(newTestDriver(t, withDLQ, f).Preflight(context.Background()))
 		for name, o := range got {
 			want := "pass"
 			if name == tc.check {
@@ -127,7 +112,7 @@ func TestPreflightProbes(t *testing.T) {
 	f.attrs = func(*sqs.GetQueueAttributesInput) (*sqs.GetQueueAttributesOutput, error) {
 		return nil, invalid("AWS.SimpleQueueService.NonExistentQueue")
 	}
-	got = outcome(newTestDriver(t, withDLQ, f).Preflight(context.Background()))
+	got = drivertest.Outcomes(newTestDriver(t, withDLQ, f).Preflight(context.Background()))
 	if !strings.HasPrefix(got[queueCheck], "fail: create the queue") || got["sqs:ReceiveMessage"] != "skipped" || got[dlqCheck] != "skipped" {
 		t.Errorf("missing queue: %v", got)
 	}
@@ -157,7 +142,7 @@ func TestPreflightAgainstFauxqs(t *testing.T) {
 	}
 	before, beforeDLQ := counts(q.URL), counts(q.DLQURL)
 	d := openAt(ctx, t, srv, testConfig(q.URL, q.DLQURL), nil)
-	for name, o := range outcome(d.Preflight(ctx)) {
+	for name, o := range drivertest.Outcomes(d.Preflight(ctx)) {
 		if o != "pass" {
 			t.Errorf("%s: %s", name, o)
 		}
@@ -171,7 +156,7 @@ func TestPreflightAgainstFauxqs(t *testing.T) {
 	down.Kill()
 	d = openAt(ctx, t, down, testConfig(url, ""), nil)
 	start := time.Now()
-	got := outcome(d.Preflight(ctx))
+	got := drivertest.Outcomes(d.Preflight(ctx))
 	if took := time.Since(start); took > 30*time.Second {
 		t.Errorf("checks against a stopped broker took %s", took)
 	}
