@@ -56,41 +56,54 @@ func ProfilePath(name string) string {
 	return filepath.Join(dir, name+".cpu.pprof")
 }
 
-// Drain starts bin with env (after the socket, server-info file, no metrics server, LOG_LEVEL=warn and
-// numa's batch settings, which env may override), drains n messages over its socket, stops it with SIGTERM and returns what it
-// measured. name names the profile.
-func Drain(ctx context.Context, tb testing.TB, bin, name string, env []string, n int) Result {
+// startConnector starts bin with args and env (after the socket, server-info file, no metrics server,
+// LOG_LEVEL=warn and numa's batch settings, which env may override) and dials it with numatest. stop
+// closes the client, sends SIGTERM and waits for the exit (killing it after 20 s).
+func startConnector(ctx context.Context, tb testing.TB, bin string, args, env []string) (*proctest.Process, *numatest.Client, func()) {
 	tb.Helper()
 	dir, err := os.MkdirTemp("", "bk") // short: unix socket paths are limited to about 100 bytes
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
 	sock, info := filepath.Join(dir, "s.sock"), filepath.Join(dir, "info")
-	res := Result{Profile: ProfilePath(name)}
-	p := proctest.Start(tb, bin, []string{"--cpu-profile=" + res.Profile}, proctest.Options{Env: append([]string{
+	p := proctest.Start(tb, bin, args, proctest.Options{Env: append([]string{
 		"SOURCE_SOCKET=" + sock, "SOURCE_SERVER_INFO_FILE=" + info, "METRICS_ADDR=", "LOG_LEVEL=warn",
 		fmt.Sprintf("NUMAFLOW_READ_BATCH_SIZE=%d", Batch), "NUMAFLOW_READ_TIMEOUT_MS=1000",
 	}, env...)})
-	defer p.Kill()
 	c, err := numatest.Dial(ctx, numatest.Options{Socket: sock, ServerInfoFile: info})
 	if err != nil {
-		tb.Fatalf("dialing %s: %v\n%s", name, err, p.Output())
+		p.Kill()
+		os.RemoveAll(dir)
+		tb.Fatalf("dialing %s: %v\n%s", bin, err, p.Output())
 	}
+	return p, c, func() {
+		_ = c.Close()
+		_ = p.Signal(syscall.SIGTERM)
+		if code, exited := p.Wait(20 * time.Second); !exited || code != 0 {
+			tb.Errorf("%s after SIGTERM: exit %d (exited %v)\n%s", bin, code, exited, p.Output())
+		}
+		p.Kill()
+		os.RemoveAll(dir)
+	}
+}
+
+// Drain starts bin with env (see startConnector), drains n messages over its socket, stops it with
+// SIGTERM and returns what it measured. name names the profile.
+func Drain(ctx context.Context, tb testing.TB, bin, name string, env []string, n int) Result {
+	tb.Helper()
+	res := Result{Profile: ProfilePath(name)}
+	p, c, stop := startConnector(ctx, tb, bin, []string{"--cpu-profile=" + res.Profile}, env)
 	pid := p.Cmd.Process.Pid
 	var cpu0 time.Duration
 	d, err := c.Drain(ctx, n, Batch, func() { cpu0 = proctest.CPUTime(pid) })
 	if err != nil {
+		stop()
 		tb.Fatalf("draining %s: %v\n%s", name, err, p.Output())
 	}
 	cpu := proctest.CPUTime(pid) - cpu0
 	res.Messages, res.Rate, res.PeakRSS = d.Messages, d.Rate(), proctest.PeakRSS(pid)
 	res.CPUPerMsg = cpu / time.Duration(max(d.Messages, 1))
-	_ = c.Close()
-	_ = p.Signal(syscall.SIGTERM)
-	if code, exited := p.Wait(20 * time.Second); !exited || code != 0 {
-		tb.Errorf("%s after SIGTERM: exit %d (exited %v)\n%s", name, code, exited, p.Output())
-	}
+	stop()
 	res.Output = p.Output()
 	return res
 }
