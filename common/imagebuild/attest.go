@@ -43,10 +43,14 @@ type inTotoSubject struct {
 	Digest map[string]string `json:"digest"`
 }
 
-// IsAttestation reports whether d, an entry of an image index, is an attestation manifest (the SBOM of
-// an image) rather than a platform's image.
-func IsAttestation(d v1.Descriptor) bool {
-	return d.Annotations[annotationRefType] == refTypeAttestation
+// AttestedImage reports whether d, an entry of an image index, is an attestation manifest (the SBOM of
+// an image) rather than a platform's image, and if so the digest of the image it is about.
+func AttestedImage(d v1.Descriptor) (v1.Hash, bool) {
+	if d.Annotations[annotationRefType] != refTypeAttestation {
+		return v1.Hash{}, false
+	}
+	h, err := v1.NewHash(d.Annotations[annotationRefDigest])
+	return h, err == nil
 }
 
 // attestation returns the index entry holding sbomDoc for img, the image of cfg for plat.
@@ -110,7 +114,7 @@ func SBOM(idx v1.ImageIndex, p v1.Platform) ([]byte, error) {
 	}
 	var image *v1.Descriptor
 	for i, d := range m.Manifests {
-		if !IsAttestation(d) && d.Platform != nil && d.Platform.Equals(p) {
+		if _, att := AttestedImage(d); !att && d.Platform != nil && d.Platform.Equals(p) {
 			image = &m.Manifests[i]
 			break
 		}
@@ -119,7 +123,7 @@ func SBOM(idx v1.ImageIndex, p v1.Platform) ([]byte, error) {
 		return nil, fmt.Errorf("reading the SBOM for %s: no image for that platform in the index", p.String())
 	}
 	for _, d := range m.Manifests {
-		if !IsAttestation(d) || d.Annotations[annotationRefDigest] != image.Digest.String() {
+		if about, att := AttestedImage(d); !att || about != image.Digest {
 			continue
 		}
 		doc, err := readSBOMAttestation(idx, d.Digest, image.Digest)

@@ -96,7 +96,7 @@ func WriteTarballs(dir, connector string, ref name.Tag, idx v1.ImageIndex) ([]st
 	}
 	var out []string
 	for _, d := range m.Manifests {
-		if IsAttestation(d) {
+		if _, att := AttestedImage(d); att {
 			continue // docker load takes images only; the SBOM travels with the index (OCI layout, push)
 		}
 		if d.Platform == nil {
