@@ -268,11 +268,13 @@ type expectation struct {
 }
 
 type imageFiles struct {
-	files   map[string][]byte
-	size    int64 // compressed: manifest + config + layers
-	digest  v1.Hash
-	diffIDs []v1.Hash
-	config  v1.Hash
+	files    map[string][]byte
+	size     int64 // compressed: manifest + config + layers
+	digest   v1.Hash
+	diffIDs  []v1.Hash
+	config   v1.Hash
+	sbom     *spdxDoc
+	sbomSize int // bytes of the SPDX document
 }
 
 // checkIndex asserts every property of a connector image index and returns each image's files by
@@ -294,8 +296,14 @@ func checkIndex(t *testing.T, idx v1.ImageIndex, want expectation) map[string]im
 	}
 	checkMap(t, "index annotations", im.Annotations, wantLabels)
 
+	checkAttestations(t, im, idx)
 	var plats []string
+	var manifests []v1.Descriptor
 	for _, d := range im.Manifests {
+		if _, att := AttestedImage(d); att {
+			continue
+		}
+		manifests = append(manifests, d)
 		if d.Platform != nil {
 			plats = append(plats, d.Platform.String())
 		}
@@ -306,7 +314,7 @@ func checkIndex(t *testing.T, idx v1.ImageIndex, want expectation) map[string]im
 
 	entry := Entrypoint(want.name)
 	out := map[string]imageFiles{}
-	for _, d := range im.Manifests {
+	for _, d := range manifests {
 		p := *d.Platform
 		t.Run(p.Architecture, func(t *testing.T) {
 			img, err := idx.Image(d.Digest)
@@ -381,7 +389,8 @@ func checkIndex(t *testing.T, idx v1.ImageIndex, want expectation) map[string]im
 				}
 				diffIDs = append(diffIDs, id)
 			}
-			out[p.Architecture] = imageFiles{files: files, size: size, digest: dg, config: cn, diffIDs: diffIDs}
+			doc, sbomSize := checkSBOM(t, idx, p, bin, want)
+			out[p.Architecture] = imageFiles{files: files, size: size, digest: dg, config: cn, diffIDs: diffIDs, sbom: doc, sbomSize: sbomSize}
 		})
 	}
 	return out

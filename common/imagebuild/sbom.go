@@ -167,7 +167,8 @@ func sbom(cfg *Config, plat v1.Platform, bin []byte, bi *debug.BuildInfo) ([]byt
 
 // modulePackage describes the module d linked into a binary. A replaced module keeps its own path as
 // the package name (that is what it is known and scanned by) and takes the replacement's version and
-// hash, which is the code actually built; a replacement by a local directory has no version or hash.
+// hash, which is the code actually built; a replacement by a local directory has no version (the
+// toolchain's "(devel)"), hash or package URL.
 func modulePackage(d *debug.Module) spdxPackage {
 	p := spdxPackage{
 		Name:                  d.Path,
@@ -178,9 +179,14 @@ func modulePackage(d *debug.Module) spdxPackage {
 		PrimaryPackagePurpose: "LIBRARY",
 	}
 	version, sum := d.Version, d.Sum
+	local := false
 	if r := d.Replace; r != nil {
 		version, sum = r.Version, r.Sum
-		if r.Version == "" {
+		// The toolchain records a directory replacement's version as "(devel)": the code is whatever
+		// that directory held at the image's revision.
+		local = r.Version == "" || r.Version == "(devel)"
+		if local {
+			version = "(devel)"
 			p.Comment = fmt.Sprintf("Go module %s %s, replaced by the local directory %s", d.Path, d.Version, r.Path)
 		} else {
 			p.Comment = fmt.Sprintf("Go module %s %s, replaced by %s %s", d.Path, d.Version, r.Path, r.Version)
@@ -189,7 +195,7 @@ func modulePackage(d *debug.Module) spdxPackage {
 		p.Comment = "Go module"
 	}
 	p.VersionInfo = version
-	if version != "" {
+	if !local && version != "" {
 		p.ExternalRefs = []spdxExternalRef{purlRef(d.Path, version)}
 	}
 	if sum != "" {
