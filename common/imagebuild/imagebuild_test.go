@@ -504,11 +504,23 @@ func TestBuildIsReproducible(t *testing.T) {
 		t.Errorf("OCI layouts differ:\n%s\n---\n%s", a, b)
 	}
 
+	// The SBOMs are part of the index, byte for byte the same; their time is the created time.
+	arm := v1.Platform{OS: "linux", Architecture: "arm64"}
+	s1, err1 := SBOM(idx1, arm)
+	s2, err2 := SBOM(idx2, arm)
+	if err1 != nil || err2 != nil || !bytes.Equal(s1, s2) {
+		t.Errorf("two builds gave different SBOMs (%v, %v)", err1, err2)
+	}
+
 	later := cfg
 	later.Created = cfg.Created.Add(time.Second)
 	_, idx3 := buildLayout(t, later)
 	if d3, _ := idx3.Digest(); d3 == d1 {
 		t.Errorf("another created time gave the same digest %s", d3)
+	}
+	s3, err := SBOM(idx3, arm)
+	if err != nil || !bytes.Contains(s3, []byte(`"created":"`+later.Created.Format(time.RFC3339)+`"`)) {
+		t.Errorf("SBOM of a later build does not carry its created time %s (%v)", later.Created.Format(time.RFC3339), err)
 	}
 }
 
@@ -616,6 +628,14 @@ func TestPush(t *testing.T) {
 	}
 	if cf, err := img.ConfigFile(); err != nil || cf.Architecture != "arm64" {
 		t.Errorf("pulled linux/arm64 config: %+v, %v", cf, err)
+	}
+	// The attestations travel with the index: the pushed one has each platform's SBOM.
+	for _, arch := range []string{"amd64", "arm64"} {
+		local, err1 := SBOM(idx, v1.Platform{OS: "linux", Architecture: arch})
+		pushed, err2 := SBOM(got, v1.Platform{OS: "linux", Architecture: arch})
+		if err1 != nil || err2 != nil || !bytes.Equal(local, pushed) {
+			t.Errorf("SBOM of linux/%s after the push: %v, %v", arch, err1, err2)
+		}
 	}
 }
 
