@@ -643,10 +643,26 @@ func TestBuildRejects(t *testing.T) {
 	t.Parallel()
 	base := testConfig(t)
 	bins := tinyBinaries(t)
+	// The tiny binary with its build info's magic overwritten: a static ELF that is not a Go binary.
+	raw, err := os.ReadFile(bins["amd64"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	magic := []byte("\xff Go buildinf:")
+	if !bytes.Contains(raw, magic) {
+		t.Fatal("no build info magic in the test binary")
+	}
+	notGo := filepath.Join(t.TempDir(), "not-go")
+	if err := os.WriteFile(notGo, bytes.ReplaceAll(raw, magic, []byte("\xff Go nothing:.")), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cases := map[string]struct {
 		mod  func(c *Config)
 		want string
 	}{
+		"no Go build info": {func(c *Config) {
+			c.Binaries = []Binary{{Platform: v1.Platform{OS: "linux", Architecture: "amd64"}, Path: notGo}}
+		}, "reading Go build info of " + notGo},
 		"amd64 binary as arm64": {func(c *Config) {
 			c.Binaries = []Binary{{Platform: v1.Platform{OS: "linux", Architecture: "arm64"}, Path: bins["amd64"]}}
 		}, "ELF machine is EM_X86_64, want EM_AARCH64"},
