@@ -378,7 +378,10 @@ func TestSBOMOfConnector(t *testing.T) {
 		})
 	}
 
-	_, again := buildLayout(t, cfg)
+	again, err := Build(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	d1, _ := idx.Digest()
 	d2, _ := again.Digest()
 	if d1 != d2 {
