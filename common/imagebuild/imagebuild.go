@@ -173,7 +173,7 @@ func Build(cfg Config) (v1.ImageIndex, error) {
 			Add:        img,
 			Descriptor: v1.Descriptor{Platform: &plat},
 		})
-		bi, err := readBuildInfo(b.Path)
+		bi, err := readBuildInfo(b.Path, bin)
 		if err != nil {
 			return nil, err
 		}

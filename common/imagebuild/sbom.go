@@ -1,6 +1,7 @@
 package imagebuild
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"debug/buildinfo"
 	"encoding/base64"
@@ -83,9 +84,10 @@ type spdxRelationship struct {
 	Comment string `json:"comment,omitempty"`
 }
 
-// readBuildInfo returns the Go build info embedded in the binary at path.
-func readBuildInfo(path string) (*debug.BuildInfo, error) {
-	bi, err := buildinfo.ReadFile(path)
+// readBuildInfo returns the Go build info embedded in bin, the contents of the binary at path: the
+// bytes that go into the image, so the SBOM is about exactly them.
+func readBuildInfo(path string, bin []byte) (*debug.BuildInfo, error) {
+	bi, err := buildinfo.Read(bytes.NewReader(bin))
 	if err != nil {
 		return nil, fmt.Errorf("reading Go build info of %s: %w", path, err)
 	}
