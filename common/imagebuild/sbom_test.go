@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"golang.org/x/mod/modfile"
 )
 
 // spdxDoc is how a consumer reads the SBOM: the SPDX 2.3 JSON field names, written down here
@@ -397,26 +397,12 @@ func TestSBOMOfConnector(t *testing.T) {
 // replacement's); the Go version is the toolchain's.
 func checkSBOMAgainstModule(t *testing.T, doc *spdxDoc, dir, connector string) {
 	t.Helper()
-	gomod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mf, err := modfile.Parse("go.mod", gomod, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	required := map[string]string{}
-	for _, r := range mf.Require {
-		required[r.Mod.Path] = r.Mod.Version
-	}
-	replaced := map[string]*modfile.Replace{}
-	for _, r := range mf.Replace {
-		replaced[r.Old.Path] = r
-	}
+	mod := readGoMod(t, filepath.Join(dir, "go.mod"))
+	required, replaced := mod.require, mod.replace
 	gosum := readGoSum(t, filepath.Join(dir, "go.sum"))
 	pkgs, described := doc.packages(t)
-	if described != mf.Module.Mod.Path {
-		t.Errorf("SBOM describes %q, want the module %s", described, mf.Module.Mod.Path)
+	if described != mod.module {
+		t.Errorf("SBOM describes %q, want the module %s", described, mod.module)
 	}
 	goVersion, err := exec.Command("go", "env", "GOVERSION").Output()
 	if err != nil {
@@ -447,7 +433,7 @@ func checkSBOMAgainstModule(t *testing.T, doc *spdxDoc, dir, connector string) {
 		}
 	}
 	for name, p := range pkgs {
-		if name == "stdlib" || name == mf.Module.Mod.Path {
+		if name == "stdlib" || name == mod.module {
 			continue
 		}
 		v, ok := required[name]
@@ -455,8 +441,8 @@ func checkSBOMAgainstModule(t *testing.T, doc *spdxDoc, dir, connector string) {
 			t.Errorf("SBOM lists %s %s, which go.mod does not require", name, p.version)
 			continue
 		}
-		if r := replaced[name]; r != nil {
-			v = r.New.Version
+		if r, ok := replaced[name]; ok {
+			v = r
 			if v == "" { // a directory: the toolchain records "(devel)"
 				v = "(devel)"
 			}
@@ -465,6 +451,67 @@ func checkSBOMAgainstModule(t *testing.T, doc *spdxDoc, dir, connector string) {
 			t.Errorf("SBOM lists %s %q, go.mod says %q", name, p.version, v)
 		}
 	}
+}
+
+// goMod is what the tests need of a go.mod file.
+type goMod struct {
+	module  string
+	require map[string]string // module path -> version
+	replace map[string]string // module path -> replacement version, "" for a directory
+}
+
+// readGoMod reads the module, require and replace directives of a go.mod file, single-line or in
+// blocks (enough for the go.mod files the go command writes; quoted paths are not handled).
+func readGoMod(t *testing.T, path string) goMod {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := goMod{require: map[string]string{}, replace: map[string]string{}}
+	block := ""
+	for line := range strings.Lines(string(b)) {
+		line, _, _ = strings.Cut(line, "//")
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 0:
+			continue
+		case block != "" && f[0] == ")":
+			block = ""
+			continue
+		case block == "" && len(f) == 2 && f[1] == "(":
+			block = f[0]
+			continue
+		}
+		verb := block
+		if verb == "" {
+			verb, f = f[0], f[1:]
+		}
+		switch verb {
+		case "module":
+			m.module = f[0]
+		case "require":
+			if len(f) != 2 {
+				t.Fatalf("%s: require line %q", path, line)
+			}
+			m.require[f[0]] = f[1]
+		case "replace":
+			old, repl, ok := strings.Cut(strings.Join(f, " "), "=>")
+			nf := strings.Fields(repl)
+			if !ok || len(nf) == 0 || len(nf) > 2 {
+				t.Fatalf("%s: replace line %q", path, line)
+			}
+			v := ""
+			if len(nf) == 2 {
+				v = nf[1]
+			}
+			m.replace[strings.Fields(old)[0]] = v
+		}
+	}
+	if m.module == "" || len(m.require) == 0 {
+		t.Fatalf("%s: no module or no requirements found", path)
+	}
+	return m
 }
 
 // readGoSum returns the h1: hash of each "module version" line of a go.sum file (not the /go.mod lines).
@@ -482,4 +529,41 @@ func readGoSum(t *testing.T, path string) map[string]string {
 		}
 	}
 	return out
+}
+
+func TestReadGoMod(t *testing.T) {
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "go.mod")
+	src := `module example.test/app // the app
+
+go 1.26.0
+
+require example.test/one v1.0.0
+
+require (
+	example.test/two v2.0.0+incompatible
+	example.test/three v0.0.0-20240101000000-0123456789ab // indirect
+)
+
+replace example.test/one => ../one
+
+replace (
+	example.test/two v2.0.0+incompatible => example.test/fork v2.0.1
+)
+`
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := readGoMod(t, p)
+	want := goMod{
+		module: "example.test/app",
+		require: map[string]string{
+			"example.test/one": "v1.0.0", "example.test/two": "v2.0.0+incompatible",
+			"example.test/three": "v0.0.0-20240101000000-0123456789ab",
+		},
+		replace: map[string]string{"example.test/one": "", "example.test/two": "v2.0.1"},
+	}
+	if m.module != want.module || !maps.Equal(m.require, want.require) || !maps.Equal(m.replace, want.replace) {
+		t.Errorf("readGoMod = %+v, want %+v", m, want)
+	}
 }
