@@ -353,7 +353,8 @@ func TestSBOMOfConnector(t *testing.T) {
 		out := filepath.Join(dir, arch, connector)
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, ".")
 		cmd.Dir = src
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch, "GOWORK=off", "GOFLAGS=")
+		// The environment's GOFLAGS stay, as for make images.
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch, "GOWORK=off")
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("building %s for %s: %v\n%s", connector, arch, err, b)
 		}
