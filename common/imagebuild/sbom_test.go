@@ -405,7 +405,10 @@ func checkSBOMAgainstModule(t *testing.T, doc *spdxDoc, dir, connector string) {
 	if described != mod.module {
 		t.Errorf("SBOM describes %q, want the module %s", described, mod.module)
 	}
-	goVersion, err := exec.Command("go", "env", "GOVERSION").Output()
+	goEnv := exec.Command("go", "env", "GOVERSION") // in the module: its toolchain line counts
+	goEnv.Dir = dir
+	goEnv.Env = append(os.Environ(), "GOWORK=off")
+	goVersion, err := goEnv.Output()
 	if err != nil {
 		t.Fatal(err)
 	}
