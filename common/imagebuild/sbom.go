@@ -97,19 +97,20 @@ func readBuildInfo(path string, bin []byte) (*debug.BuildInfo, error) {
 	return bi, nil
 }
 
-// sbom returns the SPDX document, as indented JSON, of the binary bin (whose build info is bi) installed
+// sbom returns the SPDX document, as JSON, of the binary bin (whose build info is bi) installed
 // in cfg's image for platform plat.
 func sbom(cfg *Config, plat v1.Platform, bin []byte, bi *debug.BuildInfo) ([]byte, error) {
 	binSum := sha256.Sum256(bin)
 	binHex := hex.EncodeToString(binSum[:])
 	platName := plat.String()
 
-	main := spdxPackage{
-		Name:             bi.Main.Path,
-		SPDXID:           spdxMainID,
-		VersionInfo:      cfg.Version,
-		PackageFileName:  Entrypoint(cfg.Name),
-		DownloadLocation: noAssertion,
+	app := spdxPackage{
+		Name:            bi.Main.Path,
+		SPDXID:          spdxMainID,
+		VersionInfo:     cfg.Version,
+		PackageFileName: Entrypoint(cfg.Name),
+		// The repository at the revision the binary was built from (cfg.check requires both).
+		DownloadLocation: "git+" + cfg.Source + "@" + cfg.Revision,
 		Checksums:        []spdxChecksum{{Algorithm: "SHA256", ChecksumValue: binHex}},
 		LicenseConcluded: noAssertion,
 		LicenseDeclared:  cfg.Licenses,
@@ -118,9 +119,6 @@ func sbom(cfg *Config, plat v1.Platform, bin []byte, bi *debug.BuildInfo) ([]byt
 			cfg.Name, cfg.Version, platName, cfg.Revision, bi.GoVersion, buildSettings(bi)),
 		ExternalRefs:          []spdxExternalRef{purlRef(bi.Main.Path, cfg.Version)},
 		PrimaryPackagePurpose: "APPLICATION",
-	}
-	if cfg.Source != "" {
-		main.DownloadLocation = "git+" + cfg.Source + "@" + cfg.Revision
 	}
 	stdlib := spdxPackage{
 		Name:                  "stdlib",
@@ -147,7 +145,7 @@ func sbom(cfg *Config, plat v1.Platform, bin []byte, bi *debug.BuildInfo) ([]byt
 			Creators: []string{spdxCreator},
 			Comment:  "generated from the Go build info of " + Entrypoint(cfg.Name) + " at image build time",
 		},
-		Packages: []spdxPackage{main, stdlib},
+		Packages: []spdxPackage{app, stdlib},
 		Relationships: []spdxRelationship{
 			{Element: spdxDocID, Type: "DESCRIBES", Related: spdxMainID},
 			{Element: spdxMainID, Type: "DEPENDS_ON", Related: spdxStdlibID},
@@ -160,11 +158,11 @@ func sbom(cfg *Config, plat v1.Platform, bin []byte, bi *debug.BuildInfo) ([]byt
 		doc.Packages = append(doc.Packages, p)
 		doc.Relationships = append(doc.Relationships, spdxRelationship{Element: spdxMainID, Type: "DEPENDS_ON", Related: p.SPDXID})
 	}
-	b, err := json.MarshalIndent(doc, "", "  ")
+	b, err := json.Marshal(doc)
 	if err != nil {
 		return nil, fmt.Errorf("encoding SBOM of %s for %s: %w", cfg.Name, platName, err)
 	}
-	return append(b, '\n'), nil
+	return b, nil
 }
 
 // modulePackage describes the module d linked into a binary. A replaced module keeps its own path as
