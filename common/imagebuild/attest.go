@@ -44,13 +44,17 @@ type inTotoSubject struct {
 }
 
 // AttestedImage reports whether d, an entry of an image index, is an attestation manifest (the SBOM of
-// an image) rather than a platform's image, and if so the digest of the image it is about.
+// an image) rather than a platform's image, and if so the digest of the image it is about (zero when
+// its annotation holds none).
 func AttestedImage(d v1.Descriptor) (v1.Hash, bool) {
 	if d.Annotations[annotationRefType] != refTypeAttestation {
 		return v1.Hash{}, false
 	}
 	h, err := v1.NewHash(d.Annotations[annotationRefDigest])
-	return h, err == nil
+	if err != nil {
+		return v1.Hash{}, true
+	}
+	return h, true
 }
 
 // attestation returns the index entry holding sbomDoc for img, the image of cfg for plat.
