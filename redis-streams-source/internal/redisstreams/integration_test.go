@@ -504,3 +504,97 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 		t.Logf("errors during the failover (retried): %v", err)
 	}
 }
+
+// The backlog when entries are trimmed or deleted past the group's position (where Redis 7.0 reports a
+// NULL lag, or one that counts the trimmed entries, even after the group has read everything): exact
+// when the group's position is before the first entry or after the last, otherwise never below what the
+// group can still read and never above the stream's length.
+func TestIntegrationBacklogTrimmedPastTheGroup(t *testing.T) {
+	srv := redistest.Shared(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	stream := redistest.Name(t)
+	cfg := testConfig(srv.URL(), stream)
+	cfg.ReadCount = 5
+	d := openTest(ctx, t, cfg)
+	publishN(t, c, stream, 100, "t")
+	var held []*source.Message
+	read := func(n int) {
+		t.Helper()
+		got, err := receiveUntil(t, d, n, 10*time.Second)
+		if len(got) != n {
+			t.Fatalf("received %d of %d (%v)", len(got), n, err)
+		}
+		held = append(held, got...)
+	}
+	// truth is what the group can still read plus its pending count, counted entry by entry.
+	truth := func() int64 {
+		t.Helper()
+		gs, err := c.XInfoGroups(ctx, stream).Result()
+		if err != nil || len(gs) != 1 {
+			t.Fatalf("XINFO GROUPS: %v %v", gs, err)
+		}
+		after, err := c.XRange(ctx, stream, "("+gs[0].LastDeliveredID, "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("redis: last-delivered-id %s entries-read %d lag %d pending %d; %d entries after it",
+			gs[0].LastDeliveredID, gs[0].EntriesRead, gs[0].Lag, gs[0].Pending, len(after))
+		return int64(len(after)) + gs[0].Pending
+	}
+	check := func(step string, exact bool) {
+		t.Helper()
+		want := truth()
+		got, err := d.Backlog(ctx)
+		if err != nil {
+			t.Fatalf("%s: backlog: %v", step, err)
+		}
+		length, _ := c.XLen(ctx, stream).Result()
+		pending := int64(len(pendingOf(t, c, stream)))
+		t.Logf("%s: backlog %d, truth %d (length %d, pending %d)", step, got, want, length, pending)
+		switch {
+		case exact && got != want:
+			t.Errorf("%s: backlog %d, want exactly %d", step, got, want)
+		case got < want:
+			t.Errorf("%s: backlog %d is below what is left (%d)", step, got, want)
+		case got > length+pending:
+			t.Errorf("%s: backlog %d is above the stream's length plus pending (%d)", step, got, length+pending)
+		}
+	}
+
+	read(10)
+	check("10 of 100 read", true)
+	// Trimmed past the group: its lag still counts the 40 trimmed entries it never read.
+	if err := c.XTrimMaxLen(ctx, stream, 50).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("trimmed to the last 50, past the group", true)
+	// Reading on from inside the stream: Redis keeps counting the trimmed entries.
+	read(5)
+	check("5 more read", false)
+	// An entry deleted after the group's position: Redis's lag turns NULL.
+	last, err := c.XRevRangeN(ctx, stream, "+", "-", 1).Result()
+	if err != nil || len(last) != 1 {
+		t.Fatalf("XREVRANGE: %v %v", last, err)
+	}
+	if err := c.XDel(ctx, stream, last[0].ID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("the last entry deleted", false)
+	// Everything read and acked: nothing is left, whatever Redis's lag says.
+	read(44)
+	if err := d.Ack(ctx, handles(held)); err != nil {
+		t.Fatal(err)
+	}
+	check("everything read and acked", true)
+	// Trimmed past the group with deleted entries: the stream's length is exact.
+	ids := publishN(t, c, stream, 30, "u")
+	if err := c.XDel(ctx, stream, ids[25]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("29 new entries after a deletion", false)
+	if err := c.XTrimMaxLen(ctx, stream, 20).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("new entries, one deleted, trimmed to 20", true)
+}
