@@ -65,6 +65,9 @@ type Options struct {
 	TLS bool
 	// RequireClientCert makes the TLS server demand a client certificate signed by the CA.
 	RequireClientCert bool
+	// Certs, with TLS, are the certificates to serve (one CA for several servers, as a cluster or a
+	// sentinel deployment needs); nil generates new ones.
+	Certs *Certs
 	// Password sets requirepass.
 	Password string
 	// AppendOnly persists every write (appendfsync always), so a kill -9 and Restart keep the data.
@@ -110,18 +113,15 @@ func newServer(dir string, opts Options) (*Server, error) {
 		s.args = append(s.args, "--appendonly", "no")
 	}
 	if opts.TLS {
-		certs, err := NewCerts(dir)
-		if err != nil {
-			return nil, err
+		certs := opts.Certs
+		if certs == nil {
+			if certs, err = NewCerts(dir); err != nil {
+				return nil, err
+			}
 		}
 		s.Certs = certs
-		auth := "no"
-		if opts.RequireClientCert {
-			auth = "yes"
-		}
-		s.args = append(s.args, "--port", "0", "--tls-port", strconv.Itoa(port),
-			"--tls-cert-file", certs.ServerCertFile, "--tls-key-file", certs.ServerKeyFile,
-			"--tls-ca-cert-file", certs.CAFile, "--tls-auth-clients", auth)
+		s.args = append(s.args, "--port", "0", "--tls-port", strconv.Itoa(port))
+		s.args = append(s.args, certs.serverArgs(opts.RequireClientCert)...)
 	} else {
 		s.args = append(s.args, "--port", strconv.Itoa(port))
 	}

@@ -598,3 +598,151 @@ func TestIntegrationBacklogTrimmedPastTheGroup(t *testing.T) {
 	}
 	check("new entries, one deleted, trimmed to 20", true)
 }
+
+// refused checks that a driver with cfg cannot reach Redis: Check fails with a clear error, classified
+// as want when want >= 0, and nothing is read.
+func refused(ctx context.Context, t *testing.T, cfg Config, want source.Code) {
+	t.Helper()
+	d := openTest(ctx, t, cfg)
+	err := d.Check(ctx)
+	if err == nil {
+		t.Fatal("connected")
+	}
+	if want >= 0 && source.Classify(d, err) != want {
+		t.Errorf("classified %s, want %s: %v", source.Classify(d, err), want, err)
+	}
+	t.Logf("refused: %v (%s)", err, source.Classify(d, err))
+	if msgs, err := d.Receive(ctx, 10); err == nil || len(msgs) > 0 {
+		t.Errorf("Receive after a refused connection: %d messages, %v", len(msgs), err)
+	}
+}
+
+// TLS in cluster mode: every node serves TLS only (clients, replication and the cluster bus), demands
+// a client certificate and announces itself by IP, which its certificate carries.
+func TestIntegrationClusterTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test skipped in -short mode")
+	}
+	start := time.Now()
+	cl := redistest.StartClusterWith(t, redistest.ClusterOptions{TLS: true})
+	t.Logf("TLS cluster up in %s", time.Since(start).Round(time.Millisecond))
+	c := cl.Client(t)
+	ctx := context.Background()
+	wrong, err := redistest.NewCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := redistest.Name(t)
+	streams := []string{"{" + base + "}:eu", "{" + base + "}:us"}
+	baseConfig := func() Config {
+		cfg := testConfig("", strings.Join(streams, ","))
+		cfg.URL, cfg.Addrs, cfg.Mode = "", strings.Join(cl.Addrs[:2], ","), ModeCluster
+		cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = cl.Certs.CAFile, cl.Certs.ClientCertFile, cl.Certs.ClientKeyFile
+		return cfg
+	}
+
+	t.Run("right CA", func(t *testing.T) {
+		d := openTest(ctx, t, baseConfig())
+		if err := d.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range streams {
+			publishN(t, c, s, 20, s)
+		}
+		got, err := receiveUntil(t, d, 40, 20*time.Second)
+		if len(got) != 40 {
+			t.Fatalf("received %d of 40 over TLS from the cluster (%v)", len(got), err)
+		}
+		if n, err := d.Backlog(ctx); n != 40 || err != nil {
+			t.Errorf("backlog %d, %v; want 40 pending", n, err)
+		}
+		if err := d.Ack(ctx, handles(got)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := d.Backlog(ctx); n != 0 || err != nil {
+			t.Errorf("backlog after acking everything: %d, %v", n, err)
+		}
+	})
+	t.Run("rediss URL", func(t *testing.T) {
+		cfg := baseConfig()
+		cfg.URL, cfg.Addrs = config.Secret("rediss://"+cl.Addrs[2]), ""
+		if err := openTest(ctx, t, cfg).Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		mutate func(c *Config)
+		want   source.Code
+	}{
+		{"wrong CA", func(c *Config) { c.TLSCAFile = wrong.CAFile }, source.PermissionDenied},
+		{"no client certificate", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "", "" }, -1},
+		{"plain text", func(c *Config) { c.TLSCAFile, c.TLSCertFile, c.TLSKeyFile = "", "", "" }, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig()
+			tc.mutate(&cfg)
+			refused(ctx, t, cfg, tc.want)
+		})
+	}
+}
+
+// TLS in sentinel mode: the sentinels and the servers they watch serve TLS only and demand a client
+// certificate; the sentinels also demand an ACL user of their own (REDIS_SENTINEL_USERNAME).
+func TestIntegrationSentinelTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sentinel test skipped in -short mode")
+	}
+	start := time.Now()
+	sn := redistest.StartSentinelWith(t, redistest.SentinelOptions{TLS: true, Username: "watcher", Password: "sentinel-s3cret"})
+	t.Logf("TLS sentinels up in %s", time.Since(start).Round(time.Millisecond))
+	c := sn.Client(t)
+	ctx := context.Background()
+	wrong, err := redistest.NewCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := redistest.Name(t)
+	baseConfig := func() Config {
+		cfg := testConfig("", stream)
+		cfg.URL, cfg.Addrs, cfg.Mode, cfg.SentinelMaster = "", strings.Join(sn.SentinelAddrs, ","), ModeSentinel, sn.MasterName
+		cfg.SentinelUsername, cfg.SentinelPassword = "watcher", "sentinel-s3cret"
+		cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = sn.Certs.CAFile, sn.Certs.ClientCertFile, sn.Certs.ClientKeyFile
+		return cfg
+	}
+
+	t.Run("right CA and sentinel user", func(t *testing.T) {
+		d := openTest(ctx, t, baseConfig())
+		if err := d.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+		publishN(t, c, stream, 10, "tls")
+		got, err := receiveUntil(t, d, 10, 10*time.Second)
+		if len(got) != 10 {
+			t.Fatalf("received %d of 10 over TLS through the sentinels (%v)", len(got), err)
+		}
+		if err := d.Ack(ctx, handles(got)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := d.Backlog(ctx); n != 0 || err != nil {
+			t.Errorf("backlog after acking everything: %d, %v", n, err)
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		mutate func(c *Config)
+		want   source.Code
+	}{
+		{"wrong CA", func(c *Config) { c.TLSCAFile = wrong.CAFile }, source.PermissionDenied},
+		{"wrong sentinel password", func(c *Config) { c.SentinelPassword = "wrong" }, source.PermissionDenied},
+		{"sentinel password without the user", func(c *Config) { c.SentinelUsername = "" }, source.PermissionDenied},
+		{"no client certificate", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "", "" }, -1},
+		{"plain text", func(c *Config) { c.TLSCAFile, c.TLSCertFile, c.TLSKeyFile = "", "", "" }, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig()
+			tc.mutate(&cfg)
+			refused(ctx, t, cfg, tc.want)
+		})
+	}
+}
