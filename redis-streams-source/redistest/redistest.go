@@ -1,6 +1,7 @@
 // Package redistest runs real Redis servers (the redis-server, redis-cli and redis-sentinel binaries that
-// `make deps` installs) on free loopback ports for tests: a standalone server, with TLS if asked, a
-// 6-node cluster, and a master + replica watched by 3 sentinels. Every process runs in its own temporary
+// `make deps` installs) on free loopback ports for tests: a standalone server, a 6-node cluster, and a
+// master + replica watched by 3 sentinels, each with TLS if asked (certificates generated for the test,
+// with 127.0.0.1 as an IP SAN, one CA per deployment). Every process runs in its own temporary
 // directory and is stopped by its PID when the test ends. Tests are skipped only when
 // SKIP_BROKER_TESTS=1; a missing binary fails them with the command that fixes it.
 //

@@ -670,12 +670,24 @@ func TestIntegrationClusterTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("a server name every node certificate carries", func(t *testing.T) {
+		cfg := baseConfig()
+		cfg.TLSServerName = "localhost"
+		d := openTest(ctx, t, cfg)
+		if err := d.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Backlog(ctx); err != nil { // reaches the node owning the streams' slot
+			t.Fatal(err)
+		}
+	})
 	for _, tc := range []struct {
 		name   string
 		mutate func(c *Config)
 		want   source.Code
 	}{
 		{"wrong CA", func(c *Config) { c.TLSCAFile = wrong.CAFile }, source.PermissionDenied},
+		{"a server name the certificates do not carry", func(c *Config) { c.TLSServerName = "redis.example.com" }, source.PermissionDenied},
 		{"no client certificate", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "", "" }, -1},
 		{"plain text", func(c *Config) { c.TLSCAFile, c.TLSCertFile, c.TLSKeyFile = "", "", "" }, -1},
 	} {
