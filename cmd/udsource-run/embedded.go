@@ -71,12 +71,9 @@ func startEmbedded(c *config, env []string, stderr io.Writer) (*embeddedRedis, [
 	}
 	e := &embeddedRedis{srv: srv, pendingRefresh: embeddedPendingRefresh}
 	if v, ok := lookup(env, "PENDING_REFRESH"); ok {
-		// The user's own value; an unparsable one is the connector's to refuse.
-		d, err := time.ParseDuration(v)
+		// The user's own value (an invalid one is the connector's to refuse: no wait then).
+		d, _ := time.ParseDuration(v)
 		e.pendingRefresh = min(max(d, 0), maxSummaryWait)
-		if err != nil {
-			e.pendingRefresh = 0
-		}
 	}
 	return e, out, nil
 }
