@@ -447,7 +447,7 @@ func TestBacklogErrors(t *testing.T) {
 // miniredis reports the stream's length as every group's lag, read or not (and no stream counters):
 // once the group has delivered everything the backlog is its pending count alone, whatever the lag.
 func TestBacklogDrainedIsZeroWhateverTheLag(t *testing.T) {
-	d, _, c, _ := miniDriver(t, nil)
+	d, _, c, _ := miniDriver(t, func(c *Config) { c.ClaimMinIdle = time.Hour })
 	ctx := context.Background()
 	for i := range 100 {
 		add(t, c, "s", "data", fmt.Sprint(i))
