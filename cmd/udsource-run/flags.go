@@ -84,7 +84,7 @@ flags:
 	fs.BoolVar(&c.childLogs, "child-logs", false, "let the connector write to this terminal instead of a log file")
 	fs.DurationVar(&c.startTimeout, "start-timeout", 30*time.Second, "how long to wait for the source to be ready")
 	fs.DurationVar(&c.stopTimeout, "stop-timeout", 30*time.Second, "how long the connector may take to exit after SIGTERM")
-	fs.StringVar(&c.embedded, "embedded", "", "start an embedded broker for the connector: redis (miniredis seeded with --embedded-messages entries; skipped when REDIS_URL or REDIS_ADDRS is set)")
+	fs.StringVar(&c.embedded, "embedded", "", "start an embedded broker for the connector: redis (miniredis seeded with --embedded-messages entries, PENDING_REFRESH=200ms so the summary's pending is read after the last ack; skipped when REDIS_URL or REDIS_ADDRS is set)")
 	fs.IntVar(&c.embeddedCount, "embedded-messages", 100000, "entries seeded into the embedded broker")
 	fs.IntVar(&c.embeddedBytes, "embedded-payload-bytes", 64, "payload size of the seeded entries")
 	fs.DurationVar(&c.progressEvery, "progress-every", 0, "progress line interval; 0 = 500ms on a terminal, 5s otherwise")

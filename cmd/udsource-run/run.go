@@ -72,7 +72,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "udsource-run: started %s (pid %d), logs in %s\n", c.command[0], ch.cmd.Process.Pid, where)
 	}
 
-	code, stats := drive(stopCtx, c, ch, socket, serverInfo, stdout, stderr)
+	code, stats := drive(stopCtx, c, ch, socket, serverInfo, emb.summaryWait(), stdout, stderr)
 
 	if ch != nil {
 		childErr, inTime := ch.stop(c.stopTimeout)
@@ -103,7 +103,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 
 // drive dials the source and plays numa until stopCtx ends, a stop condition is met or something
 // fails. It returns the exit status so far and the final stats (nil when the loop never ran).
-func drive(stopCtx context.Context, c *config, ch *child, socket, serverInfo string, stdout, stderr io.Writer) (int, *numatest.Stats) {
+// settle is waited before the summary's pending figure is asked for (see embeddedRedis.summaryWait).
+func drive(stopCtx context.Context, c *config, ch *child, socket, serverInfo string, settle time.Duration, stdout, stderr io.Writer) (int, *numatest.Stats) {
 	// A child that exits early ends the wait for it at once.
 	dialCtx, cancelDial := context.WithTimeout(stopCtx, c.startTimeout)
 	defer cancelDial()
@@ -157,6 +158,7 @@ func drive(stopCtx context.Context, c *config, ch *child, socket, serverInfo str
 	disp.close()
 	if err == nil {
 		// The summary shows the backlog as it is now, not as of the last scheduled PendingFn.
+		time.Sleep(settle) // at most maxSummaryWait; a second Ctrl-C still ends the runner at once
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(stopCtx), 5*time.Second)
 		p, perr := client.Pending(pctx)
 		cancel()
