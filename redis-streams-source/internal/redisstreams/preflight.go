@@ -74,7 +74,7 @@ func (d *driver) Preflight(ctx context.Context) []source.Check {
 	for _, s := range d.streams {
 		checks = append(checks, d.groupCheck(ctx, s))
 		for _, p := range d.probes(s) {
-			err := refused(d.api.Do(ctx, p.args...).Err())
+			err := probeOutcome(d.api.Do(ctx, p.args...).Err())
 			fix := d.fixFor(err, p.acl)
 			if fix != "" && p.note != "" {
 				fix += " (" + p.note + ")"
@@ -83,7 +83,7 @@ func (d *driver) Preflight(ctx context.Context) []source.Check {
 		}
 	}
 	if d.dlq != "" {
-		err := refused(d.api.Do(ctx, "XADD", d.dlq, "MAXLEN", notANumber, "*", "f", "v").Err())
+		err := probeOutcome(d.api.Do(ctx, "XADD", d.dlq, "MAXLEN", notANumber, "*", "f", "v").Err())
 		checks = append(checks, source.Check{Name: "XADD on the dead-letter stream " + d.dlq, Err: err, Fix: d.fixFor(err, "+xadd")})
 	}
 	return checks
@@ -105,9 +105,9 @@ func (d *driver) groupCheck(ctx context.Context, s string) source.Check {
 	return source.Check{Name: name}
 }
 
-// refused turns a probe's reply into the check's outcome: Redis's refusal of the argument means the
+// probeOutcome turns a probe's reply into the check's outcome: Redis's refusal of the argument means the
 // command was allowed; NOPERM, and a connection that failed, do not.
-func refused(err error) error {
+func probeOutcome(err error) error {
 	var rerr redis.Error
 	if err == nil || errors.As(err, &rerr) && !strings.HasPrefix(rerr.Error(), "NOPERM") {
 		return nil
