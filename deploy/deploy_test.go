@@ -124,6 +124,12 @@ func monoVertexBase(t rep, dir string) string {
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
+	done := false
+	defer func() {
+		if !done { // a Fatalf on the way
+			os.RemoveAll(tmp)
+		}
+	}()
 	files, _ := filepath.Glob(filepath.Join(dir, "*"))
 	for _, f := range files {
 		if st, err := os.Stat(f); err != nil || st.IsDir() {
@@ -151,7 +157,7 @@ func monoVertexBase(t rep, dir string) string {
 	for _, r := range res {
 		name, _ := r.(string)
 		body, _ := os.ReadFile(filepath.Join(tmp, name))
-		if regexp.MustCompile(`(?m)^kind:\s*Pipeline\s*$`).Match(body) {
+		if pipelineKind.Match(body) {
 			continue
 		}
 		out = append(out, r)
@@ -163,8 +169,11 @@ func monoVertexBase(t rep, dir string) string {
 	if err := os.WriteFile(kpath, raw, 0o644); err != nil {
 		t.Fatalf("%v", err)
 	}
+	done = true
 	return tmp
 }
+
+var pipelineKind = regexp.MustCompile(`(?m)^kind:\s*Pipeline\s*$`)
 
 // checkMonoVertex checks the base dir run as a MonoVertex (monoVertexBase): it renders exactly one
 // MonoVertex, with a sink and scale.max, and no Pipeline, and passes every check of checkConnector.

@@ -125,8 +125,10 @@ func renderWith(t rep, dir string, components ...string) *rendered {
 
 // metaLabel is the name Prometheus's Kubernetes discovery gives pod label key.
 func metaLabel(key string) string {
-	return "__meta_kubernetes_pod_label_" + regexp.MustCompile(`[^a-zA-Z0-9_]`).ReplaceAllString(key, "_")
+	return "__meta_kubernetes_pod_label_" + notLabelChar.ReplaceAllString(key, "_")
 }
+
+var notLabelChar = regexp.MustCompile(`[^a-zA-Z0-9_]`)
 
 // checkScraping builds dir with both scraping components and checks that the PodMonitor selects the
 // pods of the connector's udsource (and no other pod of the base), scrapes the udsource container on the
