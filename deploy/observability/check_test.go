@@ -151,8 +151,15 @@ type dashboard struct {
 }
 
 type panel struct {
+	ID      int     `json:"id"`
 	Title   string  `json:"title"`
 	Type    string  `json:"type"`
+	GridPos struct {
+		X int `json:"x"`
+		Y int `json:"y"`
+		W int `json:"w"`
+		H int `json:"h"`
+	} `json:"gridPos"`
 	Panels  []panel `json:"panels"`
 	Targets []struct {
 		Expr string `json:"expr"`
@@ -197,9 +204,17 @@ func checkDashboard(d *dashboard, exp exportedSeries, target map[string]bool) []
 			problems = append(problems, fmt.Sprintf("dashboard has no %s variable", name))
 		}
 	}
+	ids := map[int]bool{}
 	var walk func(ps []panel)
 	walk = func(ps []panel) {
 		for _, p := range ps {
+			if ids[p.ID] {
+				problems = append(problems, fmt.Sprintf("panel %q: id %d is not unique", p.Title, p.ID))
+			}
+			ids[p.ID] = true
+			if g := p.GridPos; g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 {
+				problems = append(problems, fmt.Sprintf("panel %q: gridPos %+v is outside Grafana's 24 columns", p.Title, g))
+			}
 			if p.Type == "row" {
 				walk(p.Panels)
 				continue
@@ -458,6 +473,8 @@ func TestExprChecksCatchMistakes(t *testing.T) {
 		"does not filter by $vertex",
 		"has the label reason it groups or matches on",
 		`panel "empty" has no query`,
+		"is not unique",
+		"is outside Grafana's 24 columns",
 		"variable connector: no series",
 		"dashboard has no pipeline variable",
 	} {
