@@ -151,9 +151,9 @@ type dashboard struct {
 }
 
 type panel struct {
-	ID      int     `json:"id"`
-	Title   string  `json:"title"`
-	Type    string  `json:"type"`
+	ID      int    `json:"id"`
+	Title   string `json:"title"`
+	Type    string `json:"type"`
 	GridPos struct {
 		X int `json:"x"`
 		Y int `json:"y"`
