@@ -171,6 +171,21 @@ var dashboardVars = []string{"connector", "pipeline", "vertex"}
 
 var labelValues = regexp.MustCompile(`^\s*label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*$`)
 
+// variableQuery is the query of a template variable: a string, or an object with a query.
+func variableQuery(raw json.RawMessage) (string, error) {
+	var q string
+	if err := json.Unmarshal(raw, &q); err == nil {
+		return q, nil
+	}
+	var obj struct {
+		Query string `json:"query"`
+	}
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return "", fmt.Errorf("query is neither a string nor an object with a query: %s", raw)
+	}
+	return obj.Query, nil
+}
+
 // checkDashboard checks every query of the dashboard: panels and template variables.
 func checkDashboard(d *dashboard, exp exportedSeries, target map[string]bool) []string {
 	var problems []string
@@ -180,16 +195,10 @@ func checkDashboard(d *dashboard, exp exportedSeries, target map[string]bool) []
 		if v.Type != "query" {
 			continue
 		}
-		var q string
-		if err := json.Unmarshal(v.Query, &q); err != nil {
-			var obj struct {
-				Query string `json:"query"`
-			}
-			if err := json.Unmarshal(v.Query, &obj); err != nil {
-				problems = append(problems, fmt.Sprintf("variable %s: query is neither a string nor an object with a query: %s", v.Name, v.Query))
-				continue
-			}
-			q = obj.Query
+		q, err := variableQuery(v.Query)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("variable %s: %v", v.Name, err))
+			continue
 		}
 		m := labelValues.FindStringSubmatch(q)
 		if m == nil {

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +30,7 @@ type exportedSeries map[string]map[string]bool
 var (
 	exportedOnce sync.Once
 	exportedSet  exportedSeries
+	exportedRaw  []sample // the last scrape of every run, with the target labels a PodMonitor adds
 	exportedErr  error
 	binDir       string // binaries built for the scrape; removed by TestMain
 )
@@ -53,14 +57,29 @@ func TestMain(m *testing.M) {
 //     readiness 0.
 func exported(t *testing.T) exportedSeries {
 	t.Helper()
-	exportedOnce.Do(func() { exportedSet, exportedErr = scrapeConnectors() })
+	exportedOnce.Do(func() { exportedSet, exportedRaw, exportedErr = scrapeConnectors() })
 	if exportedErr != nil {
 		t.Fatal(exportedErr)
 	}
 	return exportedSet
 }
 
-func scrapeConnectors() (exportedSeries, error) {
+// sample is one scraped sample.
+type sample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+// scraped returns the samples of the last scrape of every run of exported, each labelled as the
+// PodMonitor would label it (connector, pipeline, vertex, namespace, pod).
+func scraped(t *testing.T) []sample {
+	t.Helper()
+	exported(t)
+	return exportedRaw
+}
+
+func scrapeConnectors() (exportedSeries, []sample, error) {
 	root := filepath.Join("..", "..")
 	for _, b := range []struct{ dir, pkg, out string }{
 		{root, "./cmd/memsource", "memsource"},
@@ -71,7 +90,7 @@ func scrapeConnectors() (exportedSeries, error) {
 		cmd.Dir = b.dir
 		cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+			return nil, nil, fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 		}
 	}
 	runner := []string{"--limit", "2000", "--nack-ratio", "0.3", "--max-deliveries", "2", "--batch", "100", "--idle", "3", "--duration", "60s"}
@@ -89,10 +108,28 @@ func scrapeConnectors() (exportedSeries, error) {
 			map[string]string{"numaflow_source_broker_errors_total": "kind"}},
 	}
 	all := exportedSeries{}
+	var raw []sample
 	for _, r := range runs {
-		got, err := scrapeRun(r.name, r.bin, r.env, r.drive, r.want)
+		got, samples, err := scrapeRun(r.name, r.bin, r.env, r.drive, r.want)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		for _, smp := range samples {
+			// As the PodMonitor labels them; a scraped label of the same name (build_info's connector)
+			// is renamed exported_<name>, as Prometheus does.
+			target := map[string]string{"connector": r.bin, "pipeline": "p-" + r.name, "vertex": "in",
+				"namespace": "default", "pod": r.name + "-0", "container": "udsource", "job": "default/numaflow-connectors", "instance": "10.0.0.7:9090"}
+			ls := map[string]string{}
+			for k, v := range smp.labels {
+				if _, clash := target[k]; clash {
+					k = "exported_" + k
+				}
+				ls[k] = v
+			}
+			for k, v := range target {
+				ls[k] = v
+			}
+			raw = append(raw, sample{smp.name, ls, smp.value})
 		}
 		for name, ls := range got {
 			if all[name] == nil {
@@ -103,7 +140,7 @@ func scrapeConnectors() (exportedSeries, error) {
 			}
 		}
 	}
-	return all, nil
+	return all, raw, nil
 }
 
 // closedAddr is a loopback address nothing listens on.
@@ -119,10 +156,10 @@ func closedAddr() string {
 
 // scrapeRun starts a connector, drives it with udsource-run (when drive is set), waits until the
 // wanted series exist and returns what its /metrics exposes.
-func scrapeRun(name, bin string, env, drive []string, want map[string]string) (exportedSeries, error) {
+func scrapeRun(name, bin string, env, drive []string, want map[string]string) (exportedSeries, []sample, error) {
 	dir, err := os.MkdirTemp(binDir, name+"-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	metricsAddr := closedAddr()
 	sock, info := filepath.Join(dir, "source.sock"), filepath.Join(dir, "server-info")
@@ -132,7 +169,7 @@ func scrapeRun(name, bin string, env, drive []string, want map[string]string) (e
 		"METRICS_ADDR=" + metricsAddr, "LOG_LEVEL=warn", "NUMAFLOW_REPLICA=0"}, env...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -149,12 +186,12 @@ func scrapeRun(name, bin string, env, drive []string, want map[string]string) (e
 		args := append([]string{"--socket", sock, "--server-info", info}, drive...)
 		run := exec.Command(filepath.Join(binDir, "udsource-run"), args...)
 		if out, err := run.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("%s: udsource-run %v: %v\n%s\nconnector log:\n%s", name, args, err, out, logs.String())
+			return nil, nil, fmt.Errorf("%s: udsource-run %v: %v\n%s\nconnector log:\n%s", name, args, err, out, logs.String())
 		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		got, err := scrape("http://" + metricsAddr + "/metrics")
+		got, samples, err := scrape("http://" + metricsAddr + "/metrics")
 		missing := ""
 		if err == nil {
 			for n, l := range want {
@@ -163,60 +200,81 @@ func scrapeRun(name, bin string, env, drive []string, want map[string]string) (e
 				}
 			}
 			if missing == "" {
-				return got, nil
+				return got, samples, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%s: %s never exposed %s (last scrape error: %v)\nconnector log:\n%s", name, bin, missing, err, logs.String())
+			return nil, nil, fmt.Errorf("%s: %s never exposed %s (last scrape error: %v)\nconnector log:\n%s", name, bin, missing, err, logs.String())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-// scrape reads one /metrics page and lists its numaflow_source_* sample names with their label names.
-func scrape(url string) (exportedSeries, error) {
+// scrape reads one /metrics page: its numaflow_source_* sample names with their label names, and the
+// samples.
+func scrape(url string) (exportedSeries, []sample, error) {
 	resp, err := http.Get(url)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", url, err)
+		return nil, nil, fmt.Errorf("parsing %s: %w", url, err)
 	}
 	out := exportedSeries{}
-	add := func(name string, labels []string) {
+	var samples []sample
+	add := func(name string, ls map[string]string, v float64) {
 		if out[name] == nil {
 			out[name] = map[string]bool{}
 		}
-		for _, l := range labels {
+		for l := range ls {
 			out[name][l] = true
 		}
+		samples = append(samples, sample{name, ls, v})
+	}
+	with := func(ls map[string]string, k, v string) map[string]string {
+		c := maps.Clone(ls)
+		c[k] = v
+		return c
 	}
 	for name, f := range families {
 		if !strings.HasPrefix(name, "numaflow_source_") {
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			var labels []string
+			ls := map[string]string{}
 			for _, lp := range m.GetLabel() {
-				labels = append(labels, lp.GetName())
+				ls[lp.GetName()] = lp.GetValue()
 			}
-			if m.GetHistogram() != nil {
-				add(name+"_bucket", append(labels, "le"))
-				add(name+"_sum", labels)
-				add(name+"_count", labels)
-				continue
+			switch {
+			case m.GetHistogram() != nil:
+				h := m.GetHistogram()
+				inf := false
+				for _, b := range h.GetBucket() {
+					inf = inf || math.IsInf(b.GetUpperBound(), 1)
+					add(name+"_bucket", with(ls, "le", strconv.FormatFloat(b.GetUpperBound(), 'g', -1, 64)), float64(b.GetCumulativeCount()))
+				}
+				if !inf {
+					add(name+"_bucket", with(ls, "le", "+Inf"), float64(h.GetSampleCount()))
+				}
+				add(name+"_sum", ls, h.GetSampleSum())
+				add(name+"_count", ls, float64(h.GetSampleCount()))
+			case m.GetCounter() != nil:
+				add(name, ls, m.GetCounter().GetValue())
+			case m.GetGauge() != nil:
+				add(name, ls, m.GetGauge().GetValue())
+			default:
+				add(name, ls, m.GetUntyped().GetValue())
 			}
-			add(name, labels)
 		}
 	}
-	return out, nil
+	return out, samples, nil
 }
 
 // TestExportedSeries shows what the scrape found (run with -v), and that it found the families the
