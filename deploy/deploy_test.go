@@ -793,6 +793,18 @@ func (r *recorder) Fatalf(format string, args ...any) {
 	panic(fatal{})
 }
 
+// run runs check on dir for connector, reporting to r; a Fatalf stops it as it stops a test.
+func (r *recorder) run(check func(rep, string, string), dir, connector string) {
+	defer func() {
+		if p := recover(); p != nil {
+			if _, ok := p.(fatal); !ok {
+				panic(p)
+			}
+		}
+	}()
+	check(r, dir, connector)
+}
+
 // TestChecksCatchMistakes runs the checks on a base with one mistake of each kind and expects each to
 // be reported.
 func TestChecksCatchMistakes(t *testing.T) {
@@ -843,16 +855,7 @@ spec:
 		}
 	}
 	rec := &recorder{}
-	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				if _, ok := p.(fatal); !ok {
-					panic(p)
-				}
-			}
-		}()
-		checkConnector(rec, dir, connector)
-	}()
+	rec.run(func(t rep, dir, connector string) { checkConnector(t, dir, connector) }, dir, connector)
 	all := strings.Join(rec.msgs, "\n")
 	for _, want := range []string{
 		`unknown field "spec.vertices[0].scaling"`,

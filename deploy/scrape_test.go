@@ -292,18 +292,8 @@ spec:
 		}
 	}
 	rec := &recorder{}
-	for _, check := range []func(rep, string, string){checkScraping, checkMonoVertex} {
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					if _, ok := p.(fatal); !ok {
-						panic(p)
-					}
-				}
-			}()
-			check(rec, dir, connector)
-		}()
-	}
+	rec.run(checkScraping, dir, connector)
+	rec.run(checkMonoVertex, dir, connector)
 	all := strings.Join(rec.msgs, "\n")
 	for _, want := range []string{
 		"selects pipeline p, vertex out, which runs no connector",
