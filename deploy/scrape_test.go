@@ -11,6 +11,7 @@ import (
 	"github.com/numaproj/numaflow/pkg/apis/numaflow/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // The scraping components every base can be built with (deploy/components).
@@ -192,6 +193,11 @@ func checkScraping(t rep, dir, connector string) {
 			continue
 		}
 		found = true
+		for k, v := range p.labels {
+			for _, msg := range append(validation.IsQualifiedName(k), validation.IsValidLabelValue(v)...) {
+				t.Errorf("%s: label %s=%s: %s", p.what, k, v, msg)
+			}
+		}
 		if !selected {
 			t.Errorf("PodMonitor %s does not select %s (pod labels %v)", pm.Metadata.Name, p.what, p.labels)
 		}
@@ -250,7 +256,7 @@ func metricsPort(t rep, dir string, c *v1alpha1.Container, r *rendered, vars []e
 
 // TestScrapingChecksCatchMistakes runs the MonoVertex and scraping checks on a base whose source vertex
 // is not the first (so the annotations land on the sink), carries no connector label (so the PodMonitor
-// misses it), serves metrics on another port, and has no MonoVertex overlay.
+// misses it) but an invalid label value, serves metrics on another port, and has no monovertex.yaml.
 func TestScrapingChecksCatchMistakes(t *testing.T) {
 	const connector = "sqs-source"
 	dir := t.TempDir()
@@ -274,7 +280,7 @@ spec:
       metadata: {labels: {numaflow-connectors/connector: sqs-source}}
       sink: {log: {}}
     - name: in
-      metadata: {labels: {team: a}}
+      metadata: {labels: {team: a b}}
       scale: {max: 3}
       source:
         udsource:
@@ -303,6 +309,7 @@ spec:
 		"none of which is a label of pipeline p, vertex in",
 		"pipeline p, vertex in: annotations map[]",
 		"has no MonoVertex example",
+		"label team=a b: a valid label must",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("not reported: %s", want)
