@@ -5,7 +5,8 @@
 SHELL      := /bin/bash
 GO         ?= go
 CONNECTORS := redis-streams-source sqs-source pubsub-source
-MODULES    := common $(CONNECTORS) root
+# deploy/observability: the dashboard and alert tests (Prometheus's Go packages kept out of the root module).
+MODULES    := common $(CONNECTORS) deploy/observability root
 BIN        := bin
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT     ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)

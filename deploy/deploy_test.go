@@ -11,6 +11,11 @@
 //     (--validate) accepts the values;
 //   - the container runs as 65532, non-root, read-only root file system, no privilege escalation, all
 //     capabilities dropped, with CPU and memory requests and limits.
+//
+// Every base also has a MonoVertex example (monovertex.yaml, applied instead of the Pipeline), checked the
+// same way; and built with the scraping components (components/podmonitor, components/prometheus-
+// annotations), its PodMonitor must select exactly the connector's pods, scrape the udsource container
+// on its METRICS_ADDR port and label series with connector, pipeline and vertex (scrape_test.go).
 package deploy_test
 
 import (
@@ -77,6 +82,7 @@ type envVar struct {
 type rendered struct {
 	pipelines  []*v1alpha1.Pipeline
 	monoVertex []*v1alpha1.MonoVertex
+	podMonitor []*podMonitor
 	configMaps map[string]*corev1.ConfigMap
 	secrets    map[string]*corev1.Secret
 	kinds      []string
@@ -94,9 +100,107 @@ func TestManifests(t *testing.T) {
 		connector := filepath.Dir(k)
 		t.Run(connector, func(t *testing.T) {
 			t.Parallel()
-			checkConnector(t, connector, connector)
+			t.Run("pipeline", func(t *testing.T) { checkConnector(t, connector, connector) })
+			t.Run("monovertex", func(t *testing.T) { checkMonoVertex(t, connector, connector) })
+			t.Run("scraping", func(t *testing.T) { checkScraping(t, connector, connector) })
+			t.Run("monovertex-scraping", func(t *testing.T) { checkMonoVertexScraping(t, connector, connector) })
 		})
 	}
+}
+
+// monoVertexFile is every base's MonoVertex example: the connector's container as a MonoVertex with a
+// sink, applied with the base's configuration instead of its Pipeline (not in the base's resources).
+const monoVertexFile = "monovertex.yaml"
+
+// monoVertexBase copies the base dir to a temporary directory whose kustomization lists monovertex.yaml
+// in place of every resource file holding a Pipeline: the base as a user runs it as a MonoVertex. The
+// caller removes the copy.
+func monoVertexBase(t rep, dir string) string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, monoVertexFile)); err != nil {
+		t.Fatalf("deploy/%s has no MonoVertex example (%s): %v", dir, monoVertexFile, err)
+	}
+	tmp, err := os.MkdirTemp("", "deploy-monovertex-")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	done := false
+	defer func() {
+		if !done { // a Fatalf on the way
+			os.RemoveAll(tmp)
+		}
+	}()
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, f := range files {
+		if st, err := os.Stat(f); err != nil || st.IsDir() {
+			continue
+		}
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		if err := os.WriteFile(filepath.Join(tmp, filepath.Base(f)), raw, 0o644); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
+	kpath := filepath.Join(tmp, "kustomization.yaml")
+	raw, err := os.ReadFile(kpath)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	var k map[string]any
+	if err := yaml.Unmarshal(raw, &k); err != nil {
+		t.Fatalf("%s/kustomization.yaml: %v", dir, err)
+	}
+	res, _ := k["resources"].([]any)
+	var out []any
+	for _, r := range res {
+		name, _ := r.(string)
+		body, _ := os.ReadFile(filepath.Join(tmp, name))
+		if pipelineKind.Match(body) {
+			continue
+		}
+		out = append(out, r)
+	}
+	k["resources"] = append(out, monoVertexFile)
+	if raw, err = yaml.Marshal(k); err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := os.WriteFile(kpath, raw, 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+	done = true
+	return tmp
+}
+
+var pipelineKind = regexp.MustCompile(`(?m)^kind:\s*Pipeline\s*$`)
+
+// checkMonoVertex checks the base dir run as a MonoVertex (monoVertexBase): it renders exactly one
+// MonoVertex, with a sink and scale.max, and no Pipeline, and passes every check of checkConnector.
+func checkMonoVertex(t rep, dir, connector string) {
+	t.Helper()
+	mv := monoVertexBase(t, dir)
+	defer os.RemoveAll(mv)
+	r := checkConnector(t, mv, connector)
+	if len(r.monoVertex) != 1 || len(r.pipelines) != 0 {
+		t.Errorf("%s as a MonoVertex renders %d MonoVertex and %d Pipeline objects, want 1 and 0 (kinds: %v)", dir, len(r.monoVertex), len(r.pipelines), r.kinds)
+	}
+	for _, m := range r.monoVertex {
+		if m.Spec.Sink == nil {
+			t.Errorf("monovertex %s: no sink", m.Name)
+		}
+		if m.Spec.Scale.Max == nil {
+			t.Errorf("monovertex %s: set scale.max (the default allows 50 replicas)", m.Name)
+		}
+	}
+}
+
+// checkMonoVertexScraping is checkScraping on the base run as a MonoVertex.
+func checkMonoVertexScraping(t rep, dir, connector string) {
+	t.Helper()
+	mv := monoVertexBase(t, dir)
+	defer os.RemoveAll(mv)
+	checkScraping(t, mv, connector)
 }
 
 // rep is what the checks report to: *testing.T, or a recorder in TestChecksCatchMistakes.
@@ -108,8 +212,9 @@ type rep interface {
 	Logf(format string, args ...any)
 }
 
-// checkConnector checks the kustomize base dir (deploy/<connector>) of connector.
-func checkConnector(t rep, dir, connector string) {
+// checkConnector checks the kustomize base dir (deploy/<connector>) of connector and returns what it
+// rendered.
+func checkConnector(t rep, dir, connector string) *rendered {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join("..", connector, "main.go")); err != nil {
 		t.Fatalf("deploy/%s has no connector ../%s/main.go", connector, connector)
@@ -158,6 +263,7 @@ func checkConnector(t rep, dir, connector string) {
 		checkSecurity(t, c)
 		checkResources(t, c)
 	}
+	return r
 }
 
 // render runs kustomize on deploy/<connector> and strictly decodes every object.
@@ -194,6 +300,13 @@ func decodeObject(t rep, id, kind, apiVersion string, raw []byte, r *rendered) {
 		mv := &v1alpha1.MonoVertex{}
 		r.monoVertex = append(r.monoVertex, mv)
 		target = mv
+	case "monitoring.coreos.com/v1/PodMonitor":
+		pm := &podMonitor{}
+		r.podMonitor = append(r.podMonitor, pm)
+		if err := json.Unmarshal(raw, pm); err != nil { // strictly checked in deploy/observability
+			t.Errorf("%s: %v", id, err)
+		}
+		return
 	case "v1/ConfigMap":
 		cm := &corev1.ConfigMap{}
 		defer func() { r.configMaps[cm.Name] = cm }()
@@ -680,6 +793,18 @@ func (r *recorder) Fatalf(format string, args ...any) {
 	panic(fatal{})
 }
 
+// run runs check on dir for connector, reporting to r; a Fatalf stops it as it stops a test.
+func (r *recorder) run(check func(rep, string, string), dir, connector string) {
+	defer func() {
+		if p := recover(); p != nil {
+			if _, ok := p.(fatal); !ok {
+				panic(p)
+			}
+		}
+	}()
+	check(r, dir, connector)
+}
+
 // TestChecksCatchMistakes runs the checks on a base with one mistake of each kind and expects each to
 // be reported.
 func TestChecksCatchMistakes(t *testing.T) {
@@ -730,16 +855,7 @@ spec:
 		}
 	}
 	rec := &recorder{}
-	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				if _, ok := p.(fatal); !ok {
-					panic(p)
-				}
-			}
-		}()
-		checkConnector(rec, dir, connector)
-	}()
+	rec.run(func(t rep, dir, connector string) { checkConnector(t, dir, connector) }, dir, connector)
 	all := strings.Join(rec.msgs, "\n")
 	for _, want := range []string{
 		`unknown field "spec.vertices[0].scaling"`,
