@@ -93,8 +93,8 @@ func newDriver(cfg *Config, a apis, log *slog.Logger) *driver {
 	}
 	return &driver{
 		sub: a.sub, pub: a.pub, backlog: a.backlog, log: log,
-		name:      cfg.subscriptionName(),
-		dlTopic:   cfg.deadLetterTopicName(),
+		name:          cfg.subscriptionName(),
+		dlTopic:       cfg.deadLetterTopicName(),
 		lease:         cfg.ackDeadline(),
 		maxExtend:     cfg.MaxExtension,
 		pullWait:      pullWait,
