@@ -71,12 +71,10 @@ type driver struct {
 	settingsRetry time.Duration
 	// What Capabilities told the adapter, and the gate that keeps pulls one at a time while the
 	// subscription may order messages but the adapter was told it may pull in parallel.
-	capsOnce   sync.Once
-	capsSet    atomic.Bool // caps is filled in
-	caps       source.Capabilities
-	gate       chan struct{}
-	gateMu     sync.Mutex
-	gateFreeAt time.Time
+	capsOnce sync.Once
+	capsSet  atomic.Bool // caps is filled in
+	caps     source.Capabilities
+	gate     *pullGate
 	// The background settings reader (watchSettings), stopped by Close.
 	bgCancel context.CancelFunc
 	bgDone   chan struct{}

@@ -101,6 +101,6 @@ func newDriver(cfg *Config, a apis, log *slog.Logger) *driver {
 		published:     make(map[string]bool),
 		settingsEvery: settingsEvery,
 		settingsRetry: settingsRetry,
-		gate:          make(chan struct{}, 1),
+		gate:          newPullGate(),
 	}
 }

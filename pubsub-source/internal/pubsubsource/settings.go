@@ -2,6 +2,7 @@ package pubsubsource
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
@@ -133,37 +134,51 @@ func (d *driver) watchSettings(ctx context.Context) {
 	}
 }
 
-// pullSlot waits until this pull may run and returns the function that ends it. Pulls run one at a
-// time while the subscription may order messages (ordering on, or settings unknown) and the adapter
-// was told it may run several; then each pull also starts at least orderedGap after the previous one
-// ended, so the adapter has taken the earlier messages of a key in first. Otherwise it returns at once.
-func (d *driver) pullSlot(ctx context.Context) (func(), error) {
-	s := d.settings.Load()
-	if d.Capabilities().ReceiveConcurrency == 1 || (s != nil && !s.ordered) {
-		return func() {}, nil
-	}
+// pullGate keeps pulls one at a time, each starting at least orderedGap after the previous one ended.
+type pullGate struct {
+	ch     chan struct{} // holds a token while a pull runs
+	mu     sync.Mutex
+	freeAt time.Time // the next pull starts no earlier
+}
+
+func newPullGate() *pullGate { return &pullGate{ch: make(chan struct{}, 1)} }
+
+// enter waits for the gate; the returned function leaves it.
+func (g *pullGate) enter(ctx context.Context) (func(), error) {
 	select {
-	case d.gate <- struct{}{}:
+	case g.ch <- struct{}{}:
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
-	d.gateMu.Lock()
-	wait := time.Until(d.gateFreeAt)
-	d.gateMu.Unlock()
+	g.mu.Lock()
+	wait := time.Until(g.freeAt)
+	g.mu.Unlock()
 	if wait > 0 {
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			<-d.gate
+			<-g.ch
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
 	}
 	return func() {
-		d.gateMu.Lock()
-		d.gateFreeAt = time.Now().Add(orderedGap)
-		d.gateMu.Unlock()
-		<-d.gate
+		g.mu.Lock()
+		g.freeAt = time.Now().Add(orderedGap)
+		g.mu.Unlock()
+		<-g.ch
 	}, nil
+}
+
+// pullSlot waits until this pull may run and returns the function that ends it. Pulls go through the
+// gate while the subscription may order messages (ordering on, or settings unknown) and the adapter
+// was told it may run several at once (the settings were unknown when it asked); otherwise it
+// returns at once.
+func (d *driver) pullSlot(ctx context.Context) (func(), error) {
+	s := d.settings.Load()
+	if d.Capabilities().ReceiveConcurrency == 1 || (s != nil && !s.ordered) {
+		return func() {}, nil
+	}
+	return d.gate.enter(ctx)
 }
