@@ -97,7 +97,7 @@ func (r *monitoringReader) Backlog(ctx context.Context) (int64, error) {
 	switch {
 	case err != nil && errorCode(err) == source.PermissionDenied:
 		if !r.denied {
-			r.log.Warn("Cloud Monitoring denies reading the subscription's backlog, so pending is -1 (no autoscaling on backlog): grant roles/monitoring.viewer on the project to the source's service account, or set PUBSUB_PENDING=off",
+			r.log.Warn("reading the backlog from Cloud Monitoring is denied, so pending is -1 (no autoscaling on backlog): grant roles/monitoring.viewer on the project to the source's service account, or set PUBSUB_PENDING=off",
 				"project", r.project, "subscription_id", r.subscriptionID, "missing_role", "roles/monitoring.viewer", "error", err)
 		}
 		r.denied, r.val = true, -1
@@ -107,7 +107,7 @@ func (r *monitoringReader) Backlog(ctx context.Context) (int64, error) {
 		return -1, err
 	}
 	if r.denied {
-		r.log.Info("Cloud Monitoring allows reading the subscription's backlog again", "subscription_id", r.subscriptionID)
+		r.log.Info("reading the backlog from Cloud Monitoring is allowed again", "subscription_id", r.subscriptionID)
 		r.denied = false
 	}
 	if v >= 0 && now.Sub(newest) > backlogStale {

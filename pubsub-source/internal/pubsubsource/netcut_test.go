@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -408,4 +409,45 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// A blip at start: Open's GetSubscription fails (the network is down), the pod still starts, and the
+// settings are read in the background once the network is back, through Open's own wiring.
+func TestEmulatorSettingsAfterBlipAtStart(t *testing.T) {
+	t.Parallel()
+	emu := pubsubtest.Shared(t)
+	topic := emu.CreateTopic(t, "blip")
+	sub := emu.CreateSubscription(t, "blip", pubsubtest.Subscription{Topic: topic, AckDeadline: 20 * time.Second})
+	proxy := startCutProxy(t, emu.Host)
+	proxy.cut(t, cutRefuse)
+	cfg := &Config{Subscription: sub, AckDeadline: 10 * time.Second, MaxExtension: time.Hour, Pending: PendingOff}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var logs logBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	d, err := open(ctx, cfg, logs.logger(), clientOptions{emulatorHost: emu.Host, pubsub: []option.ClientOption{
+		option.WithEndpoint(proxy.Addr()), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials()))}})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close(context.Background()) })
+	if d.settings.Load() != nil {
+		t.Fatal("settings known through a refused network")
+	}
+	if c := d.Capabilities(); c.ReceiveConcurrency != receiveConcurrency || !c.OrderedKeys {
+		t.Errorf("capabilities with unknown settings %+v", c)
+	}
+	proxy.heal(t)
+	healed := time.Now()
+	waitFor(t, 15*time.Second, "settings read after the network came back", func() bool { return d.settings.Load() != nil })
+	t.Logf("settings read %s after the network came back", time.Since(healed).Round(10*time.Millisecond))
+	if s := d.settings.Load(); s.ordered || s.ackDeadline != 20*time.Second || !d.modackAfterPull() {
+		t.Errorf("settings %+v", s)
+	}
+	if !strings.Contains(logs.String(), "subscription settings unknown for now") {
+		t.Errorf("the failed read at start was not logged:\n%s", logs.String())
+	}
 }
