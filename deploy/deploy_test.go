@@ -7,7 +7,8 @@
 //     where X.Y.Z is the newest version in <connector>/CHANGELOG.md (and no newer <connector>/v* git
 //     tag exists): at tag <connector>/vX.Y.Z, `make images` builds exactly that tag (see RELEASING.md);
 //   - every env var set (env, envFrom ConfigMap and Secret keys) is one the connector reads, as its own
-//     binary reports with --env-json, and every required one is set;
+//     binary reports with --env-json, every required one is set, and the binary's own validation
+//     (--validate) accepts the values;
 //   - the container runs as 65532, non-root, read-only root file system, no privilege escalation, all
 //     capabilities dropped, with CPU and memory requests and limits.
 package deploy_test
@@ -235,12 +236,25 @@ func strictDecode(raw []byte, v any) error {
 
 var (
 	binOnce sync.Map // connector -> *binResult
+	binDir  string   // where the connector binaries are built; removed by TestMain
 )
 
 type binResult struct {
 	once sync.Once
+	bin  string // the connector binary
 	vars []envVar
 	err  error
+}
+
+func TestMain(m *testing.M) {
+	var err error
+	if binDir, err = os.MkdirTemp("", "deploy-test-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(binDir)
+	os.Exit(code)
 }
 
 // connectorVars builds the connector binary from its own module and asks it for the variables it reads.
@@ -249,13 +263,8 @@ func connectorVars(t rep, connector string) []envVar {
 	v, _ := binOnce.LoadOrStore(connector, &binResult{})
 	br := v.(*binResult)
 	br.once.Do(func() {
-		dir, err := os.MkdirTemp("", "deploy-test-")
-		if err != nil {
-			br.err = err
-			return
-		}
-		defer os.RemoveAll(dir)
-		bin := filepath.Join(dir, connector)
+		bin := filepath.Join(binDir, connector)
+		br.bin = bin
 		build := exec.Command("go", "build", "-o", bin, ".")
 		build.Dir = filepath.Join("..", connector)
 		build.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
@@ -286,18 +295,53 @@ func connectorVars(t rep, connector string) []envVar {
 	return br.vars
 }
 
-// setVars lists the variable names container c sets, with where each comes from.
-func setVars(t rep, dir string, c *v1alpha1.Container, r *rendered) map[string]string {
+// connectorBin returns the binary connectorVars built.
+func connectorBin(t rep, connector string) string {
 	t.Helper()
-	set := map[string]string{}
-	add := func(name, from string) {
+	connectorVars(t, connector)
+	v, _ := binOnce.Load(connector)
+	return v.(*binResult).bin
+}
+
+// setVar is a variable a container sets: where from, and its value as the pod would see it (a field
+// reference gets a stand-in).
+type setVar struct {
+	from, value string
+}
+
+// setVars lists the variables container c sets, with where each comes from and its value.
+func setVars(t rep, dir string, c *v1alpha1.Container, r *rendered) map[string]setVar {
+	t.Helper()
+	set := map[string]setVar{}
+	add := func(name, from, value string) {
 		if prev, ok := set[name]; ok {
-			t.Errorf("%s is set twice: by %s and by %s", name, prev, from)
+			t.Errorf("%s is set twice: by %s and by %s", name, prev.from, from)
 		}
-		set[name] = from
+		set[name] = setVar{from, value}
+	}
+	secret := func(name string) *corev1.Secret {
+		if s, ok := r.secrets[name]; ok {
+			return s
+		}
+		return exampleSecret(t, dir, name)
 	}
 	for _, e := range c.Env {
-		add(e.Name, "env")
+		value := e.Value
+		if vf := e.ValueFrom; vf != nil {
+			switch {
+			case vf.SecretKeyRef != nil:
+				if s := secret(vf.SecretKeyRef.Name); s != nil {
+					value = secretValue(s, vf.SecretKeyRef.Key)
+				}
+			case vf.ConfigMapKeyRef != nil:
+				if cm, ok := r.configMaps[vf.ConfigMapKeyRef.Name]; ok {
+					value = cm.Data[vf.ConfigMapKeyRef.Key]
+				}
+			default:
+				value = "stand-in" // a pod field or resource
+			}
+		}
+		add(e.Name, "env", value)
 	}
 	for _, ef := range c.EnvFrom {
 		switch {
@@ -307,30 +351,62 @@ func setVars(t rep, dir string, c *v1alpha1.Container, r *rendered) map[string]s
 				t.Errorf("envFrom ConfigMap %q is not part of %s", ef.ConfigMapRef.Name, dir)
 				continue
 			}
-			for k := range cm.Data {
-				add(ef.Prefix+k, "ConfigMap "+cm.Name)
+			for k, v := range cm.Data {
+				add(ef.Prefix+k, "ConfigMap "+cm.Name, v)
 			}
-			for k := range cm.BinaryData {
-				add(ef.Prefix+k, "ConfigMap "+cm.Name)
+			for k, v := range cm.BinaryData {
+				add(ef.Prefix+k, "ConfigMap "+cm.Name, string(v))
 			}
 		case ef.SecretRef != nil:
-			s, ok := r.secrets[ef.SecretRef.Name]
-			if !ok {
-				s = exampleSecret(t, dir, ef.SecretRef.Name)
-			}
+			s := secret(ef.SecretRef.Name)
 			if s == nil {
 				t.Errorf("envFrom Secret %q is neither part of %s nor given as an example (a YAML file there holding a Secret of that name)", ef.SecretRef.Name, dir)
 				continue
 			}
-			for k := range s.Data {
-				add(ef.Prefix+k, "Secret "+s.Name)
+			for k, v := range s.Data {
+				add(ef.Prefix+k, "Secret "+s.Name, string(v))
 			}
-			for k := range s.StringData {
-				add(ef.Prefix+k, "Secret "+s.Name)
+			for k, v := range s.StringData {
+				add(ef.Prefix+k, "Secret "+s.Name, v)
 			}
 		}
 	}
 	return set
+}
+
+func secretValue(s *corev1.Secret, key string) string {
+	if v, ok := s.StringData[key]; ok {
+		return v
+	}
+	return string(s.Data[key])
+}
+
+// checkValues runs the connector's own validation (--validate: the configuration loaded exactly as a
+// start would, no network call) on the values the manifests set: a base with a value the binary would
+// refuse fails. A variable naming a file (VAR_FILE, a mounted secret) gets a stand-in file.
+func checkValues(t rep, dir, connector string, set map[string]setVar) {
+	t.Helper()
+	files, err := os.MkdirTemp("", "deploy-values-")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	defer os.RemoveAll(files)
+	environ := []string{}
+	for name, v := range set {
+		value := v.value
+		if strings.HasSuffix(name, "_FILE") && value != "" {
+			value = filepath.Join(files, name)
+			if err := os.WriteFile(value, []byte("stand-in"), 0o600); err != nil {
+				t.Fatalf("%v", err)
+			}
+		}
+		environ = append(environ, name+"="+value)
+	}
+	cmd := exec.Command(connectorBin(t, connector), "--validate")
+	cmd.Env = environ
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("%s: %s refuses the values the manifests set (%v):\n%s", dir, connector, err, strings.TrimSpace(string(out)))
+	}
 }
 
 // exampleSecret finds a Secret named name in a YAML file of deploy/<connector> that the kustomization
@@ -408,9 +484,9 @@ func checkEnv(t rep, dir, connector string, c *v1alpha1.Container, r *rendered, 
 	for _, n := range names {
 		switch {
 		case strings.HasPrefix(n, "NUMAFLOW_"):
-			t.Errorf("%s (from %s) is set by Numaflow itself; a manifest must not set it", n, set[n])
+			t.Errorf("%s (from %s) is set by Numaflow itself; a manifest must not set it", n, set[n].from)
 		case !allowed(n):
-			t.Errorf("%s (from %s) is not a variable %s reads (see %s --help)", n, set[n], connector, connector)
+			t.Errorf("%s (from %s) is not a variable %s reads (see %s --help)", n, set[n].from, connector, connector)
 		}
 	}
 	for _, v := range vars {
@@ -423,6 +499,7 @@ func checkEnv(t rep, dir, connector string, c *v1alpha1.Container, r *rendered, 
 			t.Errorf("required variable %s is not set (%s)", v.Name, v.Description)
 		}
 	}
+	checkValues(t, dir, connector, set)
 	for _, e := range c.Env {
 		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef == nil && e.ValueFrom.ConfigMapKeyRef == nil && e.ValueFrom.FieldRef == nil && e.ValueFrom.ResourceFieldRef == nil {
 			t.Errorf("env %s: empty valueFrom", e.Name)
@@ -616,7 +693,7 @@ metadata:
   name: cfg
 data:
   FOO_BAR: "1"
-  SQS_WAIT_TIME: 20s
+  SQS_WAIT_TIME: 25s
 `,
 		"pipeline.yaml": `apiVersion: numaflow.numaproj.io/v1alpha1
 kind: Pipeline
@@ -671,6 +748,8 @@ spec:
 		"FOO_BAR (from ConfigMap cfg) is not a variable sqs-source reads",
 		"NUMAFLOW_REPLICA (from env) is set by Numaflow",
 		"required variable SQS_QUEUE_URL is not set",
+		"sqs-source refuses the values the manifests set",
+		"SQS_WAIT_TIME: must be between 0s and 20s, got 25s",
 		`envFrom Secret "missing" is neither part of`,
 		"runAsNonRoot must be true",
 		"runAsUser must be 65532",

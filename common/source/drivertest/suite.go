@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/server"
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
@@ -806,7 +807,7 @@ func (o overSocket) partitions(ctx context.Context) ([]int32, error) {
 	return p, err
 }
 
-// serve runs numaflow-go's real gRPC server for src on a fresh unix socket and dials it with numatest.
+// serve runs the connectors' real gRPC server (server.ServeSource) for src on a fresh unix socket and dials it with numatest.
 func serve(t *testing.T, src *source.Source) (numaClient, func()) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "dt") // short: unix socket paths are limited to 108 bytes
@@ -817,7 +818,7 @@ func serve(t *testing.T, src *source.Source) (numaClient, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
-		served <- sourcer.NewServer(src, sourcer.WithSockAddr(sock), sourcer.WithServerInfoFilePath(infoFile)).Start(ctx)
+		served <- server.ServeSource(ctx, src, server.Listen{Socket: sock, ServerInfoFile: infoFile})
 	}()
 	dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer dcancel()
