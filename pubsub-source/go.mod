@@ -7,6 +7,8 @@ require (
 	cloud.google.com/go/pubsub/v2 v2.8.1
 	github.com/googleapis/gax-go/v2 v2.27.0
 	github.com/numaflow-connectors/sources/common v0.0.0
+	github.com/numaproj/numaflow-go v0.12.0
+	github.com/prometheus/client_golang v1.25.0
 	google.golang.org/api v0.304.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261012220534-4341edf3f941
 	google.golang.org/grpc v1.85.0
@@ -30,8 +32,6 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/googleapis/enterprise-certificate-proxy v0.3.23 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
-	github.com/numaproj/numaflow-go v0.12.0 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
