@@ -184,6 +184,16 @@ func TestPreflightPermissions(t *testing.T) {
 		t.Errorf("get refused, granted by IAM: %v", got)
 	}
 
+	// No valid credentials: the fixes say to check them, not to grant a role.
+	f = allowedFakes()
+	unauthenticated := status.Error(codes.Unauthenticated, "Request had invalid authentication credentials.")
+	f.sub.get = func() (*pb.Subscription, error) { return nil, unauthenticated }
+	f.subIAM.err = unauthenticated
+	got = drivertest.Outcomes(f.driver(t, false).Preflight(context.Background()))
+	if !strings.HasPrefix(got[getCheck], "fail: check the credentials") || !strings.HasPrefix(got[consumeCheck], "fail: check the credentials") {
+		t.Errorf("unauthenticated: %v", got)
+	}
+
 	// A missing subscription fails the first check; every other is skipped and none is asked.
 	f = allowedFakes()
 	f.sub.get = func() (*pb.Subscription, error) { return nil, status.Error(codes.NotFound, "Resource not found") }
