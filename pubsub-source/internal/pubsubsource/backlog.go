@@ -122,9 +122,8 @@ func (r *monitoringReader) Backlog(ctx context.Context) (int64, error) {
 // and end time (-1 when there is none).
 func (r *monitoringReader) query(ctx context.Context, now time.Time) (int64, time.Time, error) {
 	req := &monitoringpb.ListTimeSeriesRequest{
-		Name: "projects/" + r.project,
-		Filter: fmt.Sprintf(`metric.type = %q AND resource.type = "pubsub_subscription" AND resource.labels.subscription_id = %q`,
-			undeliveredMetric, r.subscriptionID),
+		Name:   "projects/" + r.project,
+		Filter: r.filter(),
 		Interval: &monitoringpb.TimeInterval{
 			StartTime: timestamppb.New(now.Add(-backlogWindow)),
 			EndTime:   timestamppb.New(now),
@@ -152,4 +151,10 @@ func (r *monitoringReader) query(ctx context.Context, now time.Time) (int64, tim
 		}
 	}
 	return value, newest, nil
+}
+
+// filter selects the subscription's num_undelivered_messages series.
+func (r *monitoringReader) filter() string {
+	return fmt.Sprintf(`metric.type = %q AND resource.type = "pubsub_subscription" AND resource.labels.subscription_id = %q`,
+		undeliveredMetric, r.subscriptionID)
 }

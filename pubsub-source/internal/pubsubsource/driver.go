@@ -51,6 +51,11 @@ type driver struct {
 	pub     publisherAPI  // nil without PUBSUB_DEAD_LETTER_TOPIC
 	backlog backlogReader // nil with PUBSUB_PENDING=off
 	log     *slog.Logger
+	// Pre-flight checks only (preflight.go).
+	subIAM   iamAPI
+	topicIAM topicIAMAPI // nil without PUBSUB_DEAD_LETTER_TOPIC
+	pre      preflightEnv
+	project  string
 
 	name       string // projects/P/subscriptions/S
 	dlTopic    string // projects/P/topics/T, or ""

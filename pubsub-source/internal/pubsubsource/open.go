@@ -17,11 +17,14 @@ import (
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
-// apis are the clients a driver calls; pub and backlog may be nil.
+// apis are the clients a driver calls; pub, backlog and topicIAM may be nil (subIAM too, in tests
+// that run no pre-flight checks).
 type apis struct {
-	sub     subscriberAPI
-	pub     publisherAPI
-	backlog backlogReader
+	sub      subscriberAPI
+	pub      publisherAPI
+	backlog  backlogReader
+	subIAM   iamAPI      // pre-flight checks only
+	topicIAM topicIAMAPI // pre-flight checks only, with PUBSUB_DEAD_LETTER_TOPIC
 }
 
 // Open builds the Pub/Sub clients (Application Default Credentials, or PUBSUB_EMULATOR_HOST as the
@@ -57,18 +60,20 @@ func open(ctx context.Context, cfg *Config, log *slog.Logger, co clientOptions) 
 	if err != nil {
 		return nil, fmt.Errorf("creating Pub/Sub client for project %s: %w", cfg.projectID(), err)
 	}
-	a := apis{sub: c.SubscriptionAdminClient}
+	a := apis{sub: c.SubscriptionAdminClient, subIAM: c.SubscriptionAdminClient}
 	closers := []func() error{c.Close}
 	if cfg.DeadLetterTopic != "" {
-		a.pub = c.TopicAdminClient
+		a.pub, a.topicIAM = c.TopicAdminClient, c.TopicAdminClient
 	}
-	switch mode := cfg.pendingMode(co.emulatorHost); {
+	pre := preflightEnv{emulator: co.emulatorHost != "", pending: cfg.pendingMode(co.emulatorHost)}
+	switch mode := pre.pending; {
 	case mode != PendingMonitoring:
 		log.Info("backlog not reported (pending -1: no autoscaling on backlog)", "pubsub_pending", cfg.Pending,
 			"emulator", co.emulatorHost != "")
 	default:
 		mc, err := monitoring.NewMetricClient(ctx, co.monitoring...)
 		if err != nil {
+			pre.monitoringErr = err
 			log.Warn("no Cloud Monitoring client, so the backlog is unknown (pending -1); set PUBSUB_PENDING=off to silence this",
 				"subscription", cfg.subscriptionName(), "error", err)
 			break
@@ -78,6 +83,7 @@ func open(ctx context.Context, cfg *Config, log *slog.Logger, co clientOptions) 
 	}
 	d := newDriver(cfg, a, log)
 	d.closers = closers
+	d.pre = pre
 	if err := d.readSettings(ctx); err != nil {
 		log.Info("subscription settings unknown for now; pulling one batch at a time until they are read (retried in the background)",
 			"subscription", d.name, "error", err)
@@ -93,6 +99,9 @@ func newDriver(cfg *Config, a apis, log *slog.Logger) *driver {
 	}
 	return &driver{
 		sub: a.sub, pub: a.pub, backlog: a.backlog, log: log,
+		subIAM: a.subIAM, topicIAM: a.topicIAM,
+		pre:           preflightEnv{pending: PendingOff},
+		project:       cfg.projectID(),
 		name:          cfg.subscriptionName(),
 		dlTopic:       cfg.deadLetterTopicName(),
 		lease:         cfg.ackDeadline(),
