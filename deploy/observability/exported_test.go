@@ -82,7 +82,7 @@ func scraped(t *testing.T) []sample {
 func scrapeConnectors() (exportedSeries, []sample, error) {
 	root := filepath.Join("..", "..")
 	for _, b := range []struct{ dir, pkg, out string }{
-		{root, "./cmd/memsource", "memsource"},
+		{filepath.Join(root, "common"), "./cmd/memsource", "memsource"},
 		{root, "./cmd/udsource-run", "udsource-run"},
 		{filepath.Join(root, "redis-streams-source"), ".", "redis-streams-source"},
 	} {
