@@ -70,3 +70,20 @@ type Harness interface {
 
 // NewHarness creates a harness with a fresh resource for one test.
 type NewHarness func(ctx context.Context, t *testing.T) (Harness, error)
+
+// Outcomes summarises pre-flight checks (source.Preflighter) by name for a test's assertions: "pass",
+// "skipped", or "fail: " and the check's fix.
+func Outcomes(checks []source.Check) map[string]string {
+	out := make(map[string]string, len(checks))
+	for _, c := range checks {
+		switch {
+		case c.Skipped != "":
+			out[c.Name] = "skipped"
+		case c.Err != nil:
+			out[c.Name] = "fail: " + c.Fix
+		default:
+			out[c.Name] = "pass"
+		}
+	}
+	return out
+}
