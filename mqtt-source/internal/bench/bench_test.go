@@ -5,17 +5,15 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/benchkit"
 	"github.com/numaflow-connectors/sources/common/proctest"
 	"github.com/numaflow-connectors/sources/mqtt-source/mqtttest"
 )
@@ -25,15 +23,14 @@ var (
 	benchPayload  = flag.Int("mqtt.payload", 1024, "payload bytes per message")
 )
 
-const batch = 500 // numa's default readBatchSize
-
 func TestMain(m *testing.M) { mqtttest.Main(m) }
 
 // BenchmarkThroughput: 50,000 messages of 1 KiB at QoS 1, queued in a persistent session, drained
-// through the connector binary over the real socket with numatest (batch 500, timeout 1 s), against a
-// raw paho loop with manual acks (each message acked as it arrives) draining the same backlog of its
-// own session on the same broker in the same run. Reports both rates, the ratio and the connector's
-// peak RSS (VmHWM).
+// through the connector binary over the real socket (benchkit: numatest playing numa, batches of 500),
+// against a raw paho loop with manual acks (each message acked as it arrives, no gRPC) draining the
+// same backlog from a session of its own on the same broker, and the memsource connector (the protocol
+// ceiling), in the same run. Reports the rates, the ratios, the connector's CPU per message and peak
+// RSS; the connector's CPU profile is written to BENCH_PROFILE_DIR.
 func BenchmarkThroughput(b *testing.B) {
 	srv := mqtttest.Shared(b)
 	bin := proctest.Build(b, filepath.Join("..", ".."), "mqtt-source")
@@ -43,17 +40,25 @@ func BenchmarkThroughput(b *testing.B) {
 		srv.Session(b, name+"-src-0", time.Hour, 1, "$share/"+name+"/"+name)
 		srv.Session(b, name+"-raw", time.Hour, 1, name)
 		fill(ctx, b, srv, name, *benchMessages, *benchPayload)
-		src, rss := runSource(ctx, b, bin, srv, name, *benchMessages, nil)
+		src := benchkit.Drain(ctx, b, bin, "mqtt-source", connectorEnv(srv, name), *benchMessages)
 		raw := runRaw(ctx, b, srv, name+"-raw", *benchMessages)
+		ceiling := benchkit.Ceiling(ctx, b, *benchMessages, *benchPayload)
 		cancel()
 
-		b.ReportMetric(src, "source_msg/s")
+		src.Report(b, "source_")
 		b.ReportMetric(raw, "raw_msg/s")
-		b.ReportMetric(100*src/raw, "ratio_%")
-		b.ReportMetric(float64(rss)/(1<<20), "peak_rss_MiB")
-		b.Logf("%d messages of %d bytes: source %.0f msg/s, raw paho loop %.0f msg/s, ratio %.0f%%, source peak RSS %.1f MiB",
-			*benchMessages, *benchPayload, src, raw, 100*src/raw, float64(rss)/(1<<20))
+		b.ReportMetric(100*src.Rate/raw, "ratio_%")
+		b.ReportMetric(ceiling.Rate, "ceiling_msg/s")
+		b.ReportMetric(100*src.Rate/ceiling.Rate, "ceiling_ratio_%")
+		b.Logf("%d messages of %d bytes: source %s; raw paho loop %.0f msg/s (ratio %.0f%%); memsource ceiling %s (ratio %.0f%%)",
+			*benchMessages, *benchPayload, src, raw, 100*src.Rate/raw, ceiling, 100*src.Rate/ceiling.Rate)
 	}
+}
+
+// connectorEnv configures the connector for topic: client id <topic>-src-0 in share group <topic>.
+func connectorEnv(srv *mqtttest.Server, topic string) []string {
+	return []string{"MQTT_URL=" + srv.URL(), "MQTT_TOPICS=" + topic, "MQTT_CLIENT_ID=" + topic + "-src-<replica>",
+		"MQTT_SHARE_GROUP=" + topic, "MQTT_USERNAME=" + mqtttest.User, "MQTT_PASSWORD=" + srv.Password}
 }
 
 // fill publishes n messages of size bytes to topic at QoS 1 from 4 connections at once, each message
@@ -86,60 +91,6 @@ func fill(ctx context.Context, b *testing.B, srv *mqtttest.Server, topic string,
 	for err := range errs {
 		b.Fatalf("filling %s: %v", topic, err)
 	}
-}
-
-// runSource drains n messages through the connector binary (client id <topic>-src-0, group <topic>)
-// and returns the steady rate (first to last message) and the process's peak resident set size.
-func runSource(ctx context.Context, b *testing.B, bin string, srv *mqtttest.Server, topic string, n int, env []string) (float64, int64) {
-	b.Helper()
-	dir, err := os.MkdirTemp("", "mb")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock, info := filepath.Join(dir, "s.sock"), filepath.Join(dir, "info")
-	p, err := proctest.StartE(bin, nil, proctest.Options{Env: append([]string{
-		"MQTT_URL=" + srv.URL(), "MQTT_TOPICS=" + topic, "MQTT_CLIENT_ID=" + topic + "-src-<replica>",
-		"MQTT_SHARE_GROUP=" + topic, "MQTT_USERNAME=" + mqtttest.User, "MQTT_PASSWORD=" + srv.Password,
-		"SOURCE_SOCKET=" + sock, "SOURCE_SERVER_INFO_FILE=" + info, "METRICS_ADDR=", "LOG_LEVEL=warn",
-		"NUMAFLOW_READ_BATCH_SIZE=500", "NUMAFLOW_READ_TIMEOUT_MS=1000",
-	}, env...)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Kill()
-	c, err := numatest.Dial(ctx, numatest.Options{Socket: sock, ServerInfoFile: info})
-	if err != nil {
-		b.Fatalf("dialing the connector: %v\n%s", err, p.Output())
-	}
-	defer c.Close()
-	seen := make(map[string]struct{}, n)
-	var first, last time.Time
-	for len(seen) < n {
-		msgs, err := c.Read(ctx, batch, time.Second)
-		if err != nil {
-			b.Fatalf("read: %v (%d of %d)\n%s", err, len(seen), n, p.Output())
-		}
-		if len(msgs) == 0 {
-			continue
-		}
-		if first.IsZero() {
-			first = time.Now()
-		}
-		offs := make([]numatest.Offset, len(msgs))
-		for i, m := range msgs {
-			offs[i] = m.Offset
-			seen[string(m.Payload[:8])] = struct{}{}
-		}
-		if err := c.Ack(ctx, offs); err != nil {
-			b.Fatalf("ack: %v", err)
-		}
-		last = time.Now()
-	}
-	rss := proctest.PeakRSS(p.Cmd.Process.Pid)
-	_ = p.Signal(syscall.SIGTERM)
-	p.Wait(10 * time.Second)
-	return float64(n-1) / last.Sub(first).Seconds(), rss
 }
 
 // runRaw drains n messages queued for clientID's session with a plain paho client in manual-ack mode

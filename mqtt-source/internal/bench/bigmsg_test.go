@@ -3,95 +3,30 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/benchkit"
 	"github.com/numaflow-connectors/sources/common/proctest"
 	"github.com/numaflow-connectors/sources/mqtt-source/mqtttest"
 )
 
-// The big-message scenario of the memory verification, as for the other connectors: 400 messages of
-// 1 MiB queued, the connector configured for numa's batch of 500, numa backpressured (Read 10 with a
-// 1 s timeout, ack 200 ms later), in a pod limited to 256 MiB.
-const (
-	bigCount     = 400
-	bigSize      = 1 << 20
-	bigBudgetMiB = 256
-	bigRead      = 10
-	bigAckDelay  = 200 * time.Millisecond
-)
-
-// bigCases: "bounded" is what the server derives from a 256 MiB cgroup (GOMEMLIMIT 90% of it,
-// PREFETCH_BYTES a quarter); "unbounded" is bounded by count only.
-var bigCases = []struct{ name, env string }{
-	{"bounded", "GOMEMLIMIT=230MiB PREFETCH_BYTES=64Mi"},
-	{"unbounded", "GOMEMLIMIT=off PREFETCH_BYTES=1Gi"},
-}
-
 // BenchmarkBigMessages measures the connector binary's peak RSS (VmHWM) while a backpressured numa
-// drains 400 messages of 1 MiB over the unix socket, with and without the byte bound, and fails unless
-// every message is delivered and acked.
+// drains 400 messages of 1 MiB over the unix socket, with and without the byte bound (benchkit's big
+// message scenario), and fails unless every message is delivered and acked.
 func BenchmarkBigMessages(b *testing.B) {
 	srv := mqtttest.Shared(b)
 	bin := proctest.Build(b, filepath.Join("..", ".."), "mqtt-source")
-	for i := 0; i < b.N; i++ {
-		for _, c := range bigCases {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			topic := fmt.Sprintf("bench-big-%s-%d-%d", c.name, time.Now().UnixNano(), i)
-			srv.Session(b, topic+"-src-0", time.Hour, 1, "$share/"+topic+"/"+topic)
-			fill(ctx, b, srv, topic, bigCount, bigSize)
-			rss, took, got := runBig(ctx, b, bin, srv, topic, strings.Fields(c.env))
-			cancel()
-			b.ReportMetric(float64(rss)/(1<<20), c.name+"_peak_rss_MiB")
-			b.ReportMetric(float64(got), c.name+"_acked")
-			b.ReportMetric(took.Seconds(), c.name+"_s")
-			b.Logf("%s (%s): %d of %d messages of %d KiB acked in %s, connector peak RSS %.1f MiB (budget %d MiB)",
-				c.name, c.env, got, bigCount, bigSize>>10, took.Round(time.Millisecond), float64(rss)/(1<<20), bigBudgetMiB)
+	pub := srv.Connect(b, "")
+	benchkit.BigMessages(b, bin, "messages", func(ctx context.Context, c benchkit.BigCase, run int) []string {
+		topic := fmt.Sprintf("bench-big-%s-%d-%d", c.Name, time.Now().UnixNano(), run)
+		srv.Session(b, topic+"-src-0", time.Hour, 1, "$share/"+topic+"/"+topic)
+		for j := range benchkit.BigCount {
+			if err := pub.Publish(ctx, topic, 1, nil, []byte(benchkit.BigPayload(j))); err != nil {
+				b.Fatalf("filling %s: %v", topic, err)
+			}
 		}
-		b.ReportMetric(bigBudgetMiB, "budget_MiB")
-	}
-}
-
-// runBig starts the connector with env on topic, drains it slowly and returns the connector's peak
-// RSS, the time from its start to the last ack, and how many messages were acked.
-func runBig(ctx context.Context, b *testing.B, bin string, srv *mqtttest.Server, topic string, env []string) (int64, time.Duration, int) {
-	b.Helper()
-	dir, err := os.MkdirTemp("", "mbig")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock, info := filepath.Join(dir, "s.sock"), filepath.Join(dir, "info")
-	start := time.Now()
-	p, err := proctest.StartE(bin, nil, proctest.Options{Env: append([]string{
-		"MQTT_URL=" + srv.URL(), "MQTT_TOPICS=" + topic, "MQTT_CLIENT_ID=" + topic + "-src-<replica>",
-		"MQTT_SHARE_GROUP=" + topic, "MQTT_USERNAME=" + mqtttest.User, "MQTT_PASSWORD=" + srv.Password,
-		"SOURCE_SOCKET=" + sock, "SOURCE_SERVER_INFO_FILE=" + info, "METRICS_ADDR=", "LOG_LEVEL=warn",
-		"NUMAFLOW_READ_BATCH_SIZE=500", "NUMAFLOW_READ_TIMEOUT_MS=1000",
-	}, env...)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Kill()
-	c, err := numatest.Dial(ctx, numatest.Options{Socket: sock, ServerInfoFile: info})
-	if err != nil {
-		b.Fatalf("dialing the connector: %v\n%s", err, p.Output())
-	}
-	defer c.Close()
-	st, err := c.Run(ctx, numatest.LoopOptions{BatchSize: bigRead, Timeout: time.Second, AckDelay: bigAckDelay,
-		Limit: bigCount, PendingEvery: -1, PartitionsEvery: -1})
-	got := int(st.Acked)
-	took := time.Since(start)
-	rss := proctest.PeakRSS(p.Cmd.Process.Pid)
-	if err != nil || got < bigCount {
-		b.Fatalf("%v: %d of %d messages acked (%v)\n%s", env, got, bigCount, err, p.Output())
-	}
-	_ = p.Signal(syscall.SIGTERM)
-	p.Wait(10 * time.Second)
-	return rss, took, got
+		return connectorEnv(srv, topic)
+	})
 }
