@@ -223,6 +223,15 @@ func TestSkipRetained(t *testing.T) {
 	if string(msgs[0].Payload) != "new" || !slices.Equal(conn.acks(), []uint16{1}) {
 		t.Fatalf("got %q, acks %v: the retained message must be acknowledged and skipped", msgs[0].Payload, conn.acks())
 	}
+	// Skipped, it still counts as delivered for the connection's reader (else the reader would wait
+	// for bytes nobody will ever receive).
+	d.publishRead(1 << 30)
+	d.deliver(conn, r)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.inPahoBytes != 0 || len(d.inPaho) != 0 {
+		t.Fatalf("%d bytes of %d packets still counted as read and not delivered", d.inPahoBytes, len(d.inPaho))
+	}
 }
 
 // More than the budget waiting for Receive blocks paho's delivery (so it reads the socket no further)

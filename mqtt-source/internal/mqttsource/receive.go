@@ -22,16 +22,20 @@ type delivery struct {
 	queued bool      // in queue, counted in queueBytes
 }
 
-// onPublish takes a message from paho (one at a time, in arrival order). While more than the
-// adapter's budget waits for Receive it blocks, so paho stops reading the connection: the broker's
-// flow control (Receive Maximum) bounds messages by count only, and some brokers exceed it.
+// onPublish takes a message from paho (one at a time, in arrival order).
 func (d *driver) onPublish(pr paho.PublishReceived) (bool, error) {
 	d.deliver(pr.Client, pr.Packet)
 	return true, nil
 }
 
-// deliver queues one message that arrived on conn for Receive.
+// deliver queues one message that arrived on conn for Receive. While the read-ahead budget is full it
+// waits: the connection's reader (flow.go) has stopped already, and for WebSocket connections, which
+// it does not read, this is what stops paho, once its channel of Receive Maximum packets is full.
 func (d *driver) deliver(conn acker, p *paho.Publish) {
+	d.mu.Lock()
+	d.publishDeliveredLocked()
+	d.broadcast() // room for the connection's reader
+	d.mu.Unlock()
 	if d.skipRetained && p.Retain {
 		if p.QoS > 0 {
 			_ = conn.Ack(p)
@@ -42,8 +46,6 @@ func (d *driver) deliver(conn acker, p *paho.Publish) {
 	size := int64(len(p.Payload))
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.publishDeliveredLocked()
-	d.broadcast() // room for the connection's reader
 	if d.conn != del.conn {
 		d.dropStaleLocked()
 		d.conn = del.conn
