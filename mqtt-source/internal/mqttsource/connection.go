@@ -25,8 +25,8 @@ var errDown = errors.New("not connected to the broker")
 // the broker sends them again on the resumed session.
 func (d *driver) connectionUp(sessionPresent bool) {
 	d.mu.Lock()
-	first := d.conn == nil && !d.connected && d.downErr == nil
-	d.connected, d.downErr = true, nil
+	first := !d.everConnected
+	d.connected, d.everConnected, d.downErr = true, true, nil
 	d.subscribed, d.subErr = false, nil
 	d.broadcast()
 	d.mu.Unlock()

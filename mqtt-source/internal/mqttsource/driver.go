@@ -48,23 +48,24 @@ type driver struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu          sync.Mutex
-	closed      bool
-	connected   bool
-	conn        acker       // the connection the current deliveries arrived on; nil before the first
-	downErr     error       // why the last connection attempt or connection failed
-	subscribed  bool        // the current connection's SUBSCRIBE was accepted
-	subErr      error       // why it was refused
-	subAt       time.Time   // when the last SUBSCRIBE was sent
-	queue       []*delivery // received, not yet returned by Receive, in arrival order
-	queueBytes  int64       // payload bytes in queue
-	requeued    []*delivery // handed back by Nack, each due at its time
-	inPaho      []int64     // sizes of PUBLISH packets read from the connection, not yet delivered (flow.go)
-	inPahoBytes int64
-	gated       bool                   // the connection's reader waits for room (flow.go)
-	gateOpened  time.Time              // when it last stopped waiting
-	held        map[string][]*delivery // id -> unacknowledged deliveries of the current connection, oldest first
-	wake        chan struct{}          // closed and replaced whenever the state above changes
+	mu            sync.Mutex
+	closed        bool
+	connected     bool
+	everConnected bool        // a connection was up once (connectionUp logs a first start apart)
+	conn          acker       // the connection the current deliveries arrived on; nil before the first
+	downErr       error       // why the last connection attempt or connection failed
+	subscribed    bool        // the current connection's SUBSCRIBE was accepted
+	subErr        error       // why it was refused
+	subAt         time.Time   // when the last SUBSCRIBE was sent
+	queue         []*delivery // received, not yet returned by Receive, in arrival order
+	queueBytes    int64       // payload bytes in queue
+	requeued      []*delivery // handed back by Nack, each due at its time
+	inPaho        []int64     // sizes of PUBLISH packets read from the connection, not yet delivered (flow.go)
+	inPahoBytes   int64
+	gated         bool                   // the connection's reader waits for room (flow.go)
+	gateOpened    time.Time              // when it last stopped waiting
+	held          map[string][]*delivery // id -> unacknowledged deliveries of the current connection, oldest first
+	wake          chan struct{}          // closed and replaced whenever the state above changes
 }
 
 var (
