@@ -421,3 +421,65 @@ func TestIntegrationNetworkCut(t *testing.T) {
 		t.Fatalf("after the cut received %q (%v), want %q", payloadsOf(again), err, want)
 	}
 }
+
+// With MQTT_ID_PROPERTY the offset is the publisher's id: the same on the broker's redelivery after a
+// restart (numa recognises it), while without it every delivery gets an offset of its own.
+func TestIntegrationIDPropertyIsStableAcrossRedelivery(t *testing.T) {
+	srv := mqtttest.Shared(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	name := mqtttest.Name(t)
+	cfg := testConfig(srv, name, name+"-0", name)
+	cfg.IDProperty = "msg-id"
+	d := openReady(ctx, t, cfg, harnessBudget)
+	pub := srv.Connect(t, "")
+	if err := pub.Publish(ctx, name, 1, []string{"msg-id", "order-17"}, []byte("with id")); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctx, name, 1, nil, []byte("without id")); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := receiveUntil(t, d, 2, 10*time.Second)
+	if len(first) != 2 || first[0].ID != "order-17" {
+		t.Fatalf("received %d, first id %q; want the id property", len(first), first[0].ID)
+	}
+	_ = d.Close(ctx) // nothing acked: the session keeps both
+	again, _ := receiveUntil(t, openReady(ctx, t, cfg, harnessBudget), 2, 10*time.Second)
+	if len(again) != 2 || again[0].ID != first[0].ID {
+		t.Fatalf("redelivered %d, first id %q; want the same id %q", len(again), again[0].ID, first[0].ID)
+	}
+	if again[1].ID == first[1].ID {
+		t.Fatalf("a message without the property kept its id %q across a redelivery: delivery ids must be unique", again[1].ID)
+	}
+}
+
+// What the README says about scale-down, shown: a member of the share group that goes away keeps its
+// unacknowledged messages, and Mosquitto keeps routing new messages of the group into its offline
+// session; the remaining member never gets them. When the member comes back with its client id, it
+// gets every one of them.
+func TestIntegrationOfflineMemberKeepsItsMessages(t *testing.T) {
+	srv := mqtttest.Shared(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	name := mqtttest.Name(t)
+	cfgA, cfgB := testConfig(srv, name, name+"-0", name), testConfig(srv, name, name+"-1", name)
+	a := openReady(ctx, t, cfgA, harnessBudget)
+	b := openReady(ctx, t, cfgB, harnessBudget)
+	_ = b.Close(ctx) // scaled down: its session (and its share of the group) stays at the broker
+	const n = 20
+	if err := srv.Connect(t, "").Publish(ctx, name, 1, nil, numbered("o", n)...); err != nil {
+		t.Fatal(err)
+	}
+	fromA, _ := receiveUntil(t, a, n, 3*time.Second)
+	if err := a.Ack(ctx, handles(fromA...)); err != nil {
+		t.Fatal(err)
+	}
+	if len(fromA) == n {
+		t.Skip("the broker gave the offline member's share to the live one: nothing stranded")
+	}
+	t.Logf("the live member got %d of %d; the offline member's session holds the rest", len(fromA), n)
+	fromB, _ := receiveUntil(t, openReady(ctx, t, cfgB, harnessBudget), n-len(fromA), 10*time.Second)
+	if got := payloadsOf(append(slices.Clone(fromA), fromB...)); !slices.Equal(got, payloadsOf(wrap(numbered("o", n)))) {
+		t.Fatalf("with the member back, %d + %d messages; want all %d once", len(fromA), len(fromB), n)
+	}
+}
