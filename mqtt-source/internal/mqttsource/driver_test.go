@@ -7,7 +7,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
@@ -371,21 +370,6 @@ func TestMapping(t *testing.T) {
 	}
 	if et := msgs[2].EventTime; et.Before(before.Add(-time.Second)) || et.After(time.Now()) {
 		t.Errorf("invalid event time property gave %s, want the receive time", et)
-	}
-}
-
-// Invalid UTF-8 in a user property would fail numaflow's protobuf encoding of the whole batch.
-func TestMappingRepairsInvalidUTF8(t *testing.T) {
-	d, _ := newFakeDriver(t, nil)
-	d.deliver(&fakeConn{}, pub(1, "factory/a/temperature", "p", "bad\xffkey", "v\xfe", "ok", "fine"))
-	h := receiveN(t, d, 1)[0].Headers
-	if h["bad\uFFFDkey"] != "v\uFFFD" || h["ok"] != "fine" {
-		t.Fatalf("headers %q, want the invalid bytes replaced by U+FFFD", h)
-	}
-	for k, v := range h {
-		if !utf8.ValidString(k) || !utf8.ValidString(v) {
-			t.Fatalf("header %q: %q is not valid UTF-8", k, v)
-		}
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/eclipse/paho.golang/paho"
 
@@ -80,21 +79,14 @@ func (m *mapper) message(x *delivery, now time.Time) *source.Message {
 			}
 		}
 	}
-	// Numaflow's keys and headers are protobuf strings, which must be valid UTF-8: one invalid string
-	// fails the whole read and stops numaflow-go's server. MQTT requires UTF-8, but not every broker
-	// checks user properties, so invalid bytes become U+FFFD.
-	for k, v := range h {
-		if !utf8.ValidString(k) || !utf8.ValidString(v) {
-			delete(h, k)
-			h[strings.ToValidUTF8(k, "\uFFFD")] = strings.ToValidUTF8(v, "\uFFFD")
-		}
-	}
+	// Invalid UTF-8 in a property (MQTT requires UTF-8, but not every broker checks) is replaced by the
+	// adapter, for every connector.
 	return &source.Message{
 		ID:        x.id,
 		Handle:    x,
 		Payload:   p.Payload,
 		EventTime: eventTime,
-		Keys:      []string{strings.ToValidUTF8(p.Topic, "\uFFFD")},
+		Keys:      []string{p.Topic},
 		Headers:   h,
 	}
 }
