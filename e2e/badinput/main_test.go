@@ -19,9 +19,10 @@ const (
 	sqsSource    = "sqs-source"
 	pubsubSource = "pubsub-source"
 	redisSource  = "redis-streams-source"
+	mqttSource   = "mqtt-source"
 )
 
-var connectors = []string{sqsSource, pubsubSource, redisSource}
+var connectors = []string{sqsSource, pubsubSource, redisSource, mqttSource}
 
 // binaries maps a connector to its binary, built once for the package.
 var binaries map[string]string

@@ -13,6 +13,7 @@ var secretVars = map[string][]string{
 	sqsSource:    nil,
 	pubsubSource: nil,
 	redisSource:  {"REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"},
+	mqttSource:   {"MQTT_PASSWORD"},
 }
 
 // --help and --env-json never print a secret, even with every secret set in the environment, and
