@@ -40,7 +40,15 @@ func (d *driver) deadLetter(ctx context.Context, msg *source.Message, reason str
 		paho.UserProperty{Key: PropDeadLetterReason, Value: reason},
 		paho.UserProperty{Key: PropDeadLetterTopic, Value: x.pub.Topic},
 		paho.UserProperty{Key: PropDeadLetterDeliveries, Value: strconv.Itoa(msg.Deliveries)})
-	if _, err := d.api.Publish(ctx, p); err != nil {
+	resp, err := d.api.Publish(ctx, p)
+	if resp != nil && resp.ReasonCode >= 0x80 { // refused in the PUBACK (e.g. not authorized)
+		re := &ReasonError{Op: "publishing to dead-letter topic " + d.dlq, Code: resp.ReasonCode}
+		if resp.Properties != nil {
+			re.Reason = resp.Properties.ReasonString
+		}
+		return re
+	}
+	if err != nil {
 		return fmt.Errorf("publishing to dead-letter topic %s: %w", d.dlq, err)
 	}
 	return d.ack([]source.Handle{x})

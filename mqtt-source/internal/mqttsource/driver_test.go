@@ -315,7 +315,13 @@ func TestDeadLetter(t *testing.T) {
 		t.Fatalf("failed publish: %v, acks %v; want an error and no acknowledgement", err, conn.acks())
 	}
 	api.mu.Lock()
-	api.pubErr = nil
+	api.pubErr, api.pubResp = errors.New("error publishing: not authorized"), &paho.PublishResponse{ReasonCode: 0x87}
+	api.mu.Unlock()
+	if err := d.DeadLetter(t.Context(), m, "bad input"); d.ErrorCode(err) != source.PermissionDenied || len(conn.acks()) != 0 {
+		t.Fatalf("publish refused in the PUBACK: %v (%s), acks %v; want permission_denied and no acknowledgement", err, d.ErrorCode(err), conn.acks())
+	}
+	api.mu.Lock()
+	api.pubErr, api.pubResp = nil, nil
 	api.mu.Unlock()
 	if err := d.DeadLetter(t.Context(), m, "bad input"); err != nil {
 		t.Fatal(err)

@@ -41,6 +41,7 @@ type fakeAPI struct {
 	subs      []*paho.Subscribe
 	published []*paho.Publish
 	pubErr    error
+	pubResp   *paho.PublishResponse // with pubErr: a refusal in the PUBACK
 	disc      atomic.Int32
 }
 
@@ -55,7 +56,7 @@ func (f *fakeAPI) Publish(_ context.Context, p *paho.Publish) (*paho.PublishResp
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.pubErr != nil {
-		return nil, f.pubErr
+		return f.pubResp, f.pubErr
 	}
 	f.published = append(f.published, p)
 	return &paho.PublishResponse{}, nil
