@@ -427,3 +427,35 @@ func TestCapabilities(t *testing.T) {
 		t.Fatalf("backlog %d, %v; want -1 (unknown)", n, err)
 	}
 }
+
+// The connection's reader waits while Receive Maximum messages, read or queued, wait for Receive (a
+// broker may send more than its window), and goes on once Receive takes one.
+func TestReaderWaitsAtReceiveMaximum(t *testing.T) {
+	d, _ := newFakeDriver(t, func(c *Config) { c.ReceiveMax = 2 })
+	conn := &fakeConn{}
+	d.publishRead(10)
+	d.publishRead(10)
+	done := make(chan struct{})
+	go func() {
+		d.waitForRoom()
+		close(done)
+	}()
+	d.deliver(conn, pub(1, "factory/a/temperature", "1")) // read 1 + queued 1: still 2
+	select {
+	case <-done:
+		t.Fatal("the reader went on with 2 messages waiting and a receive maximum of 2")
+	case <-time.After(100 * time.Millisecond):
+	}
+	d.mu.Lock()
+	gated := d.gated
+	d.mu.Unlock()
+	if !gated {
+		t.Fatal("the waiting reader is not marked gated: the pinger would count the wait as silence")
+	}
+	receiveN(t, d, 1)
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Fatal("the reader still waits after receive took a message")
+	}
+}

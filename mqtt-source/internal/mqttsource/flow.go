@@ -128,13 +128,15 @@ func (d *driver) publishDeliveredLocked() {
 	}
 }
 
-// waitForRoom blocks while what was read and not yet received fills the byte budget, until Receive
-// makes room or the driver is closed.
+// waitForRoom blocks while what was read and not yet received fills the byte budget or Receive
+// Maximum (a broker that exceeds its window would otherwise fill paho's channel, where the reader
+// blocks unseen by the pinger), until Receive makes room or the driver is closed.
 func (d *driver) waitForRoom() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	waited := false
-	for !d.closed && (len(d.inPaho) > 0 || len(d.queue) > 0) && d.inPahoBytes+d.queueBytes >= d.maxBytes {
+	for !d.closed && (len(d.inPaho) > 0 || len(d.queue) > 0) &&
+		(d.inPahoBytes+d.queueBytes >= d.maxBytes || len(d.inPaho)+len(d.queue) >= d.maxQueue) {
 		waited, d.gated = true, true
 		wake := d.wake
 		d.mu.Unlock()
