@@ -4,8 +4,11 @@
 
 SHELL      := /bin/bash
 GO         ?= go
-CONNECTORS := redis-streams-source sqs-source pubsub-source rabbitmq-source
-MODULES    := common $(CONNECTORS) root
+CONNECTORS := redis-streams-source sqs-source pubsub-source
+CONNECTORS += mqtt-source
+CONNECTORS += rabbitmq-source
+# deploy/observability: the dashboard and alert tests (Prometheus's Go packages kept out of the root module).
+MODULES    := common $(CONNECTORS) deploy/observability root
 BIN        := bin
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT     ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -31,7 +34,7 @@ build:
 		fi; \
 	done
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/udsource-run ./cmd/udsource-run
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/memsource ./cmd/memsource
+	cd common && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/memsource ./cmd/memsource
 
 ## run: the Redis Streams connector end to end on an embedded broker (miniredis inside the runner,
 ## seeded with 100,000 entries), with a live progress line. With REDIS_URL set it uses that Redis.
@@ -98,9 +101,11 @@ DIST ?= dist
 .PHONY: images push
 
 ## images: for every connector with a main.go, static linux/amd64 + linux/arm64 binaries packed into one OCI
-##   image index: $(DIST)/oci/<connector>/ (OCI layout) and $(DIST)/<connector>-linux-<arch>.tar (docker load),
-##   then every image is opened and checked (common/imagebuild TestDist). Tag: VERSION when given on the
-##   command line, else the connector's newest <connector>/vX.Y.Z git tag (build-image version <connector>).
+##   image index, each image with an SPDX SBOM made from its binary's Go build info (a BuildKit attestation
+##   manifest in the index): $(DIST)/oci/<connector>/ (OCI layout) and $(DIST)/<connector>-linux-<arch>.tar
+##   (docker load), then every image and SBOM is opened and checked, the SBOM against the connector's go.mod
+##   (common/imagebuild TestDist). Tag: VERSION when given on the command line, else the connector's newest
+##   <connector>/vX.Y.Z git tag (build-image version <connector>).
 ##   One connector: make images CONNECTORS=sqs-source VERSION=v0.1.0
 images:
 	@set -e; \
@@ -120,7 +125,7 @@ images:
 			-description "$$(cd $$c && GOWORK=off $(GO) list -f '{{.Doc}}' .)" \
 			-bin linux/amd64=$(DIST)/bin/$$c/amd64/$$c -bin linux/arm64=$(DIST)/bin/$$c/arm64/$$c -out $(DIST); \
 	done; \
-	cd common && GOWORK=off $(GO) test -count=1 -run '^TestDist$$' ./imagebuild -args -dist=$(abspath $(DIST))
+	cd common && GOWORK=off $(GO) test -count=1 -run '^TestDist$$' ./imagebuild -args -dist=$(abspath $(DIST)) -src=$(CURDIR)
 
 ## push: push every image index built by `make images` as $(REGISTRY)/<connector>:<its version>
 ##   (credentials: docker's config.json and credential helpers; PUSH_FLAGS=-insecure for a plain-HTTP registry)

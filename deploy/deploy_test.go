@@ -7,9 +7,15 @@
 //     where X.Y.Z is the newest version in <connector>/CHANGELOG.md (and no newer <connector>/v* git
 //     tag exists): at tag <connector>/vX.Y.Z, `make images` builds exactly that tag (see RELEASING.md);
 //   - every env var set (env, envFrom ConfigMap and Secret keys) is one the connector reads, as its own
-//     binary reports with --env-json, and every required one is set;
+//     binary reports with --env-json, every required one is set, and the binary's own validation
+//     (--validate) accepts the values;
 //   - the container runs as 65532, non-root, read-only root file system, no privilege escalation, all
 //     capabilities dropped, with CPU and memory requests and limits.
+//
+// Every base also has a MonoVertex example (monovertex.yaml, applied instead of the Pipeline), checked the
+// same way; and built with the scraping components (components/podmonitor, components/prometheus-
+// annotations), its PodMonitor must select exactly the connector's pods, scrape the udsource container
+// on its METRICS_ADDR port and label series with connector, pipeline and vertex (scrape_test.go).
 package deploy_test
 
 import (
@@ -58,6 +64,7 @@ var sdkVars = map[string][]string{
 		"GOOGLE_APPLICATION_CREDENTIALS", "PUBSUB_EMULATOR_HOST",
 	},
 	"redis-streams-source": {},
+	"mqtt-source":          {},
 	"rabbitmq-source":      {},
 }
 
@@ -77,6 +84,7 @@ type envVar struct {
 type rendered struct {
 	pipelines  []*v1alpha1.Pipeline
 	monoVertex []*v1alpha1.MonoVertex
+	podMonitor []*podMonitor
 	configMaps map[string]*corev1.ConfigMap
 	secrets    map[string]*corev1.Secret
 	kinds      []string
@@ -94,9 +102,107 @@ func TestManifests(t *testing.T) {
 		connector := filepath.Dir(k)
 		t.Run(connector, func(t *testing.T) {
 			t.Parallel()
-			checkConnector(t, connector, connector)
+			t.Run("pipeline", func(t *testing.T) { checkConnector(t, connector, connector) })
+			t.Run("monovertex", func(t *testing.T) { checkMonoVertex(t, connector, connector) })
+			t.Run("scraping", func(t *testing.T) { checkScraping(t, connector, connector) })
+			t.Run("monovertex-scraping", func(t *testing.T) { checkMonoVertexScraping(t, connector, connector) })
 		})
 	}
+}
+
+// monoVertexFile is every base's MonoVertex example: the connector's container as a MonoVertex with a
+// sink, applied with the base's configuration instead of its Pipeline (not in the base's resources).
+const monoVertexFile = "monovertex.yaml"
+
+// monoVertexBase copies the base dir to a temporary directory whose kustomization lists monovertex.yaml
+// in place of every resource file holding a Pipeline: the base as a user runs it as a MonoVertex. The
+// caller removes the copy.
+func monoVertexBase(t rep, dir string) string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, monoVertexFile)); err != nil {
+		t.Fatalf("deploy/%s has no MonoVertex example (%s): %v", dir, monoVertexFile, err)
+	}
+	tmp, err := os.MkdirTemp("", "deploy-monovertex-")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	done := false
+	defer func() {
+		if !done { // a Fatalf on the way
+			os.RemoveAll(tmp)
+		}
+	}()
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, f := range files {
+		if st, err := os.Stat(f); err != nil || st.IsDir() {
+			continue
+		}
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		if err := os.WriteFile(filepath.Join(tmp, filepath.Base(f)), raw, 0o644); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
+	kpath := filepath.Join(tmp, "kustomization.yaml")
+	raw, err := os.ReadFile(kpath)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	var k map[string]any
+	if err := yaml.Unmarshal(raw, &k); err != nil {
+		t.Fatalf("%s/kustomization.yaml: %v", dir, err)
+	}
+	res, _ := k["resources"].([]any)
+	var out []any
+	for _, r := range res {
+		name, _ := r.(string)
+		body, _ := os.ReadFile(filepath.Join(tmp, name))
+		if pipelineKind.Match(body) {
+			continue
+		}
+		out = append(out, r)
+	}
+	k["resources"] = append(out, monoVertexFile)
+	if raw, err = yaml.Marshal(k); err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := os.WriteFile(kpath, raw, 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+	done = true
+	return tmp
+}
+
+var pipelineKind = regexp.MustCompile(`(?m)^kind:\s*Pipeline\s*$`)
+
+// checkMonoVertex checks the base dir run as a MonoVertex (monoVertexBase): it renders exactly one
+// MonoVertex, with a sink and scale.max, and no Pipeline, and passes every check of checkConnector.
+func checkMonoVertex(t rep, dir, connector string) {
+	t.Helper()
+	mv := monoVertexBase(t, dir)
+	defer os.RemoveAll(mv)
+	r := checkConnector(t, mv, connector)
+	if len(r.monoVertex) != 1 || len(r.pipelines) != 0 {
+		t.Errorf("%s as a MonoVertex renders %d MonoVertex and %d Pipeline objects, want 1 and 0 (kinds: %v)", dir, len(r.monoVertex), len(r.pipelines), r.kinds)
+	}
+	for _, m := range r.monoVertex {
+		if m.Spec.Sink == nil {
+			t.Errorf("monovertex %s: no sink", m.Name)
+		}
+		if m.Spec.Scale.Max == nil {
+			t.Errorf("monovertex %s: set scale.max (the default allows 50 replicas)", m.Name)
+		}
+	}
+}
+
+// checkMonoVertexScraping is checkScraping on the base run as a MonoVertex.
+func checkMonoVertexScraping(t rep, dir, connector string) {
+	t.Helper()
+	mv := monoVertexBase(t, dir)
+	defer os.RemoveAll(mv)
+	checkScraping(t, mv, connector)
 }
 
 // rep is what the checks report to: *testing.T, or a recorder in TestChecksCatchMistakes.
@@ -108,8 +214,9 @@ type rep interface {
 	Logf(format string, args ...any)
 }
 
-// checkConnector checks the kustomize base dir (deploy/<connector>) of connector.
-func checkConnector(t rep, dir, connector string) {
+// checkConnector checks the kustomize base dir (deploy/<connector>) of connector and returns what it
+// rendered.
+func checkConnector(t rep, dir, connector string) *rendered {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join("..", connector, "main.go")); err != nil {
 		t.Fatalf("deploy/%s has no connector ../%s/main.go", connector, connector)
@@ -158,6 +265,7 @@ func checkConnector(t rep, dir, connector string) {
 		checkSecurity(t, c)
 		checkResources(t, c)
 	}
+	return r
 }
 
 // render runs kustomize on deploy/<connector> and strictly decodes every object.
@@ -194,6 +302,13 @@ func decodeObject(t rep, id, kind, apiVersion string, raw []byte, r *rendered) {
 		mv := &v1alpha1.MonoVertex{}
 		r.monoVertex = append(r.monoVertex, mv)
 		target = mv
+	case "monitoring.coreos.com/v1/PodMonitor":
+		pm := &podMonitor{}
+		r.podMonitor = append(r.podMonitor, pm)
+		if err := json.Unmarshal(raw, pm); err != nil { // strictly checked in deploy/observability
+			t.Errorf("%s: %v", id, err)
+		}
+		return
 	case "v1/ConfigMap":
 		cm := &corev1.ConfigMap{}
 		defer func() { r.configMaps[cm.Name] = cm }()
@@ -236,12 +351,25 @@ func strictDecode(raw []byte, v any) error {
 
 var (
 	binOnce sync.Map // connector -> *binResult
+	binDir  string   // where the connector binaries are built; removed by TestMain
 )
 
 type binResult struct {
 	once sync.Once
+	bin  string // the connector binary
 	vars []envVar
 	err  error
+}
+
+func TestMain(m *testing.M) {
+	var err error
+	if binDir, err = os.MkdirTemp("", "deploy-test-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(binDir)
+	os.Exit(code)
 }
 
 // connectorVars builds the connector binary from its own module and asks it for the variables it reads.
@@ -250,13 +378,8 @@ func connectorVars(t rep, connector string) []envVar {
 	v, _ := binOnce.LoadOrStore(connector, &binResult{})
 	br := v.(*binResult)
 	br.once.Do(func() {
-		dir, err := os.MkdirTemp("", "deploy-test-")
-		if err != nil {
-			br.err = err
-			return
-		}
-		defer os.RemoveAll(dir)
-		bin := filepath.Join(dir, connector)
+		bin := filepath.Join(binDir, connector)
+		br.bin = bin
 		build := exec.Command("go", "build", "-o", bin, ".")
 		build.Dir = filepath.Join("..", connector)
 		build.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
@@ -287,18 +410,53 @@ func connectorVars(t rep, connector string) []envVar {
 	return br.vars
 }
 
-// setVars lists the variable names container c sets, with where each comes from.
-func setVars(t rep, dir string, c *v1alpha1.Container, r *rendered) map[string]string {
+// connectorBin returns the binary connectorVars built.
+func connectorBin(t rep, connector string) string {
 	t.Helper()
-	set := map[string]string{}
-	add := func(name, from string) {
+	connectorVars(t, connector)
+	v, _ := binOnce.Load(connector)
+	return v.(*binResult).bin
+}
+
+// setVar is a variable a container sets: where from, and its value as the pod would see it (a field
+// reference gets a stand-in).
+type setVar struct {
+	from, value string
+}
+
+// setVars lists the variables container c sets, with where each comes from and its value.
+func setVars(t rep, dir string, c *v1alpha1.Container, r *rendered) map[string]setVar {
+	t.Helper()
+	set := map[string]setVar{}
+	add := func(name, from, value string) {
 		if prev, ok := set[name]; ok {
-			t.Errorf("%s is set twice: by %s and by %s", name, prev, from)
+			t.Errorf("%s is set twice: by %s and by %s", name, prev.from, from)
 		}
-		set[name] = from
+		set[name] = setVar{from, value}
+	}
+	secret := func(name string) *corev1.Secret {
+		if s, ok := r.secrets[name]; ok {
+			return s
+		}
+		return exampleSecret(t, dir, name)
 	}
 	for _, e := range c.Env {
-		add(e.Name, "env")
+		value := e.Value
+		if vf := e.ValueFrom; vf != nil {
+			switch {
+			case vf.SecretKeyRef != nil:
+				if s := secret(vf.SecretKeyRef.Name); s != nil {
+					value = secretValue(s, vf.SecretKeyRef.Key)
+				}
+			case vf.ConfigMapKeyRef != nil:
+				if cm, ok := r.configMaps[vf.ConfigMapKeyRef.Name]; ok {
+					value = cm.Data[vf.ConfigMapKeyRef.Key]
+				}
+			default:
+				value = "stand-in" // a pod field or resource
+			}
+		}
+		add(e.Name, "env", value)
 	}
 	for _, ef := range c.EnvFrom {
 		switch {
@@ -308,30 +466,62 @@ func setVars(t rep, dir string, c *v1alpha1.Container, r *rendered) map[string]s
 				t.Errorf("envFrom ConfigMap %q is not part of %s", ef.ConfigMapRef.Name, dir)
 				continue
 			}
-			for k := range cm.Data {
-				add(ef.Prefix+k, "ConfigMap "+cm.Name)
+			for k, v := range cm.Data {
+				add(ef.Prefix+k, "ConfigMap "+cm.Name, v)
 			}
-			for k := range cm.BinaryData {
-				add(ef.Prefix+k, "ConfigMap "+cm.Name)
+			for k, v := range cm.BinaryData {
+				add(ef.Prefix+k, "ConfigMap "+cm.Name, string(v))
 			}
 		case ef.SecretRef != nil:
-			s, ok := r.secrets[ef.SecretRef.Name]
-			if !ok {
-				s = exampleSecret(t, dir, ef.SecretRef.Name)
-			}
+			s := secret(ef.SecretRef.Name)
 			if s == nil {
 				t.Errorf("envFrom Secret %q is neither part of %s nor given as an example (a YAML file there holding a Secret of that name)", ef.SecretRef.Name, dir)
 				continue
 			}
-			for k := range s.Data {
-				add(ef.Prefix+k, "Secret "+s.Name)
+			for k, v := range s.Data {
+				add(ef.Prefix+k, "Secret "+s.Name, string(v))
 			}
-			for k := range s.StringData {
-				add(ef.Prefix+k, "Secret "+s.Name)
+			for k, v := range s.StringData {
+				add(ef.Prefix+k, "Secret "+s.Name, v)
 			}
 		}
 	}
 	return set
+}
+
+func secretValue(s *corev1.Secret, key string) string {
+	if v, ok := s.StringData[key]; ok {
+		return v
+	}
+	return string(s.Data[key])
+}
+
+// checkValues runs the connector's own validation (--validate: the configuration loaded exactly as a
+// start would, no network call) on the values the manifests set: a base with a value the binary would
+// refuse fails. A variable naming a file (VAR_FILE, a mounted secret) gets a stand-in file.
+func checkValues(t rep, dir, connector string, set map[string]setVar) {
+	t.Helper()
+	files, err := os.MkdirTemp("", "deploy-values-")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	defer os.RemoveAll(files)
+	environ := []string{}
+	for name, v := range set {
+		value := v.value
+		if strings.HasSuffix(name, "_FILE") && value != "" {
+			value = filepath.Join(files, name)
+			if err := os.WriteFile(value, []byte("stand-in"), 0o600); err != nil {
+				t.Fatalf("%v", err)
+			}
+		}
+		environ = append(environ, name+"="+value)
+	}
+	cmd := exec.Command(connectorBin(t, connector), "--validate")
+	cmd.Env = environ
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("%s: %s refuses the values the manifests set (%v):\n%s", dir, connector, err, strings.TrimSpace(string(out)))
+	}
 }
 
 // exampleSecret finds a Secret named name in a YAML file of deploy/<connector> that the kustomization
@@ -409,9 +599,9 @@ func checkEnv(t rep, dir, connector string, c *v1alpha1.Container, r *rendered, 
 	for _, n := range names {
 		switch {
 		case strings.HasPrefix(n, "NUMAFLOW_"):
-			t.Errorf("%s (from %s) is set by Numaflow itself; a manifest must not set it", n, set[n])
+			t.Errorf("%s (from %s) is set by Numaflow itself; a manifest must not set it", n, set[n].from)
 		case !allowed(n):
-			t.Errorf("%s (from %s) is not a variable %s reads (see %s --help)", n, set[n], connector, connector)
+			t.Errorf("%s (from %s) is not a variable %s reads (see %s --help)", n, set[n].from, connector, connector)
 		}
 	}
 	for _, v := range vars {
@@ -424,6 +614,7 @@ func checkEnv(t rep, dir, connector string, c *v1alpha1.Container, r *rendered, 
 			t.Errorf("required variable %s is not set (%s)", v.Name, v.Description)
 		}
 	}
+	checkValues(t, dir, connector, set)
 	for _, e := range c.Env {
 		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef == nil && e.ValueFrom.ConfigMapKeyRef == nil && e.ValueFrom.FieldRef == nil && e.ValueFrom.ResourceFieldRef == nil {
 			t.Errorf("env %s: empty valueFrom", e.Name)
@@ -604,6 +795,18 @@ func (r *recorder) Fatalf(format string, args ...any) {
 	panic(fatal{})
 }
 
+// run runs check on dir for connector, reporting to r; a Fatalf stops it as it stops a test.
+func (r *recorder) run(check func(rep, string, string), dir, connector string) {
+	defer func() {
+		if p := recover(); p != nil {
+			if _, ok := p.(fatal); !ok {
+				panic(p)
+			}
+		}
+	}()
+	check(r, dir, connector)
+}
+
 // TestChecksCatchMistakes runs the checks on a base with one mistake of each kind and expects each to
 // be reported.
 func TestChecksCatchMistakes(t *testing.T) {
@@ -617,7 +820,7 @@ metadata:
   name: cfg
 data:
   FOO_BAR: "1"
-  SQS_WAIT_TIME: 20s
+  SQS_WAIT_TIME: 25s
 `,
 		"pipeline.yaml": `apiVersion: numaflow.numaproj.io/v1alpha1
 kind: Pipeline
@@ -654,16 +857,7 @@ spec:
 		}
 	}
 	rec := &recorder{}
-	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				if _, ok := p.(fatal); !ok {
-					panic(p)
-				}
-			}
-		}()
-		checkConnector(rec, dir, connector)
-	}()
+	rec.run(func(t rep, dir, connector string) { checkConnector(t, dir, connector) }, dir, connector)
 	all := strings.Join(rec.msgs, "\n")
 	for _, want := range []string{
 		`unknown field "spec.vertices[0].scaling"`,
@@ -672,6 +866,8 @@ spec:
 		"FOO_BAR (from ConfigMap cfg) is not a variable sqs-source reads",
 		"NUMAFLOW_REPLICA (from env) is set by Numaflow",
 		"required variable SQS_QUEUE_URL is not set",
+		"sqs-source refuses the values the manifests set",
+		"SQS_WAIT_TIME: must be between 0s and 20s, got 25s",
 		`envFrom Secret "missing" is neither part of`,
 		"runAsNonRoot must be true",
 		"runAsUser must be 65532",

@@ -12,6 +12,6 @@ import (
 var bins map[string]string
 
 func TestMain(m *testing.M) {
-	os.Exit(e2ebins.Run(m, []string{"cmd/memsource", "cmd/udsource-run", "redis-streams-source"},
+	os.Exit(e2ebins.Run(m, []string{"common/cmd/memsource", "cmd/udsource-run", "redis-streams-source"},
 		func(b map[string]string) { bins = b }))
 }

@@ -24,9 +24,13 @@ for c in redis-streams-source sqs-source pubsub-source; do
 		fi
 	done
 done
+# mqtt-source: common never imports paho; mqtt-source imports no other connector, and none imports it.
+grep -rn --include='*.go' '"github.com/eclipse/paho' common && { echo "common imports the MQTT SDK"; fail=1; }
+grep -rn --include='*.go' -E 'numaflow-connectors/sources/(redis-streams|sqs|pubsub|rabbitmq)-source' mqtt-source && { echo "mqtt-source imports another connector"; fail=1; }
+grep -rn --include='*.go' --exclude-dir=mqtt-source 'numaflow-connectors/sources/mqtt-source' . && { echo "a module imports mqtt-source"; fail=1; }
 grep -rqn --include='*.go' '"github.com/rabbitmq/' common && { echo "common imports the RabbitMQ SDK"; fail=1; }
-grep -rqnE --include='*.go' 'numaflow-connectors/sources/(redis-streams|sqs|pubsub)-source' rabbitmq-source && { echo "rabbitmq-source imports another connector"; fail=1; }
-grep -rqn --include='*.go' 'numaflow-connectors/sources/rabbitmq-source' common redis-streams-source sqs-source pubsub-source && { echo "something imports rabbitmq-source"; fail=1; }
+grep -rqnE --include='*.go' 'numaflow-connectors/sources/(redis-streams|sqs|pubsub|mqtt)-source' rabbitmq-source && { echo "rabbitmq-source imports another connector"; fail=1; }
+grep -rqn --include='*.go' 'numaflow-connectors/sources/rabbitmq-source' common redis-streams-source sqs-source pubsub-source mqtt-source && { echo "something imports rabbitmq-source"; fail=1; }
 if grep -n 'replace.*numaflow-go' $(git ls-files '*go.mod') >/dev/null; then
 	echo "numaflow-go is replaced somewhere: numa gates nacks on its version in build info"; fail=1
 fi

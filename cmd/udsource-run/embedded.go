@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 )
@@ -13,11 +14,18 @@ import (
 // stream entries, so `make run` shows the Redis Streams connector working with nothing installed.
 type embeddedRedis struct {
 	srv *miniredis.Miniredis
+	// pendingRefresh is how long the connector reuses a backlog reading (PENDING_REFRESH): the
+	// summary waits that long, so its pending figure is read from the broker after the last ack.
+	pendingRefresh time.Duration
 }
 
 const (
 	embeddedStream = "demo"
 	embeddedGroup  = "demo"
+	// embeddedPendingRefresh is the connector's PENDING_REFRESH against the embedded broker: miniredis
+	// reports no group lag of its own (its lag is the stream's length), so a reading taken while
+	// entries are in flight is only an upper bound, and the final figure must be read afresh.
+	embeddedPendingRefresh = 200 * time.Millisecond
 )
 
 // startEmbedded starts the embedded broker named by --embedded and returns the env the connector
@@ -53,7 +61,7 @@ func startEmbedded(c *config, env []string, stderr io.Writer) (*embeddedRedis, [
 	fmt.Fprintf(stderr, "udsource-run: embedded redis on %s, stream %q seeded with %d entries\n", srv.Addr(), embeddedStream, c.embeddedCount)
 	set := map[string]string{
 		"REDIS_URL": "redis://" + srv.Addr(), "REDIS_STREAM": embeddedStream, "REDIS_GROUP": embeddedGroup,
-		"REDIS_PAYLOAD_FIELD": "payload", "REDIS_KEY_FIELD": "key",
+		"REDIS_PAYLOAD_FIELD": "payload", "REDIS_KEY_FIELD": "key", "PENDING_REFRESH": embeddedPendingRefresh.String(),
 	}
 	out := append([]string(nil), env...)
 	for k, v := range set {
@@ -61,13 +69,31 @@ func startEmbedded(c *config, env []string, stderr io.Writer) (*embeddedRedis, [
 			out = append(out, k+"="+v)
 		}
 	}
-	return &embeddedRedis{srv: srv}, out, nil
+	e := &embeddedRedis{srv: srv, pendingRefresh: embeddedPendingRefresh}
+	if v, ok := lookup(env, "PENDING_REFRESH"); ok {
+		// The user's own value (an invalid one is the connector's to refuse: no wait then).
+		d, _ := time.ParseDuration(v)
+		e.pendingRefresh = min(max(d, 0), maxSummaryWait)
+	}
+	return e, out, nil
 }
+
+// maxSummaryWait bounds how long the summary waits for a fresh backlog reading.
+const maxSummaryWait = 5 * time.Second
 
 func (e *embeddedRedis) close() {
 	if e != nil {
 		e.srv.Close()
 	}
+}
+
+// summaryWait is how long to wait before the summary's pending figure, so the connector reads its
+// backlog from the broker afresh rather than answering from a reading taken mid-run.
+func (e *embeddedRedis) summaryWait() time.Duration {
+	if e == nil {
+		return 0
+	}
+	return e.pendingRefresh
 }
 
 func lookup(env []string, key string) (string, bool) {

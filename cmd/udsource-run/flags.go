@@ -12,6 +12,7 @@ import (
 
 // config is the runner's command line.
 type config struct {
+	check         bool   // run the connector's pre-flight check instead of driving it
 	embedded      string // embedded broker to start: "" or "redis"
 	embeddedCount int
 	embeddedBytes int
@@ -54,6 +55,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 usage:
   udsource-run [flags] -- /path/to/connector [args]   start the connector and drive it
   udsource-run [flags] --socket S --server-info F     drive a source that is already running
+  udsource-run --check [--embedded redis] -- /path/to/connector   its pre-flight check only
 
 The connector gets the runner's environment plus SOURCE_SOCKET and SOURCE_SERVER_INFO_FILE (in a
 fresh temporary directory), NUMAFLOW_REPLICA=0, NUMAFLOW_PIPELINE_NAME=local, NUMAFLOW_VERTEX_NAME=in,
@@ -64,6 +66,7 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
+	fs.BoolVar(&c.check, "check", false, "run the connector's pre-flight check (<connector> --check, with the runner's environment and embedded broker) and exit with its status")
 	fs.Uint64Var(&c.batch, "batch", numatest.DefaultBatchSize, "messages per read (numa's readBatchSize)")
 	fs.DurationVar(&c.timeout, "timeout", numatest.DefaultTimeout, "read timeout (numa's readTimeout)")
 	fs.Int64Var(&c.limit, "limit", 0, "stop after this many messages acked (or held with --no-ack); 0 = no limit")
@@ -81,7 +84,7 @@ flags:
 	fs.BoolVar(&c.childLogs, "child-logs", false, "let the connector write to this terminal instead of a log file")
 	fs.DurationVar(&c.startTimeout, "start-timeout", 30*time.Second, "how long to wait for the source to be ready")
 	fs.DurationVar(&c.stopTimeout, "stop-timeout", 30*time.Second, "how long the connector may take to exit after SIGTERM")
-	fs.StringVar(&c.embedded, "embedded", "", "start an embedded broker for the connector: redis (miniredis seeded with --embedded-messages entries; skipped when REDIS_URL or REDIS_ADDRS is set)")
+	fs.StringVar(&c.embedded, "embedded", "", "start an embedded broker for the connector: redis (miniredis seeded with --embedded-messages entries, PENDING_REFRESH=200ms so the summary's pending is read after the last ack; skipped when REDIS_URL or REDIS_ADDRS is set)")
 	fs.IntVar(&c.embeddedCount, "embedded-messages", 100000, "entries seeded into the embedded broker")
 	fs.IntVar(&c.embeddedBytes, "embedded-payload-bytes", 64, "payload size of the seeded entries")
 	fs.DurationVar(&c.progressEvery, "progress-every", 0, "progress line interval; 0 = 500ms on a terminal, 5s otherwise")
@@ -99,6 +102,9 @@ flags:
 		problems = append(problems, errors.New("--socket and --server-info go together"))
 	case !attach && len(c.command) == 0:
 		problems = append(problems, errors.New("no connector: give -- /path/to/connector or --socket and --server-info"))
+	}
+	if c.check && len(c.command) == 0 {
+		problems = append(problems, errors.New("--check needs a connector command"))
 	}
 	if c.batch == 0 {
 		problems = append(problems, errors.New("--batch must be at least 1"))

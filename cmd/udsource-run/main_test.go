@@ -354,3 +354,52 @@ func TestFormatMessage(t *testing.T) {
 		t.Errorf("group = %s", got)
 	}
 }
+
+// --check runs the connector's pre-flight check with the runner's environment and exits with its status.
+func TestCheckRunsTheConnectorsCheck(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "connector")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"checked with: $*\"\nexit ${FAKE_CHECK_EXIT:-0}\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := runner(t, "--check", "--", script, "--flag")
+	if r.code != 0 || !strings.Contains(r.stdout, "checked with: --flag --check") {
+		t.Errorf("passing check: exit %d, stdout %q", r.code, r.stdout)
+	}
+	t.Setenv("FAKE_CHECK_EXIT", "1")
+	if r := runner(t, "--check", "--", script); r.code != 1 {
+		t.Errorf("failing check: exit %d, want 1", r.code)
+	}
+	if r := runner(t, "--check", "--socket", "s", "--server-info", "i"); r.code != 2 || !strings.Contains(r.stderr, "--check needs a connector command") {
+		t.Errorf("--check without a connector: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestEmbeddedRedisEndsWithTruePending runs `make run`'s command: the real redis-streams-source drains
+// the embedded broker, and the summary's pending is the truth (0), although miniredis reports the
+// stream's length as the group's lag whatever the group has read.
+func TestEmbeddedRedisEndsWithTruePending(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the redis-streams-source binary")
+	}
+	bin := proctest.Build(t, "../../redis-streams-source", "redis-streams-source")
+	const n = 20000
+	// The embedded broker only: no REDIS_* from the developer's environment.
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "REDIS_") && !strings.HasPrefix(kv, "PENDING_REFRESH=") {
+			env = append(env, kv)
+		}
+	}
+	var stdout, stderr proctest.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	code := run(ctx, []string{"--embedded", "redis", "--embedded-messages", strconv.Itoa(n), "--limit", strconv.Itoa(n),
+		"--idle", "3", "--", bin}, append(env, "LOG_LEVEL=warn"), &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	s := summaryOf(t, stdout.String())
+	expect(t, s, map[string]int64{"read": n, "acked": n, "duplicates": 0, "pending": 0})
+	t.Logf("drained %d entries from the embedded broker in %s; summary %v", n, time.Since(start).Round(time.Millisecond), s)
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
@@ -52,6 +53,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 		return exitFail
 	}
 	defer emb.close()
+	if c.check {
+		return runCheck(ctx, c, env, stdout, stderr)
+	}
 
 	socket, serverInfo := c.socket, c.serverInfo
 	var ch *child
@@ -68,7 +72,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "udsource-run: started %s (pid %d), logs in %s\n", c.command[0], ch.cmd.Process.Pid, where)
 	}
 
-	code, stats := drive(stopCtx, c, ch, socket, serverInfo, stdout, stderr)
+	code, stats := drive(stopCtx, c, ch, socket, serverInfo, emb.summaryWait(), stdout, stderr)
 
 	if ch != nil {
 		childErr, inTime := ch.stop(c.stopTimeout)
@@ -99,7 +103,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 
 // drive dials the source and plays numa until stopCtx ends, a stop condition is met or something
 // fails. It returns the exit status so far and the final stats (nil when the loop never ran).
-func drive(stopCtx context.Context, c *config, ch *child, socket, serverInfo string, stdout, stderr io.Writer) (int, *numatest.Stats) {
+// settle is waited before the summary's pending figure is asked for (see embeddedRedis.summaryWait).
+func drive(stopCtx context.Context, c *config, ch *child, socket, serverInfo string, settle time.Duration, stdout, stderr io.Writer) (int, *numatest.Stats) {
 	// A child that exits early ends the wait for it at once.
 	dialCtx, cancelDial := context.WithTimeout(stopCtx, c.startTimeout)
 	defer cancelDial()
@@ -153,6 +158,7 @@ func drive(stopCtx context.Context, c *config, ch *child, socket, serverInfo str
 	disp.close()
 	if err == nil {
 		// The summary shows the backlog as it is now, not as of the last scheduled PendingFn.
+		time.Sleep(settle) // at most maxSummaryWait; a second Ctrl-C still ends the runner at once
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(stopCtx), 5*time.Second)
 		p, perr := client.Pending(pctx)
 		cancel()
@@ -205,3 +211,21 @@ func decider(c *config) func(numatest.Message) numatest.Decision {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// runCheck runs the connector's pre-flight check (its --check flag) with the runner's environment and
+// returns its exit status.
+func runCheck(ctx context.Context, c *config, env []string, stdout, stderr io.Writer) int {
+	cmd := exec.CommandContext(ctx, c.command[0], append(c.command[1:], "--check")...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, stdout, stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee) && ee.ExitCode() > 0:
+		return ee.ExitCode()
+	default:
+		fmt.Fprintf(stderr, "udsource-run: running %s --check: %v\n", c.command[0], err)
+		return exitFail
+	}
+}

@@ -54,11 +54,12 @@ func Problem(name, format string, args ...any) error {
 type Platform struct {
 	Namespace     string        `env:"NUMAFLOW_NAMESPACE" desc:"Set by Numaflow: the pipeline's namespace."`
 	Pod           string        `env:"NUMAFLOW_POD" desc:"Set by Numaflow: the pod name."`
-	Replica       int           `env:"NUMAFLOW_REPLICA" envDefault:"0" desc:"Set by Numaflow: this replica's index; the partition id of every offset."`
+	Replica       int           `env:"NUMAFLOW_REPLICA" envDefault:"0" min:"0" max:"65535" desc:"Set by Numaflow: this replica's index; the partition id of every offset."`
 	Pipeline      string        `env:"NUMAFLOW_PIPELINE_NAME" desc:"Set by Numaflow: the pipeline name."`
 	Vertex        string        `env:"NUMAFLOW_VERTEX_NAME" desc:"Set by Numaflow: the source vertex name."`
-	ReadBatchSize int           `env:"NUMAFLOW_READ_BATCH_SIZE" envDefault:"500" desc:"Set by Numaflow (v1.7+): the vertex's readBatchSize; sizes prefetch."`
-	ReadTimeoutMS int           `env:"NUMAFLOW_READ_TIMEOUT_MS" envDefault:"1000" desc:"Set by Numaflow (v1.7+): the vertex's read timeout in milliseconds."`
+	ReadBatchSize int           `env:"NUMAFLOW_READ_BATCH_SIZE" envDefault:"500" min:"1" desc:"Set by Numaflow (v1.7+): the vertex's readBatchSize; sizes prefetch."`
+	ReadTimeoutMS int           `env:"NUMAFLOW_READ_TIMEOUT_MS" envDefault:"1000" min:"1" desc:"Set by Numaflow (v1.7+): the vertex's read timeout in milliseconds."`
+	ContainerType string        `env:"NUMAFLOW_UD_CONTAINER_TYPE" envDefault:"unknown-container" desc:"Set by Numaflow: the container's kind, named in the error numa gets when a handler fails."`
 	_             time.Duration // keeps the import used while this file is a stub
 }
 

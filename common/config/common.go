@@ -21,14 +21,14 @@ type Common struct {
 	MetricsAddr          string        `env:"METRICS_ADDR" envDefault:":9090" envKeepEmpty:"true" desc:"Listen address of the HTTP server for /metrics (Prometheus), /healthz and /readyz. Set it empty to disable the server."`
 	SourceSocket         string        `env:"SOURCE_SOCKET" envDefault:"/var/run/numaflow/source.sock" desc:"Unix socket numa connects to. Change it only for local runs."`
 	SourceServerInfoFile string        `env:"SOURCE_SERVER_INFO_FILE" envDefault:"/var/run/numaflow/sourcer-server-info" desc:"Server info file numa waits for before it connects. Change it only for local runs."`
-	Prefetch             int           `env:"PREFETCH" envDefault:"0" desc:"Most messages held at once, buffered or in flight at numa; it bounds memory and held leases. 0: twice NUMAFLOW_READ_BATCH_SIZE."`
-	PrefetchBytes        Bytes         `env:"PREFETCH_BYTES" envDefault:"0" desc:"Most payload bytes held at once for numa, buffered or in flight; a single larger message is still delivered, one at a time. Locally delayed redeliveries have a budget of their own of the same size. Bytes, or with a unit: 512Ki, 64Mi, 1Gi. 0: a quarter of the container's memory limit (read from cgroups), between 8Mi and 256Mi; 64Mi when there is no limit."`
-	MaxMessageBytes      int           `env:"MAX_MESSAGE_BYTES" envDefault:"4194304" desc:"Largest payload handed to numa, in bytes; a larger message is dead-lettered (or handled by DEAD_LETTER_FALLBACK) with a reason. numa before v1.8.3 accepts at most 4 MiB."`
+	Prefetch             int           `env:"PREFETCH" envDefault:"0" min:"0" desc:"Most messages held at once, buffered or in flight at numa; it bounds memory and held leases. 0: twice NUMAFLOW_READ_BATCH_SIZE."`
+	PrefetchBytes        Bytes         `env:"PREFETCH_BYTES" envDefault:"0" min:"0" desc:"Most payload bytes held at once for numa, buffered or in flight; a single larger message is still delivered, one at a time. Locally delayed redeliveries have a budget of their own of the same size. Bytes, or with a unit: 512Ki, 64Mi, 1Gi. 0: a quarter of the container's memory limit (read from cgroups), between 8Mi and 256Mi; 64Mi when there is no limit."`
+	MaxMessageBytes      int           `env:"MAX_MESSAGE_BYTES" envDefault:"4194304" min:"1" desc:"Largest payload handed to numa, in bytes; a larger message is dead-lettered (or handled by DEAD_LETTER_FALLBACK) with a reason. numa before v1.8.3 accepts at most 4 MiB."`
 	DeadLetterFallback   string        `env:"DEAD_LETTER_FALLBACK" envDefault:"nack" desc:"What happens to a message nacked more often than numa's max deliveries, or over MAX_MESSAGE_BYTES, when the connector has no dead-letter target: nack (it stays at the broker, whose own redrive policy applies) or drop (it is acked and logged: gone)."`
-	AckRetryTimeout      time.Duration `env:"ACK_RETRY_TIMEOUT" envDefault:"30s" desc:"How long a failed ack, nack or lease extension is retried before it is left to the broker's redelivery."`
-	PendingRefresh       time.Duration `env:"PENDING_REFRESH" envDefault:"5s" desc:"How long a backlog reading from the broker is reused before it is asked again (numa asks every 5s)."`
-	ReleaseWait          time.Duration `env:"RELEASE_WAIT" envDefault:"0s" desc:"At shutdown, how long to wait for numa to ack messages in flight before they are handed back to the broker; less than SHUTDOWN_TIMEOUT. 0s: 2s, or half of SHUTDOWN_TIMEOUT when that is shorter."`
-	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" desc:"Longest graceful shutdown after SIGTERM (release held messages, flush acks, close); below Kubernetes' 30s grace period."`
+	AckRetryTimeout      time.Duration `env:"ACK_RETRY_TIMEOUT" envDefault:"30s" min:"1ms" desc:"How long a failed ack, nack or lease extension is retried before it is left to the broker's redelivery."`
+	PendingRefresh       time.Duration `env:"PENDING_REFRESH" envDefault:"5s" min:"1ms" desc:"How long a backlog reading from the broker is reused before it is asked again (numa asks every 5s)."`
+	ReleaseWait          time.Duration `env:"RELEASE_WAIT" envDefault:"0s" min:"0s" max:"24s" desc:"At shutdown, how long to wait for numa to ack messages in flight before they are handed back to the broker; less than SHUTDOWN_TIMEOUT. 0s: 2s, or half of SHUTDOWN_TIMEOUT when that is shorter."`
+	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" min:"1ms" max:"29s" desc:"Longest graceful shutdown after SIGTERM (release held messages, flush acks, close); below Kubernetes' 30s grace period."`
 	Platform
 }
 
@@ -99,6 +99,14 @@ func (c *Common) Validate() error {
 		add("NUMAFLOW_READ_TIMEOUT_MS", "must be more than 0, got %d", c.ReadTimeoutMS)
 	}
 	return errors.Join(errs...)
+}
+
+// PrefetchOrDefault is PREFETCH, or when it is 0 twice NUMAFLOW_READ_BATCH_SIZE.
+func (c *Common) PrefetchOrDefault() int {
+	if c.Prefetch > 0 {
+		return c.Prefetch
+	}
+	return 2 * c.ReadBatchSize
 }
 
 // ReleaseWaitOrDefault is RELEASE_WAIT, or when it is 0s defaultReleaseWait or half of

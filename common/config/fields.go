@@ -14,6 +14,10 @@ const (
 	// but empty mean the empty value (e.g. METRICS_ADDR= disables the metrics server) instead of the
 	// default, which is what caarlos0/env does for an empty value.
 	keepEmptyTag = "envKeepEmpty"
+	// minTag and maxTag give the documented bounds of a variable, as values of the variable (e.g.
+	// `min:"1s" max:"12h"`): a test sets each alone and expects it accepted.
+	minTag = "min"
+	maxTag = "max"
 )
 
 var (

@@ -20,7 +20,7 @@ type sampleTLS struct {
 type sample struct {
 	URL      string        `env:"S_URL,required" desc:"Broker URL."`
 	Wait     time.Duration `env:"S_WAIT" envDefault:"20s" desc:"Long-poll wait."`
-	Batch    int           `env:"S_BATCH" envDefault:"10" desc:"Batch size, 1 to 10."`
+	Batch    int           `env:"S_BATCH" envDefault:"10" min:"1" max:"10" desc:"Batch size, 1 to 10."`
 	Password Secret        `env:"S_PASSWORD" desc:"Password."`
 	Token    Secret        `env:"S_TOKEN,required" desc:"API token."`
 	Streams  []string      `env:"S_STREAMS" envDefault:"a,b" desc:"Streams to read."`
@@ -243,7 +243,7 @@ func TestCommon(t *testing.T) {
 			SourceSocket: "/var/run/numaflow/source.sock", SourceServerInfoFile: "/var/run/numaflow/sourcer-server-info",
 			Prefetch: 0, PrefetchBytes: 0, MaxMessageBytes: 4 << 20, DeadLetterFallback: "nack",
 			AckRetryTimeout: 30 * time.Second, PendingRefresh: 5 * time.Second, ReleaseWait: 0, ShutdownTimeout: 25 * time.Second,
-			Platform: Platform{Replica: 3, ReadBatchSize: 100, ReadTimeoutMS: 1000}}
+			Platform: Platform{Replica: 3, ReadBatchSize: 100, ReadTimeoutMS: 1000, ContainerType: "unknown-container"}}
 		if c != want {
 			t.Errorf("defaults:\n%+v\nwant\n%+v", c, want)
 		}

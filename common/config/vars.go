@@ -14,6 +14,10 @@ type Var struct {
 	Secret      bool   // the field is a Secret: may come from Name_FILE, never printed
 	Description string // the desc tag; "" when missing
 	Field       string // Go path of the field, e.g. "Config.TLS.CAFile", for messages
+	// Min and Max are the smallest and largest values the description documents (the min and max
+	// tags; "" when the variable has no such bound). configtest.AloneAtBounds checks that each is
+	// accepted when it is the only variable set, whatever the defaults of the others.
+	Min, Max string
 }
 
 // Vars lists the variables of each config struct (a struct value or a pointer to one), in field order,
@@ -32,6 +36,8 @@ func Vars(cfgs ...any) []Var {
 				Secret:      f.secret,
 				Description: strings.TrimSpace(f.sf.Tag.Get(descTag)),
 				Field:       f.path,
+				Min:         f.sf.Tag.Get(minTag),
+				Max:         f.sf.Tag.Get(maxTag),
 			})
 		}
 	}

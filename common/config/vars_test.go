@@ -9,7 +9,7 @@ func TestVars(t *testing.T) {
 	want := []Var{
 		{Name: "S_URL", Required: true, Description: "Broker URL.", Field: "sample.URL"},
 		{Name: "S_WAIT", Default: "20s", Description: "Long-poll wait.", Field: "sample.Wait"},
-		{Name: "S_BATCH", Default: "10", Description: "Batch size, 1 to 10.", Field: "sample.Batch"},
+		{Name: "S_BATCH", Default: "10", Description: "Batch size, 1 to 10.", Field: "sample.Batch", Min: "1", Max: "10"},
 		{Name: "S_PASSWORD", Secret: true, Description: "Password.", Field: "sample.Password"},
 		{Name: "S_TOKEN", Required: true, Secret: true, Description: "API token.", Field: "sample.Token"},
 		{Name: "S_STREAMS", Default: "a,b", Description: "Streams to read.", Field: "sample.Streams"},
@@ -23,7 +23,7 @@ func TestVars(t *testing.T) {
 	}
 	// Common embeds Platform: its variables come last, unprefixed.
 	vs := Vars(Common{})
-	if vs[0].Name != "LOG_LEVEL" || vs[len(vs)-1].Name != "NUMAFLOW_READ_TIMEOUT_MS" {
+	if vs[0].Name != "LOG_LEVEL" || vs[len(vs)-1].Name != "NUMAFLOW_UD_CONTAINER_TYPE" {
 		t.Errorf("Vars(Common{}) = %v", vs)
 	}
 }

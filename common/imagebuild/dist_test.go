@@ -16,9 +16,13 @@ import (
 // TestDist skips, so `make test` never depends on built images.
 var distDir = flag.String("dist", "", "directory written by make images; TestDist checks every image in <dist>/oci")
 
-// TestDist opens every image `make images` wrote and checks the same properties as the unit tests, plus
-// that the connector binary (for the build machine's platform) answers --version with the image's
-// version.
+// srcDir holds the connectors' modules, so TestDist can check each image's SBOM against its go.mod.
+var srcDir = flag.String("src", filepath.Join("..", ".."), "directory holding <connector>/go.mod for every image in -dist")
+
+// TestDist opens every image `make images` wrote and checks the same properties as the unit tests
+// (SBOMs included), that each SBOM lists numaflow-go, the broker SDK and every module at the version
+// of the connector's go.mod, and that the connector binary (for the build machine's platform) answers
+// --version with the image's version.
 func TestDist(t *testing.T) {
 	if *distDir == "" {
 		t.Skip("no -dist given (make images passes it)")
@@ -62,7 +66,10 @@ func TestDist(t *testing.T) {
 			images := checkIndex(t, idx, want)
 			var sizes []string
 			for arch, img := range images {
-				sizes = append(sizes, arch+" "+mib(img.size))
+				sizes = append(sizes, fmt.Sprintf("%s %s (SBOM %.1f KiB)", arch, mib(img.size), float64(img.sbomSize)/1024))
+				if img.sbom != nil {
+					checkSBOMAgainstModule(t, img.sbom, filepath.Join(*srcDir, connector), connector)
+				}
 			}
 			t.Logf("%s:%s %v", connector, ref, sizes)
 

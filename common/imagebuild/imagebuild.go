@@ -12,6 +12,11 @@
 // revision, licenses, description, created, title}. Every file's mtime and every created time is the
 // one time given (SOURCE_DATE_EPOCH or the commit time), so the same inputs give the same digest.
 //
+// Each image has an SBOM: an SPDX 2.3 document made from its binary's Go build info (every module linked
+// in with version and go.sum hash, replacements, Go version, build settings), attached as a BuildKit
+// attestation manifest in the same index (see attest.go). It is as reproducible as the image: its time
+// is the created time and its namespace comes from the binary's hash.
+//
 // There is no /tmp and nothing in the image is writable by the user: connectors write nothing to disk,
 // so pods run with readOnlyRootFilesystem. A fork that needs scratch space mounts an emptyDir.
 package imagebuild
@@ -145,8 +150,9 @@ func (c *Config) check() error {
 	return errors.Join(errs...)
 }
 
-// Build returns the image index of cfg: one image per binary, in the order given. It checks that each
-// binary is a static ELF executable for its platform, so an arm64 image never holds an amd64 binary.
+// Build returns the image index of cfg: one image per binary, in the order given, then one SBOM
+// attestation manifest per image. It checks that each binary is a static ELF executable with Go build
+// info for its platform, so an arm64 image never holds an amd64 binary.
 func Build(cfg Config) (v1.ImageIndex, error) {
 	if err := cfg.check(); err != nil {
 		return nil, fmt.Errorf("checking image config of %s: %w", cfg.Name, err)
@@ -156,10 +162,10 @@ func Build(cfg Config) (v1.ImageIndex, error) {
 		return nil, err
 	}
 	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
-	var adds []mutate.IndexAddendum
+	var adds, atts []mutate.IndexAddendum
 	for _, b := range cfg.Binaries {
 		plat := normalize(b.Platform)
-		img, err := buildImage(&cfg, base, plat, b.Path)
+		img, bin, err := buildImage(&cfg, base, plat, b.Path)
 		if err != nil {
 			return nil, err
 		}
@@ -167,8 +173,22 @@ func Build(cfg Config) (v1.ImageIndex, error) {
 			Add:        img,
 			Descriptor: v1.Descriptor{Platform: &plat},
 		})
+		bi, err := readBuildInfo(b.Path, bin)
+		if err != nil {
+			return nil, err
+		}
+		doc, err := sbom(&cfg, plat, bin, bi)
+		if err != nil {
+			return nil, err
+		}
+		att, err := attestation(&cfg, plat, img, doc)
+		if err != nil {
+			return nil, err
+		}
+		atts = append(atts, att)
 	}
-	idx = mutate.AppendManifests(idx, adds...)
+	// Images first, then their attestations, as BuildKit orders them.
+	idx = mutate.AppendManifests(idx, append(adds, atts...)...)
 	return mutate.Annotations(idx, cfg.Labels()).(v1.ImageIndex), nil
 }
 
@@ -183,13 +203,15 @@ func normalize(p v1.Platform) v1.Platform {
 	return p
 }
 
-func buildImage(cfg *Config, base v1.Layer, plat v1.Platform, binPath string) (v1.Image, error) {
+// buildImage returns the image of cfg for plat with the binary at binPath, and the binary's bytes.
+func buildImage(cfg *Config, base v1.Layer, plat v1.Platform, binPath string) (v1.Image, []byte, error) {
+	fail := func(err error) (v1.Image, []byte, error) { return nil, nil, err }
 	bin, err := os.ReadFile(binPath)
 	if err != nil {
-		return nil, fmt.Errorf("reading binary %s: %w", binPath, err)
+		return fail(fmt.Errorf("reading binary %s: %w", binPath, err))
 	}
 	if err := checkELF(bin, plat.Architecture); err != nil {
-		return nil, fmt.Errorf("checking binary %s for %s: %w", binPath, plat.String(), err)
+		return fail(fmt.Errorf("checking binary %s for %s: %w", binPath, plat.String(), err))
 	}
 	created := cfg.created()
 	entry := Entrypoint(cfg.Name)
@@ -200,7 +222,7 @@ func buildImage(cfg *Config, base v1.Layer, plat v1.Platform, binPath string) (v
 		{name: strings.TrimPrefix(entry, "/"), mode: 0o755, data: bin},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("making binary layer of %s for %s: %w", cfg.Name, plat.String(), err)
+		return fail(fmt.Errorf("making binary layer of %s for %s: %w", cfg.Name, plat.String(), err))
 	}
 
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
@@ -218,11 +240,11 @@ func buildImage(cfg *Config, base v1.Layer, plat v1.Platform, binPath string) (v
 		}},
 	)
 	if err != nil {
-		return nil, fmt.Errorf("appending layers of %s for %s: %w", cfg.Name, plat.String(), err)
+		return fail(fmt.Errorf("appending layers of %s for %s: %w", cfg.Name, plat.String(), err))
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return nil, fmt.Errorf("reading config of %s for %s: %w", cfg.Name, plat.String(), err)
+		return fail(fmt.Errorf("reading config of %s for %s: %w", cfg.Name, plat.String(), err))
 	}
 	cf = cf.DeepCopy()
 	cf.Architecture = plat.Architecture
@@ -239,9 +261,9 @@ func buildImage(cfg *Config, base v1.Layer, plat v1.Platform, binPath string) (v
 	}
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
-		return nil, fmt.Errorf("setting config of %s for %s: %w", cfg.Name, plat.String(), err)
+		return fail(fmt.Errorf("setting config of %s for %s: %w", cfg.Name, plat.String(), err))
 	}
-	return mutate.Annotations(img, cfg.Labels()).(v1.Image), nil
+	return mutate.Annotations(img, cfg.Labels()).(v1.Image), bin, nil
 }
 
 // checkELF returns an error unless bin is a statically linked ELF executable for Go architecture arch.

@@ -268,11 +268,13 @@ type expectation struct {
 }
 
 type imageFiles struct {
-	files   map[string][]byte
-	size    int64 // compressed: manifest + config + layers
-	digest  v1.Hash
-	diffIDs []v1.Hash
-	config  v1.Hash
+	files    map[string][]byte
+	size     int64 // compressed: manifest + config + layers
+	digest   v1.Hash
+	diffIDs  []v1.Hash
+	config   v1.Hash
+	sbom     *spdxDoc
+	sbomSize int // bytes of the SPDX document
 }
 
 // checkIndex asserts every property of a connector image index and returns each image's files by
@@ -294,8 +296,14 @@ func checkIndex(t *testing.T, idx v1.ImageIndex, want expectation) map[string]im
 	}
 	checkMap(t, "index annotations", im.Annotations, wantLabels)
 
+	checkAttestations(t, im, idx)
 	var plats []string
+	var manifests []v1.Descriptor
 	for _, d := range im.Manifests {
+		if _, att := AttestedImage(d); att {
+			continue
+		}
+		manifests = append(manifests, d)
 		if d.Platform != nil {
 			plats = append(plats, d.Platform.String())
 		}
@@ -306,7 +314,7 @@ func checkIndex(t *testing.T, idx v1.ImageIndex, want expectation) map[string]im
 
 	entry := Entrypoint(want.name)
 	out := map[string]imageFiles{}
-	for _, d := range im.Manifests {
+	for _, d := range manifests {
 		p := *d.Platform
 		t.Run(p.Architecture, func(t *testing.T) {
 			img, err := idx.Image(d.Digest)
@@ -381,7 +389,8 @@ func checkIndex(t *testing.T, idx v1.ImageIndex, want expectation) map[string]im
 				}
 				diffIDs = append(diffIDs, id)
 			}
-			out[p.Architecture] = imageFiles{files: files, size: size, digest: dg, config: cn, diffIDs: diffIDs}
+			doc, sbomSize := checkSBOM(t, idx, p, bin, want)
+			out[p.Architecture] = imageFiles{files: files, size: size, digest: dg, config: cn, diffIDs: diffIDs, sbom: doc, sbomSize: sbomSize}
 		})
 	}
 	return out
@@ -495,11 +504,23 @@ func TestBuildIsReproducible(t *testing.T) {
 		t.Errorf("OCI layouts differ:\n%s\n---\n%s", a, b)
 	}
 
+	// The SBOMs are part of the index, byte for byte the same; their time is the created time.
+	arm := v1.Platform{OS: "linux", Architecture: "arm64"}
+	s1, err1 := SBOM(idx1, arm)
+	s2, err2 := SBOM(idx2, arm)
+	if err1 != nil || err2 != nil || !bytes.Equal(s1, s2) {
+		t.Errorf("two builds gave different SBOMs (%v, %v)", err1, err2)
+	}
+
 	later := cfg
 	later.Created = cfg.Created.Add(time.Second)
 	_, idx3 := buildLayout(t, later)
 	if d3, _ := idx3.Digest(); d3 == d1 {
 		t.Errorf("another created time gave the same digest %s", d3)
+	}
+	s3, err := SBOM(idx3, arm)
+	if err != nil || !bytes.Contains(s3, []byte(`"created":"`+later.Created.Format(time.RFC3339)+`"`)) {
+		t.Errorf("SBOM of a later build does not carry its created time %s (%v)", later.Created.Format(time.RFC3339), err)
 	}
 }
 
@@ -608,16 +629,40 @@ func TestPush(t *testing.T) {
 	if cf, err := img.ConfigFile(); err != nil || cf.Architecture != "arm64" {
 		t.Errorf("pulled linux/arm64 config: %+v, %v", cf, err)
 	}
+	// The attestations travel with the index: the pushed one has each platform's SBOM.
+	for _, arch := range []string{"amd64", "arm64"} {
+		local, err1 := SBOM(idx, v1.Platform{OS: "linux", Architecture: arch})
+		pushed, err2 := SBOM(got, v1.Platform{OS: "linux", Architecture: arch})
+		if err1 != nil || err2 != nil || !bytes.Equal(local, pushed) {
+			t.Errorf("SBOM of linux/%s after the push: %v, %v", arch, err1, err2)
+		}
+	}
 }
 
 func TestBuildRejects(t *testing.T) {
 	t.Parallel()
 	base := testConfig(t)
 	bins := tinyBinaries(t)
+	// The tiny binary with its build info's magic overwritten: a static ELF that is not a Go binary.
+	raw, err := os.ReadFile(bins["amd64"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	magic := []byte("\xff Go buildinf:")
+	if !bytes.Contains(raw, magic) {
+		t.Fatal("no build info magic in the test binary")
+	}
+	notGo := filepath.Join(t.TempDir(), "not-go")
+	if err := os.WriteFile(notGo, bytes.ReplaceAll(raw, magic, []byte("\xff Go nothing:.")), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cases := map[string]struct {
 		mod  func(c *Config)
 		want string
 	}{
+		"no Go build info": {func(c *Config) {
+			c.Binaries = []Binary{{Platform: v1.Platform{OS: "linux", Architecture: "amd64"}, Path: notGo}}
+		}, "reading Go build info of " + notGo},
 		"amd64 binary as arm64": {func(c *Config) {
 			c.Binaries = []Binary{{Platform: v1.Platform{OS: "linux", Architecture: "arm64"}, Path: bins["amd64"]}}
 		}, "ELF machine is EM_X86_64, want EM_AARCH64"},

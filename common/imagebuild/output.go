@@ -84,7 +84,8 @@ func tarballName(connector string, p v1.Platform) string {
 
 // WriteTarballs writes one docker-loadable tarball (`docker load -i`, the format of `docker save`) per
 // image of idx into dir, each tagged ref, and returns their paths. That format holds images, not an
-// index, and one tag can name only one image in it, hence one file per platform.
+// index, and one tag can name only one image in it, hence one file per platform. The SBOM attestations
+// are not written there (docker load has no place for them): they are in the OCI layout and pushed.
 func WriteTarballs(dir, connector string, ref name.Tag, idx v1.ImageIndex) ([]string, error) {
 	m, err := idx.IndexManifest()
 	if err != nil {
@@ -95,6 +96,9 @@ func WriteTarballs(dir, connector string, ref name.Tag, idx v1.ImageIndex) ([]st
 	}
 	var out []string
 	for _, d := range m.Manifests {
+		if _, att := AttestedImage(d); att {
+			continue // docker load takes images only; the SBOM travels with the index (OCI layout, push)
+		}
 		if d.Platform == nil {
 			return nil, fmt.Errorf("writing tarballs of %s: manifest %s has no platform", connector, d.Digest)
 		}

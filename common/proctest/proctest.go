@@ -224,3 +224,32 @@ func PeakRSS(pid int) int64 {
 	}
 	return 0
 }
+
+// CPUTime returns the CPU time (user + system) process pid has used so far, 0 when unknown; pid 0
+// means this process. It reads /proc/<pid>/stat, so it counts the process alone, not its children.
+func CPUTime(pid int) time.Duration {
+	path := "/proc/self/stat"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/stat", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: the fields that follow start after its ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 { // utime and stime are fields 14 and 15: 12 and 13 after the name
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	const hz = 100 // USER_HZ, 100 on every Linux ABI Go supports
+	return time.Duration(utime+stime) * time.Second / hz
+}

@@ -80,7 +80,7 @@ func TestMainProcess(t *testing.T) {
 		if took := time.Since(began); took > 5*time.Second {
 			t.Errorf("SIGTERM to exit took %s", took)
 		}
-		for _, s := range []string{`"msg":"shutting down"`, `"msg":"releasing held messages"`, `"msg":"stopped"`, `"component":"numaflow-go"`} {
+		for _, s := range []string{`"msg":"shutting down"`, `"msg":"releasing held messages"`, `"msg":"stopped"`} {
 			if !strings.Contains(p.Output(), s) {
 				t.Errorf("output lacks %s:\n%s", s, p.Output())
 			}

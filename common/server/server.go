@@ -1,5 +1,6 @@
 // Package server is the one call a connector's main makes: configuration, logging, metrics and
-// health, the driver, the adapter, numaflow-go's gRPC server and graceful shutdown.
+// health, the driver, the adapter, numa's source protocol served over a unix socket (sourcesvc.go,
+// with numaflow-go's generated types and server-info file) and graceful shutdown.
 package server
 
 import (
@@ -17,12 +18,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/numaproj/numaflow-go/pkg/sourcer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -38,6 +39,16 @@ import (
 type Env struct {
 	Log      *slog.Logger
 	Platform config.Platform
+	// Budget is the adapter's receive budget (PREFETCH messages, PREFETCH_BYTES bytes, defaults
+	// resolved), for a driver whose broker takes a flow-control window from its client (MQTT's
+	// Receive Maximum).
+	Budget Budget
+}
+
+// Budget is how much the adapter holds at most: Messages messages and Bytes payload bytes.
+type Budget struct {
+	Messages int
+	Bytes    int64
 }
 
 // App describes a connector binary. C is its configuration struct, read from env vars (caarlos0/env
@@ -61,7 +72,7 @@ const (
 // Bounds of the shutdown and start-up steps around the configured SHUTDOWN_TIMEOUT.
 const (
 	checkTimeout   = 10 * time.Second       // the driver's start-up Check
-	grpcStopWait   = time.Second            // numaflow-go's server after the source is closed
+	grpcStopWait   = time.Second            // the gRPC server after the source is closed
 	httpStopWait   = 500 * time.Millisecond // the metrics server
 	httpReadHeader = 5 * time.Second
 )
@@ -87,13 +98,17 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	// Flags.
 	fs := flag.NewFlagSet(app.Name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var help, showVersion, envJSON bool
+	var help, showVersion, envJSON, validate, check bool
+	var cpuProfile string
 	fs.BoolVar(&help, "help", false, "print the environment variables this connector reads and exit")
 	fs.BoolVar(&help, "h", false, "same as --help")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&envJSON, "env-json", false, "print the environment variables as JSON (for tools that check manifests) and exit")
+	fs.StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (open it with go tool pprof)")
+	fs.BoolVar(&check, "check", false, "pre-flight check: load and validate the configuration as a start would, connect to the broker and verify everything the connector will need (its queue, subscription or stream, and each permission), print a table of checks, and exit: 0 when all pass, 1 when not, 2 for bad configuration; no message is received, acked or changed")
+	fs.BoolVar(&validate, "validate", false, "load and validate the configuration from the environment exactly as a start would, print every problem, and exit: 0 when valid, 2 when not; no network call")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [--help] [--version]\nConfigured by environment variables: run %s --help for the list.\n", app.Name, app.Name)
+		fmt.Fprintf(stderr, "Usage: %s [--help] [--version] [--validate] [--check]\nConfigured by environment variables: run %s --help for the list.\n", app.Name, app.Name)
 	}
 	if err := fs.Parse(args); err != nil {
 		return ExitConfig
@@ -129,6 +144,18 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	if bad := printProblems(stderr, config.Load(&cfg, environ), config.Load(&common, environ)); bad {
 		return ExitConfig
 	}
+	if validate {
+		fmt.Fprintf(stdout, "%s: configuration valid\n", app.Name)
+		return ExitOK
+	}
+	if cpuProfile != "" {
+		stopProfile, err := startCPUProfile(cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "--cpu-profile: %v\n", err)
+			return ExitConfig
+		}
+		defer stopProfile()
+	}
 
 	// Logging.
 	ver, commit := version.Get()
@@ -143,6 +170,10 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	logger.Info("starting", "commit", commit, "numaflow_go", version.NumaflowGo(), "go", runtime.Version(),
 		"pipeline", common.Pipeline, "vertex", common.Vertex, "pod", common.Pod)
 	logger.Debug("configuration", "config", cfg, "common", common)
+
+	if check { // no metrics server, no memory settings: nothing but the checks
+		return runPreflight(ctx, app, &cfg, &common, logger, stdout)
+	}
 
 	// Memory: the Go runtime's soft limit and the payload budget from the container's limit.
 	prefetchBytes, restoreMemLimit := applyMemoryLimit(root, environ, common.PrefetchBytes, logger)
@@ -168,7 +199,8 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	defer stopHTTP(context.WithoutCancel(ctx))
 
 	// Driver and adapter.
-	env := &Env{Log: logger, Platform: common.Platform}
+	opts := sourceOptions(&common, prefetchBytes)
+	env := &Env{Log: logger, Platform: common.Platform, Budget: Budget{Messages: common.PrefetchOrDefault(), Bytes: opts.PrefetchBytes}}
 	driver, err := app.Open(ctx, &cfg, env)
 	if err == nil && driver == nil {
 		err = errors.New("open returned no driver")
@@ -177,6 +209,7 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 		logger.Error("opening the driver failed", "error", err)
 		return ExitFailed
 	}
+
 	checkCtx, stopCheck := context.WithCancel(ctx)
 	var checkWG sync.WaitGroup
 	defer checkWG.Wait()
@@ -184,7 +217,7 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	if chk, ok := driver.(source.Checker); ok {
 		checkWG.Go(func() { runCheck(checkCtx, chk, driver, logger) })
 	}
-	src, err := source.New(driver, sourceOptions(&common, prefetchBytes), logger, reg)
+	src, err := source.New(driver, opts, logger, reg)
 	if err != nil {
 		logger.Error("creating the source failed", "error", err)
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), common.ShutdownTimeout)
@@ -196,8 +229,8 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	}
 	h.src.Store(src)
 
-	// numaflow-go's gRPC server. Its context is ours to cancel after the source is closed; it also
-	// stops by itself on SIGTERM (its own handler) or after a panic in a handler.
+	// numa's source protocol (sourcesvc.go). Its context is ours to cancel after the source is closed;
+	// it stops by itself after a panic in a handler.
 	grpcCtx, stopGRPC := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopGRPC()
 	grpcDone := make(chan error, 1)
@@ -207,8 +240,7 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 		}
 	}
 	go func() {
-		srv := sourcer.NewServer(src, sourcer.WithSockAddr(common.SourceSocket), sourcer.WithServerInfoFilePath(common.SourceServerInfoFile))
-		grpcDone <- srv.Start(grpcCtx)
+		grpcDone <- ServeSource(grpcCtx, src, Listen{common.SourceSocket, common.SourceServerInfoFile, common.ContainerType})
 	}()
 	logger.Info("serving", "socket", common.SourceSocket, "server_info_file", common.SourceServerInfoFile)
 
@@ -227,8 +259,7 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	}
 
 	// Shutdown: release held messages at once, flush acks, close the driver, all within
-	// SHUTDOWN_TIMEOUT; then give the gRPC server a moment to end, but do not wait for numaflow-go's own
-	// 15 s graceful stop.
+	// SHUTDOWN_TIMEOUT; then stop the gRPC server (numa's streams end with it).
 	h.stopping.Store(true)
 	stopCheck()
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), common.ShutdownTimeout)
@@ -379,4 +410,20 @@ func sourceOptions(c *config.Common, prefetchBytes int64) source.Options {
 		PendingRefresh:  c.PendingRefresh,
 		ReleaseWait:     c.ReleaseWaitOrDefault(),
 	}
+}
+
+// startCPUProfile starts writing a CPU profile to path; the returned func ends it.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -244,6 +244,35 @@ func TestRunBadConfig(t *testing.T) {
 	}
 }
 
+// --validate answers from the configuration alone: exit 0 for a valid one, 2 with every problem for a
+// bad one, and never opens the driver (no network call).
+func TestRunValidate(t *testing.T) {
+	good, _, _ := baseEnv(t)
+	for _, tc := range []struct {
+		name    string
+		environ []string
+		code    int
+		out     string
+	}{
+		{"valid", good, 0, "demo-source: configuration valid"},
+		{"invalid", append(good, "LOG_LEVEL=verbose", "SHUTDOWN_TIMEOUT=40s"), 2, "config: LOG_LEVEL: must be debug"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(&fakeDriver{}, nil)
+			var out, errOut bytes.Buffer
+			if code := Run(t.Context(), h.app, []string{"--validate"}, tc.environ, &out, &errOut); code != tc.code {
+				t.Errorf("exit %d, want %d; stderr: %s", code, tc.code, errOut.String())
+			}
+			if !strings.Contains(out.String()+errOut.String(), tc.out) {
+				t.Errorf("output lacks %q; stdout: %s stderr: %s", tc.out, out.String(), errOut.String())
+			}
+			if h.opened.Load() != 0 {
+				t.Error("--validate opened the driver")
+			}
+		})
+	}
+}
+
 func TestRunOpenFails(t *testing.T) {
 	environ, _, _ := baseEnv(t)
 	h := newHarness(nil, errors.New("building client: bad region"))

@@ -160,3 +160,21 @@ type OffsetDecoder interface {
 type Checker interface {
 	Check(ctx context.Context) error
 }
+
+// Preflighter is implemented by a driver that can verify, before a rollout, each thing it will need:
+// the broker reachable, its queue, subscription or stream there, and every permission its calls need
+// (receive, ack, nack, extend, dead-letter, backlog). No check may receive, ack or change a message.
+// `<connector> --check` runs it (see server.Main).
+type Preflighter interface {
+	Preflight(ctx context.Context) []Check
+}
+
+// Check is the outcome of one pre-flight check.
+type Check struct {
+	Name string // what was checked, e.g. "sqs:ReceiveMessage on orders"
+	Err  error  // nil when it passed
+	Fix  string // when it failed: what to do about it
+	// Skipped says why the check did not run (an earlier check it needs failed); a skipped check is
+	// not a pass.
+	Skipped string
+}

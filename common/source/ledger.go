@@ -45,6 +45,10 @@ type ledger struct {
 	seq      uint64
 	closed   bool           // shutting down: nothing more is admitted
 	away     map[string]int // ordered keys: records per key taken away from numa (released, dead-lettered, delayed)
+	// unseen counts, by message ID, the broker deliveries this process handed back before numa read
+	// them (a batch over budget, a key-mate of a released message, shutdown). A broker's delivery count
+	// includes them; MaxDeliveries must not (see deliveriesOf).
+	unseen   idCounts
 	dataCh   chan struct{}
 	roomCh   chan struct{}
 	onChange func(counts [numStates]int, pools [numPools]budget) // gauges; called under mu
@@ -178,6 +182,14 @@ type admitted struct {
 	rejected int        // messages without an id
 }
 
+// deliveriesOf is the broker's delivery count of m less the deliveries this process handed back
+// before numa read them: a message returned unread (over budget, behind a released key-mate, at
+// shutdown) must not reach MaxDeliveries early. Handed back by an earlier process, or by another
+// replica, it still counts: that is not known here. Caller holds mu.
+func (l *ledger) deliveriesOf(m *Message) int {
+	return m.Deliveries - l.unseen.get(m.ID)
+}
+
 // admit gives back the reservation (n, bytes) and turns the received messages into buffered records.
 // A redelivery of a message already held only refreshes its handle and lease. Messages over
 // maxMessage become committing records for the caller to dead-letter, together with (OrderedKeys)
@@ -208,7 +220,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			if r.maxedOut { // its lease ran out and it came back to us: a fresh extension window
 				r.maxedOut, r.received = false, now
 			}
-			r.deliveries = max(r.deliveries, m.Deliveries)
+			r.deliveries = max(r.deliveries, l.deliveriesOf(m))
 			if r.msg.Payload == nil {
 				r.msg.Payload = m.Payload // dropped when its release began: kept again, see takeBack
 			}
@@ -220,6 +232,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 		sizedMsgs++
 		if l.closed || full {
 			out.surplus = append(out.surplus, m)
+			l.unseen.add(m.ID)
 			continue
 		}
 		if l.ordered && len(m.Keys) > 0 && l.away[m.Keys[0]] > 0 {
@@ -227,6 +240,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			// delayed; it may be in this very batch, redelivered after its lease ran out): this one must
 			// not overtake it, so it goes back to the broker too.
 			out.surplus = append(out.surplus, m)
+			l.unseen.add(m.ID)
 			continue
 		}
 		tooLarge := len(m.Payload) > maxMessage
@@ -239,6 +253,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 				full = true
 				surplusMax = max(surplusMax, size)
 				out.surplus = append(out.surplus, m)
+				l.unseen.add(m.ID)
 				continue
 			}
 		}
@@ -247,7 +262,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 		}
 		l.seq++
 		r := &record{msg: m, size: size, received: now, leaseUntil: now.Add(lease), heapIndex: -1, seq: l.seq}
-		r.deliveries = max(m.Deliveries, nackedDeliveries(m.ID)+1)
+		r.deliveries = max(l.deliveriesOf(m), nackedDeliveries(m.ID)+1)
 		l.recs[m.ID] = r
 		if tooLarge {
 			r.state = committing

@@ -126,6 +126,12 @@ func (l *ledger) toCommitting(r *record, why commitKind) bool {
 	case delayed:
 		l.delayed.remove(r)
 	}
+	switch {
+	case why == forAck:
+		l.unseen.del(r.msg.ID) // done with for good
+	case why == forRelease && r.emitted == 0:
+		l.unseen.add(r.msg.ID) // numa never saw this delivery: see deliveriesOf
+	}
 	l.setState(r, committing)
 	l.enter(r, noPool)
 	l.setAway(r, why != forAck)

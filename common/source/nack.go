@@ -112,7 +112,11 @@ func (s *Source) rememberDeliveries(released []*record) {
 	s.led.mu.Lock()
 	defer s.led.mu.Unlock()
 	for _, r := range released {
-		s.nacks.put(r.msg.ID, r.deliveries)
+		seen := r.deliveries
+		if r.emitted == 0 {
+			seen-- // released unread (a key-mate of a nacked message): numa did not see this delivery
+		}
+		s.nacks.put(r.msg.ID, seen)
 	}
 }
 
@@ -186,26 +190,29 @@ func (s *Source) dlRetry(r *record, reason string) ([]int32, error) {
 	return gens, err
 }
 
-// nackCounts remembers how often messages nacked back to the broker were delivered, so the count
-// survives a broker that does not report deliveries itself. Bounded: when full it starts over, which
-// only makes MaxDeliveries count from the broker's figure again. Guarded by the ledger's lock.
-type nackCounts struct {
+// idCounts is a bounded map of counts by message ID. When full it starts over, which only makes the
+// counts it kept start from the broker's figure again. Guarded by the ledger's lock.
+type idCounts struct {
 	m map[string]int
 }
 
-const maxNackCounts = 100_000
+const maxIDCounts = 100_000
 
-func (n *nackCounts) put(id string, deliveries int) {
-	if len(n.m) >= maxNackCounts {
-		clear(n.m)
+func (c *idCounts) put(id string, n int) {
+	if c.m == nil || len(c.m) >= maxIDCounts {
+		c.m = make(map[string]int)
 	}
-	n.m[id] = deliveries
+	c.m[id] = n
 }
 
-func (n *nackCounts) take(id string) int {
-	v, ok := n.m[id]
-	if ok {
-		delete(n.m, id)
-	}
+func (c *idCounts) add(id string) { c.put(id, c.m[id]+1) }
+
+func (c *idCounts) get(id string) int { return c.m[id] }
+
+func (c *idCounts) del(id string) { delete(c.m, id) }
+
+func (c *idCounts) take(id string) int {
+	v := c.m[id]
+	delete(c.m, id)
 	return v
 }

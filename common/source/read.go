@@ -18,32 +18,71 @@ import (
 // and any subset (numa's streaming mode): a record is in flight from its read to its answer, and a
 // message is never handed out again while it is in flight.
 func (s *Source) Read(ctx context.Context, req sourcer.ReadRequest, ch chan<- sourcer.Message) {
+	_ = s.ReadEach(ctx, req.Count(), req.TimeOut(), func(m *WireMessage) error {
+		msg := sourcer.NewMessage(m.Payload, sourcer.NewOffset([]byte(m.ID), m.Partition), m.EventTime)
+		if len(m.Keys) > 0 {
+			msg = msg.WithKeys(m.Keys)
+		}
+		if len(m.Headers) > 0 {
+			msg = msg.WithHeaders(m.Headers)
+		}
+		select {
+		case ch <- msg:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+}
+
+// WireMessage is one message as numa gets it. Keys and headers are valid UTF-8. It is valid only
+// during the emit call it is passed to, and must not be changed.
+type WireMessage struct {
+	ID        string
+	Partition int32
+	Payload   []byte
+	EventTime time.Time
+	Keys      []string
+	Headers   map[string]string
+}
+
+// ReadEach is Read for a server of numa's protocol: it calls emit with each message, in order, on the
+// caller's goroutine, with the same waiting and lingering rules. ctx identifies numa's read stream
+// (see watchStream). When emit fails, that message and the rest of its batch are readable again and
+// ReadEach returns emit's error.
+func (s *Source) ReadEach(ctx context.Context, count uint64, timeout time.Duration, emit func(*WireMessage) error) error {
 	start := time.Now()
 	defer func() { s.m.ReadLatency.Observe(time.Since(start).Seconds()) }()
 	stream := s.watchStream(ctx)
-	ctx, cancel := context.WithTimeout(ctx, req.TimeOut())
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	want := int(min(req.Count(), uint64(1<<30)))
+	want := int(min(count, uint64(1<<30)))
 	if s.shutting.Load() {
 		<-ctx.Done() // hand out nothing, but do not make numa spin either
-		return
+		return nil
 	}
 	sent := 0
 	defer func() { s.m.Read.Add(float64(sent)) }()
+	var wm WireMessage
 	for sent < want {
 		batch, payloads, redelivered, more, next := s.led.take(want-sent, time.Now(), stream)
-		s.m.Redelivered.Add(float64(redelivered))
+		var err error
 		for i, r := range batch {
-			select {
-			case ch <- s.toNuma(r, payloads[i]):
-				sent++
-			case <-ctx.Done():
+			s.toWire(&wm, r, payloads[i])
+			if err = emit(&wm); err != nil {
 				s.led.untake(batch[i:])
-				return
+				break
 			}
+			sent++
+		}
+		if redelivered > 0 { // counted by take, under the ledger's lock (a broker redelivery may raise it)
+			s.m.Redelivered.Add(float64(redelivered))
+		}
+		if err != nil {
+			return err
 		}
 		if sent >= want {
-			return
+			return nil
 		}
 		if len(batch) > 0 {
 			continue // the ledger may hold more already
@@ -62,13 +101,14 @@ func (s *Source) Read(ctx context.Context, req sourcer.ReadRequest, ch chan<- so
 			t.Stop()
 		case <-t.C:
 			if lingering && (next.IsZero() || time.Now().Before(next)) {
-				return // lingered long enough with no new message
+				return nil // lingered long enough with no new message
 			}
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return nil
 		}
 	}
+	return nil
 }
 
 // watchStream notices a new read stream from numa. numaflow-go passes the stream's context to Read,
@@ -97,18 +137,17 @@ func (s *Source) numaGone(stream uint64) {
 	}
 }
 
-// toNuma builds numa's message for a record (its ID, event time, keys and headers never change once
-// received; its payload is the one take read).
-func (s *Source) toNuma(r *record, payload []byte) sourcer.Message {
+// toWire fills w with numa's message for a record (its ID, event time, keys and headers never change
+// once received; its payload is the one take read).
+func (s *Source) toWire(w *WireMessage, r *record, payload []byte) {
 	m := r.msg
-	msg := sourcer.NewMessage(payload, sourcer.NewOffset([]byte(m.ID), s.opts.Partition), m.EventTime)
+	*w = WireMessage{ID: m.ID, Partition: s.opts.Partition, Payload: payload, EventTime: m.EventTime}
 	if len(m.Keys) > 0 {
-		msg = msg.WithKeys(validKeys(m.Keys))
+		w.Keys = validKeys(m.Keys)
 	}
 	if len(m.Headers) > 0 {
-		msg = msg.WithHeaders(validHeaders(m.Headers))
+		w.Headers = validHeaders(m.Headers)
 	}
-	return msg
 }
 
 // Keys and headers travel as protobuf strings, which must be valid UTF-8: one bad byte from a broker

@@ -190,6 +190,48 @@ func TestRegressKeyOrderSurvivesAFailedDeadLetter(t *testing.T) {
 	}
 }
 
+// A message the adapter hands back to the broker before numa read it (here: the later message of a
+// key whose first message was nacked) is delivered once more by the broker, whose count goes up; that
+// delivery numa never saw must not count towards MaxDeliveries. Symptom: messages dead-lettered after
+// fewer deliveries than the pipeline allows (SQS's ApproximateReceiveCount counts them).
+func TestRegressUnreadReleasesDoNotCountAsDeliveries(t *testing.T) {
+	b, idsK := newQueue(t, 2, 8, "K")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", OrderedKeys: true, DeadLetter: true,
+		Wait: 50 * time.Millisecond, Lease: 10 * time.Second})
+	s, _ := newSource(t, d, source.Options{})
+	waitFor(t, 5*time.Second, "both buffered", func() bool { return source.SnapshotOf(s).Buffered == 2 })
+	first := read(s, 1, time.Second)
+	if len(first) != 1 || ids(first)[0] != idsK[0] {
+		t.Fatalf("first read %v, want [%s]", ids(first), idsK[0])
+	}
+	nackWith(s, 0, 0, first...) // its key-mate goes back to the broker with it, unread
+	var second []sourcer.Message
+	deadline := time.Now().Add(5 * time.Second)
+	for second == nil && time.Now().Before(deadline) {
+		for _, m := range read(s, 10, 200*time.Millisecond) {
+			if string(m.Offset().Value()) == idsK[1] {
+				second = append(second, m)
+			} else {
+				ack(s, m)
+			}
+		}
+	}
+	if second == nil {
+		t.Fatalf("%s never came back", idsK[1])
+	}
+	if n := b.Deliveries("q", idsK[1]); n != 2 {
+		t.Fatalf("broker delivered %s %d times, want 2 (once unread)", idsK[1], n)
+	}
+	nackWith(s, 0, 2, second...) // numa saw it once: MaxDeliveries 2 is not reached
+	again := readUntil(s, 1, 5*time.Second, 10)
+	if dl := b.DeadLetters("q"); len(dl) > 0 {
+		t.Fatalf("%s dead-lettered after one delivery numa saw (reason %q)", idsK[1], dl[0].Reason)
+	}
+	if !slices.Contains(again, idsK[1]) {
+		t.Fatalf("read %v after the nack, want %s again", again, idsK[1])
+	}
+}
+
 // ---- Defect 3: the byte budget ----
 
 // PrefetchBytes bounds the payload bytes held for numa (buffered + in flight); only a single message

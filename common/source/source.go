@@ -45,9 +45,9 @@ type Source struct {
 	errs    *errorLog
 
 	streamMu sync.Mutex
-	stream   any        // the context of numa's current read stream, compared by identity (see watchStream)
-	streamID uint64     // numbers the read streams
-	nacks    nackCounts // delivery counts of messages nacked back to the broker (under led.mu)
+	stream   any      // the context of numa's current read stream, compared by identity (see watchStream)
+	streamID uint64   // numbers the read streams
+	nacks    idCounts // delivery counts of messages nacked back to the broker (under led.mu)
 
 	jobs     *tracker // outstanding broker commits (acks, releases, dead letters)
 	bg       *tracker // lease keeper, pending refreshes, prober
@@ -80,10 +80,9 @@ func New(d Driver, opts Options, log *slog.Logger, reg prometheus.Registerer) (*
 	}
 	s := &Source{
 		d: d, caps: caps, opts: opts, log: log, m: metrics.New(reg),
-		led:   newLedger(opts.Prefetch, opts.PrefetchBytes, caps.OrderedKeys),
-		nacks: nackCounts{m: make(map[string]int)},
-		jobs:  newTracker(),
-		bg:    newTracker(),
+		led:  newLedger(opts.Prefetch, opts.PrefetchBytes, caps.OrderedKeys),
+		jobs: newTracker(),
+		bg:   newTracker(),
 	}
 	if b, ok := d.(Budgeter); ok {
 		b.SetBudgets(opts.Prefetch, opts.PrefetchBytes)

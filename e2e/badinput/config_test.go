@@ -59,6 +59,11 @@ func baseEnv(t *testing.T, c, addr, dir string) map[string]string {
 		env["REDIS_STREAM"] = "badinput"
 		env["REDIS_GROUP"] = "badinput"
 		env["REDIS_SENTINEL_PASSWORD"] = sentinel
+	case mqttSource:
+		env["MQTT_URL"] = "mqtt://" + addr
+		env["MQTT_TOPICS"] = "badinput/#"
+		env["MQTT_USERNAME"] = "badinput"
+		env["MQTT_PASSWORD"] = sentinel
 	case rabbitSource:
 		env["RABBITMQ_URL"] = "amqp://user:" + sentinel + "@" + addr + "/%2F"
 		env["RABBITMQ_QUEUE"] = "badinput"
@@ -198,6 +203,25 @@ func connectorCases(t *testing.T, c, addr, dir string) []configCase {
 				want: []string{"RABBITMQ_DEAD_LETTER_REJECT"}},
 			{name: "several at once", set: map[string]string{"RABBITMQ_QUEUE": unset, "RABBITMQ_RECONNECT_MAX": "1ms", "PREFETCH": "-5"},
 				want: []string{"RABBITMQ_QUEUE", "RABBITMQ_RECONNECT_MAX", "PREFETCH"}},
+		}
+	}
+	if c == mqttSource {
+		pwFile := writeFile(t, dir, "mqtt-password", sentinel+"\n")
+		return []configCase{
+			{name: "url missing", set: map[string]string{"MQTT_URL": unset}, want: []string{"MQTT_URL"}},
+			{name: "url bad scheme", set: map[string]string{"MQTT_URL": "tcp://" + addr}, want: []string{"MQTT_URL"}},
+			{name: "url with credentials", set: map[string]string{"MQTT_URL": "mqtt://u:" + sentinel + "@" + addr}, want: []string{"MQTT_URL"}},
+			{name: "topics missing", set: map[string]string{"MQTT_TOPICS": unset}, want: []string{"MQTT_TOPICS"}},
+			{name: "topic filter malformed", set: map[string]string{"MQTT_TOPICS": "a/#/b"}, want: []string{"MQTT_TOPICS"}},
+			{name: "qos 0", set: map[string]string{"MQTT_QOS": "0"}, want: []string{"MQTT_QOS"}},
+			{name: "session expiry not whole seconds", set: map[string]string{"MQTT_SESSION_EXPIRY": "1500ms"}, want: []string{"MQTT_SESSION_EXPIRY"}},
+			{name: "share group with a slash", set: map[string]string{"MQTT_SHARE_GROUP": "a/b"}, want: []string{"MQTT_SHARE_GROUP"}},
+			{name: "password without user", set: map[string]string{"MQTT_USERNAME": unset}, want: []string{"MQTT_USERNAME"}},
+			{name: "password as variable and file", set: map[string]string{"MQTT_PASSWORD_FILE": pwFile}, want: []string{"MQTT_PASSWORD", "MQTT_PASSWORD_FILE"}},
+			{name: "tls settings on a plain url", set: map[string]string{"MQTT_TLS_INSECURE_SKIP_VERIFY": "true"}, want: []string{"MQTT_URL"}},
+			{name: "dead letter topic read again", set: map[string]string{"MQTT_DEAD_LETTER_TOPIC": "badinput/dlq"}, want: []string{"MQTT_DEAD_LETTER_TOPIC"}},
+			{name: "several at once", set: map[string]string{"MQTT_TOPICS": unset, "MQTT_QOS": "3", "PREFETCH": "-5"},
+				want: []string{"MQTT_TOPICS", "MQTT_QOS", "PREFETCH"}},
 		}
 	}
 	t.Fatalf("unknown connector %s", c)

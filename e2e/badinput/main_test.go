@@ -19,10 +19,11 @@ const (
 	sqsSource    = "sqs-source"
 	pubsubSource = "pubsub-source"
 	redisSource  = "redis-streams-source"
+	mqttSource   = "mqtt-source"
 	rabbitSource = "rabbitmq-source"
 )
 
-var connectors = []string{sqsSource, pubsubSource, redisSource, rabbitSource}
+var connectors = []string{sqsSource, pubsubSource, redisSource, mqttSource, rabbitSource}
 
 // binaries maps a connector to its binary, built once for the package.
 var binaries map[string]string

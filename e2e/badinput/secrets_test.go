@@ -13,6 +13,7 @@ var secretVars = map[string][]string{
 	sqsSource:    nil,
 	pubsubSource: nil,
 	redisSource:  {"REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"},
+	mqttSource:   {"MQTT_PASSWORD"},
 	rabbitSource: {"RABBITMQ_URL"},
 }
 

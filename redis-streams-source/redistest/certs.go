@@ -114,6 +114,27 @@ func NewCerts(dir string) (*Certs, error) {
 	return c, nil
 }
 
+// serverArgs are the redis-server (and redis-sentinel) TLS arguments: serve the server certificate,
+// trust the CA, and present the client certificate on the connections the server opens itself
+// (replication, the cluster bus, a sentinel's connections to the servers it watches), which then use
+// TLS too.
+func (c *Certs) serverArgs(requireClientCert bool) []string {
+	auth := "no"
+	if requireClientCert {
+		auth = "yes"
+	}
+	return []string{
+		"--tls-cert-file", c.ServerCertFile, "--tls-key-file", c.ServerKeyFile, "--tls-ca-cert-file", c.CAFile,
+		"--tls-client-cert-file", c.ClientCertFile, "--tls-client-key-file", c.ClientKeyFile,
+		"--tls-auth-clients", auth, "--tls-replication", "yes",
+	}
+}
+
+// cliArgs are redis-cli's TLS arguments.
+func (c *Certs) cliArgs() []string {
+	return []string{"--tls", "--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile}
+}
+
 // clientTLS trusts the CA and presents the client certificate.
 func (c *Certs) clientTLS() *tls.Config {
 	return &tls.Config{RootCAs: c.pool, Certificates: []tls.Certificate{c.client}, MinVersion: tls.VersionTLS12}

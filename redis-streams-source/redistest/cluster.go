@@ -20,28 +20,51 @@ import (
 type Cluster struct {
 	Addrs []string // every node, 127.0.0.1:PORT
 	Nodes []*Server
+	Certs *Certs // with ClusterOptions.TLS: one CA for every node
 }
 
-// StartCluster runs 6 cluster-enabled redis-servers (each with its own bus port), joins them with
+// ClusterOptions of a cluster.
+type ClusterOptions struct {
+	// TLS serves TLS only on every node (clients, replication and the cluster bus), with client
+	// certificates required. The nodes announce themselves by IP (127.0.0.1), so the server
+	// certificate carries that IP.
+	TLS bool
+}
+
+// StartCluster runs a plain-text cluster (StartClusterWith without options).
+func StartCluster(t testing.TB) *Cluster { return StartClusterWith(t, ClusterOptions{}) }
+
+// StartClusterWith runs 6 cluster-enabled redis-servers (each with its own bus port), joins them with
 // `redis-cli --cluster create ... --cluster-replicas 1` and waits until every node reports
 // cluster_state:ok. The nodes are stopped when t ends.
-func StartCluster(t testing.TB) *Cluster {
+func StartClusterWith(t testing.TB, opts ClusterOptions) *Cluster {
 	t.Helper()
 	need(t, ServerBinary, CLIBinary)
 	c := &Cluster{}
+	if opts.TLS {
+		certs, err := NewCerts(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Certs = certs
+	}
 	for range 6 {
 		dir := t.TempDir()
 		bus, err := proctest.FreePortE()
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := newServer(dir, Options{Args: []string{
+		args := []string{
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
 			"--cluster-node-timeout", "2000",
 			"--cluster-port", strconv.Itoa(bus),
 			"--cluster-announce-ip", "127.0.0.1",
-		}})
+		}
+		if opts.TLS {
+			args = append(args, "--tls-cluster", "yes")
+		}
+		s, err := newServer(dir, Options{TLS: opts.TLS, RequireClientCert: opts.TLS, Certs: c.Certs, Args: args})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +74,11 @@ func StartCluster(t testing.TB) *Cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	args := append([]string{"--cluster", "create"}, c.Addrs...)
+	var args []string
+	if c.Certs != nil {
+		args = c.Certs.cliArgs()
+	}
+	args = append(append(args, "--cluster", "create"), c.Addrs...)
 	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
 	if out, err := exec.CommandContext(ctx, CLIBinary, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
@@ -84,12 +111,17 @@ func StartCluster(t testing.TB) *Cluster {
 	return c
 }
 
-// Options returns cluster client options (RESP2, nothing sent beyond the commands).
+// Options returns cluster client options (RESP2, nothing sent beyond the commands; TLS with the
+// cluster's CA and client certificate when it serves TLS).
 func (c *Cluster) Options() *redis.ClusterOptions {
-	return &redis.ClusterOptions{
+	o := &redis.ClusterOptions{
 		Addrs: c.Addrs, Protocol: 2, DisableIdentity: true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
+	if c.Certs != nil {
+		o.TLSConfig = c.Certs.clientTLS()
+	}
+	return o
 }
 
 func (c *Cluster) newClient() *redis.ClusterClient { return redis.NewClusterClient(c.Options()) }

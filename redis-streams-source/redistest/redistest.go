@@ -1,6 +1,7 @@
 // Package redistest runs real Redis servers (the redis-server, redis-cli and redis-sentinel binaries that
-// `make deps` installs) on free loopback ports for tests: a standalone server, with TLS if asked, a
-// 6-node cluster, and a master + replica watched by 3 sentinels. Every process runs in its own temporary
+// `make deps` installs) on free loopback ports for tests: a standalone server, a 6-node cluster, and a
+// master + replica watched by 3 sentinels, each with TLS if asked (certificates generated for the test,
+// with 127.0.0.1 as an IP SAN, one CA per deployment). Every process runs in its own temporary
 // directory and is stopped by its PID when the test ends. Tests are skipped only when
 // SKIP_BROKER_TESTS=1; a missing binary fails them with the command that fixes it.
 //
@@ -65,6 +66,9 @@ type Options struct {
 	TLS bool
 	// RequireClientCert makes the TLS server demand a client certificate signed by the CA.
 	RequireClientCert bool
+	// Certs, with TLS, are the certificates to serve (one CA for several servers, as a cluster or a
+	// sentinel deployment needs); nil generates new ones.
+	Certs *Certs
 	// Password sets requirepass.
 	Password string
 	// AppendOnly persists every write (appendfsync always), so a kill -9 and Restart keep the data.
@@ -110,18 +114,15 @@ func newServer(dir string, opts Options) (*Server, error) {
 		s.args = append(s.args, "--appendonly", "no")
 	}
 	if opts.TLS {
-		certs, err := NewCerts(dir)
-		if err != nil {
-			return nil, err
+		certs := opts.Certs
+		if certs == nil {
+			if certs, err = NewCerts(dir); err != nil {
+				return nil, err
+			}
 		}
 		s.Certs = certs
-		auth := "no"
-		if opts.RequireClientCert {
-			auth = "yes"
-		}
-		s.args = append(s.args, "--port", "0", "--tls-port", strconv.Itoa(port),
-			"--tls-cert-file", certs.ServerCertFile, "--tls-key-file", certs.ServerKeyFile,
-			"--tls-ca-cert-file", certs.CAFile, "--tls-auth-clients", auth)
+		s.args = append(s.args, "--port", "0", "--tls-port", strconv.Itoa(port))
+		s.args = append(s.args, certs.serverArgs(opts.RequireClientCert)...)
 	} else {
 		s.args = append(s.args, "--port", strconv.Itoa(port))
 	}

@@ -7,12 +7,15 @@
 //	    -bin linux/amd64=dist/bin/sqs-source/amd64/sqs-source \
 //	    -bin linux/arm64=dist/bin/sqs-source/arm64/sqs-source -out dist
 //	build-image inspect -layout dist/oci/sqs-source
+//	build-image sbom -layout dist/oci/sqs-source -platform linux/arm64
 //	build-image push -layout dist/oci/sqs-source -registry registry.example.com/team
 //	build-image version sqs-source
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,7 +42,8 @@ const usage = `usage: build-image <command> [flags]
 commands:
   build    pack linux binaries into an OCI image index: <out>/oci/<name>/ (OCI layout) and
            <out>/<name>-linux-<arch>.tar (docker load, one per platform)
-  inspect  print an OCI layout's digest, platforms and sizes
+  inspect  print an OCI layout's digest, platforms, sizes and SBOM attestations
+  sbom     print the SBOM (SPDX 2.3 JSON) of one platform's image in an OCI layout
   push     push an OCI layout's image index to <registry>/<name>:<tag>
   version  print the image tag of a connector from git (its newest <connector>/vX.Y.Z tag)
 
@@ -73,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return build(args[1:], stdout, stderr)
 	case "inspect":
 		return inspect(args[1:], stdout, stderr)
+	case "sbom":
+		return printSBOM(args[1:], stdout, stderr)
 	case "push":
 		return push(ctx, args[1:], stdout, stderr)
 	case "version":
@@ -202,6 +208,34 @@ func inspect(args []string, stdout, stderr io.Writer) error {
 	return describe(stdout, *dir, idx, ref)
 }
 
+func printSBOM(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("sbom", stderr)
+	dir := fs.String("layout", "", "OCI layout directory (dist/oci/<connector>)")
+	plat := fs.String("platform", "linux/amd64", "platform of the image whose SBOM to print")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	p, err := v1.ParsePlatform(*plat)
+	if err != nil {
+		return fmt.Errorf("-platform %q: %w", *plat, err)
+	}
+	idx, _, err := imagebuild.ReadLayout(*dir)
+	if err != nil {
+		return err
+	}
+	doc, err := imagebuild.SBOM(idx, *p)
+	if err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, doc, "", "  "); err != nil {
+		return fmt.Errorf("formatting the SBOM: %w", err)
+	}
+	out.WriteByte('\n')
+	_, err = out.WriteTo(stdout)
+	return err
+}
+
 // describe prints the index digest and, per platform, the image digest and sizes.
 func describe(w io.Writer, dir string, idx v1.ImageIndex, ref string) error {
 	d, err := idx.Digest()
@@ -213,7 +247,19 @@ func describe(w io.Writer, dir string, idx v1.ImageIndex, ref string) error {
 		return fmt.Errorf("reading index of %s: %w", dir, err)
 	}
 	fmt.Fprintf(w, "%s:%s index %s\n", dir, ref, d)
+	platOf := map[v1.Hash]string{}
 	for _, desc := range m.Manifests {
+		if _, att := imagebuild.AttestedImage(desc); !att && desc.Platform != nil {
+			platOf[desc.Digest] = desc.Platform.String()
+		}
+	}
+	for _, desc := range m.Manifests {
+		if about, att := imagebuild.AttestedImage(desc); att {
+			if err := describeAttestation(w, idx, desc.Digest, platOf[about]); err != nil {
+				return fmt.Errorf("reading attestation %s of %s: %w", desc.Digest, dir, err)
+			}
+			continue
+		}
 		img, err := idx.Image(desc.Digest)
 		if err != nil {
 			return fmt.Errorf("reading image %s of %s: %w", desc.Digest, dir, err)
@@ -244,6 +290,23 @@ func describe(w io.Writer, dir string, idx v1.ImageIndex, ref string) error {
 	}
 	return nil
 }
+
+// describeAttestation prints which image (by platform) an attestation manifest is about and its SBOM's
+// size.
+func describeAttestation(w io.Writer, idx v1.ImageIndex, att v1.Hash, plat string) error {
+	p, err := v1.ParsePlatform(plat)
+	if err != nil {
+		return errors.New("it refers to no image of the index")
+	}
+	doc, err := imagebuild.SBOM(idx, *p)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "  %-15s %s  SBOM of %s (SPDX JSON, %s)\n", "attestation", att, plat, kib(len(doc)))
+	return nil
+}
+
+func kib(n int) string { return fmt.Sprintf("%.1f KiB", float64(n)/1024) }
 
 func uncompressedSize(l v1.Layer) (int64, error) {
 	rc, err := l.Uncompressed()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/numaflow-connectors/sources/common/imagebuild"
@@ -105,6 +107,31 @@ func TestBuildInspectPush(t *testing.T) {
 	if !strings.Contains(stdout.String(), digest[1]) || !strings.Contains(stdout.String(), "linux/arm64/v8") {
 		t.Errorf("inspect output lacks the digest or a platform:\n%s", stdout.String())
 	}
+	for _, p := range []string{"linux/amd64", "linux/arm64/v8"} {
+		if !regexp.MustCompile(`attestation +sha256:[0-9a-f]{64}  SBOM of ` + p + ` \(SPDX JSON, [0-9.]+ KiB\)`).MatchString(stdout.String()) {
+			t.Errorf("inspect output lists no SBOM attestation of %s:\n%s", p, stdout.String())
+		}
+	}
+
+	stdout.Reset()
+	if err := run(ctx, []string{"sbom", "-layout", filepath.Join(out, "oci", "tiny"), "-platform", "linux/arm64"}, &stdout, &stderr); err != nil {
+		t.Fatalf("sbom: %v\nstderr: %s", err, stderr.String())
+	}
+	var doc struct {
+		SPDXVersion string `json:"spdxVersion"`
+		Name        string `json:"name"`
+		Packages    []struct {
+			Name        string `json:"name"`
+			VersionInfo string `json:"versionInfo"`
+		} `json:"packages"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatalf("sbom printed no JSON: %v\n%s", err, stdout.String())
+	}
+	if doc.SPDXVersion != "SPDX-2.3" || !strings.Contains(doc.Name, "arm64") || len(doc.Packages) < 2 ||
+		doc.Packages[0].Name != "example.test/tiny" || doc.Packages[0].VersionInfo != "v0.3.0" {
+		t.Errorf("sbom printed %+v, want the SPDX document of tiny v0.3.0 for arm64", doc)
+	}
 
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
@@ -126,6 +153,9 @@ func TestBuildInspectPush(t *testing.T) {
 	if d, _ := got.Digest(); d.String() != digest[1] {
 		t.Errorf("pushed digest %s, built %s", d, digest[1])
 	}
+	if _, err := imagebuild.SBOM(got, v1.Platform{OS: "linux", Architecture: "amd64"}); err != nil {
+		t.Errorf("the pushed index has no SBOM for linux/amd64: %v", err)
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -134,6 +164,7 @@ func TestUsageErrors(t *testing.T) {
 		{"frobnicate"},
 		{"build", "-bogus"},
 		{"push", "-layout", "x"},
+		{"sbom", "-bogus"},
 		{"version"},
 	} {
 		err := run(t.Context(), args, io.Discard, io.Discard)

@@ -4,6 +4,8 @@ package configtest
 
 import (
 	"errors"
+	"reflect"
+	"slices"
 	"sort"
 	"testing"
 
@@ -62,4 +64,33 @@ func Vars(t testing.TB, err error) []string {
 	}
 	sort.Strings(vars)
 	return vars
+}
+
+// AloneAtBounds loads a fresh value of cfg's type from base (the required variables) plus one
+// variable at a time set to its documented minimum and then its maximum (the min and max tags), and
+// fails t when one is refused. It catches a default that makes a documented value invalid: only a
+// value the user set explicitly may conflict with another. It also fails when cfg documents no bound,
+// so a connector's test cannot pass vacuously.
+func AloneAtBounds(t testing.TB, cfg any, base ...string) {
+	t.Helper()
+	typ := reflect.TypeOf(cfg)
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	checked := 0
+	for _, v := range config.Vars(cfg) {
+		for _, bound := range []struct{ name, value string }{{"minimum", v.Min}, {"maximum", v.Max}} {
+			if bound.value == "" {
+				continue
+			}
+			checked++
+			environ := append(slices.Clone(base), v.Name+"="+bound.value)
+			if err := config.Load(reflect.New(typ).Interface(), environ); err != nil {
+				t.Errorf("%s=%s (its documented %s) set alone is refused:\n%v", v.Name, bound.value, bound.name, err)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Errorf("%s documents no bound (min or max tag) to check", typ)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/numaflow-connectors/sources/common/config"
 	"github.com/numaflow-connectors/sources/common/config/envdoc"
@@ -52,5 +53,34 @@ func TestREADME(t *testing.T) {
 	}{})...)
 	if !r.failed {
 		t.Error("README passed a drifted table")
+	}
+}
+
+// coupled has the mistake AloneAtBounds exists for: WAIT's fixed default conflicts with IDLE's
+// documented minimum.
+type coupled struct {
+	Idle time.Duration `env:"IDLE" envDefault:"60s" min:"1s" max:"24h" desc:"Idle time, 1s to 24h."`
+	Wait time.Duration `env:"WAIT" envDefault:"2s" desc:"Wait, less than half of IDLE."`
+}
+
+func (c *coupled) Validate() error {
+	if c.Wait >= c.Idle/2 {
+		return config.Problem("WAIT", "must be less than half of IDLE")
+	}
+	return nil
+}
+
+func TestAloneAtBounds(t *testing.T) {
+	AloneAtBounds(t, config.Common{})
+
+	r := &recorder{TB: t}
+	AloneAtBounds(r, coupled{})
+	if !r.failed {
+		t.Error("AloneAtBounds passed IDLE=1s refused because of WAIT's default")
+	}
+	r = &recorder{TB: t}
+	AloneAtBounds(r, demo{}, "DEMO_QUEUE=q")
+	if !r.failed {
+		t.Error("AloneAtBounds passed a struct that documents no bound")
 	}
 }

@@ -44,6 +44,9 @@ type Capabilities struct {
 	Binary bool
 	// Backlog: the driver reports a backlog (Pending is not -1).
 	Backlog bool
+	// NoMissingResource: nothing the driver reads from can be missing (MQTT topics exist once a client
+	// names them), so MakeMissingDriver is never called and the missing-resource test is skipped.
+	NoMissingResource bool
 }
 
 // Harness gives the suite a fresh resource (queue, subscription, stream) per test.
@@ -67,3 +70,20 @@ type Harness interface {
 
 // NewHarness creates a harness with a fresh resource for one test.
 type NewHarness func(ctx context.Context, t *testing.T) (Harness, error)
+
+// Outcomes summarises pre-flight checks (source.Preflighter) by name for a test's assertions: "pass",
+// "skipped", or "fail: " and the check's fix.
+func Outcomes(checks []source.Check) map[string]string {
+	out := make(map[string]string, len(checks))
+	for _, c := range checks {
+		switch {
+		case c.Skipped != "":
+			out[c.Name] = "skipped"
+		case c.Err != nil:
+			out[c.Name] = "fail: " + c.Fix
+		default:
+			out[c.Name] = "pass"
+		}
+	}
+	return out
+}

@@ -21,7 +21,7 @@ type Fault struct {
 
 type queue struct {
 	msgs  map[string]*entry
-	order []string // ids in publish order (acked ones are skipped lazily)
+	order []*entry // in publish order (gone ones are skipped lazily)
 	dead  []DeadLetter
 }
 
@@ -32,6 +32,7 @@ type entry struct {
 	visibleAt  time.Time
 	receipt    uint64 // current delivery's handle; 0 when not leased
 	deliveries int
+	gone       bool // acked or dead-lettered: no longer in msgs
 }
 
 // NewBroker returns an empty broker.

@@ -115,8 +115,9 @@ func (b *Broker) PublishIDs(name string, pubs ...Publication) ([]string, error) 
 	for _, p := range pubs {
 		b.nextID++
 		id := "m-" + strconv.FormatUint(b.nextID, 10)
-		q.msgs[id] = &entry{id: id, pub: p, published: now, visibleAt: now}
-		q.order = append(q.order, id)
+		e := &entry{id: id, pub: p, published: now, visibleAt: now}
+		q.msgs[id] = e
+		q.order = append(q.order, e)
 		ids = append(ids, id)
 	}
 	b.notifyLocked()
@@ -162,9 +163,9 @@ func (b *Broker) LeasedIDs(name string) []string {
 	}
 	now := time.Now()
 	var out []string
-	for _, id := range q.order {
-		if e := q.msgs[id]; e != nil && e.receipt != 0 && e.visibleAt.After(now) {
-			out = append(out, id)
+	for _, e := range q.order {
+		if !e.gone && e.receipt != 0 && e.visibleAt.After(now) {
+			out = append(out, e.id)
 		}
 	}
 	return out
@@ -205,21 +206,24 @@ func (b *Broker) Deliveries(name, id string) int {
 	return 0
 }
 
+// remove takes e out of the queue for good (acked or dead-lettered).
+func (q *queue) remove(e *entry) {
+	delete(q.msgs, e.id)
+	e.gone = true
+}
+
 // scan calls f for every entry readable at now, in publish order, until f returns false. With ordered
 // keys, an entry is not readable while an earlier entry of its key is invisible (leased or delayed), as
 // in an SQS FIFO message group. It returns the earliest time an invisible entry becomes visible.
 func (q *queue) scan(now time.Time, ordered bool, f func(*entry) bool) (next time.Time) {
 	// Drop the acked prefix, then scan in publish order.
-	for len(q.order) > 0 {
-		if _, ok := q.msgs[q.order[0]]; ok {
-			break
-		}
+	for len(q.order) > 0 && q.order[0].gone {
+		q.order[0] = nil
 		q.order = q.order[1:]
 	}
 	var blocked map[string]bool
-	for _, id := range q.order {
-		e, ok := q.msgs[id]
-		if !ok {
+	for _, e := range q.order {
+		if e.gone {
 			continue
 		}
 		key := e.pub.Key
@@ -466,7 +470,7 @@ func (d *Driver) Ack(ctx context.Context, handles []source.Handle) error {
 	if err := d.fault(ctx, OpAck); err != nil {
 		return err
 	}
-	return d.each(OpAck, handles, func(q *queue, e *entry) { delete(q.msgs, e.id) })
+	return d.each(OpAck, handles, func(q *queue, e *entry) { q.remove(e) })
 }
 
 // Nack implements source.Driver.
@@ -521,7 +525,7 @@ func (d *Driver) DeadLetter(ctx context.Context, m *source.Message, reason strin
 		return nil // already gone
 	}
 	q.dead = append(q.dead, DeadLetter{Publication: e.pub, Reason: reason})
-	delete(q.msgs, e.id)
+	q.remove(e)
 	return nil
 }
 

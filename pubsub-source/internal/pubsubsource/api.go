@@ -3,6 +3,7 @@ package pubsubsource
 import (
 	"context"
 
+	"cloud.google.com/go/iam/apiv1/iampb"
 	vkit "cloud.google.com/go/pubsub/v2/apiv1"
 	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/googleapis/gax-go/v2"
@@ -24,9 +25,24 @@ type publisherAPI interface {
 	Publish(ctx context.Context, req *pb.PublishRequest, opts ...gax.CallOption) (*pb.PublishResponse, error)
 }
 
+// iamAPI asks which of some permissions the caller holds on a subscription or topic; only the
+// pre-flight checks call it (preflight.go). It grants nothing and changes nothing.
+type iamAPI interface {
+	TestIamPermissions(ctx context.Context, req *iampb.TestIamPermissionsRequest, opts ...gax.CallOption) (*iampb.TestIamPermissionsResponse, error)
+}
+
+// topicIAMAPI is iamAPI on the dead-letter topic, plus GetTopic: an emulator has no IAM, so there the
+// pre-flight checks read the topic to tell whether it exists.
+type topicIAMAPI interface {
+	iamAPI
+	GetTopic(ctx context.Context, req *pb.GetTopicRequest, opts ...gax.CallOption) (*pb.Topic, error)
+}
+
 var (
 	_ subscriberAPI = (*vkit.SubscriptionAdminClient)(nil)
 	_ publisherAPI  = (*vkit.TopicAdminClient)(nil)
+	_ iamAPI        = (*vkit.SubscriptionAdminClient)(nil)
+	_ topicIAMAPI   = (*vkit.TopicAdminClient)(nil)
 )
 
 // noRetry turns off the generated client's own retries: the adapter retries with backoff and decides

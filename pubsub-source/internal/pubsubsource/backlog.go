@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
 	"time"
 
 	monitoring "cloud.google.com/go/monitoring/apiv3/v2"
@@ -11,6 +13,8 @@ import (
 	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/iterator"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/numaflow-connectors/sources/common/source"
 )
 
 // backlogReader reports the subscription's backlog: every message not yet acknowledged, across all
@@ -34,26 +38,92 @@ const undeliveredMetric = "pubsub.googleapis.com/subscription/num_undelivered_me
 // 60 s and shows up after a delay of a minute or two).
 const backlogWindow = 10 * time.Minute
 
+// backlogStale is the age past which the newest point no longer tells the backlog: Monitoring has
+// stopped getting data, and an old figure would keep an autoscaler scaling on a backlog long gone.
+const backlogStale = 5 * time.Minute
+
+// backlogEvery is how long a reading (or a failure) is reused before Monitoring is asked again: the
+// metric has one point a minute, so asking more often only costs quota.
+const backlogEvery = 30 * time.Second
+
+// backlogDeniedEvery is how often Monitoring is asked again once it denied access, to notice a role
+// granted later.
+const backlogDeniedEvery = 10 * time.Minute
+
 // monitoringReader reads num_undelivered_messages from Cloud Monitoring (PUBSUB_PENDING=monitoring).
+// It asks at most every backlogEvery and answers from the last reading in between. When access is
+// denied it logs one warning naming the missing role, reports -1 (unknown) and asks again only every
+// backlogDeniedEvery.
 type monitoringReader struct {
 	api            metricAPI
 	project        string // the subscription's project, where its metrics live
 	subscriptionID string
+	log            *slog.Logger
 	now            func() time.Time
+
+	mu     sync.Mutex
+	at     time.Time // when Monitoring was last asked; zero: never
+	val    int64     // the answer then (-1: unknown)
+	err    error     // the error then, returned once
+	denied bool      // the last answer was a permission error (already warned about)
 }
 
-func newMonitoringReader(api metricAPI, project, subscriptionID string) *monitoringReader {
-	return &monitoringReader{api: api, project: project, subscriptionID: subscriptionID, now: time.Now}
+func newMonitoringReader(api metricAPI, project, subscriptionID string, log *slog.Logger) *monitoringReader {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &monitoringReader{api: api, project: project, subscriptionID: subscriptionID, log: log, now: time.Now, val: -1}
 }
 
 // Backlog returns the newest num_undelivered_messages point of the last ten minutes, or -1 when
-// Monitoring has none (a subscription with no recent data).
+// Monitoring has none, only a stale one, or denies access. Monitoring is asked at most every
+// backlogEvery (backlogDeniedEvery after a denial); in between the last answer is reused. An error
+// other than a denial is returned once, then -1 until the next question.
 func (r *monitoringReader) Backlog(ctx context.Context) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	now := r.now()
+	every := backlogEvery
+	if r.denied {
+		every = backlogDeniedEvery
+	}
+	if !r.at.IsZero() && now.Sub(r.at) < every {
+		err := r.err
+		r.err = nil
+		return r.val, err
+	}
+	v, newest, err := r.query(ctx, now)
+	r.at, r.val, r.err = now, v, nil
+	switch {
+	case err != nil && errorCode(err) == source.PermissionDenied:
+		if !r.denied {
+			r.log.Warn("reading the backlog from Cloud Monitoring is denied, so pending is -1 (no autoscaling on backlog): grant roles/monitoring.viewer on the project to the source's service account, or set PUBSUB_PENDING=off",
+				"project", r.project, "subscription_id", r.subscriptionID, "missing_role", "roles/monitoring.viewer", "error", err)
+		}
+		r.denied, r.val = true, -1
+		return -1, nil
+	case err != nil:
+		r.val = -1
+		return -1, err
+	}
+	if r.denied {
+		r.log.Info("reading the backlog from Cloud Monitoring is allowed again", "subscription_id", r.subscriptionID)
+		r.denied = false
+	}
+	if v >= 0 && now.Sub(newest) > backlogStale {
+		r.log.Debug("newest backlog point is stale; backlog unknown", "subscription_id", r.subscriptionID,
+			"age", now.Sub(newest).Round(time.Second).String(), "value", v)
+		r.val = -1
+	}
+	return r.val, nil
+}
+
+// query asks Monitoring for the points of the last backlogWindow and returns the newest one's value
+// and end time (-1 when there is none).
+func (r *monitoringReader) query(ctx context.Context, now time.Time) (int64, time.Time, error) {
 	req := &monitoringpb.ListTimeSeriesRequest{
-		Name: "projects/" + r.project,
-		Filter: fmt.Sprintf(`metric.type = %q AND resource.type = "pubsub_subscription" AND resource.labels.subscription_id = %q`,
-			undeliveredMetric, r.subscriptionID),
+		Name:   "projects/" + r.project,
+		Filter: r.filter(),
 		Interval: &monitoringpb.TimeInterval{
 			StartTime: timestamppb.New(now.Add(-backlogWindow)),
 			EndTime:   timestamppb.New(now),
@@ -71,7 +141,7 @@ func (r *monitoringReader) Backlog(ctx context.Context) (int64, error) {
 			break
 		}
 		if err != nil {
-			return -1, fmt.Errorf("reading %s of subscription %s from Cloud Monitoring: %w", undeliveredMetric, r.subscriptionID, err)
+			return -1, time.Time{}, fmt.Errorf("reading %s of subscription %s from Cloud Monitoring: %w", undeliveredMetric, r.subscriptionID, err)
 		}
 		for _, p := range ts.GetPoints() {
 			end := p.GetInterval().GetEndTime().AsTime()
@@ -80,5 +150,11 @@ func (r *monitoringReader) Backlog(ctx context.Context) (int64, error) {
 			}
 		}
 	}
-	return value, nil
+	return value, newest, nil
+}
+
+// filter selects the subscription's num_undelivered_messages series.
+func (r *monitoringReader) filter() string {
+	return fmt.Sprintf(`metric.type = %q AND resource.type = "pubsub_subscription" AND resource.labels.subscription_id = %q`,
+		undeliveredMetric, r.subscriptionID)
 }

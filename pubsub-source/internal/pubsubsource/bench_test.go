@@ -2,14 +2,14 @@ package pubsubsource
 
 import (
 	"context"
-	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 
-	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/benchkit"
 	"github.com/numaflow-connectors/sources/common/proctest"
 	"github.com/numaflow-connectors/sources/pubsub-source/pubsubtest"
 )
@@ -19,11 +19,18 @@ const (
 	benchPayload  = 1024
 )
 
+// rawPullers and rawBatch are the raw loop's concurrency and batch: 4 pullers of 500, the
+// concurrency a production Pub/Sub consumer uses.
+const (
+	rawPullers = 4
+	rawBatch   = 500
+)
+
 // BenchmarkSocket is `make bench` for this connector: 20,000 messages of 1 KiB published once to a
-// topic with two subscriptions; a raw client loop (unary Pull(500) + Acknowledge, one at a time)
-// drains one, and the connector binary, driven over its socket by numatest exactly as numa drives it
-// (Read 500 / 1 s, then Ack), drains the other. It reports both rates, their ratio and the
-// connector's peak RSS.
+// topic with two subscriptions; a raw client loop (4 concurrent pullers, each unary Pull(500) then
+// Acknowledge) drains one, and the connector binary over its socket (benchkit: numatest as numa, Read
+// 500 / 1 s, then Ack) drains the other, then the memsource ceiling runs over the same socket path.
+// Reports the rates, the ratios, the connector's CPU per message and peak RSS.
 func BenchmarkSocket(b *testing.B) {
 	emu := pubsubtest.Shared(b)
 	bin := proctest.Build(b, filepath.Join("..", ".."), "pubsub-source")
@@ -41,91 +48,70 @@ func BenchmarkSocket(b *testing.B) {
 			b.Fatal(err)
 		}
 		raw := rawLoop(b, ctx, emu, rawSub)
-		conn, rss := connectorLoop(b, ctx, emu, bin, connSub)
+		conn := benchkit.Drain(ctx, b, bin, "pubsub-source", []string{
+			"PUBSUB_EMULATOR_HOST=" + emu.Host, "PUBSUB_SUBSCRIPTION=" + connSub, "PUBSUB_ACK_DEADLINE=30s",
+		}, benchMessages)
+		ceiling := benchkit.Ceiling(ctx, b, benchMessages, benchPayload)
 		cancel()
+		conn.Report(b, "source_")
 		b.ReportMetric(raw, "raw_msg/s")
-		b.ReportMetric(conn, "socket_msg/s")
-		b.ReportMetric(100*conn/raw, "ratio_%")
-		b.ReportMetric(float64(rss)/(1<<20), "peak_rss_MiB")
-		b.Logf("%s emulator, %d x %d B: raw client %.0f msg/s, connector over the socket %.0f msg/s (%.0f%%), connector peak RSS %.1f MiB",
-			emu.Kind, benchMessages, benchPayload, raw, conn, 100*conn/raw, float64(rss)/(1<<20))
+		b.ReportMetric(100*conn.Rate/raw, "ratio_%")
+		b.ReportMetric(ceiling.Rate, "ceiling_msg/s")
+		b.ReportMetric(100*conn.Rate/ceiling.Rate, "ceiling_ratio_%")
+		b.Logf("%s emulator, %d x %d B: raw client (%d pullers of %d) %.0f msg/s; connector %s (%.0f%% of raw); memsource ceiling %s",
+			emu.Kind, benchMessages, benchPayload, rawPullers, rawBatch, raw, conn, 100*conn.Rate/raw, ceiling)
 	}
 }
 
-// rawLoop drains sub with the plain generated client: Pull(500), Acknowledge, repeat.
+// rawLoop drains sub with the plain generated client: rawPullers goroutines, each Pull(rawBatch) then
+// Acknowledge, until every message was acked. The rate runs from the first message to the last ack.
 func rawLoop(b *testing.B, ctx context.Context, emu *pubsubtest.Emulator, sub string) float64 {
 	_, sc, err := emu.Clients()
 	if err != nil {
 		b.Fatal(err)
 	}
+	var mu sync.Mutex
 	got := 0
-	start := time.Now()
-	for got < benchMessages && ctx.Err() == nil {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := sc.Pull(pctx, &pb.PullRequest{Subscription: sub, MaxMessages: 500})
-		cancel()
-		if err != nil {
-			continue // an empty wait that ran out
-		}
-		ids := make([]string, len(resp.GetReceivedMessages()))
-		for j, rm := range resp.GetReceivedMessages() {
-			ids[j] = rm.GetAckId()
-		}
-		if len(ids) == 0 {
-			continue
-		}
-		if err := sc.Acknowledge(ctx, &pb.AcknowledgeRequest{Subscription: sub, AckIds: ids}); err != nil {
-			b.Fatal(err)
-		}
-		got += len(ids)
+	var first, last time.Time
+	var wg sync.WaitGroup
+	for range rawPullers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				mu.Lock()
+				done := got >= benchMessages
+				mu.Unlock()
+				if done {
+					return
+				}
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				resp, err := sc.Pull(pctx, &pb.PullRequest{Subscription: sub, MaxMessages: rawBatch})
+				cancel()
+				if err != nil || len(resp.GetReceivedMessages()) == 0 {
+					continue // an empty wait that ran out
+				}
+				mu.Lock()
+				if first.IsZero() {
+					first = time.Now()
+				}
+				mu.Unlock()
+				ids := make([]string, len(resp.GetReceivedMessages()))
+				for j, rm := range resp.GetReceivedMessages() {
+					ids[j] = rm.GetAckId()
+				}
+				if err := sc.Acknowledge(ctx, &pb.AcknowledgeRequest{Subscription: sub, AckIds: ids}); err != nil {
+					b.Error(err)
+					return
+				}
+				mu.Lock()
+				got += len(ids)
+				last = time.Now()
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	if got < benchMessages {
 		b.Fatalf("raw loop read %d of %d", got, benchMessages)
 	}
-	return float64(got) / time.Since(start).Seconds()
-}
-
-// connectorLoop runs the connector binary on sub and drains it over the socket as numa would.
-func connectorLoop(b *testing.B, ctx context.Context, emu *pubsubtest.Emulator, bin, sub string) (float64, int64) {
-	dir, err := os.MkdirTemp("", "psb") // short: unix socket paths are limited
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = os.RemoveAll(dir) })
-	sock, info := filepath.Join(dir, "source.sock"), filepath.Join(dir, "server-info")
-	p := proctest.Start(b, bin, nil, proctest.Options{Env: []string{
-		"PUBSUB_EMULATOR_HOST=" + emu.Host, "PUBSUB_SUBSCRIPTION=" + sub, "PUBSUB_ACK_DEADLINE=30s",
-		"SOURCE_SOCKET=" + sock, "SOURCE_SERVER_INFO_FILE=" + info, "METRICS_ADDR=", "LOG_LEVEL=warn",
-		"NUMAFLOW_READ_BATCH_SIZE=500", "NUMAFLOW_READ_TIMEOUT_MS=1000",
-	}})
-	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
-	c, err := numatest.Dial(dctx, numatest.Options{Socket: sock, ServerInfoFile: info})
-	dcancel()
-	if err != nil {
-		b.Fatalf("dialing the connector: %v\n%s", err, p.Output())
-	}
-	defer c.Close()
-	seen := make(map[string]bool, benchMessages)
-	start := time.Now()
-	for len(seen) < benchMessages && ctx.Err() == nil {
-		msgs, err := c.Read(ctx, 500, time.Second)
-		if err != nil {
-			b.Fatalf("read: %v", err)
-		}
-		offs := make([]numatest.Offset, len(msgs))
-		for j, m := range msgs {
-			offs[j] = m.Offset
-			seen[string(m.Offset.Value)] = true
-		}
-		if len(offs) > 0 {
-			if err := c.Ack(ctx, offs); err != nil {
-				b.Fatalf("ack: %v", err)
-			}
-		}
-	}
-	rate := float64(len(seen)) / time.Since(start).Seconds()
-	if len(seen) < benchMessages {
-		b.Fatalf("connector delivered %d of %d", len(seen), benchMessages)
-	}
-	return rate, proctest.PeakRSS(p.Cmd.Process.Pid)
+	return float64(got-1) / last.Sub(first).Seconds()
 }

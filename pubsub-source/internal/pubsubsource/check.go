@@ -9,11 +9,12 @@ import (
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
-// check reads the subscription, so a missing subscription or a missing permission is logged at start
-// with its name. Reading it needs pubsub.subscriptions.get, which roles/pubsub.subscriber lacks: when
+// check reads the subscription (and takes its settings), so a missing subscription or a missing
+// permission is logged at start with its name. Reading it needs pubsub.subscriptions.get, which roles/pubsub.subscriber lacks: when
 // only that is denied and the last pull succeeded, the subscription is fine for this source.
 func (d *driver) check(ctx context.Context) error {
-	if _, err := d.sub.GetSubscription(ctx, &pb.GetSubscriptionRequest{Subscription: d.name}, noRetry); err != nil {
+	s, err := d.sub.GetSubscription(ctx, &pb.GetSubscriptionRequest{Subscription: d.name}, noRetry)
+	if err != nil {
 		if errorCode(err) == source.PermissionDenied && d.pullOK.Load() {
 			return nil
 		}
@@ -26,5 +27,6 @@ func (d *driver) check(ctx context.Context) error {
 		}
 		return fmt.Errorf("getting subscription %s%s: %w", d.name, hint, err)
 	}
+	d.applySettings(s)
 	return nil
 }

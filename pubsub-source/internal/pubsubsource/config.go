@@ -19,6 +19,12 @@ const (
 	minAckDeadline = 10 * time.Second
 	maxAckDeadline = 600 * time.Second // also the longest nack delay
 
+	// defaultAckDeadline is PUBSUB_ACK_DEADLINE's default when PUBSUB_MAX_EXTENSION allows it.
+	defaultAckDeadline = 30 * time.Second
+
+	// PendingAuto is PendingMonitoring, or PendingOff when PUBSUB_EMULATOR_HOST is set (an emulator
+	// has no Cloud Monitoring).
+	PendingAuto = "auto"
 	// PendingOff leaves the backlog unknown (Pending -1: Numaflow does not autoscale on it).
 	PendingOff = "off"
 	// PendingMonitoring reads subscription/num_undelivered_messages from Cloud Monitoring.
@@ -32,10 +38,10 @@ type Config struct {
 	Project            string        `env:"PUBSUB_PROJECT" desc:"Google Cloud project of the subscription. Required unless PUBSUB_SUBSCRIPTION is a full projects/P/subscriptions/S name or GOOGLE_CLOUD_PROJECT is set."`
 	GoogleCloudProject string        `env:"GOOGLE_CLOUD_PROJECT" desc:"Fallback for PUBSUB_PROJECT (the variable many Google Cloud tools set)."`
 	Subscription       string        `env:"PUBSUB_SUBSCRIPTION,required" desc:"Subscription to read: an ID (my-sub) in PUBSUB_PROJECT, or a full name projects/P/subscriptions/S. Pull subscriptions only."`
-	AckDeadline        time.Duration `env:"PUBSUB_ACK_DEADLINE" envDefault:"30s" desc:"Ack deadline set on every received message and by every lease extension; whole seconds, 10s to 600s. A replica that dies holding messages gives them back after at most this long, so it bounds crash recovery."`
-	MaxExtension       time.Duration `env:"PUBSUB_MAX_EXTENSION" envDefault:"1h" desc:"Longest total time the lease of a held message is extended; after it the message is left to expire and Pub/Sub redelivers it. At least PUBSUB_ACK_DEADLINE."`
+	AckDeadline        time.Duration `env:"PUBSUB_ACK_DEADLINE" envDefault:"0s" desc:"Ack deadline set on every received message and by every lease extension; whole seconds, 10s to 600s, at most PUBSUB_MAX_EXTENSION. 0s: 30s, or PUBSUB_MAX_EXTENSION (in whole seconds) when that is shorter. A replica that dies holding messages gives them back after at most this long, so it bounds crash recovery."`
+	MaxExtension       time.Duration `env:"PUBSUB_MAX_EXTENSION" envDefault:"1h" desc:"Longest total time the lease of a held message is extended; after it the message is left to expire and Pub/Sub redelivers it. At least 10s, and at least PUBSUB_ACK_DEADLINE when that is set."`
 	DeadLetterTopic    string        `env:"PUBSUB_DEAD_LETTER_TOPIC" desc:"Topic (ID in the subscription's project, or projects/P/topics/T) that receives messages nacked more often than numa's max deliveries: data, attributes and x-dead-letter-* attributes with the reason. Empty: DEAD_LETTER_FALLBACK applies (by default they stay, under the subscription's own dead-letter policy)."`
-	Pending            string        `env:"PUBSUB_PENDING" envDefault:"off" desc:"Backlog reported to Numaflow's autoscaler: off (unknown) or monitoring (Cloud Monitoring's subscription/num_undelivered_messages, which lags by a minute or more; needs roles/monitoring.viewer)."`
+	Pending            string        `env:"PUBSUB_PENDING" envDefault:"auto" desc:"Backlog reported to Numaflow's autoscaler: monitoring (Cloud Monitoring's subscription/num_undelivered_messages, read at most every 30s; it lags by a minute or more; needs roles/monitoring.viewer, without which one warning is logged and the backlog is unknown), off (unknown: -1, no autoscaling on backlog), or auto: monitoring, or off when PUBSUB_EMULATOR_HOST is set (an emulator has no Cloud Monitoring)."`
 }
 
 var (
@@ -95,25 +101,49 @@ func (c *Config) Validate() error {
 
 	ackOK := false
 	switch {
+	case c.AckDeadline == 0: // the default follows PUBSUB_MAX_EXTENSION (ackDeadline)
+		ackOK = true
 	case c.AckDeadline < minAckDeadline || c.AckDeadline > maxAckDeadline:
-		add("PUBSUB_ACK_DEADLINE", "must be between 10s and 600s (Pub/Sub's limits), got %s", c.AckDeadline)
+		add("PUBSUB_ACK_DEADLINE", "must be between 10s and 600s (Pub/Sub's limits), or 0s for the default, got %s", c.AckDeadline)
 	case c.AckDeadline%time.Second != 0:
 		add("PUBSUB_ACK_DEADLINE", "must be a whole number of seconds, got %s", c.AckDeadline)
 	default:
 		ackOK = true
 	}
 	switch {
-	case c.MaxExtension <= 0:
-		add("PUBSUB_MAX_EXTENSION", "must be more than 0s, got %s", c.MaxExtension)
-	case ackOK && c.MaxExtension < c.AckDeadline:
+	case c.MaxExtension < minAckDeadline:
+		add("PUBSUB_MAX_EXTENSION", "must be at least 10s (Pub/Sub's shortest ack deadline), got %s", c.MaxExtension)
+	case ackOK && c.AckDeadline > 0 && c.MaxExtension < c.AckDeadline:
 		add("PUBSUB_MAX_EXTENSION", "must be at least PUBSUB_ACK_DEADLINE (%s), got %s", c.AckDeadline, c.MaxExtension)
 	}
 	switch c.Pending {
-	case PendingOff, PendingMonitoring:
+	case PendingAuto, PendingOff, PendingMonitoring:
 	default:
-		add("PUBSUB_PENDING", "must be %q or %q, got %q", PendingOff, PendingMonitoring, c.Pending)
+		add("PUBSUB_PENDING", "must be %q, %q or %q, got %q", PendingAuto, PendingMonitoring, PendingOff, c.Pending)
 	}
 	return errors.Join(errs...)
+}
+
+// ackDeadline is PUBSUB_ACK_DEADLINE, or when it is 0s defaultAckDeadline or PUBSUB_MAX_EXTENSION (in
+// whole seconds) when that is shorter: the default never conflicts with a valid PUBSUB_MAX_EXTENSION.
+// Valid after Validate.
+func (c *Config) ackDeadline() time.Duration {
+	if c.AckDeadline > 0 {
+		return c.AckDeadline
+	}
+	return max(min(defaultAckDeadline, c.MaxExtension.Truncate(time.Second)), minAckDeadline)
+}
+
+// pendingMode is PUBSUB_PENDING with auto resolved: off when emulatorHost (PUBSUB_EMULATOR_HOST) is set,
+// monitoring otherwise.
+func (c *Config) pendingMode(emulatorHost string) string {
+	if c.Pending != PendingAuto && c.Pending != "" {
+		return c.Pending
+	}
+	if emulatorHost != "" {
+		return PendingOff
+	}
+	return PendingMonitoring
 }
 
 // projectID is the project of the subscription: from its full name, PUBSUB_PROJECT or

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/numaflow-connectors/sources/common/config"
 	"github.com/numaflow-connectors/sources/common/config/configtest"
 )
 
@@ -119,3 +120,54 @@ func TestConfigTags(t *testing.T) {
 }
 
 func reflectType() reflect.Type { return reflect.TypeOf(Config{}) }
+
+// A documented value set alone is never refused because of a default that depends on it:
+// PUBSUB_ACK_DEADLINE's default follows PUBSUB_MAX_EXTENSION (a fixed 30s default made any
+// PUBSUB_MAX_EXTENSION under 30s invalid, though its documented minimum is 10s).
+func TestEachBoundAlone(t *testing.T) {
+	for _, tc := range []struct {
+		env     string
+		wantAck time.Duration
+		wantExt time.Duration
+	}{
+		{"PUBSUB_ACK_DEADLINE=10s", 10 * time.Second, time.Hour},         // documented minimum
+		{"PUBSUB_ACK_DEADLINE=600s", 600 * time.Second, time.Hour},       // documented maximum
+		{"PUBSUB_MAX_EXTENSION=10s", 10 * time.Second, 10 * time.Second}, // documented minimum
+		{"PUBSUB_MAX_EXTENSION=15500ms", 15 * time.Second, 15500 * time.Millisecond},
+		{"PUBSUB_MAX_EXTENSION=30s", 30 * time.Second, 30 * time.Second},
+		{"PUBSUB_MAX_EXTENSION=24h", 30 * time.Second, 24 * time.Hour},
+		{"PUBSUB_PENDING=off", 30 * time.Second, time.Hour},
+	} {
+		var c Config
+		err := config.Load(&c, []string{"PUBSUB_PROJECT=my-project", "PUBSUB_SUBSCRIPTION=orders", tc.env})
+		if err == nil {
+			err = c.Validate()
+		}
+		if err != nil {
+			t.Errorf("%s alone: %v", tc.env, err)
+			continue
+		}
+		if got := c.ackDeadline(); got != tc.wantAck || c.MaxExtension != tc.wantExt {
+			t.Errorf("%s alone: ack deadline %s, max extension %s; want %s, %s", tc.env, got, c.MaxExtension, tc.wantAck, tc.wantExt)
+		}
+	}
+	// Explicit values must still fit together, and the bounds hold.
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"PUBSUB_ACK_DEADLINE=60s", "PUBSUB_MAX_EXTENSION=30s"}, "PUBSUB_MAX_EXTENSION: must be at least PUBSUB_ACK_DEADLINE"},
+		{[]string{"PUBSUB_MAX_EXTENSION=9s"}, "PUBSUB_MAX_EXTENSION: must be at least 10s"},
+		{[]string{"PUBSUB_ACK_DEADLINE=9s"}, "PUBSUB_ACK_DEADLINE: must be between 10s and 600s"},
+		{[]string{"PUBSUB_ACK_DEADLINE=601s"}, "PUBSUB_ACK_DEADLINE: must be between 10s and 600s"},
+	} {
+		var c Config
+		err := config.Load(&c, append([]string{"PUBSUB_PROJECT=my-project", "PUBSUB_SUBSCRIPTION=orders"}, tc.env...))
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want %q", tc.env, err, tc.want)
+		}
+	}
+}

@@ -31,8 +31,18 @@ const (
 	// minEmptyPull is the shortest time an empty Receive takes, so a server that answers an empty
 	// pull at once does not turn the receiver into a hot loop.
 	minEmptyPull = 500 * time.Millisecond
-	// settingsTimeout bounds the GetSubscription call Open makes to learn the subscription's settings.
+	// settingsTimeout bounds one GetSubscription call that reads the subscription's settings.
 	settingsTimeout = 5 * time.Second
+	// settingsEvery is how often the settings are read again once known, to notice changes.
+	settingsEvery = 5 * time.Minute
+	// settingsRetry is the first wait before the settings are read again after a failure; it doubles
+	// up to settingsRetryMax.
+	settingsRetry    = time.Second
+	settingsRetryMax = time.Minute
+	// orderedGap is how long, after a pull on a subscription that may order messages, the next pull
+	// waits when the adapter was told it may pull in parallel (the settings were unknown at start): the
+	// adapter takes the first pull's messages in before the next pull can bring later ones of a key.
+	orderedGap = 20 * time.Millisecond
 )
 
 // driver is the Pub/Sub source driver.
@@ -41,6 +51,11 @@ type driver struct {
 	pub     publisherAPI  // nil without PUBSUB_DEAD_LETTER_TOPIC
 	backlog backlogReader // nil with PUBSUB_PENDING=off
 	log     *slog.Logger
+	// Pre-flight checks only (preflight.go).
+	subIAM   iamAPI
+	topicIAM topicIAMAPI // nil without PUBSUB_DEAD_LETTER_TOPIC
+	pre      preflightEnv
+	project  string
 
 	name       string // projects/P/subscriptions/S
 	dlTopic    string // projects/P/topics/T, or ""
@@ -54,10 +69,20 @@ type driver struct {
 	publishedM sync.Mutex
 	published  map[string]bool // message IDs published to the dead-letter topic and not yet acked
 
-	// Learnt from GetSubscription in Open; unknown (settingsKnown false) when it failed.
-	settingsKnown bool
-	ordered       bool
-	subDeadline   time.Duration
+	// The subscription's settings (settings.go): nil until a GetSubscription succeeded; read again in
+	// the background until they are known, then every settingsEvery.
+	settings      atomic.Pointer[subSettings]
+	settingsEvery time.Duration
+	settingsRetry time.Duration
+	// What Capabilities told the adapter, and the gate that keeps pulls one at a time while the
+	// subscription may order messages but the adapter was told it may pull in parallel.
+	capsOnce sync.Once
+	capsSet  atomic.Bool // caps is filled in
+	caps     source.Capabilities
+	gate     *pullGate
+	// The background settings reader (watchSettings), stopped by Close.
+	bgCancel context.CancelFunc
+	bgDone   chan struct{}
 }
 
 var (
@@ -66,23 +91,30 @@ var (
 	_ source.Checker      = (*driver)(nil)
 )
 
-// Capabilities: batches of 500 pulled and 1000 acked, PUBSUB_ACK_DEADLINE as lease, key order when ordered.
+// Capabilities: batches of 500 pulled and 1000 acked, PUBSUB_ACK_DEADLINE as lease, key order when
+// ordered. The adapter asks once; the answer is fixed from then on (see settings.go for what follows
+// when the settings were unknown then).
 func (d *driver) Capabilities() source.Capabilities {
-	ordered := d.ordered || !d.settingsKnown
-	conc := receiveConcurrency
-	if ordered {
-		conc = 1
-	}
-	return source.Capabilities{
-		MaxReceive:         maxReceive,
-		ReceiveConcurrency: conc,
-		MaxAck:             maxAckIDs,
-		AckConcurrency:     ackConcurrency,
-		Lease:              d.lease,
-		MaxExtension:       d.maxExtend,
-		MaxNackDelay:       maxAckDeadline,
-		OrderedKeys:        ordered,
-	}
+	d.capsOnce.Do(func() {
+		s := d.settings.Load()
+		ordered := s == nil || s.ordered
+		conc := receiveConcurrency
+		if s != nil && s.ordered {
+			conc = 1
+		}
+		d.caps = source.Capabilities{
+			MaxReceive:         maxReceive,
+			ReceiveConcurrency: conc,
+			MaxAck:             maxAckIDs,
+			AckConcurrency:     ackConcurrency,
+			Lease:              d.lease,
+			MaxExtension:       d.maxExtend,
+			MaxNackDelay:       maxAckDeadline,
+			OrderedKeys:        ordered,
+		}
+		d.capsSet.Store(true)
+	})
+	return d.caps
 }
 
 // Receive makes one Pull of up to max messages on ctx, bounded by the service's own 5 s wait.
@@ -116,9 +148,10 @@ func (d *driver) Backlog(ctx context.Context) (int64, error) {
 // ErrorCode classifies by gRPC status (see errors.go).
 func (d *driver) ErrorCode(err error) source.Code { return errorCode(err) }
 
-// Close closes the clients. Idempotent.
+// Close stops the settings reader and closes the clients. Idempotent.
 func (d *driver) Close(context.Context) error {
 	d.closeOnce.Do(func() {
+		d.stopSettings()
 		var errs []error
 		for _, c := range d.closers {
 			if err := c(); err != nil && !strings.Contains(err.Error(), "the client connection is closing") {

@@ -518,19 +518,26 @@ func TestBacklog(t *testing.T) {
 func TestCapabilities(t *testing.T) {
 	d := testDriver(t, &fakeSub{}, func(c *Config) { c.AckDeadline, c.MaxExtension = 45*time.Second, 2*time.Hour })
 	c := d.Capabilities()
-	if !c.OrderedKeys || c.ReceiveConcurrency != 1 {
-		t.Errorf("settings unknown: %+v, want ordered keys and one receiver", c)
+	if !c.OrderedKeys || c.ReceiveConcurrency != receiveConcurrency {
+		t.Errorf("settings unknown: %+v, want ordered keys, and parallel receivers (the driver keeps pulls one at a time until the settings are known)", c)
 	}
 	if c.Lease != 45*time.Second || c.MaxExtension != 2*time.Hour || c.MaxNackDelay != 600*time.Second || c.MaxReceive != maxReceive || c.MaxAck != maxAckIDs {
 		t.Errorf("capabilities %+v", c)
 	}
 	d.applySettings(&pb.Subscription{EnableMessageOrdering: false})
-	if c := d.Capabilities(); c.OrderedKeys || c.ReceiveConcurrency != receiveConcurrency {
-		t.Errorf("unordered subscription: %+v", c)
+	if again := d.Capabilities(); again != c {
+		t.Errorf("capabilities changed after the adapter asked: %+v, then %+v", c, again)
 	}
-	d.applySettings(&pb.Subscription{EnableMessageOrdering: true})
-	if c := d.Capabilities(); !c.OrderedKeys || c.ReceiveConcurrency != 1 {
-		t.Errorf("ordered subscription: %+v", c)
+	for _, tt := range []struct {
+		ordered  bool
+		conc     int
+		keyOrder bool
+	}{{false, receiveConcurrency, false}, {true, 1, true}} {
+		d := testDriver(t, &fakeSub{}, nil)
+		d.applySettings(&pb.Subscription{EnableMessageOrdering: tt.ordered})
+		if c := d.Capabilities(); c.OrderedKeys != tt.keyOrder || c.ReceiveConcurrency != tt.conc {
+			t.Errorf("ordering %v known at start: %+v", tt.ordered, c)
+		}
 	}
 }
 

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	monitoring "cloud.google.com/go/monitoring/apiv3/v2"
 	"cloud.google.com/go/pubsub/v2"
-	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -17,56 +17,78 @@ import (
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
-// apis are the clients a driver calls; pub and backlog may be nil.
+// apis are the clients a driver calls; pub, backlog and topicIAM may be nil (subIAM too, in tests
+// that run no pre-flight checks).
 type apis struct {
-	sub     subscriberAPI
-	pub     publisherAPI
-	backlog backlogReader
+	sub      subscriberAPI
+	pub      publisherAPI
+	backlog  backlogReader
+	subIAM   iamAPI      // pre-flight checks only
+	topicIAM topicIAMAPI // pre-flight checks only, with PUBSUB_DEAD_LETTER_TOPIC
 }
 
 // Open builds the Pub/Sub clients (Application Default Credentials, or PUBSUB_EMULATOR_HOST as the
-// client library defines it) and reads the subscription's settings. It does not fail when the service
-// is unreachable or the subscription is missing: Check and Receive report that.
+// client library defines it) and reads the subscription's settings, then keeps reading them in the
+// background (settings.go). It does not fail when the service is unreachable or the subscription is
+// missing: Check and Receive report that. Nor does it fail when no Cloud Monitoring client can be
+// built: the backlog is then unknown.
 func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, error) {
 	log := slog.New(slog.DiscardHandler)
 	if env != nil && env.Log != nil {
 		log = env.Log
 	}
+	return open(ctx, cfg, log, clientOptions{emulatorHost: os.Getenv("PUBSUB_EMULATOR_HOST")})
+}
+
+// clientOptions are what open builds its clients with besides the configuration: the
+// PUBSUB_EMULATOR_HOST it saw (which decides PUBSUB_PENDING=auto) and, for tests, extra options of
+// the Pub/Sub and Cloud Monitoring clients.
+type clientOptions struct {
+	emulatorHost string
+	pubsub       []option.ClientOption
+	monitoring   []option.ClientOption
+}
+
+func open(ctx context.Context, cfg *Config, log *slog.Logger, co clientOptions) (*driver, error) {
 	// gRPC's default reconnect backoff grows to 120 s; after an outage the source must be back within
 	// seconds, so reconnect attempts are capped at 2 s apart (a few cheap dials, no hot spin).
 	reconnect := option.WithGRPCDialOption(grpc.WithConnectParams(grpc.ConnectParams{
 		Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 		MinConnectTimeout: 5 * time.Second,
 	}))
-	c, err := pubsub.NewClient(ctx, cfg.projectID(), reconnect)
+	c, err := pubsub.NewClient(ctx, cfg.projectID(), append([]option.ClientOption{reconnect}, co.pubsub...)...)
 	if err != nil {
 		return nil, fmt.Errorf("creating Pub/Sub client for project %s: %w", cfg.projectID(), err)
 	}
-	a := apis{sub: c.SubscriptionAdminClient}
+	a := apis{sub: c.SubscriptionAdminClient, subIAM: c.SubscriptionAdminClient}
 	closers := []func() error{c.Close}
 	if cfg.DeadLetterTopic != "" {
-		a.pub = c.TopicAdminClient
+		a.pub, a.topicIAM = c.TopicAdminClient, c.TopicAdminClient
 	}
-	if cfg.Pending == PendingMonitoring {
-		mc, err := monitoring.NewMetricClient(ctx)
+	pre := preflightEnv{emulator: co.emulatorHost != "", pending: cfg.pendingMode(co.emulatorHost)}
+	switch mode := pre.pending; {
+	case mode != PendingMonitoring:
+		log.Info("backlog not reported (pending -1: no autoscaling on backlog)", "pubsub_pending", cfg.Pending,
+			"emulator", co.emulatorHost != "")
+	default:
+		mc, err := monitoring.NewMetricClient(ctx, co.monitoring...)
 		if err != nil {
-			_ = c.Close()
-			return nil, fmt.Errorf("creating Cloud Monitoring client: %w", err)
+			pre.monitoringErr = err
+			log.Warn("no Cloud Monitoring client, so the backlog is unknown (pending -1); set PUBSUB_PENDING=off to silence this",
+				"subscription", cfg.subscriptionName(), "error", err)
+			break
 		}
-		a.backlog = newMonitoringReader(mc, cfg.projectID(), cfg.subscriptionID())
+		a.backlog = newMonitoringReader(mc, cfg.projectID(), cfg.subscriptionID(), log)
 		closers = append(closers, mc.Close)
 	}
 	d := newDriver(cfg, a, log)
 	d.closers = closers
-	sctx, cancel := context.WithTimeout(ctx, settingsTimeout)
-	defer cancel()
-	s, err := d.sub.GetSubscription(sctx, &pb.GetSubscriptionRequest{Subscription: d.name}, noRetry)
-	if err != nil {
-		log.Info("subscription settings unknown; assuming message ordering and pulling one batch at a time",
+	d.pre = pre
+	if err := d.readSettings(ctx); err != nil {
+		log.Info("subscription settings unknown for now; pulling one batch at a time until they are read (retried in the background)",
 			"subscription", d.name, "error", err)
-	} else {
-		d.applySettings(s)
 	}
+	d.startSettings()
 	return d, nil
 }
 
@@ -77,22 +99,17 @@ func newDriver(cfg *Config, a apis, log *slog.Logger) *driver {
 	}
 	return &driver{
 		sub: a.sub, pub: a.pub, backlog: a.backlog, log: log,
-		name:      cfg.subscriptionName(),
-		dlTopic:   cfg.deadLetterTopicName(),
-		lease:     cfg.AckDeadline,
-		maxExtend: cfg.MaxExtension,
-		pullWait:  pullWait,
-		published: make(map[string]bool),
+		subIAM: a.subIAM, topicIAM: a.topicIAM,
+		pre:           preflightEnv{pending: PendingOff},
+		project:       cfg.projectID(),
+		name:          cfg.subscriptionName(),
+		dlTopic:       cfg.deadLetterTopicName(),
+		lease:         cfg.ackDeadline(),
+		maxExtend:     cfg.MaxExtension,
+		pullWait:      pullWait,
+		published:     make(map[string]bool),
+		settingsEvery: settingsEvery,
+		settingsRetry: settingsRetry,
+		gate:          newPullGate(),
 	}
-}
-
-// applySettings takes what the driver needs from the subscription's settings.
-func (d *driver) applySettings(s *pb.Subscription) {
-	d.settingsKnown = true
-	d.ordered = s.GetEnableMessageOrdering()
-	d.subDeadline = time.Duration(s.GetAckDeadlineSeconds()) * time.Second
-	d.log.Info("subscription settings", "subscription", d.name, "message_ordering", d.ordered,
-		"ack_deadline", d.subDeadline.String(), "exactly_once", s.GetEnableExactlyOnceDelivery(),
-		"dead_letter_topic", s.GetDeadLetterPolicy().GetDeadLetterTopic(),
-		"max_delivery_attempts", s.GetDeadLetterPolicy().GetMaxDeliveryAttempts())
 }

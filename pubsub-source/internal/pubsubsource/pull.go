@@ -19,8 +19,13 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 	if n <= 0 {
 		n = maxReceive
 	}
+	done, err := d.pullSlot(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pulling from subscription %s: %w", d.name, err)
+	}
 	start := time.Now()
 	resp, err := d.pull(ctx, n)
+	done()
 	if err != nil {
 		return nil, err
 	}
@@ -42,7 +47,7 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 		ids[i] = rm.GetAckId()
 		out[i] = toMessage(rm)
 	}
-	if !d.settingsKnown || d.subDeadline != d.lease {
+	if d.modackAfterPull() {
 		// The pull leased them for the subscription's ack deadline; the adapter counts on ours.
 		if err := d.modify(ctx, ids, d.lease); err != nil {
 			d.log.Warn("setting the ack deadline of pulled messages failed; they may be redelivered early",

@@ -21,6 +21,7 @@ type redisAPI interface {
 	XGroupCreateMkStream(ctx context.Context, stream, group, start string) *redis.StatusCmd
 	XGroupCreate(ctx context.Context, stream, group, start string) *redis.StatusCmd
 	XInfoGroups(ctx context.Context, key string) *redis.XInfoGroupsCmd
+	XInfoStream(ctx context.Context, key string) *redis.XInfoStreamCmd
 	XInfoConsumers(ctx context.Context, key, group string) *redis.XInfoConsumersCmd
 	XPendingExt(ctx context.Context, a *redis.XPendingExtArgs) *redis.XPendingExtCmd
 	Pipeline() redis.Pipeliner

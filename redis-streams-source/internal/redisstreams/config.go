@@ -51,7 +51,8 @@ type Config struct {
 	Addrs            string        `env:"REDIS_ADDRS" desc:"Comma-separated host:port list instead of REDIS_URL: the server (standalone), seed nodes (cluster) or the sentinels (sentinel)."`
 	Mode             string        `env:"REDIS_MODE" envDefault:"standalone" desc:"Deployment: standalone, cluster or sentinel (sentinel needs REDIS_ADDRS and REDIS_SENTINEL_MASTER)."`
 	SentinelMaster   string        `env:"REDIS_SENTINEL_MASTER" desc:"Sentinel mode: the master name the sentinels monitor."`
-	SentinelPassword config.Secret `env:"REDIS_SENTINEL_PASSWORD" desc:"Sentinel mode: password of the sentinels themselves, when they require one (requirepass on the sentinels)."`
+	SentinelUsername string        `env:"REDIS_SENTINEL_USERNAME" desc:"Sentinel mode: ACL user name on the sentinels themselves (Redis 6.2+ sentinels with ACL users), with REDIS_SENTINEL_PASSWORD."`
+	SentinelPassword config.Secret `env:"REDIS_SENTINEL_PASSWORD" desc:"Sentinel mode: password of the sentinels themselves, when they require one (requirepass on the sentinels, or the password of REDIS_SENTINEL_USERNAME)."`
 	Username         string        `env:"REDIS_USERNAME" desc:"ACL user name (Redis 6+). Overrides the user in REDIS_URL."`
 	Password         config.Secret `env:"REDIS_PASSWORD" desc:"Password (of REDIS_USERNAME, or requirepass). Overrides the password in REDIS_URL."`
 	DB               int           `env:"REDIS_DB" envDefault:"0" desc:"Database number with REDIS_ADDRS (standalone and sentinel; cluster has only 0). With REDIS_URL the URL's path sets it."`
@@ -127,6 +128,17 @@ func (c *Config) Validate() error {
 		add("REDIS_SENTINEL_MASTER", "must be set in sentinel mode")
 	case c.Mode != ModeSentinel && c.SentinelMaster != "":
 		add("REDIS_SENTINEL_MASTER", "is only used with REDIS_MODE=sentinel")
+	}
+	switch {
+	case c.SentinelUsername == "":
+	case c.Mode != ModeSentinel:
+		add("REDIS_SENTINEL_USERNAME", "is only used with REDIS_MODE=sentinel")
+	case c.SentinelPassword == "":
+		// Without a password go-redis sends no AUTH at all: the user name would be silently ignored.
+		add("REDIS_SENTINEL_USERNAME", "needs REDIS_SENTINEL_PASSWORD (the sentinels authenticate a user with its password)")
+	}
+	if c.SentinelUsername != "" && !nameRE.MatchString(c.SentinelUsername) {
+		add("REDIS_SENTINEL_USERNAME", "must not contain white space, got %q", c.SentinelUsername)
 	}
 	if c.DB < 0 {
 		add("REDIS_DB", "must be 0 or more, got %d", c.DB)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -63,6 +64,17 @@ func TestValidate(t *testing.T) {
 		{"sentinel with a url", func(c *Config) { c.Mode, c.SentinelMaster = ModeSentinel, "m" },
 			[]string{"REDIS_URL: sentinel mode needs REDIS_ADDRS"}},
 		{"master without sentinel mode", func(c *Config) { c.SentinelMaster = "m" }, []string{"REDIS_SENTINEL_MASTER: is only used with REDIS_MODE=sentinel"}},
+		{"sentinel user and password", func(c *Config) {
+			c.URL, c.Addrs, c.Mode, c.SentinelMaster, c.SentinelUsername, c.SentinelPassword = "", "s:26379", ModeSentinel, "m", "watcher", "pw"
+		}, nil},
+		{"sentinel user without its password", func(c *Config) {
+			c.URL, c.Addrs, c.Mode, c.SentinelMaster, c.SentinelUsername = "", "s:26379", ModeSentinel, "m", "watcher"
+		}, []string{"REDIS_SENTINEL_USERNAME: needs REDIS_SENTINEL_PASSWORD"}},
+		{"sentinel user outside sentinel mode", func(c *Config) { c.SentinelUsername, c.SentinelPassword = "watcher", "pw" },
+			[]string{"REDIS_SENTINEL_USERNAME: is only used with REDIS_MODE=sentinel"}},
+		{"sentinel user with a space", func(c *Config) {
+			c.URL, c.Addrs, c.Mode, c.SentinelMaster, c.SentinelUsername, c.SentinelPassword = "", "s:26379", ModeSentinel, "m", "a b", "pw"
+		}, []string{"REDIS_SENTINEL_USERNAME: must not contain white space"}},
 		{"url scheme", func(c *Config) { c.URL = "http://h:1" }, []string{"REDIS_URL: must start with redis://, rediss:// or unix://"}},
 		{"url password is never echoed", func(c *Config) { c.URL = "redis://u:hunter2@h:1/notadb" }, []string{"REDIS_URL: is not a valid redis:// URL"}},
 		{"addr without port", func(c *Config) { c.URL, c.Addrs = "", "redis" }, []string{"REDIS_ADDRS: each address must be host:port"}},
@@ -197,6 +209,52 @@ func TestClaimMinIdleAloneAtItsDocumentedBounds(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "REDIS_BLOCK: must be less than half of REDIS_CLAIM_MIN_IDLE") {
 		t.Errorf("REDIS_BLOCK=1s with REDIS_CLAIM_MIN_IDLE=2s: got %v, want a REDIS_BLOCK error", err)
+	}
+}
+
+// Every variable with a documented minimum or maximum, set alone (with only the required variables) at
+// that bound, loads and validates: no default of another variable may make a documented value invalid.
+// A variable whose description documents a bound must be listed here.
+func TestEveryDocumentedBoundAlone(t *testing.T) {
+	required := []string{"REDIS_URL=redis://127.0.0.1:6390", "REDIS_STREAM=orders", "REDIS_GROUP=g"}
+	bounds := []struct{ name, value string }{
+		{"REDIS_CLAIM_MIN_IDLE", "1s"}, // "At least 1s"
+		{"REDIS_BLOCK", "10ms"},        // "10ms to 10s"
+		{"REDIS_BLOCK", "10s"},
+		{"REDIS_READ_COUNT", "1"}, // "1 to 10000"
+		{"REDIS_READ_COUNT", "10000"},
+		{"REDIS_DEAD_LETTER_MAXLEN", "0"}, // "0: no cap"
+		{"REDIS_DB", "0"},                 // "must be 0 or more"
+	}
+	for _, b := range bounds {
+		var c Config
+		err := config.Load(&c, append(append([]string(nil), required...), b.name+"="+b.value))
+		if err == nil {
+			err = c.Validate()
+		}
+		if err != nil {
+			t.Errorf("%s=%s alone: %v", b.name, b.value, err)
+		}
+	}
+	// Together at their bounds, the values that depend on each other still fit.
+	var c Config
+	err := config.Load(&c, append(append([]string(nil), required...), "REDIS_CLAIM_MIN_IDLE=1s", "REDIS_BLOCK=10ms"))
+	if err == nil {
+		err = c.Validate()
+	}
+	if err != nil {
+		t.Errorf("REDIS_CLAIM_MIN_IDLE=1s with REDIS_BLOCK=10ms: %v", err)
+	}
+
+	// Every description that documents a bound has its variable in the table above.
+	documented := regexp.MustCompile(`(?i)\bat least\b|\d\S* to \d|\bor more\b|\bat most\b|\bbetween\b|0: no cap`)
+	for _, v := range config.Vars(Config{}) {
+		if !documented.MatchString(v.Description) {
+			continue
+		}
+		if !slices.ContainsFunc(bounds, func(b struct{ name, value string }) bool { return b.name == v.Name }) {
+			t.Errorf("%s documents a bound (%q) but is not set alone at it here", v.Name, v.Description)
+		}
 	}
 }
 

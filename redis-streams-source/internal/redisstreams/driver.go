@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/numaflow-connectors/sources/common/source"
@@ -43,6 +44,8 @@ type driver struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	noStreamInfo atomic.Bool // XINFO STREAM was refused (NOPERM), logged once
 
 	// Receive state. Receive runs one call at a time (ReceiveConcurrency 1); mu also keeps a second
 	// caller safe.
@@ -97,7 +100,8 @@ func (d *driver) Extend(ctx context.Context, handles []source.Handle, _ time.Dur
 	return d.claimOwn(ctx, "extending", handles, nil)
 }
 
-// Backlog is the group's lag plus its pending count over every stream; -1 when Redis cannot tell.
+// Backlog is the entries not yet delivered to the group plus its pending count over every stream (an
+// upper bound when Redis cannot tell exactly, see undelivered).
 func (d *driver) Backlog(ctx context.Context) (int64, error) {
 	return d.backlog(ctx)
 }

@@ -3,6 +3,7 @@ package redisstreams
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -19,6 +20,14 @@ type fakeAPI struct {
 	redisAPI
 	do          func(ctx context.Context, args ...any) *redis.Cmd // nil result: the real call
 	xinfoGroups func(ctx context.Context, key string) *redis.XInfoGroupsCmd
+	xinfoStream func(ctx context.Context, key string) *redis.XInfoStreamCmd
+}
+
+func (f *fakeAPI) XInfoStream(ctx context.Context, key string) *redis.XInfoStreamCmd {
+	if f.xinfoStream != nil {
+		return f.xinfoStream(ctx, key)
+	}
+	return f.redisAPI.XInfoStream(ctx, key)
 }
 
 func (f *fakeAPI) Do(ctx context.Context, args ...any) *redis.Cmd {
@@ -384,8 +393,9 @@ func TestExtendOnlyOwnEntries(t *testing.T) {
 }
 
 func TestBacklogErrors(t *testing.T) {
-	d, api, _, _ := miniDriver(t, nil)
+	d, api, c, _ := miniDriver(t, nil)
 	ctx := context.Background()
+	add(t, c, "s", "data", "x")
 	api.xinfoGroups = func(ctx context.Context, key string) *redis.XInfoGroupsCmd {
 		c := redis.NewXInfoGroupsCmd(ctx, key)
 		c.SetErr(redisDown{})
@@ -396,19 +406,116 @@ func TestBacklogErrors(t *testing.T) {
 	}
 	api.xinfoGroups = func(ctx context.Context, key string) *redis.XInfoGroupsCmd {
 		c := redis.NewXInfoGroupsCmd(ctx, key)
-		c.SetVal([]redis.XInfoGroup{{Name: "g", Lag: -1, Pending: 3}})
-		return c
-	}
-	if n, err := d.Backlog(ctx); n != -1 || err != nil {
-		t.Errorf("Backlog with an unknown lag = %d, %v; want -1", n, err)
-	}
-	api.xinfoGroups = func(ctx context.Context, key string) *redis.XInfoGroupsCmd {
-		c := redis.NewXInfoGroupsCmd(ctx, key)
 		c.SetVal([]redis.XInfoGroup{{Name: "other", Lag: 1}})
 		return c
 	}
 	if n, err := d.Backlog(ctx); n != -1 || source.Classify(d, err) != source.NotFound {
 		t.Errorf("Backlog without our group = %d, %v; want -1 and not_found", n, err)
+	}
+	// Redis's lag unknown and XINFO STREAM refused: unknown, as before that permission was needed.
+	api.xinfoGroups = func(ctx context.Context, key string) *redis.XInfoGroupsCmd {
+		c := redis.NewXInfoGroupsCmd(ctx, key)
+		c.SetVal([]redis.XInfoGroup{{Name: "g", Lag: -1, Pending: 3, LastDeliveredID: "1-0"}})
+		return c
+	}
+	api.xinfoStream = func(ctx context.Context, key string) *redis.XInfoStreamCmd {
+		c := redis.NewXInfoStreamCmd(ctx, key)
+		c.SetErr(errors.New("NOPERM User numaflow has no permissions to run the 'xinfo|stream' command"))
+		return c
+	}
+	if n, err := d.Backlog(ctx); n != -1 || err != nil {
+		t.Errorf("Backlog with an unknown lag and no XINFO STREAM = %d, %v; want -1", n, err)
+	}
+	api.xinfoGroups = func(ctx context.Context, key string) *redis.XInfoGroupsCmd {
+		c := redis.NewXInfoGroupsCmd(ctx, key)
+		c.SetVal([]redis.XInfoGroup{{Name: "g", Lag: 4, Pending: 3, LastDeliveredID: "1-0"}})
+		return c
+	}
+	if n, err := d.Backlog(ctx); n != 7 || err != nil {
+		t.Errorf("Backlog with a lag and no XINFO STREAM = %d, %v; want lag 4 + pending 3", n, err)
+	}
+	api.xinfoStream = func(ctx context.Context, key string) *redis.XInfoStreamCmd {
+		c := redis.NewXInfoStreamCmd(ctx, key)
+		c.SetErr(redisDown{})
+		return c
+	}
+	if n, err := d.Backlog(ctx); n != -1 || err == nil {
+		t.Errorf("Backlog with XINFO STREAM failing = %d, %v; want -1 and the error", n, err)
+	}
+}
+
+// miniredis reports the stream's length as every group's lag, read or not (and no stream counters):
+// once the group has delivered everything the backlog is its pending count alone, whatever the lag.
+func TestBacklogDrainedIsZeroWhateverTheLag(t *testing.T) {
+	d, _, c, _ := miniDriver(t, func(c *Config) { c.ClaimMinIdle = time.Hour })
+	ctx := context.Background()
+	for i := range 100 {
+		add(t, c, "s", "data", fmt.Sprint(i))
+	}
+	first, err := d.Receive(ctx, 1) // creates the group (at the start) and reads one
+	if err != nil || len(first) != 1 {
+		t.Fatalf("first receive: %d, %v", len(first), err)
+	}
+	if n, err := d.Backlog(ctx); n < 100 || err != nil {
+		t.Errorf("backlog with 99 undelivered and 1 pending = %d, %v; want at least 100", n, err)
+	}
+	msgs := append(first, receiveN(t, d, 99)...)
+	if n, err := d.Backlog(ctx); n != 100 || err != nil {
+		t.Errorf("backlog with everything delivered and 100 pending = %d, %v; want 100", n, err)
+	}
+	if err := d.Ack(ctx, handles(msgs[:60])); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d.Backlog(ctx); n != 40 || err != nil {
+		t.Errorf("backlog with everything delivered and 40 pending = %d, %v; want 40", n, err)
+	}
+	if err := d.Ack(ctx, handles(msgs[60:])); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d.Backlog(ctx); n != 0 || err != nil {
+		t.Errorf("backlog with everything acked = %d, %v; want 0", n, err)
+	}
+}
+
+func TestUndelivered(t *testing.T) {
+	entry := func(id string) redis.XMessage { return redis.XMessage{ID: id} }
+	// A Redis 7 stream of 50 entries 51-0..100-0 after 100 were added (the first 50 trimmed).
+	trimmed := redis.XInfoStream{Length: 50, EntriesAdded: 100, FirstEntry: entry("51-0"), LastEntry: entry("100-0"),
+		LastGeneratedID: "100-0", RecordedFirstEntryID: "51-0"}
+	for _, tc := range []struct {
+		name  string
+		group redis.XInfoGroup
+		st    *redis.XInfoStream
+		want  int64
+		ok    bool
+	}{
+		{"empty stream", redis.XInfoGroup{LastDeliveredID: "5-0", Lag: 3}, &redis.XInfoStream{LastGeneratedID: "9-0"}, 0, true},
+		{"never read", redis.XInfoGroup{LastDeliveredID: "0-0", Lag: -1}, &trimmed, 50, true},
+		{"trimmed past the group: its lag counts the trimmed entries", redis.XInfoGroup{LastDeliveredID: "10-0", EntriesRead: 10, Lag: 90}, &trimmed, 50, true},
+		{"trimmed past the group, lag NULL", redis.XInfoGroup{LastDeliveredID: "10-0", Lag: -1}, &trimmed, 50, true},
+		{"read everything after a trim: Redis 7.0 still reports the trimmed entries", redis.XInfoGroup{LastDeliveredID: "100-0", EntriesRead: 60, Lag: 40}, &trimmed, 0, true},
+		{"past the last entry (it was deleted)", redis.XInfoGroup{LastDeliveredID: "101-0", Lag: -1},
+			&redis.XInfoStream{Length: 50, EntriesAdded: 101, FirstEntry: entry("51-0"), LastEntry: entry("100-0"), LastGeneratedID: "101-0", MaxDeletedEntryID: "101-0"}, 0, true},
+		{"inside the stream, lag intact", redis.XInfoGroup{LastDeliveredID: "90-0", EntriesRead: 90, Lag: 10}, &trimmed, 10, true},
+		{"inside the stream, lag high after a trim: at most the entries after the first", redis.XInfoGroup{LastDeliveredID: "55-0", EntriesRead: 15, Lag: 85}, &trimmed, 49, true},
+		{"inside the stream, lag NULL (deleted entries ahead): entries-added less entries-read",
+			redis.XInfoGroup{LastDeliveredID: "95-0", EntriesRead: 95, Lag: -1}, &trimmed, 5, true},
+		{"inside the stream, lag and entries-read NULL", redis.XInfoGroup{LastDeliveredID: "55-0", Lag: -1}, &trimmed, 49, true},
+		{"inside the stream, lag 0 is impossible before the last entry", redis.XInfoGroup{LastDeliveredID: "99-0", EntriesRead: 100, Lag: 0}, &trimmed, 1, true},
+		{"no stream counters (miniredis): drained", redis.XInfoGroup{LastDeliveredID: "100-0", Lag: 100},
+			&redis.XInfoStream{Length: 100, LastGeneratedID: "100-0"}, 0, true},
+		{"no stream counters (miniredis): its lag is the length", redis.XInfoGroup{LastDeliveredID: "30-0", Lag: 100},
+			&redis.XInfoStream{Length: 100, LastGeneratedID: "100-0"}, 100, true},
+		{"no stream counters (no lag reported): not 0", redis.XInfoGroup{LastDeliveredID: "30-0"},
+			&redis.XInfoStream{Length: 100, LastGeneratedID: "100-0"}, 100, true},
+		{"no XINFO STREAM: the lag", redis.XInfoGroup{LastDeliveredID: "30-0", Lag: 70}, nil, 70, true},
+		{"no XINFO STREAM and no lag: unknown", redis.XInfoGroup{LastDeliveredID: "30-0", Lag: -1}, nil, -1, false},
+		{"an ID that does not parse", redis.XInfoGroup{LastDeliveredID: "x", Lag: 3}, &trimmed, 0, false},
+	} {
+		got, ok := undelivered(tc.group, tc.st)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%s: undelivered = %d, %v; want %d, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
 	}
 }
 

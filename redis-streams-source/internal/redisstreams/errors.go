@@ -78,6 +78,11 @@ func errorCode(err error) source.Code {
 		}
 		return source.Unknown
 	}
+	if _, ok := source.NetworkCode(err); ok {
+		// Also when wrapped, e.g. in go-redis's "all sentinels ... unreachable": a certificate the
+		// sentinels present that is not trusted is permission_denied there as everywhere.
+		return source.Unknown
+	}
 	if c, ok := byMessage(err.Error()); ok {
 		return c
 	}

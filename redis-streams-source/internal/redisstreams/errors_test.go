@@ -2,6 +2,7 @@ package redisstreams
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -71,6 +72,26 @@ func TestErrorCode(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// What go-redis's sentinel client returns when no sentinel answers wraps what each one failed with.
+func TestErrorCodeAllSentinelsUnreachable(t *testing.T) {
+	unreachable := func(errs ...error) error {
+		return fmt.Errorf("redis: all sentinels specified in configuration are unreachable: %w", errors.Join(errs...))
+	}
+	for _, tt := range []struct {
+		err  error
+		want source.Code
+	}{
+		{unreachable(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), source.PermissionDenied},
+		{unreachable(replyError("WRONGPASS invalid username-password pair or user is disabled.")), source.PermissionDenied},
+		{unreachable(&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), source.Unavailable},
+		{unreachable(errors.New("something new")), source.Unavailable},
+	} {
+		if got := source.Classify(&driver{}, tt.err); got != tt.want {
+			t.Errorf("Classify(%v) = %s, want %s", tt.err, got, tt.want)
+		}
 	}
 }
 

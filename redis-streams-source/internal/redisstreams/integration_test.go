@@ -504,3 +504,258 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 		t.Logf("errors during the failover (retried): %v", err)
 	}
 }
+
+// The backlog when entries are trimmed or deleted past the group's position (where Redis 7.0 reports a
+// NULL lag, or one that counts the trimmed entries, even after the group has read everything): exact
+// when the group's position is before the first entry or after the last, otherwise never below what the
+// group can still read and never above the stream's length.
+func TestIntegrationBacklogTrimmedPastTheGroup(t *testing.T) {
+	srv := redistest.Shared(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	stream := redistest.Name(t)
+	cfg := testConfig(srv.URL(), stream)
+	cfg.ReadCount = 5
+	cfg.ClaimMinIdle = time.Hour // no claim pass hands a held entry out again mid-test
+	d := openTest(ctx, t, cfg)
+	publishN(t, c, stream, 100, "t")
+	var held []*source.Message
+	read := func(n int) {
+		t.Helper()
+		got, err := receiveUntil(t, d, n, 10*time.Second)
+		if len(got) != n {
+			t.Fatalf("received %d of %d (%v)", len(got), n, err)
+		}
+		held = append(held, got...)
+	}
+	// truth is what the group can still read plus its pending count, counted entry by entry.
+	truth := func() int64 {
+		t.Helper()
+		gs, err := c.XInfoGroups(ctx, stream).Result()
+		if err != nil || len(gs) != 1 {
+			t.Fatalf("XINFO GROUPS: %v %v", gs, err)
+		}
+		after, err := c.XRange(ctx, stream, "("+gs[0].LastDeliveredID, "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("redis: last-delivered-id %s entries-read %d lag %d pending %d; %d entries after it",
+			gs[0].LastDeliveredID, gs[0].EntriesRead, gs[0].Lag, gs[0].Pending, len(after))
+		return int64(len(after)) + gs[0].Pending
+	}
+	check := func(step string, exact bool) {
+		t.Helper()
+		want := truth()
+		got, err := d.Backlog(ctx)
+		if err != nil {
+			t.Fatalf("%s: backlog: %v", step, err)
+		}
+		length, _ := c.XLen(ctx, stream).Result()
+		pending := int64(len(pendingOf(t, c, stream)))
+		t.Logf("%s: backlog %d, truth %d (length %d, pending %d)", step, got, want, length, pending)
+		switch {
+		case exact && got != want:
+			t.Errorf("%s: backlog %d, want exactly %d", step, got, want)
+		case got < want:
+			t.Errorf("%s: backlog %d is below what is left (%d)", step, got, want)
+		case got > length+pending:
+			t.Errorf("%s: backlog %d is above the stream's length plus pending (%d)", step, got, length+pending)
+		}
+	}
+
+	read(10)
+	check("10 of 100 read", true)
+	// Trimmed past the group: its lag still counts the 40 trimmed entries it never read.
+	if err := c.XTrimMaxLen(ctx, stream, 50).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("trimmed to the last 50, past the group", true)
+	// Reading on from inside the stream: Redis keeps counting the trimmed entries.
+	read(5)
+	check("5 more read", false)
+	// An entry deleted after the group's position: Redis's lag turns NULL.
+	last, err := c.XRevRangeN(ctx, stream, "+", "-", 1).Result()
+	if err != nil || len(last) != 1 {
+		t.Fatalf("XREVRANGE: %v %v", last, err)
+	}
+	if err := c.XDel(ctx, stream, last[0].ID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("the last entry deleted", false)
+	// Everything read and acked: nothing is left, whatever Redis's lag says.
+	read(44)
+	if err := d.Ack(ctx, handles(held)); err != nil {
+		t.Fatal(err)
+	}
+	check("everything read and acked", true)
+	// Trimmed past the group with deleted entries: the stream's length is exact.
+	ids := publishN(t, c, stream, 30, "u")
+	if err := c.XDel(ctx, stream, ids[25]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("29 new entries after a deletion", false)
+	if err := c.XTrimMaxLen(ctx, stream, 20).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("new entries, one deleted, trimmed to 20", true)
+}
+
+// refused checks that a driver with cfg cannot reach Redis: Check fails with a clear error, classified
+// as want when want >= 0, and nothing is read.
+func refused(ctx context.Context, t *testing.T, cfg Config, want source.Code) {
+	t.Helper()
+	d := openTest(ctx, t, cfg)
+	err := d.Check(ctx)
+	if err == nil {
+		t.Fatal("connected")
+	}
+	if want >= 0 && source.Classify(d, err) != want {
+		t.Errorf("classified %s, want %s: %v", source.Classify(d, err), want, err)
+	}
+	t.Logf("refused: %v (%s)", err, source.Classify(d, err))
+	if msgs, err := d.Receive(ctx, 10); err == nil || len(msgs) > 0 {
+		t.Errorf("Receive after a refused connection: %d messages, %v", len(msgs), err)
+	}
+}
+
+// TLS in cluster mode: every node serves TLS only (clients, replication and the cluster bus), demands
+// a client certificate and announces itself by IP, which its certificate carries.
+func TestIntegrationClusterTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test skipped in -short mode")
+	}
+	start := time.Now()
+	cl := redistest.StartClusterWith(t, redistest.ClusterOptions{TLS: true})
+	t.Logf("TLS cluster up in %s", time.Since(start).Round(time.Millisecond))
+	c := cl.Client(t)
+	ctx := context.Background()
+	wrong, err := redistest.NewCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := redistest.Name(t)
+	streams := []string{"{" + base + "}:eu", "{" + base + "}:us"}
+	baseConfig := func() Config {
+		cfg := testConfig("", strings.Join(streams, ","))
+		cfg.URL, cfg.Addrs, cfg.Mode = "", strings.Join(cl.Addrs[:2], ","), ModeCluster
+		cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = cl.Certs.CAFile, cl.Certs.ClientCertFile, cl.Certs.ClientKeyFile
+		return cfg
+	}
+
+	t.Run("right CA", func(t *testing.T) {
+		d := openTest(ctx, t, baseConfig())
+		if err := d.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range streams {
+			publishN(t, c, s, 20, s)
+		}
+		got, err := receiveUntil(t, d, 40, 20*time.Second)
+		if len(got) != 40 {
+			t.Fatalf("received %d of 40 over TLS from the cluster (%v)", len(got), err)
+		}
+		if n, err := d.Backlog(ctx); n != 40 || err != nil {
+			t.Errorf("backlog %d, %v; want 40 pending", n, err)
+		}
+		if err := d.Ack(ctx, handles(got)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := d.Backlog(ctx); n != 0 || err != nil {
+			t.Errorf("backlog after acking everything: %d, %v", n, err)
+		}
+	})
+	t.Run("rediss URL", func(t *testing.T) {
+		cfg := baseConfig()
+		cfg.URL, cfg.Addrs = config.Secret("rediss://"+cl.Addrs[2]), ""
+		if err := openTest(ctx, t, cfg).Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("a server name every node certificate carries", func(t *testing.T) {
+		cfg := baseConfig()
+		cfg.TLSServerName = "localhost"
+		d := openTest(ctx, t, cfg)
+		if err := d.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Backlog(ctx); err != nil { // reaches the node owning the streams' slot
+			t.Fatal(err)
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		mutate func(c *Config)
+		want   source.Code
+	}{
+		{"wrong CA", func(c *Config) { c.TLSCAFile = wrong.CAFile }, source.PermissionDenied},
+		{"a server name the certificates do not carry", func(c *Config) { c.TLSServerName = "redis.example.com" }, source.PermissionDenied},
+		{"no client certificate", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "", "" }, -1},
+		{"plain text", func(c *Config) { c.TLSCAFile, c.TLSCertFile, c.TLSKeyFile = "", "", "" }, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig()
+			tc.mutate(&cfg)
+			refused(ctx, t, cfg, tc.want)
+		})
+	}
+}
+
+// TLS in sentinel mode: the sentinels and the servers they watch serve TLS only and demand a client
+// certificate; the sentinels also demand an ACL user of their own (REDIS_SENTINEL_USERNAME).
+func TestIntegrationSentinelTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sentinel test skipped in -short mode")
+	}
+	start := time.Now()
+	sn := redistest.StartSentinelWith(t, redistest.SentinelOptions{TLS: true, Username: "watcher", Password: "sentinel-s3cret"})
+	t.Logf("TLS sentinels up in %s", time.Since(start).Round(time.Millisecond))
+	c := sn.Client(t)
+	ctx := context.Background()
+	wrong, err := redistest.NewCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := redistest.Name(t)
+	baseConfig := func() Config {
+		cfg := testConfig("", stream)
+		cfg.URL, cfg.Addrs, cfg.Mode, cfg.SentinelMaster = "", strings.Join(sn.SentinelAddrs, ","), ModeSentinel, sn.MasterName
+		cfg.SentinelUsername, cfg.SentinelPassword = "watcher", "sentinel-s3cret"
+		cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile = sn.Certs.CAFile, sn.Certs.ClientCertFile, sn.Certs.ClientKeyFile
+		return cfg
+	}
+
+	t.Run("right CA and sentinel user", func(t *testing.T) {
+		d := openTest(ctx, t, baseConfig())
+		if err := d.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+		publishN(t, c, stream, 10, "tls")
+		got, err := receiveUntil(t, d, 10, 10*time.Second)
+		if len(got) != 10 {
+			t.Fatalf("received %d of 10 over TLS through the sentinels (%v)", len(got), err)
+		}
+		if err := d.Ack(ctx, handles(got)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := d.Backlog(ctx); n != 0 || err != nil {
+			t.Errorf("backlog after acking everything: %d, %v", n, err)
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		mutate func(c *Config)
+		want   source.Code
+	}{
+		{"wrong CA", func(c *Config) { c.TLSCAFile = wrong.CAFile }, source.PermissionDenied},
+		{"wrong sentinel password", func(c *Config) { c.SentinelPassword = "wrong" }, source.PermissionDenied},
+		{"sentinel password without the user", func(c *Config) { c.SentinelUsername = "" }, source.PermissionDenied},
+		{"no client certificate", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "", "" }, -1},
+		{"plain text", func(c *Config) { c.TLSCAFile, c.TLSCertFile, c.TLSKeyFile = "", "", "" }, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig()
+			tc.mutate(&cfg)
+			refused(ctx, t, cfg, tc.want)
+		})
+	}
+}

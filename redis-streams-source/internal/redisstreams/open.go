@@ -141,6 +141,7 @@ func newClient(cfg *Config) (redis.UniversalClient, error) {
 		return redis.NewClusterClient(uo.Cluster()), nil
 	case ModeSentinel:
 		uo.MasterName = cfg.SentinelMaster
+		uo.SentinelUsername = cfg.SentinelUsername
 		uo.SentinelPassword = cfg.SentinelPassword.Reveal()
 		return redis.NewFailoverClient(uo.Failover()), nil
 	}

@@ -2,6 +2,7 @@ package sqssource
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http"
@@ -17,10 +18,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"github.com/numaproj/numaflow-go/pkg/sourcer"
 
+	"github.com/numaflow-connectors/sources/common/benchkit"
 	"github.com/numaflow-connectors/sources/common/numatest"
 	"github.com/numaflow-connectors/sources/common/proctest"
+	"github.com/numaflow-connectors/sources/common/server"
 	"github.com/numaflow-connectors/sources/common/source"
 	"github.com/numaflow-connectors/sources/sqs-source/sqstest"
 )
@@ -52,35 +54,36 @@ func BenchmarkThroughput(b *testing.B) {
 
 		url := queue("source")
 		fill(ctx, b, srv, url, *benchMessages)
-		src := runSource(ctx, b, srv, url, *benchMessages)
-		rss := proctest.PeakRSS(0)
+		src, bin := runSource(ctx, b, srv, url, *benchMessages)
 
 		url = queue("raw")
 		fill(ctx, b, srv, url, *benchMessages)
 		raw := runRaw(ctx, b, srv, url, *benchMessages, (benchBatch+maxBatch-1)/maxBatch)
 
 		idle := runIdle(ctx, b, srv, queue("idle"), *benchIdle)
+		ceiling := benchkit.Ceiling(ctx, b, *benchMessages, benchPayload)
 		cancel()
 
 		ratio := src.rate() / raw.rate()
-		b.ReportMetric(src.rate(), "source_msg/s")
+		bin.Report(b, "source_")
 		b.ReportMetric(raw.rate(), "raw_msg/s")
 		b.ReportMetric(100*ratio, "ratio_%")
-		b.ReportMetric(100*src.rateNoStall()/raw.rateNoStall(), "ratio_no_stall_%")
+		b.ReportMetric(100*src.rate()/ceiling.Rate, "ceiling_ratio_%")
+		b.ReportMetric(ceiling.Rate, "ceiling_msg/s")
 		b.ReportMetric(src.perThousand(), "source_req/1000msg")
 		b.ReportMetric(raw.perThousand(), "raw_req/1000msg")
 		b.ReportMetric(idle, "idle_req/min")
-		b.ReportMetric(float64(rss)/(1<<20), "peak_rss_MiB")
 		for _, r := range []struct {
 			name string
 			benchRun
 		}{{"source", src}, {"raw", raw}} {
-			b.Logf("%-6s %d msgs, %.0f msg/s (first to last message %s; %s with start-up), %d requests = %.0f per 1,000 msgs %v, %d redelivered, longest gap %s, stalled %s",
-				r.name, r.msgs, r.rate(), r.span.Round(time.Millisecond), r.took.Round(time.Millisecond), r.requests, r.perThousand(), r.byOp,
-				r.dups, r.gap.Round(time.Millisecond), r.stalled.Round(time.Millisecond))
+			b.Logf("%-6s %d msgs, %.0f msg/s (first to last message %s), %d requests = %.0f per 1,000 msgs %v, longest gap %s, stalled %s",
+				r.name, r.msgs, r.rate(), r.span.Round(time.Millisecond), r.requests, r.perThousand(), r.byOp,
+				r.gap.Round(time.Millisecond), r.stalled.Round(time.Millisecond))
 		}
-		b.Logf("ratio %.0f%% (%.0f%% without stalls); idle: %.1f requests per minute on replica 0 (pending asked every 5 s); peak RSS %.0f MiB",
-			100*ratio, 100*src.rateNoStall()/raw.rateNoStall(), idle, float64(rss)/(1<<20))
+		b.Logf("connector: %s", bin)
+		b.Logf("ratio %.0f%% (%.0f%% without stalls) of the raw loop, %.0f%% of the memsource ceiling (%s); idle: %.1f requests per minute on replica 0 (pending asked every 5 s)",
+			100*ratio, 100*src.rateNoStall()/raw.rateNoStall(), 100*src.rate()/ceiling.Rate, ceiling, idle)
 	}
 }
 
@@ -200,7 +203,7 @@ func serveSource(ctx context.Context, b testing.TB, srv *sqstest.Server, url str
 	sctx, scancel := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() {
-		served <- sourcer.NewServer(s, sourcer.WithSockAddr(sock), sourcer.WithServerInfoFilePath(infoFile)).Start(sctx)
+		served <- server.ServeSource(sctx, s, server.Listen{Socket: sock, ServerInfoFile: infoFile})
 	}()
 	c, err := numatest.Dial(ctx, numatest.Options{Socket: sock, ServerInfoFile: infoFile})
 	if err != nil {
@@ -220,54 +223,30 @@ func serveSource(ctx context.Context, b testing.TB, srv *sqstest.Server, url str
 	}
 }
 
-// runSource reads n messages through the socket as numa does: read 500 (1 s timeout), ack them all,
-// ask for pending every 5 s.
-func runSource(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, n int) benchRun {
+// runSource drains n messages through the connector binary over its socket (benchkit: numa's loop,
+// batches of 500) and returns the run (requests from the connector's exit log) and what benchkit
+// measured of the process.
+func runSource(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, n int) (benchRun, benchkit.Result) {
 	b.Helper()
-	counter := &requestCounter{}
-	start := time.Now() // start-up included
-	c, stop := serveSource(ctx, b, srv, url, counter)
-	tr := &tracker{seen: map[string]bool{}}
-	lastPending := start
-	got := 0
-	var reads int
-	var readTime, ackTime time.Duration
-	defer func() {
-		b.Logf("source loop: %d reads (%.0f msgs each), read %s, ack %s", reads, float64(got)/float64(reads), readTime, ackTime)
-	}()
-	for got < n {
-		if ctx.Err() != nil {
-			b.Fatalf("source run: %d of %d messages before the deadline", got, n)
+	bin := proctest.Build(b, filepath.Join("..", ".."), "sqs-source")
+	env := append(srv.Env(), "SQS_QUEUE_URL="+url, "SQS_WAIT_TIME=20s",
+		fmt.Sprintf("SQS_VISIBILITY_TIMEOUT=%s", benchVisibility), "LOG_LEVEL=info")
+	res := benchkit.Drain(ctx, b, bin, "sqs-source", env, n)
+	run := benchRun{msgs: res.Messages, span: time.Duration(float64(res.Messages-1) / res.Rate * float64(time.Second))}
+	for _, line := range strings.Split(res.Output, "\n") {
+		var rec struct {
+			Msg   string           `json:"msg"`
+			Total int              `json:"total"`
+			ByOp  map[string]int64 `json:"by_operation"`
 		}
-		rs := time.Now()
-		msgs, err := c.Read(ctx, benchBatch, time.Second)
-		if err != nil {
-			b.Fatal(err)
-		}
-		readTime += time.Since(rs)
-		reads++
-		offs := make([]numatest.Offset, len(msgs))
-		for i, m := range msgs {
-			got = tr.add(string(m.Offset.Value))
-			offs[i] = m.Offset
-		}
-		if len(offs) > 0 {
-			as := time.Now()
-			if err := c.Ack(ctx, offs); err != nil {
-				b.Fatal(err)
-			}
-			ackTime += time.Since(as)
-		}
-		if time.Since(lastPending) >= 5*time.Second {
-			lastPending = time.Now()
-			if _, err := c.Pending(ctx); err != nil {
-				b.Fatal(err)
-			}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "sqs requests" {
+			run.requests, run.byOp = rec.Total, rec.ByOp
 		}
 	}
-	took := time.Since(start)
-	stop() // flushes the last acks; their requests count
-	return tr.run(int(counter.total()), counter.snapshot(), took)
+	if run.requests == 0 {
+		b.Fatalf("the connector logged no request counts at exit:\n%s", res.Output)
+	}
+	return run, res
 }
 
 // runRaw is the baseline: workers each loop ReceiveMessage(10) + DeleteMessageBatch.

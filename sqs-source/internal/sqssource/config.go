@@ -27,9 +27,9 @@ const (
 // AWS_WEB_IDENTITY_TOKEN_FILE for IRSA, EKS Pod Identity, ...): they are not redeclared here.
 type Config struct {
 	QueueURL           string        `env:"SQS_QUEUE_URL,required" desc:"URL of the queue to read (standard or FIFO), e.g. https://sqs.us-east-1.amazonaws.com/123456789012/orders."`
-	VisibilityTimeout  time.Duration `env:"SQS_VISIBILITY_TIMEOUT" envDefault:"30s" desc:"Visibility timeout set on each receive and renewed by the lease keeper while a message is held; whole seconds, 1s to 12h."`
-	WaitTime           time.Duration `env:"SQS_WAIT_TIME" envDefault:"20s" desc:"Long-poll wait of each ReceiveMessage call; whole seconds, 0s to 20s. Receives run in the background, so numa's read timeout never cuts a poll short."`
-	MaxExtension       time.Duration `env:"SQS_MAX_EXTENSION" envDefault:"1h" desc:"Longest total time a held message's visibility is extended; after it the message is left to expire and SQS redelivers it. More than 0s, at most 12h (SQS's own limit)."`
+	VisibilityTimeout  time.Duration `env:"SQS_VISIBILITY_TIMEOUT" envDefault:"30s" min:"1s" max:"12h" desc:"Visibility timeout set on each receive and renewed by the lease keeper while a message is held; whole seconds, 1s to 12h."`
+	WaitTime           time.Duration `env:"SQS_WAIT_TIME" envDefault:"20s" min:"0s" max:"20s" desc:"Long-poll wait of each ReceiveMessage call; whole seconds, 0s to 20s. Receives run in the background, so numa's read timeout never cuts a poll short."`
+	MaxExtension       time.Duration `env:"SQS_MAX_EXTENSION" envDefault:"1h" min:"1s" max:"12h" desc:"Longest total time a held message's visibility is extended; after it the message is left to expire and SQS redelivers it. More than 0s, at most 12h (SQS's own limit)."`
 	DeadLetterQueueURL string        `env:"SQS_DEAD_LETTER_QUEUE_URL" desc:"Queue that receives messages nacked more often than numa's max deliveries (body, attributes and a reason); FIFO when the source queue is FIFO. Empty: DEAD_LETTER_FALLBACK applies (by default they stay in the queue, under its own redrive policy)."`
 	AssumeRoleARN      string        `env:"SQS_ASSUME_ROLE_ARN" desc:"IAM role to assume (with STS AssumeRole) on top of the default credentials, e.g. for a queue in another account. Empty: use the default credentials as they are."`
 	AssumeRoleExternal string        `env:"SQS_ASSUME_ROLE_EXTERNAL_ID" desc:"External ID passed when assuming SQS_ASSUME_ROLE_ARN, if the role's trust policy requires one."`

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/numaflow-connectors/sources/common/config"
+	"github.com/numaflow-connectors/sources/common/config/configtest"
 )
 
 const (
@@ -139,4 +140,11 @@ func TestIsFIFO(t *testing.T) {
 	if !isFIFO(fifoURL) || isFIFO(stdURL) {
 		t.Fatal("isFIFO got the queue kinds wrong")
 	}
+}
+
+// Every variable with a documented range is accepted at each end when it is the only one set: no
+// default of another variable may make a documented value invalid.
+func TestEachVariableAloneAtItsDocumentedBounds(t *testing.T) {
+	configtest.AloneAtBounds(t, Config{}, "SQS_QUEUE_URL="+stdURL)
+	configtest.AloneAtBounds(t, Config{}, "SQS_QUEUE_URL="+fifoURL)
 }

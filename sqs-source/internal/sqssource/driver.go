@@ -26,7 +26,8 @@ type driver struct {
 	log      *slog.Logger
 	fifo     bool
 	dlqFIFO  bool
-	receives int // ReceiveConcurrency
+	receives int       // ReceiveConcurrency
+	attempts *attempts // FIFO receive attempt ids (attempts.go)
 
 	requests *requestCounter // nil in unit tests
 	closeFn  func()          // releases the HTTP client; nil in unit tests

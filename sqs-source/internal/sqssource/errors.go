@@ -112,11 +112,14 @@ func codeOf(apiCode string) (source.Code, bool) {
 	if c, ok := codes[apiCode]; ok {
 		return c, true
 	}
-	if short, ok := strings.CutPrefix(apiCode, "AWS.SimpleQueueService."); ok {
-		c, ok := codes[short]
-		return c, ok
-	}
-	return source.Unknown, false
+	c, ok := codes[shortCode(apiCode)]
+	return c, ok
+}
+
+// shortCode is an SQS error code without the query-compatible prefix: AWS.SimpleQueueService.X is X.
+func shortCode(apiCode string) string {
+	short, _ := strings.CutPrefix(apiCode, "AWS.SimpleQueueService.")
+	return short
 }
 
 // entryError builds the classified error of one entry of a batch call (DeleteMessageBatch,

@@ -97,6 +97,7 @@ func newDriver(cfg Config, api sqsAPI, log *slog.Logger) *driver {
 		fifo:     isFIFO(cfg.QueueURL),
 		dlqFIFO:  cfg.DeadLetterQueueURL != "" && isFIFO(cfg.DeadLetterQueueURL),
 		receives: defaultReceiveConcurrency,
+		attempts: newAttempts(),
 	}
 }
 

@@ -12,11 +12,17 @@ import (
 )
 
 // receive makes one long poll (SQS_WAIT_TIME) for up to max messages, asking for every system and
-// message attribute and setting SQS_VISIBILITY_TIMEOUT on what it returns.
+// message attribute and setting SQS_VISIBILITY_TIMEOUT on what it returns. On a FIFO queue it is an
+// attempt with a ReceiveRequestAttemptId, or the retry of one whose answer was lost (attempts.go).
 func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error) {
 	n := min(max, maxBatch)
 	if n <= 0 {
 		n = maxBatch
+	}
+	var at attempt
+	if d.fifo {
+		at = d.attempts.next(n, time.Now())
+		n = at.n
 	}
 	in := &sqs.ReceiveMessageInput{
 		QueueUrl:                    &d.cfg.QueueURL,
@@ -26,12 +32,18 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
 		MessageAttributeNames:       []string{"All"},
 	}
+	if d.fifo {
+		in.ReceiveRequestAttemptId = &at.id // see attempts.go
+	}
 	// The poll is bounded by the wait SQS honours (plus slack for a slow answer); the adapter does not
 	// cancel a Receive in flight at shutdown.
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.WaitTime+15*time.Second)
 	defer cancel()
 	out, err := d.api.ReceiveMessage(pctx, in)
 	if err != nil {
+		if d.fifo && ctx.Err() == nil { // not when the adapter stopped the receive (shutdown)
+			d.attempts.failed(at, err)
+		}
 		return nil, fmt.Errorf("receiving from queue %s: %w", d.cfg.QueueURL, err)
 	}
 	if len(out.Messages) == 0 {

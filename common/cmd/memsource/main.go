@@ -5,7 +5,7 @@ package main
 import (
 	"github.com/numaflow-connectors/sources/common/server"
 
-	"github.com/numaflow-connectors/sources/cmd/memsource/internal/demo"
+	"github.com/numaflow-connectors/sources/common/cmd/memsource/internal/demo"
 )
 
 func main() {

@@ -1,0 +1,54 @@
+package numatest
+
+import (
+	"context"
+	"time"
+)
+
+// Drained is what Drain measured.
+type Drained struct {
+	Messages    int       // distinct offsets read
+	First, Last time.Time // the first read that returned messages; the last ack
+}
+
+// Rate is the steady rate in messages per second, from the first message to the last ack.
+func (d Drained) Rate() float64 {
+	if d.Messages < 2 || !d.Last.After(d.First) {
+		return 0
+	}
+	return float64(d.Messages-1) / d.Last.Sub(d.First).Seconds()
+}
+
+// Drain plays numa's loop until n distinct offsets were read: read up to batch messages (1 s timeout),
+// ack them all, repeat. onFirst, when not nil, runs as soon as the first messages arrive (to sample the
+// source's CPU time, for example).
+func (c *Client) Drain(ctx context.Context, n int, batch uint64, onFirst func()) (Drained, error) {
+	seen := make(map[string]struct{}, n)
+	var d Drained
+	for len(seen) < n {
+		msgs, err := c.Read(ctx, batch, time.Second)
+		if err != nil {
+			return d, err
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		if d.First.IsZero() {
+			d.First = time.Now()
+			if onFirst != nil {
+				onFirst()
+			}
+		}
+		offs := make([]Offset, len(msgs))
+		for i, m := range msgs {
+			offs[i] = m.Offset
+			seen[string(m.Offset.Value)] = struct{}{}
+		}
+		if err := c.Ack(ctx, offs); err != nil {
+			return d, err
+		}
+		d.Last = time.Now()
+		d.Messages = len(seen)
+	}
+	return d, nil
+}

@@ -1,0 +1,138 @@
+package mqttsource
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/numaflow-connectors/sources/common/server"
+	"github.com/numaflow-connectors/sources/common/source"
+)
+
+// Timing of the connection the driver keeps.
+const (
+	// ackFlushInterval is how often paho sends the acknowledgements released in order.
+	ackFlushInterval = 10 * time.Millisecond
+	// reconnectMin is the first wait before a reconnection attempt.
+	reconnectMin = 100 * time.Millisecond
+	// readAheadShare: the driver reads ahead of the adapter at most this share of PREFETCH_BYTES
+	// (and at least minReadAhead).
+	readAheadShare = 4
+	minReadAhead   = 1 << 20
+)
+
+// Open builds the driver and starts connecting in the background. It makes no network call itself
+// that can fail: a broker that is down shows in Receive's errors (the adapter retries) and in Check.
+func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, error) {
+	filters, _ := parseTopics(cfg.Topics)
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parsing MQTT_URL: the URL is not valid")
+	}
+	tc, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading TLS settings: %w", err)
+	}
+	clientID := fill(cfg.ClientID, *env)
+	group := fill(cfg.ShareGroup, *env)
+	log := env.Log.With("client_id", clientID)
+	d := newDriver(cfg, clientID, group, filters, env.Budget, log)
+	rm := cfg.receiveMaximum(env.Budget)
+	expiry := uint32(cfg.SessionExpiry / time.Second)
+
+	// The connection manager lives until Close; it must not end with Open's ctx.
+	life, stop := context.WithCancel(context.WithoutCancel(ctx))
+	pc := autopaho.ClientConfig{
+		ServerUrls:                    []*url.URL{u},
+		TlsCfg:                        tc,
+		KeepAlive:                     uint16(cfg.KeepAlive / time.Second),
+		CleanStartOnInitialConnection: false, // resume the session: the broker sends what we did not acknowledge
+		SessionExpiryInterval:         expiry,
+		ReconnectBackoff:              autopaho.NewExponentialBackoff(reconnectMin, max(cfg.ReconnectMax, 2*reconnectMin), reconnectMin*2, 2),
+		ConnectTimeout:                cfg.ConnectTimeout,
+		ConnectUsername:               cfg.Username,
+		ConnectPassword:               []byte(cfg.Password.Reveal()),
+		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			cp.Properties.ReceiveMaximum = &rm
+			cp.Properties.SessionExpiryInterval = &expiry
+			return cp, nil
+		},
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+			d.connectionUp(ca.SessionPresent)
+			d.goLocked(func() { d.subscribe(life, cm) }) // d.api may not be set yet
+		},
+		OnConnectionDown: func() bool { return d.connectionDown() },
+		OnConnectError:   d.connectError,
+		AttemptConnection: func(ctx context.Context, c autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			return d.dial(ctx, c, u)
+		},
+		ClientConfig: paho.ClientConfig{
+			ClientID:                   clientID,
+			EnableManualAcknowledgment: true,
+			SendAcksInterval:           ackFlushInterval,
+			OnPublishReceived:          []func(paho.PublishReceived) (bool, error){d.onPublish},
+			OnClientError:              d.clientError,
+			PingHandler:                &pinger{d: d},
+		},
+	}
+	if u.Scheme == "ws" || u.Scheme == "wss" {
+		pc.AttemptConnection = nil // autopaho's WebSocket dialer: bounded by Receive Maximum only (README)
+	}
+	cm, err := autopaho.NewConnection(life, pc)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("starting the connection to %s: %w", u.Redacted(), err)
+	}
+	d.api, d.stop = cm, stop
+	log.Info("mqtt source configured", "broker", u.Redacted(), "filters", filters, "share_group", group,
+		"qos", cfg.QoS, "receive_maximum", rm, "session_expiry", cfg.SessionExpiry.String(), "tls", tc != nil,
+		"dead_letter_topic", cfg.DeadLetterTopic, "id_property", cfg.IDProperty)
+	return d, nil
+}
+
+// newDriver wires a driver; it makes no call. api and stop are set by Open (or a test).
+func newDriver(cfg *Config, clientID, group string, filters []string, b server.Budget, log *slog.Logger) *driver {
+	rm := cfg.receiveMaximum(b)
+	// What waits for Receive is read ahead of the adapter's own budget: a quarter of it keeps the
+	// adapter fed without adding much to the memory the pod needs.
+	maxBytes := b.Bytes / readAheadShare
+	if maxBytes <= 0 {
+		maxBytes = source.DefaultPrefetchBytes / readAheadShare
+	}
+	maxBytes = max(maxBytes, minReadAhead)
+	return &driver{
+		log:          log,
+		clientID:     clientID,
+		filters:      filters,
+		group:        group,
+		qos:          byte(cfg.QoS),
+		skipRetained: cfg.SkipRetained,
+		dlq:          cfg.DeadLetterTopic,
+		mapper:       mapper{idProperty: cfg.IDProperty, timeProperty: cfg.EventTimeProperty, prefix: clientID + ":" + nonce() + ":", seq: new(atomic.Uint64)},
+		maxQueue:     int(rm),
+		maxBytes:     maxBytes,
+		now:          time.Now,
+		stop:         func() {},
+		held:         map[string][]*delivery{},
+		wake:         make(chan struct{}),
+	}
+}
+
+// nonce is a random string that makes this process's delivery ids unique across restarts.
+func nonce() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

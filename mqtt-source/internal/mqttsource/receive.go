@@ -1,0 +1,176 @@
+package mqttsource
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/numaflow-connectors/sources/common/source"
+)
+
+// errClosed is returned by Receive after Close.
+var errClosed = errors.New("driver closed")
+
+// delivery is one delivery of one message on one connection: the driver's ack handle.
+type delivery struct {
+	conn   acker // the connection it arrived on
+	pub    *paho.Publish
+	id     string
+	due    time.Time // when handed back: when Receive may return it again
+	queued bool      // in queue, counted in queueBytes
+}
+
+// onPublish takes a message from paho (one at a time, in arrival order).
+func (d *driver) onPublish(pr paho.PublishReceived) (bool, error) {
+	d.deliver(pr.Client, pr.Packet)
+	return true, nil
+}
+
+// deliver queues one message that arrived on conn for Receive. While the read-ahead budget is full it
+// waits: the connection's reader (flow.go) has stopped already, and for WebSocket connections, which
+// it does not read, this is what stops paho, once its channel of Receive Maximum packets is full.
+func (d *driver) deliver(conn acker, p *paho.Publish) {
+	d.mu.Lock()
+	d.publishDeliveredLocked()
+	d.broadcast() // room for the connection's reader
+	d.mu.Unlock()
+	if d.skipRetained && p.Retain {
+		if p.QoS > 0 {
+			_ = conn.Ack(p)
+		}
+		return
+	}
+	del := &delivery{conn: conn, pub: p, id: d.mapper.id(p)}
+	size := int64(len(p.Payload))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn != del.conn {
+		d.dropStaleLocked()
+		d.conn = del.conn
+	}
+	for !d.closed && len(d.queue) > 0 && (len(d.queue) >= d.maxQueue || d.queueBytes+size > d.maxBytes) {
+		wake := d.wake
+		d.mu.Unlock()
+		<-wake
+		d.mu.Lock()
+	}
+	if d.closed {
+		return // not acknowledged: the session keeps it for the next connection
+	}
+	del.queued = true
+	d.queue = append(d.queue, del)
+	d.queueBytes += size
+	if p.QoS > 0 {
+		d.held[del.id] = append(d.held[del.id], del)
+	}
+	d.broadcast()
+}
+
+// receive returns up to limit deliveries: handed-back ones that are due, then new ones in order.
+func (d *driver) receive(ctx context.Context, limit int) ([]*source.Message, error) {
+	start := d.now()
+	resubscribed := false
+	for {
+		d.mu.Lock()
+		if d.closed {
+			d.mu.Unlock()
+			return nil, errClosed
+		}
+		now := d.now()
+		if out := d.takeLocked(limit, now); len(out) > 0 {
+			d.broadcast() // room for a blocked onPublish
+			d.mu.Unlock()
+			return out, nil
+		}
+		err := d.stateErrLocked()
+		retry := d.connected && d.subErr != nil && now.Sub(d.subAt) >= resubscribeEvery
+		wait := time.Duration(-1)
+		for _, x := range d.requeued {
+			if w := x.due.Sub(now); wait < 0 || w < wait {
+				wait = w
+			}
+		}
+		wake := d.wake
+		d.mu.Unlock()
+		if retry && !resubscribed {
+			resubscribed = true
+			d.subscribe(ctx, d.api)
+			continue
+		}
+		if err != nil {
+			left := downWait - d.now().Sub(start)
+			if left <= 0 {
+				return nil, err
+			}
+			if wait < 0 || left < wait {
+				wait = left
+			}
+		}
+		var timer *time.Timer
+		var timeout <-chan time.Time
+		if wait >= 0 {
+			timer = time.NewTimer(wait)
+			timeout = timer.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-timeout:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+	}
+}
+
+// takeLocked removes up to limit deliveries (due handed-back ones first) and maps them. d.mu is held.
+func (d *driver) takeLocked(limit int, now time.Time) []*source.Message {
+	var out []*source.Message
+	kept := d.requeued[:0]
+	for _, x := range d.requeued {
+		if len(out) < limit && !x.due.After(now) {
+			out = append(out, d.mapper.message(x, now))
+			continue
+		}
+		kept = append(kept, x)
+	}
+	clear(d.requeued[len(kept):])
+	d.requeued = kept
+	n := min(limit-len(out), len(d.queue))
+	for _, x := range d.queue[:n] {
+		x.queued = false
+		d.queueBytes -= int64(len(x.pub.Payload))
+		out = append(out, d.mapper.message(x, now))
+	}
+	clear(d.queue[:n])
+	d.queue = d.queue[n:]
+	return out
+}
+
+// requeue hands deliveries back to Receive after delay. Deliveries of a lost connection are dropped:
+// the broker sends them again.
+func (d *driver) requeue(handles []source.Handle, delay time.Duration) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	due := d.now().Add(delay)
+	failed := map[int]error{}
+	for i, h := range handles {
+		x, ok := h.(*delivery)
+		switch {
+		case !ok:
+			failed[i] = d.entryError("handing back", "not a delivery of this source")
+		case d.closed || (x.pub.QoS > 0 && x.conn != d.conn):
+			// the session keeps it; the broker sends it again on the next connection
+		default:
+			x.due = due
+			d.requeued = append(d.requeued, x)
+		}
+	}
+	d.broadcast()
+	return source.BatchResult(len(handles), failed)
+}
