@@ -139,14 +139,6 @@ type DeadLetterer interface {
 	DeadLetter(ctx context.Context, msg *Message, reason string) error
 }
 
-// Budgeter is implemented by a driver whose broker pushes messages ahead of Receive into a window the
-// driver sizes (AMQP's basic.qos prefetch): New calls SetBudgets once, before the first Receive, with
-// the adapter's resolved budgets (Options.Prefetch and Options.PrefetchBytes; the locally delayed
-// pool has the same budgets again), so the window can be kept within them.
-type Budgeter interface {
-	SetBudgets(prefetch int, prefetchBytes int64)
-}
-
 // OffsetDecoder is implemented by a driver that can rebuild an ack handle from an offset alone (Redis:
 // the offset names the stream and the entry). numa re-sends acks to a restarted source; with this the
 // adapter can still commit offsets it never handed out in this process.

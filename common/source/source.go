@@ -84,9 +84,6 @@ func New(d Driver, opts Options, log *slog.Logger, reg prometheus.Registerer) (*
 		jobs: newTracker(),
 		bg:   newTracker(),
 	}
-	if b, ok := d.(Budgeter); ok {
-		b.SetBudgets(opts.Prefetch, opts.PrefetchBytes)
-	}
 	s.dl, _ = d.(DeadLetterer)
 	s.dec, _ = d.(OffsetDecoder)
 	s.led.onChange = s.setGauges

@@ -27,7 +27,7 @@ type driver struct {
 	now       func() time.Time
 	idPrefix  string // unique to this process: ids of messages without a message-id
 
-	// Budgets from the adapter (SetBudgets).
+	// The adapter's receive budget (server.Env.Budget): the window is sized from it.
 	prefetch      int
 	prefetchBytes int64
 
@@ -68,7 +68,6 @@ var (
 	_ source.Driver       = (*driver)(nil)
 	_ source.DeadLetterer = (*driver)(nil)
 	_ source.Checker      = (*driver)(nil)
-	_ source.Budgeter     = (*driver)(nil)
 )
 
 // Capabilities: one receive at a time (it takes what the channel has), local redelivery of nacks
@@ -85,13 +84,6 @@ func (d *driver) Capabilities() source.Capabilities {
 		MaxExtension:    d.holdLimit,
 		LocalRedelivery: true,
 	}
-}
-
-// SetBudgets sizes the prefetch window: the adapter's receive pool plus its delayed pool.
-func (d *driver) SetBudgets(prefetch int, prefetchBytes int64) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.prefetch, d.prefetchBytes = prefetch, prefetchBytes
 }
 
 // Receive takes up to max deliveries the channel has received; it waits for the first one until ctx

@@ -11,6 +11,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/numaflow-connectors/sources/common/server"
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
@@ -180,8 +181,7 @@ func (b *fakeBroker) channel(i int) *fakeChannel {
 
 func newFakeDriver(t *testing.T, b *fakeBroker) *driver {
 	cfg := testConfig("amqp://u:p@127.0.0.1:1/", "q")
-	d := newDriver(&cfg, "tag", b.dial, testLogger(t))
-	d.SetBudgets(50, 1<<20)
+	d := newDriver(&cfg, "tag", server.Budget{Messages: 50, Bytes: 1 << 20}, b.dial, testLogger(t))
 	t.Cleanup(func() { _ = d.Close(context.Background()) })
 	return d
 }

@@ -49,8 +49,17 @@ func testConfig(url, queue string) Config {
 
 var consumerSeq atomic.Int64
 
-// openTest opens a driver through the real constructor (Open).
+// suiteBudget is the adapter's budget in drivertest's sources (numa's batch of 100: prefetch 200).
+var suiteBudget = server.Budget{Messages: 200, Bytes: source.DefaultPrefetchBytes}
+
+// openTest opens a driver through the real constructor (Open), for the conformance suite's budget.
 func openTest(ctx context.Context, t testing.TB, cfg Config) *driver {
+	t.Helper()
+	return openBudget(ctx, t, cfg, suiteBudget)
+}
+
+// openBudget opens a driver through the real constructor (Open) for an adapter with budget b.
+func openBudget(ctx context.Context, t testing.TB, cfg Config, b server.Budget) *driver {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("invalid test config: %v", err)
@@ -58,7 +67,7 @@ func openTest(ctx context.Context, t testing.TB, cfg Config) *driver {
 	if cfg.ConsumerTag == "" {
 		cfg.ConsumerTag = fmt.Sprintf("%s-c%d", cfg.Queue, consumerSeq.Add(1))
 	}
-	env := &server.Env{Log: testLogger(t), Platform: config.Platform{Pipeline: "p", Vertex: "in"}}
+	env := &server.Env{Log: testLogger(t), Platform: config.Platform{Pipeline: "p", Vertex: "in"}, Budget: b}
 	d, err := Open(ctx, &cfg, env)
 	if err != nil {
 		t.Fatalf("opening driver: %v", err)

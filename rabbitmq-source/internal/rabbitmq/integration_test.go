@@ -3,7 +3,6 @@ package rabbitmq
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/server"
 	"github.com/numaflow-connectors/sources/common/source"
 	"github.com/numaflow-connectors/sources/rabbitmq-source/rabbitmqtest"
 )
@@ -19,11 +19,16 @@ import (
 // Integration tests against a real rabbitmq-server node (rabbitmqtest), through the adapter as numa
 // drives it.
 
-// newSource runs the adapter over d with numa's batch size batch (the prefetch is twice that).
-func newSource(t *testing.T, d *driver, batch int, prefetchBytes int64, log *slog.Logger) *source.Source {
+// openSource opens a driver on cfg and runs the adapter over it with numa's batch size batch (the
+// prefetch is twice that) and prefetchBytes (0: the default), the driver sized for that budget.
+func openSource(t *testing.T, cfg Config, batch int, prefetchBytes int64) (*driver, *source.Source) {
 	t.Helper()
+	if prefetchBytes == 0 {
+		prefetchBytes = source.DefaultPrefetchBytes
+	}
+	d := openBudget(t.Context(), t, cfg, server.Budget{Messages: 2 * batch, Bytes: prefetchBytes})
 	src, err := source.New(d, source.Options{ReadBatchSize: batch, PrefetchBytes: prefetchBytes, AckRetry: 5 * time.Second,
-		ReleaseWait: 200 * time.Millisecond, PendingRefresh: 100 * time.Millisecond}, log, nil)
+		ReleaseWait: 200 * time.Millisecond, PendingRefresh: 100 * time.Millisecond}, testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +37,7 @@ func newSource(t *testing.T, d *driver, batch int, prefetchBytes int64, log *slo
 		defer cancel()
 		_ = src.Close(ctx)
 	})
-	return src
+	return d, src
 }
 
 // readAll reads until want messages arrived or within passed, acking each batch when ack is set.
@@ -103,8 +108,7 @@ func TestIntegrationDelayedNackBurstDoesNotStall(t *testing.T) {
 			if err := f.publish(t.Context(), pubs(prefetch, "now", true)...); err != nil {
 				t.Fatal(err)
 			}
-			d := openTest(t.Context(), t, f.config())
-			src := newSource(t, d, batch, 0, testLogger(t))
+			d, src := openSource(t, f.config(), batch, 0)
 			late := readAll(t, src, prefetch, 20*time.Second, false)
 			if len(late) != prefetch || bodies(late)["late-0"] != 1 {
 				t.Fatalf("read %d of the %d first messages: %v", len(late), prefetch, bodies(late))
@@ -153,8 +157,7 @@ func TestIntegrationConnectionLossReconnects(t *testing.T) {
 	}
 	cfg := f.config()
 	cfg.ConsumerTag = "loss-" + f.queue
-	d := openTest(t.Context(), t, cfg)
-	src := newSource(t, d, held/2, 0, testLogger(t))
+	d, src := openSource(t, cfg, held/2, 0)
 	first := readAll(t, src, held, 20*time.Second, false)
 	if len(first) != held {
 		t.Fatalf("read %d of %d", len(first), held)
@@ -200,8 +203,7 @@ func TestIntegrationBigMessagesStayWithinByteBudget(t *testing.T) {
 	if err := f.publish(t.Context(), msgs...); err != nil {
 		t.Fatal(err)
 	}
-	d := openTest(t.Context(), t, f.config())
-	src := newSource(t, d, 500, budget, testLogger(t))
+	_, src := openSource(t, f.config(), 500, budget)
 	got := 0
 	maxUnacked := 0
 	deadline := time.Now().Add(60 * time.Second)
@@ -240,8 +242,7 @@ func TestIntegrationConsumerTimeout(t *testing.T) {
 		}
 		cfg := testConfig(node.URL(), q)
 		cfg.ConsumerTimeout = configured
-		d := openTest(t.Context(), t, cfg)
-		src := newSource(t, d, 10, 0, testLogger(t))
+		d, src := openSource(t, cfg, 10, 0)
 		held := readAll(t, src, 1, 20*time.Second, false)
 		if len(held) != 1 {
 			t.Fatalf("read %d of 1", len(held))
@@ -291,8 +292,7 @@ func TestIntegrationDeadLetterPaths(t *testing.T) {
 		}
 		cfg := testConfig(f.node.URL(), q)
 		cfg.DeadLetterReject = true
-		d := openTest(t.Context(), t, cfg)
-		src := newSource(t, d, 10, 0, testLogger(t))
+		_, src := openSource(t, cfg, 10, 0)
 		got := readAll(t, src, 1, 20*time.Second, false)
 		if len(got) != 1 {
 			t.Fatalf("read %d of 1", len(got))
@@ -314,8 +314,7 @@ func TestIntegrationDeadLetterPaths(t *testing.T) {
 		}
 		cfg := f.config()
 		cfg.DeadLetterExchange = f.dlx + ".missing"
-		d := openTest(t.Context(), t, cfg)
-		src := newSource(t, d, 10, 0, testLogger(t))
+		_, src := openSource(t, cfg, 10, 0)
 		got := readAll(t, src, 1, 20*time.Second, false)
 		if len(got) != 1 {
 			t.Fatalf("read %d of 1", len(got))
@@ -401,8 +400,7 @@ func TestIntegrationAcksDuringOutageAreNotRedelivered(t *testing.T) {
 	}
 	cfg := f.config()
 	cfg.ConsumerTag = "outage-" + f.queue
-	d := openTest(t.Context(), t, cfg)
-	src := newSource(t, d, held, 0, testLogger(t)) // prefetch 2 x held: held more wait in the adapter's buffer
+	d, src := openSource(t, cfg, held, 0) // prefetch 2 x held: held more wait in the adapter's buffer
 	first := readAll(t, src, held, 20*time.Second, false)
 	if len(first) != held {
 		t.Fatalf("read %d of %d", len(first), held)

@@ -51,28 +51,28 @@ func Open(_ context.Context, cfg *Config, env *server.Env) (source.Driver, error
 		}
 		return realConn{c}, nil
 	}
-	return newDriver(cfg, tag, dial, log), nil
+	return newDriver(cfg, tag, env.Budget, dial, log), nil
 }
 
-// newDriver wires a driver over dial; it makes no call.
-func newDriver(cfg *Config, tag string, dial dialFunc, log *slog.Logger) *driver {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
+// newDriver wires a driver over dial, its prefetch window sized from the adapter's budget b; it makes
+// no call.
+func newDriver(cfg *Config, tag string, b server.Budget, dial dialFunc, log *slog.Logger) *driver {
+	var r [6]byte
+	_, _ = rand.Read(r[:])
 	return &driver{
-		queue:     cfg.Queue,
-		tag:       tag,
-		holdLimit: cfg.HoldLimit(),
-		reconnect: cfg.ReconnectMax,
-		dlx:       cfg.DeadLetterExchange,
-		dlxKey:    cfg.DeadLetterRoutingKey,
-		dlReject:  cfg.DeadLetterReject,
-		dial:      dial,
-		log:       log,
-		now:       time.Now,
-		idPrefix:  "rmq-" + hex.EncodeToString(b[:]),
-		// Until SetBudgets: the adapter's defaults.
-		prefetch:      1000,
-		prefetchBytes: source.DefaultPrefetchBytes,
+		queue:         cfg.Queue,
+		tag:           tag,
+		holdLimit:     cfg.HoldLimit(),
+		reconnect:     cfg.ReconnectMax,
+		dlx:           cfg.DeadLetterExchange,
+		dlxKey:        cfg.DeadLetterRoutingKey,
+		dlReject:      cfg.DeadLetterReject,
+		dial:          dial,
+		log:           log,
+		now:           time.Now,
+		idPrefix:      "rmq-" + hex.EncodeToString(r[:]),
+		prefetch:      max(b.Messages, 1),
+		prefetchBytes: max(b.Bytes, 1),
 		resize:        make(chan struct{}, 1),
 		retry:         make(chan struct{}, 1),
 		changed:       make(chan struct{}),
