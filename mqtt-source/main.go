@@ -12,5 +12,6 @@ func main() {
 		Name:        "mqtt-source",
 		Description: "Numaflow source for MQTT 5 brokers (shared subscriptions, persistent sessions, QoS 1 and 2; TLS, WebSockets).",
 		Open:        mqttsource.Open,
+		Preflight:   mqttsource.Preflight,
 	})
 }

@@ -18,9 +18,16 @@ import (
 // instead of a hang.
 const preflightTimeout = 30 * time.Second
 
-// runPreflight opens the driver, runs its pre-flight checks and closes it: --check.
+// runPreflight runs the connector's pre-flight checks, prints them and returns the exit status: App.
+// Preflight when the connector has one, else the driver's (opened for the purpose and closed after).
 func runPreflight[C any](ctx context.Context, app App[C], cfg *C, common *config.Common, logger *slog.Logger, stdout io.Writer) int {
-	driver, err := app.Open(ctx, cfg, &Env{Log: logger, Platform: common.Platform})
+	ctx, cancel := context.WithTimeout(ctx, preflightTimeout)
+	defer cancel()
+	env := &Env{Log: logger, Platform: common.Platform}
+	if app.Preflight != nil {
+		return exitFor(printChecks(stdout, app.Preflight(ctx, cfg, env), func(error) string { return "" }))
+	}
+	driver, err := app.Open(ctx, cfg, env)
 	if err == nil && driver == nil {
 		err = errors.New("open returned no driver")
 	}
@@ -28,33 +35,37 @@ func runPreflight[C any](ctx context.Context, app App[C], cfg *C, common *config
 		fmt.Fprintf(stdout, "opening the connector failed: %v\n", err)
 		return ExitFailed
 	}
-	passed := preflight(ctx, driver, stdout)
-	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), common.ShutdownTimeout)
-	defer cancel()
+	passed := printChecks(stdout, driverChecks(ctx, driver), func(err error) string { return source.Classify(driver, err).String() })
+	closeCtx, cancelClose := context.WithTimeout(context.WithoutCancel(ctx), common.ShutdownTimeout)
+	defer cancelClose()
 	if err := driver.Close(closeCtx); err != nil {
 		logger.Warn("closing the driver failed", "error", err)
 	}
-	if !passed {
-		return ExitFailed
-	}
-	return ExitOK
+	return exitFor(passed)
 }
 
-// preflight runs the driver's pre-flight checks (or, for a driver without them, its start-up Check),
-// prints them as a table to w and reports whether every one passed.
-func preflight(ctx context.Context, d source.Driver, w io.Writer) bool {
-	ctx, cancel := context.WithTimeout(ctx, preflightTimeout)
-	defer cancel()
-	var checks []source.Check
+func exitFor(passed bool) int {
+	if passed {
+		return ExitOK
+	}
+	return ExitFailed
+}
+
+// driverChecks runs the driver's pre-flight checks or, for a driver without them, its start-up Check.
+func driverChecks(ctx context.Context, d source.Driver) []source.Check {
 	switch p := d.(type) {
 	case source.Preflighter:
-		checks = p.Preflight(ctx)
+		return p.Preflight(ctx)
 	case source.Checker:
-		checks = []source.Check{{Name: "broker reachable", Err: p.Check(ctx),
+		return []source.Check{{Name: "broker reachable", Err: p.Check(ctx),
 			Fix: "see the error; this connector checks no permissions before it starts"}}
-	default:
-		checks = []source.Check{{Name: "pre-flight checks", Err: errors.New("this connector has none")}}
 	}
+	return []source.Check{{Name: "pre-flight checks", Err: errors.New("this connector has none")}}
+}
+
+// printChecks prints checks as a table to w (kind names an error's class, "" for none) and reports
+// whether every one passed.
+func printChecks(w io.Writer, checks []source.Check, kind func(error) string) bool {
 	ok := len(checks) > 0
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CHECK\tRESULT\tDETAIL")
@@ -67,7 +78,10 @@ func preflight(ctx context.Context, d source.Driver, w io.Writer) bool {
 		case c.Err != nil:
 			ok = false
 			result = "FAIL"
-			detail = fmt.Sprintf("%s: %v", source.Classify(d, c.Err), c.Err)
+			detail = c.Err.Error()
+			if k := kind(c.Err); k != "" {
+				detail = k + ": " + detail
+			}
 			if errors.Is(c.Err, context.DeadlineExceeded) {
 				detail = fmt.Sprintf("no answer within %s (%v)", preflightTimeout, c.Err)
 			}

@@ -61,3 +61,25 @@ func TestRunCheck(t *testing.T) {
 		})
 	}
 }
+
+// A connector whose Open joins the broker as a replica would runs its own pre-flight instead: Open is
+// never called.
+func TestRunCheckWithAppPreflight(t *testing.T) {
+	good, _, _ := baseEnv(t)
+	h := newHarness(&fakeDriver{}, nil)
+	var gotQueue string
+	h.app.Preflight = func(_ context.Context, cfg *demoConfig, env *Env) []source.Check {
+		gotQueue = cfg.Queue
+		return []source.Check{{Name: "throwaway connection"}, {Name: "subscribe", Err: errors.New("not authorized"), Fix: "allow it"}}
+	}
+	var out, errOut bytes.Buffer
+	if code := Run(t.Context(), h.app, []string{"--check"}, good, &out, &errOut); code != 1 {
+		t.Errorf("exit %d, want 1\n%s", code, out.String())
+	}
+	if h.opened.Load() != 0 {
+		t.Error("--check opened the driver although the app has its own pre-flight")
+	}
+	if gotQueue != "q1" || !strings.Contains(out.String(), "FAIL    not authorized. Fix: allow it") {
+		t.Errorf("queue %q, output:\n%s", gotQueue, out.String())
+	}
+}

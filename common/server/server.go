@@ -60,6 +60,11 @@ type App[C any] struct {
 	// because the broker is unreachable or a resource is missing (implement source.Checker for that):
 	// the source starts, reports not-ready and keeps retrying, so an outage never crash-loops the pod.
 	Open func(ctx context.Context, cfg *C, env *Env) (source.Driver, error)
+	// Preflight, when set, is what --check runs instead of Open and the driver's source.Preflighter:
+	// for a broker where opening the driver already joins it as a running replica would (MQTT: a
+	// persistent session in the share group, which a check must not leave behind). It makes its own
+	// throwaway connections and returns one result per check.
+	Preflight func(ctx context.Context, cfg *C, env *Env) []source.Check
 }
 
 // Exit statuses of Run.
