@@ -68,6 +68,7 @@ var (
 	_ source.Driver       = (*driver)(nil)
 	_ source.DeadLetterer = (*driver)(nil)
 	_ source.Checker      = (*driver)(nil)
+	_ source.Preflighter  = (*driver)(nil)
 )
 
 // Capabilities: one receive at a time (it takes what the channel has), local redelivery of nacks

@@ -10,9 +10,11 @@ import (
 	"github.com/numaproj/numaflow-go/pkg/sourcer"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/numaflow-connectors/sources/common/config"
 	"github.com/numaflow-connectors/sources/common/numatest"
 	"github.com/numaflow-connectors/sources/common/server"
 	"github.com/numaflow-connectors/sources/common/source"
+	"github.com/numaflow-connectors/sources/common/source/drivertest"
 	"github.com/numaflow-connectors/sources/rabbitmq-source/rabbitmqtest"
 )
 
@@ -461,5 +463,47 @@ func TestIntegrationAcksDuringOutageAreNotRedelivered(t *testing.T) {
 	t.Logf("stats %+v", d.stats())
 	if s := d.stats(); s.Stale != int64(held+len(during)) || s.Lost != 1 {
 		t.Errorf("stats %+v: want %d dropped acks and 1 lost session", s, held+len(during))
+	}
+}
+
+// Preflight (--check): every check passes on a good configuration; a missing queue, a missing
+// dead-letter exchange and a wrong password are each named with a fix, and nothing is received.
+func TestIntegrationPreflight(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, rabbitmqtest.Classic, nil)
+	if err := f.publish(t.Context(), pubs(1, "untouched", true)...); err != nil {
+		t.Fatal(err)
+	}
+	outcomes := func(cfg Config) map[string]string {
+		d := openTest(t.Context(), t, cfg)
+		return drivertest.Outcomes(d.Preflight(t.Context()))
+	}
+	connect := "amqp: connect (address, TLS, credentials, virtual host)"
+	queue := "amqp: queue " + f.queue + " exists (passive queue.declare)"
+	dlx := "amqp: dead-letter exchange " + f.dlx + " exists (passive exchange.declare)"
+
+	if got := outcomes(f.config()); got[connect] != "pass" || got[queue] != "pass" || got[dlx] != "pass" || len(got) != 3 {
+		t.Errorf("good configuration: %v", got)
+	}
+	missing := f.config()
+	missing.Queue = f.queue + "-missing"
+	got := outcomes(missing)
+	if q := "amqp: queue " + missing.Queue + " exists (passive queue.declare)"; !strings.HasPrefix(got[q], "fail: declare the queue") || got[dlx] != "pass" {
+		t.Errorf("missing queue: %v", got)
+	}
+	noDLX := f.config()
+	noDLX.DeadLetterExchange = f.dlx + "-missing"
+	got = outcomes(noDLX)
+	if x := "amqp: dead-letter exchange " + noDLX.DeadLetterExchange + " exists (passive exchange.declare)"; !strings.HasPrefix(got[x], "fail: declare the exchange") || got[queue] != "pass" {
+		t.Errorf("missing dead-letter exchange: %v", got)
+	}
+	wrong := f.config()
+	wrong.URL = config.Secret(strings.Replace(f.node.URL(), ":"+rabbitmqtest.Password+"@", ":wrong@", 1))
+	got = outcomes(wrong)
+	if !strings.HasPrefix(got[connect], "fail: check RABBITMQ_URL") || got[queue] != "skipped" || got[dlx] != "skipped" {
+		t.Errorf("wrong password: %v", got)
+	}
+	if ready, unacked := queueCounts(t, f.node, f.queue); ready != 1 || unacked != 0 {
+		t.Errorf("after the checks the queue holds %d ready, %d unacked; want the message untouched", ready, unacked)
 	}
 }
