@@ -346,7 +346,7 @@ var shared = &proctest.Shared[*Node]{
 
 // Main runs the test binary's tests with one shared node (started on first use by Shared) and stops
 // it afterwards. Call it from TestMain.
-func Main(m *testing.M) { os.Exit(shared.Main(m)) }
+func Main(m *testing.M) { shared.Main(m) }
 
 // Run is Main for a TestMain that wraps the tests in more set-up (m runs them): it returns the exit
 // code instead of exiting.
