@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need on a fresh Debian 12 machine: Redis from apt, the SQS emulator from npm
-# (pinned by tools/fauxqs/package-lock.json), and every module's Go dependencies. Idempotent and quick
+# Installs what the tests need on a fresh Debian 12 machine: Redis, Mosquitto and RabbitMQ from apt, the
+# SQS emulator from npm (pinned by tools/fauxqs/package-lock.json), and every module's Go dependencies.
+# Idempotent and quick
 # when everything is already there. Google's Pub/Sub emulator cannot be installed from the registries:
 # the Pub/Sub tests use it when the machine has it and fall back to a pstest server of ours.
 set -euo pipefail
@@ -19,6 +20,13 @@ if ((${#need[@]})); then
 	$SUDO apt-get update -qq
 	[ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d; }
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	# Erlang's package starts an epmd daemon (user epmd or rabbitmq, every interface, port 4369) despite
+	# policy-rc.d. The tests run their own epmd on loopback; stop the packaged one, by PID.
+	for pid in $(pgrep -x epmd 2>/dev/null || true); do
+		[ "$(ps -o user= -p "$pid" 2>/dev/null)" = root ] && continue
+		echo "deps: stopping epmd $pid started by apt"
+		$SUDO kill "$pid" 2>/dev/null || true
+	done
 fi
 # apt starts nothing for us on Debian 12 in containers; if a service did start, it is not ours and we
 # never use its port (tests pick free ports).
