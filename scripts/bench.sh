@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 GO=${GO:-go}
-modules=${BENCH_MODULES:-"common sqs-source pubsub-source redis-streams-source rabbitmq-source root"}
+modules=${BENCH_MODULES:-"common sqs-source pubsub-source redis-streams-source rabbitmq-source mqtt-source root"}
 out=${BENCH_OUT:-docs/benchmarks.md}
 count=${BENCH_COUNT:-3} # runs of every benchmark; tables show the median and every run
 logs=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
@@ -32,7 +32,7 @@ ran=()
 for m in $modules; do
 	d=$(moddir "$m")
 	if ! grep -rqs --include='*_test.go' -E '^func Benchmark' "$d" --exclude-dir=node_modules \
-		$( [ "$m" = root ] && printf -- '--exclude-dir=%s ' common sqs-source pubsub-source redis-streams-source rabbitmq-source ); then
+		$( [ "$m" = root ] && printf -- '--exclude-dir=%s ' common sqs-source pubsub-source redis-streams-source rabbitmq-source mqtt-source ); then
 		echo "== bench $m: no benchmarks"
 		continue
 	fi
@@ -246,7 +246,7 @@ bigmsg() {
 			fi
 			;;
 		esac
-		case "$m" in sqs-source | pubsub-source | redis-streams-source) bigmsg "$m" ;; esac
+		case "$m" in sqs-source | pubsub-source | redis-streams-source | mqtt-source) bigmsg "$m" ;; esac
 		# Any metric not shown above, so that a new benchmark's figures are never lost.
 		extra=$(awk -F'\t' -v m="$m" '$1 == m && $3 != "ns/op" { print }' "$metrics")
 		if [ "$m" = root ] || ! [[ "$m" =~ ^(common|sqs-source|pubsub-source|redis-streams-source)$ ]]; then
