@@ -76,7 +76,7 @@ func StartClusterWith(t testing.TB, opts ClusterOptions) *Cluster {
 	defer cancel()
 	var args []string
 	if c.Certs != nil {
-		args = c.Certs.cliArgs()
+		args = cliArgs(c.Certs)
 	}
 	args = append(append(args, "--cluster", "create"), c.Addrs...)
 	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
@@ -119,7 +119,7 @@ func (c *Cluster) Options() *redis.ClusterOptions {
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
 	if c.Certs != nil {
-		o.TLSConfig = c.Certs.clientTLS()
+		o.TLSConfig = c.Certs.ClientTLS()
 	}
 	return o
 }

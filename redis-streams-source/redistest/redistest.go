@@ -122,7 +122,7 @@ func newServer(dir string, opts Options) (*Server, error) {
 		}
 		s.Certs = certs
 		s.args = append(s.args, "--port", "0", "--tls-port", strconv.Itoa(port))
-		s.args = append(s.args, certs.serverArgs(opts.RequireClientCert)...)
+		s.args = append(s.args, serverArgs(certs, opts.RequireClientCert)...)
 	} else {
 		s.args = append(s.args, "--port", strconv.Itoa(port))
 	}
@@ -159,7 +159,7 @@ func (s *Server) tlsConfig() *tls.Config {
 	if s.Certs == nil {
 		return nil
 	}
-	return s.Certs.clientTLS()
+	return s.Certs.ClientTLS()
 }
 
 // Options returns client options for the server (RESP2, no retries, nothing sent beyond the commands).

@@ -132,7 +132,7 @@ func (s *Sentinel) config(port int, dir string) string {
 	fmt.Fprintf(&b, "bind 127.0.0.1\ndir %s\n", dir)
 	if s.Certs != nil {
 		fmt.Fprintf(&b, "port 0\ntls-port %d\n", port)
-		args := s.Certs.serverArgs(true)
+		args := serverArgs(s.Certs, true)
 		for i := 0; i+1 < len(args); i += 2 {
 			fmt.Fprintf(&b, "%s %s\n", strings.TrimPrefix(args[i], "--"), args[i+1])
 		}
@@ -156,7 +156,7 @@ func (s *Sentinel) sentinelClient(addr string) *redis.SentinelClient {
 	o := &redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true, Username: s.opts.Username, Password: s.opts.Password,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}}
 	if s.Certs != nil {
-		o.TLSConfig = s.Certs.clientTLS()
+		o.TLSConfig = s.Certs.ClientTLS()
 	}
 	return redis.NewSentinelClient(o)
 }
@@ -182,7 +182,7 @@ func (s *Sentinel) Options() *redis.FailoverOptions {
 	o := &redis.FailoverOptions{MasterName: masterName, SentinelAddrs: s.SentinelAddrs, Protocol: 2, DisableIdentity: true,
 		SentinelUsername: s.opts.Username, SentinelPassword: s.opts.Password}
 	if s.Certs != nil {
-		o.TLSConfig = s.Certs.clientTLS()
+		o.TLSConfig = s.Certs.ClientTLS()
 	}
 	return o
 }

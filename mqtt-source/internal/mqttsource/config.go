@@ -7,12 +7,10 @@ package mqttsource
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -240,33 +238,8 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	if !c.tlsWanted() && !c.tlsSettings() {
 		return nil, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName, InsecureSkipVerify: c.TLSInsecure} //nolint:gosec // opt-in, documented as testing only
-	var errs []error
-	if c.TLSCAFile != "" {
-		pem, err := os.ReadFile(c.TLSCAFile)
-		switch {
-		case err != nil:
-			errs = append(errs, config.Problem("MQTT_TLS_CA_FILE", "reading the CA file: %v", err))
-		default:
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				errs = append(errs, config.Problem("MQTT_TLS_CA_FILE", "no PEM certificate found in %s", c.TLSCAFile))
-			}
-			tc.RootCAs = pool
-		}
-	}
-	if c.TLSCertFile != "" && c.TLSKeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
-		if err != nil {
-			errs = append(errs, config.Problem("MQTT_TLS_CERT_FILE", "loading the client certificate and key: %v", err))
-		} else {
-			tc.Certificates = []tls.Certificate{cert}
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return tc, nil
+	return config.TLSFiles{Prefix: "MQTT_", CAFile: c.TLSCAFile, CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile,
+		ServerName: c.TLSServerName, Insecure: c.TLSInsecure}.Config()
 }
 
 // fill replaces the placeholders of MQTT_SHARE_GROUP and MQTT_CLIENT_ID from the platform variables;
