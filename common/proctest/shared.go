@@ -1,6 +1,10 @@
 package proctest
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -54,4 +58,19 @@ func (s *Shared[T]) Get(t testing.TB) T {
 		t.Fatalf("%s: starting the shared broker: %v", s.Name, s.err)
 	}
 	return s.v
+}
+
+var unsafeNameChars = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// Name returns a resource name unique to this test run, derived from the test's name (its last max
+// characters, only letters, digits, - and _) and a random suffix: for queues, streams, topics and
+// client ids that tests sharing one broker must not share.
+func Name(t testing.TB, max int) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	n := unsafeNameChars.ReplaceAllString(t.Name(), "-")
+	if len(n) > max {
+		n = n[len(n)-max:]
+	}
+	return strings.Trim(n, "-_") + "-" + hex.EncodeToString(b[:])
 }

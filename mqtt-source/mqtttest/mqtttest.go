@@ -24,9 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -284,16 +282,8 @@ func Shared(t testing.TB) *Server {
 	return shared.Get(t)
 }
 
-var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
-
 // Name returns a name unique to this test run, derived from the test's name: for topics, client ids
 // and share groups.
 func Name(t testing.TB) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	n := unsafeName.ReplaceAllString(t.Name(), "-")
-	if len(n) > 40 {
-		n = n[len(n)-40:]
-	}
-	return strings.Trim(n, "-") + "-" + hex.EncodeToString(b[:])
+	return proctest.Name(t, 40)
 }

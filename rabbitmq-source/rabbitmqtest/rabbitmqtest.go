@@ -15,14 +15,11 @@ package rabbitmqtest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -360,17 +357,9 @@ func Shared(t testing.TB) *Node {
 	return shared.Get(t)
 }
 
-var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
-
 // Name returns a queue name unique to this test run, derived from the test's name.
 func Name(t testing.TB) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	n := unsafeName.ReplaceAllString(t.Name(), "-")
-	if len(n) > 60 {
-		n = n[len(n)-60:]
-	}
-	return strings.Trim(n, "-") + "-" + hex.EncodeToString(b[:])
+	return proctest.Name(t, 60)
 }
 
 // Queue kinds for DeclareQueue.

@@ -18,15 +18,11 @@ package redistest
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
-	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -250,15 +246,7 @@ func Shared(t testing.TB) *Server {
 	return shared.Get(t)
 }
 
-var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
-
 // Name returns a key name unique to this test run, derived from the test's name.
 func Name(t testing.TB) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	n := unsafeName.ReplaceAllString(t.Name(), "-")
-	if len(n) > 60 {
-		n = n[len(n)-60:]
-	}
-	return strings.Trim(n, "-") + "-" + hex.EncodeToString(b[:])
+	return proctest.Name(t, 60)
 }

@@ -15,13 +15,10 @@ package sqstest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -179,17 +176,9 @@ func (s *Server) Env() []string {
 // Client is an SQS client for this server.
 func (s *Server) Client() *sqs.Client { return s.client }
 
-var nameRE = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
-
 // QueueName returns a queue name unique to the test (at most 70 characters, no .fifo suffix).
 func QueueName(t testing.TB) string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name := nameRE.ReplaceAllString(t.Name(), "-")
-	if len(name) > 60 {
-		name = name[len(name)-60:]
-	}
-	return strings.Trim(name, "-_") + "-" + hex.EncodeToString(b)
+	return proctest.Name(t, 60)
 }
 
 // CreateQueue creates a standard queue (or a FIFO one when name ends in .fifo) with the given
