@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/numaflow-connectors/sources/common/config"
@@ -92,5 +93,30 @@ func AloneAtBounds(t testing.TB, cfg any, base ...string) {
 	}
 	if checked == 0 {
 		t.Errorf("%s documents no bound (min or max tag) to check", typ)
+	}
+}
+
+// Problems fails t unless err reports exactly what a table case wants: no error when want is empty,
+// else every substring of want; and no problem may echo one of secrets.
+func Problems(t testing.TB, err error, want []string, secrets ...string) {
+	t.Helper()
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatalf("unexpected problems: %v", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("no problem reported, want %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("problems %q do not include %q", err, w)
+		}
+	}
+	for _, s := range secrets {
+		if strings.Contains(err.Error(), s) {
+			t.Errorf("a problem echoes a credential: %v", err)
+		}
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,24 +114,4 @@ func serve(t *testing.T, src *source.Source) (numaClient, func()) {
 		_ = os.RemoveAll(dir)
 	}
 	return overSocket{c}, stop
-}
-
-// testWriter sends logs to t.Log until the test ends (late log lines from stopping goroutines are
-// dropped instead of panicking).
-type testWriter struct {
-	t    *testing.T
-	done *atomic.Bool
-}
-
-func newTestWriter(t *testing.T) testWriter {
-	w := testWriter{t: t, done: new(atomic.Bool)}
-	t.Cleanup(func() { w.done.Store(true) })
-	return w
-}
-
-func (w testWriter) Write(p []byte) (int, error) {
-	if !w.done.Load() {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
 }

@@ -3,6 +3,7 @@ package drivertest
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/proctest"
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
@@ -33,7 +35,7 @@ func Run(t *testing.T, newHarness NewHarness) {
 						t.Fatalf("creating harness: %v", err)
 					}
 					t.Cleanup(h.Close)
-					f := &fixture{t: t, ctx: ctx, h: h, caps: h.Capabilities(), socket: mode == "socket", logs: newTestWriter(t)}
+					f := &fixture{t: t, ctx: ctx, h: h, caps: h.Capabilities(), socket: mode == "socket", logs: proctest.LogWriter(t)}
 					if f.caps.MaxPayload == 0 {
 						f.caps.MaxPayload = 1 << 20
 					}
@@ -50,7 +52,7 @@ type fixture struct {
 	h      Harness
 	caps   Capabilities
 	socket bool
-	logs   testWriter
+	logs   io.Writer
 }
 
 var cases = []struct {

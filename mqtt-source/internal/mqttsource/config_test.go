@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -81,24 +80,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()
 			tc.mutate(&c)
-			err := c.Validate()
-			if len(tc.want) == 0 {
-				if err != nil {
-					t.Fatalf("unexpected problems: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("no problem reported, want %q", tc.want)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("problems %q do not include %q", err, w)
-				}
-			}
-			if strings.Contains(err.Error(), "secret") {
-				t.Errorf("a problem echoes a credential: %v", err)
-			}
+			configtest.Problems(t, c.Validate(), tc.want, "secret")
 		})
 	}
 }

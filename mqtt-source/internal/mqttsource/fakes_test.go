@@ -3,13 +3,13 @@ package mqttsource
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/numaflow-connectors/sources/common/proctest"
 	"github.com/numaflow-connectors/sources/common/server"
 )
 
@@ -64,23 +64,7 @@ func (f *fakeAPI) Publish(_ context.Context, p *paho.Publish) (*paho.PublishResp
 
 func (f *fakeAPI) Disconnect(context.Context) error { f.disc.Add(1); return nil }
 
-type testLogWriter struct {
-	t    testing.TB
-	done *atomic.Bool
-}
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	if !w.done.Load() {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	w := testLogWriter{t: t, done: new(atomic.Bool)}
-	t.Cleanup(func() { w.done.Store(true) })
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+func testLogger(t testing.TB) *slog.Logger { return proctest.Logger(t) }
 
 // newFakeDriver is a driver over a fakeAPI, connected and subscribed.
 func newFakeDriver(t *testing.T, mutate func(c *Config)) (*driver, *fakeAPI) {

@@ -1,7 +1,6 @@
 package rabbitmq
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -44,24 +43,7 @@ func TestConfigValidate(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var c Config
-			err := config.Load(&c, tc.env)
-			if len(tc.want) == 0 {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("no error, want %q", tc.want)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
-			}
-			if strings.Contains(err.Error(), "s3cret") {
-				t.Errorf("error shows the password: %v", err)
-			}
+			configtest.Problems(t, config.Load(&c, tc.env), tc.want, "s3cret")
 		})
 	}
 }
