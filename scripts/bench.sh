@@ -82,6 +82,10 @@ perf() {
 	[ -n "$(metric "$m" source_cpu_us/msg)" ] || return 0
 	row "connector CPU per message" "$(fmt "$(metric "$m" source_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 source_cpu_us/msg))" "" ""
 	row "memsource ceiling, same socket" "$(fmt "$(metric "$m" ceiling_msg/s)") msg/s (runs: $(runs "$m" 0 ceiling_msg/s))" "" ""
+	[ -n "$(metric "$m" source_machine_cpu_us/msg)" ] || return 0
+	row "machine CPU per message, connector phase (connector + broker + numatest)" "$(fmt "$(metric "$m" source_machine_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 source_machine_cpu_us/msg)); $(fmt "$(metric "$m" source_busy_cores)" 2) of $(nproc) cores busy" "" ""
+	[ -n "$(metric "$m" raw_machine_cpu_us/msg)" ] || return 0
+	row "machine CPU per message, raw loop phase (raw client + broker)" "$(fmt "$(metric "$m" raw_machine_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 raw_machine_cpu_us/msg)); $(fmt "$(metric "$m" raw_busy_cores)" 2) of $(nproc) cores busy" "" ""
 }
 # fmt VALUE DECIMALS: a number with thousands separators, or "-" when empty.
 fmt() { [ -z "$1" ] && { echo "-"; return; }; LC_ALL=C awk -v v="$1" -v d="${2:-0}" 'BEGIN {
@@ -243,6 +247,8 @@ bigmsg() {
 				row "---" "---" "---" "---"
 				row "memsource over the socket" "$(fmt "$(metric "$m" source_msg/s)") msg/s (runs: $(runs "$m" 0 source_msg/s))" "" ""
 				row "connector CPU per message" "$(fmt "$cpu" 1) µs (runs: $(runs "$m" 1 source_cpu_us/msg))" "≤ 5.5 µs (half of 10.9)" "$(verdict "$cpu" "<=" 5.5)"
+				[ -n "$(metric "$m" source_machine_cpu_us/msg)" ] &&
+					row "machine CPU per message (memsource + numatest)" "$(fmt "$(metric "$m" source_machine_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 source_machine_cpu_us/msg)); $(fmt "$(metric "$m" source_busy_cores)" 2) of $(nproc) cores busy" "" ""
 			fi
 			;;
 		esac

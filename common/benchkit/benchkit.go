@@ -1,7 +1,7 @@
 // Package benchkit measures a connector binary the way every benchmark of this repository reports it:
 // numa played over the real socket by numatest (batches of 500, acks after each), the steady rate,
 // the connector process's own CPU time per message (from /proc: the benchmark process and the broker
-// are not counted) and peak RSS, and a CPU profile written where a developer can open it with
+// are not counted), the whole machine's CPU per message and busy cores (Usage) and peak RSS, and a CPU profile written where a developer can open it with
 // `go tool pprof`. Ceiling runs the memsource demo connector the same way: the protocol ceiling,
 // what any connector pays for the adapter and the gRPC path with a broker that costs nothing.
 package benchkit
@@ -31,6 +31,7 @@ type Result struct {
 	PeakRSS   int64         // the connector process's VmHWM, bytes
 	Profile   string        // its CPU profile of the whole run
 	Output    string        // what it wrote (logs), for figures it logs at exit
+	Machine   Usage         // every process's CPU from the first message to the last ack (see MachineCPU)
 }
 
 // Report adds r to b's metrics (names prefixed with prefix, e.g. "source_" or "ceiling_").
@@ -38,11 +39,12 @@ func (r Result) Report(b *testing.B, prefix string) {
 	b.ReportMetric(r.Rate, prefix+"msg/s")
 	b.ReportMetric(float64(r.CPUPerMsg.Nanoseconds())/1e3, prefix+"cpu_us/msg")
 	b.ReportMetric(float64(r.PeakRSS)/(1<<20), prefix+"peak_rss_MiB")
+	r.Machine.Report(b, prefix)
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%d messages, %.0f msg/s, %.1f µs CPU per message, peak RSS %.1f MiB, CPU profile %s",
-		r.Messages, r.Rate, float64(r.CPUPerMsg.Nanoseconds())/1e3, float64(r.PeakRSS)/(1<<20), r.Profile)
+	return fmt.Sprintf("%d messages, %.0f msg/s, %.1f µs CPU per message, peak RSS %.1f MiB, %s, CPU profile %s",
+		r.Messages, r.Rate, float64(r.CPUPerMsg.Nanoseconds())/1e3, float64(r.PeakRSS)/(1<<20), r.Machine, r.Profile)
 }
 
 // ProfilePath is where the connector named name writes its CPU profile: BENCH_PROFILE_DIR (created if
@@ -94,13 +96,15 @@ func Drain(ctx context.Context, tb testing.TB, bin, name string, env []string, n
 	res := Result{Profile: ProfilePath(name)}
 	p, c, stop := startConnector(ctx, tb, bin, []string{"--cpu-profile=" + res.Profile}, env)
 	pid := p.Cmd.Process.Pid
-	var cpu0 time.Duration
-	d, err := c.Drain(ctx, n, Batch, func() { cpu0 = proctest.CPUTime(pid) })
+	var cpu0, machine0 time.Duration
+	var t0 time.Time
+	d, err := c.Drain(ctx, n, Batch, func() { cpu0, machine0, t0 = proctest.CPUTime(pid), MachineCPU(), time.Now() })
 	if err != nil {
 		stop()
 		tb.Fatalf("draining %s: %v\n%s", name, err, p.Output())
 	}
 	cpu := proctest.CPUTime(pid) - cpu0
+	res.Machine = Usage{CPU: MachineCPU() - machine0, Wall: time.Since(t0), N: d.Messages}
 	res.Messages, res.Rate, res.PeakRSS = d.Messages, d.Rate(), proctest.PeakRSS(pid)
 	res.CPUPerMsg = cpu / time.Duration(max(d.Messages, 1))
 	stop()

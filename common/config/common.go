@@ -21,7 +21,7 @@ type Common struct {
 	MetricsAddr          string        `env:"METRICS_ADDR" envDefault:":9090" envKeepEmpty:"true" desc:"Listen address of the HTTP server for /metrics (Prometheus), /healthz and /readyz. Set it empty to disable the server."`
 	SourceSocket         string        `env:"SOURCE_SOCKET" envDefault:"/var/run/numaflow/source.sock" desc:"Unix socket numa connects to. Change it only for local runs."`
 	SourceServerInfoFile string        `env:"SOURCE_SERVER_INFO_FILE" envDefault:"/var/run/numaflow/sourcer-server-info" desc:"Server info file numa waits for before it connects. Change it only for local runs."`
-	Prefetch             int           `env:"PREFETCH" envDefault:"0" min:"0" desc:"Most messages held at once, buffered or in flight at numa; it bounds memory and held leases. 0: twice NUMAFLOW_READ_BATCH_SIZE."`
+	Prefetch             int           `env:"PREFETCH" envDefault:"0" min:"0" desc:"Most messages held at once, buffered or in flight at numa; it bounds memory and held leases. 0: NUMAFLOW_READ_BATCH_SIZE plus what the connector's concurrent receives fetch at once, at least twice NUMAFLOW_READ_BATCH_SIZE (see the connector's README)."`
 	PrefetchBytes        Bytes         `env:"PREFETCH_BYTES" envDefault:"0" min:"0" desc:"Most payload bytes held at once for numa, buffered or in flight; a single larger message is still delivered, one at a time. Locally delayed redeliveries have a budget of their own of the same size. Bytes, or with a unit: 512Ki, 64Mi, 1Gi. 0: a quarter of the container's memory limit (read from cgroups), between 8Mi and 256Mi; 64Mi when there is no limit."`
 	MaxMessageBytes      int           `env:"MAX_MESSAGE_BYTES" envDefault:"4194304" min:"1" desc:"Largest payload handed to numa, in bytes; a larger message is dead-lettered (or handled by DEAD_LETTER_FALLBACK) with a reason. numa before v1.8.3 accepts at most 4 MiB."`
 	DeadLetterFallback   string        `env:"DEAD_LETTER_FALLBACK" envDefault:"nack" desc:"What happens to a message nacked more often than numa's max deliveries, or over MAX_MESSAGE_BYTES, when the connector has no dead-letter target: nack (it stays at the broker, whose own redrive policy applies) or drop (it is acked and logged: gone)."`
@@ -59,7 +59,7 @@ func (c *Common) Validate() error {
 		add("SOURCE_SERVER_INFO_FILE", "must not be empty")
 	}
 	if c.Prefetch < 0 {
-		add("PREFETCH", "must be 0 (twice the read batch size) or more, got %d", c.Prefetch)
+		add("PREFETCH", "must be 0 (derived from the read batch size) or more, got %d", c.Prefetch)
 	}
 	if c.PrefetchBytes < 0 {
 		add("PREFETCH_BYTES", "must be 0 (derived from the container's memory limit) or more, got %d", c.PrefetchBytes)
@@ -101,7 +101,9 @@ func (c *Common) Validate() error {
 	return errors.Join(errs...)
 }
 
-// PrefetchOrDefault is PREFETCH, or when it is 0 twice NUMAFLOW_READ_BATCH_SIZE.
+// PrefetchOrDefault is PREFETCH, or when it is 0 twice NUMAFLOW_READ_BATCH_SIZE: the adapter's
+// default for a driver with one receive at a time (source.DefaultPrefetch), which is what the push
+// brokers that size their flow control from it have.
 func (c *Common) PrefetchOrDefault() int {
 	if c.Prefetch > 0 {
 		return c.Prefetch

@@ -41,7 +41,8 @@ type Env struct {
 	Platform config.Platform
 	// Budget is the adapter's receive budget (PREFETCH messages, PREFETCH_BYTES bytes, defaults
 	// resolved), for a driver whose broker takes a flow-control window from its client (MQTT's
-	// Receive Maximum).
+	// Receive Maximum). Such a driver receives one batch at a time; PREFETCH's default depends on
+	// the receive concurrency (source.DefaultPrefetch), and Messages is the one for a concurrency of 1.
 	Budget Budget
 }
 

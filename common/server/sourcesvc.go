@@ -71,7 +71,7 @@ func ServeSource(ctx context.Context, src *source.Source, l Listen) error {
 	}
 	defer lis.Close()
 
-	g := grpc.NewServer(grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize),
+	g := grpc.NewServer(grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize), grpc.WriteBufferSize(256<<10),
 		grpc.ForceServerCodecV2(newWireCodec()))
 	fatal := make(chan error, 1)
 	sourcepb.RegisterSourceServer(g, &sourceService{src: src, containerType: containerType, fatal: func(err error) {

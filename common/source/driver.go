@@ -27,6 +27,9 @@ type Message struct {
 	// Keys become the Numaflow message keys (e.g. the FIFO group or the ordering key). May be nil.
 	Keys []string
 	// Headers become the Numaflow message headers. May be nil.
+	//
+	// The adapter never writes to Payload, Keys or Headers (invalid UTF-8 is replaced in copies), so a
+	// driver may share them with its client's buffers or between deliveries of the same message.
 	Headers map[string]string
 	// Deliveries is how many times the broker has delivered this message, this delivery included
 	// (1 = first delivery); 0 when the broker cannot tell. The adapter keeps its own count as well and

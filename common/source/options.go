@@ -24,8 +24,8 @@ type Options struct {
 	Partition int32
 	// ReadBatchSize is numa's batch size (NUMAFLOW_READ_BATCH_SIZE, default 500); it sizes prefetch.
 	ReadBatchSize int
-	// Prefetch is the most messages held at once, buffered or in flight at numa (default 2 x
-	// ReadBatchSize). It bounds memory and the number of leases held. Messages numa already answered
+	// Prefetch is the most messages held at once, buffered or in flight at numa (default
+	// DefaultPrefetch). It bounds memory and the number of leases held. Messages numa already answered
 	// do not count while their commit is under way, up to another 2 x Prefetch.
 	Prefetch int
 	// PrefetchBytes is the most payload bytes held at once for numa, buffered or in flight (default
@@ -53,6 +53,20 @@ type Options struct {
 	ExtendEvery time.Duration
 }
 
+// DefaultPrefetch is Prefetch when it is not set: room for the batch numa holds plus what the
+// driver's receives fetch at once (ReceiveConcurrency receives of up to a batch each), and at least two
+// batches. With less, receives wait for numa's acks instead of running while numa works: a driver
+// with four concurrent pulls of 500 and a prefetch of two batches runs two of them at most, and only
+// after an ack. A driver with one receive at a time gets two batches, the budget server.Env.Budget
+// reports before the driver exists. The byte budget (PrefetchBytes) bounds the memory either way.
+func DefaultPrefetch(batch int, c Capabilities) int {
+	per := batch
+	if c.MaxReceive > 0 {
+		per = min(c.MaxReceive, batch)
+	}
+	return max(2*batch, batch+max(c.ReceiveConcurrency, 1)*per)
+}
+
 // DefaultPrefetchBytes is PrefetchBytes when neither the option nor the container's memory limit sets it.
 const DefaultPrefetchBytes = 64 << 20
 
@@ -61,7 +75,7 @@ func (o Options) withDefaults(c Capabilities) (Options, error) {
 		o.ReadBatchSize = 500
 	}
 	if o.Prefetch <= 0 {
-		o.Prefetch = 2 * o.ReadBatchSize
+		o.Prefetch = DefaultPrefetch(o.ReadBatchSize, c)
 	}
 	if o.PrefetchBytes <= 0 {
 		o.PrefetchBytes = DefaultPrefetchBytes

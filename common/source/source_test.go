@@ -314,6 +314,52 @@ func TestPrefetchBoundsWhatIsHeld(t *testing.T) {
 	}
 }
 
+func TestDefaultPrefetch(t *testing.T) {
+	for _, c := range []struct {
+		batch, conc, max, want int
+	}{
+		{500, 1, 500, 1000},  // one receive at a time: two batches (server.Env.Budget's figure)
+		{500, 1, 0, 1000},    // no receive size: a batch per receive
+		{500, 4, 500, 2500},  // Pub/Sub: four pulls of 500 while numa holds a batch
+		{100, 4, 500, 500},   // receives fetch at most a batch
+		{500, 10, 10, 1000},  // SQS: ten receives of 10 fit in two batches
+		{500, 100, 10, 1500}, // a hundred receives of 10 do not
+	} {
+		got := source.DefaultPrefetch(c.batch, source.Capabilities{ReceiveConcurrency: c.conc, MaxReceive: c.max})
+		if got != c.want {
+			t.Errorf("DefaultPrefetch(batch %d, %d receives of %d) = %d, want %d", c.batch, c.conc, c.max, got, c.want)
+		}
+	}
+}
+
+// With the default prefetch, a driver's concurrent receives run while numa holds a batch unacked:
+// the buffer refills to the driver's concurrency times its receive size, not to one more batch.
+func TestDefaultPrefetchKeepsConcurrentReceivesBusy(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	pubs := make([]memsource.Publication, 5000)
+	for i := range pubs {
+		pubs[i] = memsource.Publication{Payload: []byte("x")}
+	}
+	if err := b.Publish("q", pubs...); err != nil {
+		t.Fatal(err)
+	}
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 50, ReceiveConcurrency: 4})
+	s, reg := newSource(t, d, source.Options{ReadBatchSize: 50})
+	if got := read(s, 50, time.Second); len(got) != 50 {
+		t.Fatalf("read %d, want 50", len(got))
+	}
+	// Numa holds 50 unacked; four receives of 50 fill the buffer to 200 (a prefetch of two batches
+	// would stop at 50).
+	waitFor(t, 5*time.Second, "four receives' worth buffered", func() bool {
+		return testutil.ToFloat64(counterVec(t, reg, "numaflow_source_buffered")) >= 200
+	})
+	time.Sleep(200 * time.Millisecond)
+	if v := testutil.ToFloat64(counterVec(t, reg, "numaflow_source_buffered")); v > 200 {
+		t.Errorf("buffered %v with batch 50 and 4 receives of 50 (prefetch 250, 50 in flight)", v)
+	}
+}
+
 func TestOutageMakesNotReadyWithoutSpinningAndRecovers(t *testing.T) {
 	b := memsource.NewBroker()
 	b.CreateQueue("q")

@@ -28,6 +28,8 @@ type queue struct {
 type entry struct {
 	id         string
 	pub        Publication
+	headers    map[string]string // pub.Headers and x-mem-id, shared by every delivery (read-only)
+	keys       []string          // pub.Key as message keys (nil without one), shared likewise
 	published  time.Time
 	visibleAt  time.Time
 	receipt    uint64 // current delivery's handle; 0 when not leased

@@ -115,7 +115,14 @@ func (b *Broker) PublishIDs(name string, pubs ...Publication) ([]string, error) 
 	for _, p := range pubs {
 		b.nextID++
 		id := "m-" + strconv.FormatUint(b.nextID, 10)
-		e := &entry{id: id, pub: p, published: now, visibleAt: now}
+		e := &entry{id: id, pub: p, published: now, visibleAt: now, headers: make(map[string]string, len(p.Headers)+1)}
+		for k, v := range p.Headers {
+			e.headers[k] = v
+		}
+		e.headers["x-mem-id"] = id
+		if p.Key != "" {
+			e.keys = []string{p.Key}
+		}
 		q.msgs[id] = e
 		q.order = append(q.order, e)
 		ids = append(ids, id)
@@ -418,19 +425,13 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 	}
 }
 
+// toMessage is one delivery of e. Its keys and headers are the entry's own, built once at publish:
+// the adapter never writes to a message's payload, keys or headers.
 func toMessage(e *entry) *source.Message {
-	h := map[string]string{"x-mem-id": e.id}
-	for k, v := range e.pub.Headers {
-		h[k] = v
-	}
-	m := &source.Message{
+	return &source.Message{
 		ID: e.id, Handle: handle{e.id, e.receipt}, Payload: e.pub.Payload, EventTime: e.published,
-		Headers: h, Deliveries: e.deliveries,
+		Keys: e.keys, Headers: e.headers, Deliveries: e.deliveries,
 	}
-	if e.pub.Key != "" {
-		m.Keys = []string{e.pub.Key}
-	}
-	return m
 }
 
 // each applies f to the entry of every valid handle and reports the invalid ones in a BatchError.

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/numaflow-connectors/sources/common/source"
 )
@@ -106,7 +107,7 @@ func (m mapper) message(stream string, e entry, deliveries int) *source.Message 
 		for i := 0; i+1 < len(e.fields); i += 2 {
 			k, v := e.fields[i], e.fields[i+1]
 			if k == m.payloadField && !found {
-				msg.Payload = []byte(v)
+				msg.Payload = stringBytes(v)
 				found = true
 				continue
 			}
@@ -128,6 +129,16 @@ func (m mapper) message(stream string, e entry, deliveries int) *source.Message 
 	msg.Headers[HeaderStream] = stream
 	msg.Headers[HeaderID] = e.id
 	return msg
+}
+
+// stringBytes returns the bytes of s without copying them (go-redis returns bulk strings, and a copy
+// of each payload is a second allocation of its size). Sharing is safe because nothing writes to a
+// message's payload: the adapter and the wire encoder only read it.
+func stringBytes(s string) []byte {
+	if s == "" {
+		return []byte{}
+	}
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
 // fieldsJSON renders the fields as one JSON object with string values, in stream order. Bytes that

@@ -58,7 +58,8 @@ func BenchmarkThroughput(b *testing.B) {
 
 		url = queue("raw")
 		fill(ctx, b, srv, url, *benchMessages)
-		raw := runRaw(ctx, b, srv, url, *benchMessages, (benchBatch+maxBatch-1)/maxBatch)
+		var raw benchRun
+		rawUse := benchkit.Measure(*benchMessages, func() { raw = runRaw(ctx, b, srv, url, *benchMessages, (benchBatch+maxBatch-1)/maxBatch) })
 
 		idle := runIdle(ctx, b, srv, queue("idle"), *benchIdle)
 		ceiling := benchkit.Ceiling(ctx, b, *benchMessages, benchPayload)
@@ -67,6 +68,7 @@ func BenchmarkThroughput(b *testing.B) {
 		ratio := src.rate() / raw.rate()
 		bin.Report(b, "source_")
 		b.ReportMetric(raw.rate(), "raw_msg/s")
+		rawUse.Report(b, "raw_")
 		b.ReportMetric(100*ratio, "ratio_%")
 		b.ReportMetric(100*src.rate()/ceiling.Rate, "ceiling_ratio_%")
 		b.ReportMetric(ceiling.Rate, "ceiling_msg/s")

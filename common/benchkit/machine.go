@@ -1,0 +1,74 @@
+package benchkit
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// clockTick is USER_HZ, the unit of /proc/stat (100 on every Linux architecture Go supports).
+const clockTick = 100
+
+// MachineCPU is the CPU time every process on the machine has used since boot: the busy states of
+// /proc/stat's cpu line (user, nice, system, irq, softirq, steal; not idle or iowait). The
+// difference over a phase is what the connector, the broker and numa (or a raw loop and the broker)
+// cost together: on a machine with few cores a phase that keeps them all busy is bound by CPU, and
+// its rate follows that total, not one process's share. 0 when /proc/stat cannot be read.
+func MachineCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := bytes.Fields(line)
+	if len(f) < 9 || string(f[0]) != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system [idle iowait] irq softirq steal
+		n, err := strconv.ParseInt(string(f[i]), 10, 64)
+		if err != nil {
+			return 0
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTick
+}
+
+// Usage is the machine's CPU use over one phase of a benchmark.
+type Usage struct {
+	CPU  time.Duration // MachineCPU over the phase
+	Wall time.Duration
+	N    int // messages the phase moved
+}
+
+// Measure runs f, which moves n messages, and returns the machine's CPU use while it ran.
+func Measure(n int, f func()) Usage {
+	cpu0, t0 := MachineCPU(), time.Now()
+	f()
+	return Usage{CPU: MachineCPU() - cpu0, Wall: time.Since(t0), N: n}
+}
+
+// PerMsg is the machine's CPU time per message.
+func (u Usage) PerMsg() time.Duration { return u.CPU / time.Duration(max(u.N, 1)) }
+
+// Cores is how many cores were busy on average (at most the machine's core count).
+func (u Usage) Cores() float64 {
+	if u.Wall <= 0 {
+		return 0
+	}
+	return u.CPU.Seconds() / u.Wall.Seconds()
+}
+
+// Report adds the phase's figures to b's metrics: prefix+"machine_cpu_us/msg" and prefix+"busy_cores".
+func (u Usage) Report(b *testing.B, prefix string) {
+	b.ReportMetric(float64(u.PerMsg().Nanoseconds())/1e3, prefix+"machine_cpu_us/msg")
+	b.ReportMetric(u.Cores(), prefix+"busy_cores")
+}
+
+func (u Usage) String() string {
+	return fmt.Sprintf("machine %.1f µs CPU per message, %.2f cores busy", float64(u.PerMsg().Nanoseconds())/1e3, u.Cores())
+}
