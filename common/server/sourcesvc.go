@@ -127,7 +127,7 @@ func (s *sourceService) ReadFn(stream sourcepb.Source_ReadFnServer) (err error) 
 	eot := &sourcepb.ReadResponse{Status: &sourcepb.ReadResponse_Status{Eot: true}}
 	var one readResult // encoded by wireCodec (wire.go)
 	emit := func(m *source.WireMessage) error {
-		one.m = m
+		one = readResult{m: m}
 		return stream.SendMsg(&one)
 	}
 	for {

@@ -15,7 +15,8 @@ import (
 // reflection-driven Size and Marshal of a freshly built response cost more than the rest of the
 // path. TestWireMatchesProto checks the bytes decode to the response numaflow-go would build.
 type readResult struct {
-	m *source.WireMessage
+	m       *source.WireMessage
+	resSize int // resultSize, kept by size for appendTo (0: not computed yet)
 }
 
 // Field numbers of source.v1 and google.protobuf.Timestamp.
@@ -84,14 +85,18 @@ func (r *readResult) resultSize() int {
 }
 
 func (r *readResult) size() int {
-	return protowire.SizeTag(respResult) + protowire.SizeBytes(r.resultSize()) +
+	r.resSize = r.resultSize()
+	return protowire.SizeTag(respResult) + protowire.SizeBytes(r.resSize) +
 		protowire.SizeTag(respStatus) + protowire.SizeBytes(0)
 }
 
 func (r *readResult) appendTo(b []byte) []byte {
 	m := r.m
+	if r.resSize == 0 {
+		r.resSize = r.resultSize()
+	}
 	b = protowire.AppendTag(b, respResult, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(r.resultSize()))
+	b = protowire.AppendVarint(b, uint64(r.resSize))
 	if len(m.Payload) > 0 {
 		b = protowire.AppendTag(b, resPayload, protowire.BytesType)
 		b = protowire.AppendBytes(b, m.Payload)
