@@ -28,9 +28,11 @@ type Source struct {
 	HeldBytes    prometheus.Gauge
 	Extensions   prometheus.Counter
 	LeaseExpired prometheus.Counter
-	BrokerErrors *prometheus.CounterVec // op, kind
-	Pending      prometheus.Gauge
-	Ready        prometheus.Gauge
+	// ExpiredUnread counts held messages forgotten because their lease ran out before numa read them.
+	ExpiredUnread prometheus.Counter
+	BrokerErrors  *prometheus.CounterVec // op, kind
+	Pending       prometheus.Gauge
+	Ready         prometheus.Gauge
 }
 
 // New creates the metrics and registers them with reg (nil: not registered, for tests).
@@ -51,20 +53,21 @@ func New(reg prometheus.Registerer) *Source {
 			Help: "Time from numa's ack to the broker's commit.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		ReceiveBatch: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "receive_batch_size",
 			Help: "Messages per broker receive call.", Buckets: prometheus.ExponentialBuckets(1, 2, 11)}),
-		InFlight:     gauge("in_flight", "Messages handed to numa and not yet acked or nacked."),
-		Buffered:     gauge("buffered", "Messages received from the broker and not yet handed to numa."),
-		Delayed:      gauge("delayed", "Nacked messages held here until their nack delay ends (brokers without a nack)."),
-		HeldBytes:    gauge("held_bytes", "Payload bytes of the messages buffered or in flight at numa (bounded by PREFETCH_BYTES)."),
-		Extensions:   counter("lease_extensions_total", "Lease extensions of held messages."),
-		LeaseExpired: counter("lease_max_extension_reached_total", "Held messages whose lease was not extended further because the maximum extension was reached."),
-		BrokerErrors: counterVec("broker_errors_total", "Broker call errors by operation and kind.", "op", "kind"),
-		Pending:      gauge("pending", "Last backlog reported to numa (-1: unknown)."),
-		Ready:        gauge("ready", "1 while the broker is reachable."),
+		InFlight:      gauge("in_flight", "Messages handed to numa and not yet acked or nacked."),
+		Buffered:      gauge("buffered", "Messages received from the broker and not yet handed to numa."),
+		Delayed:       gauge("delayed", "Nacked messages held here until their nack delay ends (brokers without a nack)."),
+		HeldBytes:     gauge("held_bytes", "Payload bytes of the messages buffered or in flight at numa (bounded by PREFETCH_BYTES)."),
+		Extensions:    counter("lease_extensions_total", "Lease extensions of held messages."),
+		LeaseExpired:  counter("lease_max_extension_reached_total", "Held messages whose lease was not extended further because the maximum extension was reached."),
+		ExpiredUnread: counter("lease_expired_unread_total", "Messages whose lease ran out (failed extensions, or the maximum extension) before numa read them: left to the broker's redelivery instead of handed to numa with a dead handle."),
+		BrokerErrors:  counterVec("broker_errors_total", "Broker call errors by operation and kind.", "op", "kind"),
+		Pending:       gauge("pending", "Last backlog reported to numa (-1: unknown)."),
+		Ready:         gauge("ready", "1 while the broker is reachable."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Read, m.Acked, m.AckFailed, m.Nacked, m.DeadLettered, m.Dropped, m.Redelivered,
 			m.Duplicates, m.UnknownAcks, m.ReadLatency, m.AckLatency, m.ReceiveBatch, m.InFlight, m.Buffered, m.Delayed, m.HeldBytes,
-			m.Extensions, m.LeaseExpired, m.BrokerErrors, m.Pending, m.Ready)
+			m.Extensions, m.LeaseExpired, m.ExpiredUnread, m.BrokerErrors, m.Pending, m.Ready)
 	}
 	return m
 }

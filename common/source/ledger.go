@@ -10,6 +10,7 @@ import (
 // has committed it or taken it back:
 //
 //	buffered -> inFlight (handed to numa) -> committing (ack, release or dead letter under way) -> gone
+//	buffered or delayed -> gone (its lease ran out before numa read it: the broker delivers it again)
 //	inFlight -> delayed (nacked, LocalRedelivery) -> inFlight ...
 //	inFlight -> buffered (numa's read stream ended before it answered)
 //
@@ -28,6 +29,7 @@ import (
 // (channels are made only when someone is about to wait).
 type ledger struct {
 	ordered       bool // Capabilities.OrderedKeys: track keys whose earlier message is away
+	leased        bool // Capabilities.Lease > 0: a record whose lease ran out is not handed to numa
 	prefetch      int
 	prefetchBytes int64
 	maxCommitting int
@@ -104,9 +106,9 @@ type record struct {
 	away       bool // taken away from numa (released, dead-lettered, delayed): later messages of its key wait
 }
 
-func newLedger(prefetch int, prefetchBytes int64, ordered bool) *ledger {
+func newLedger(prefetch int, prefetchBytes int64, ordered, leased bool) *ledger {
 	return &ledger{
-		ordered: ordered, away: make(map[string]int),
+		ordered: ordered, leased: leased, away: make(map[string]int),
 		prefetch: prefetch, prefetchBytes: prefetchBytes, maxCommitting: 2 * prefetch,
 		recs: make(map[string]*record),
 	}

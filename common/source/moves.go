@@ -12,32 +12,48 @@ import (
 // taken back when our own receive got it again). Every function here holds the ledger's lock, or
 // says that its caller does.
 
+// taken is what one take handed out.
+type taken struct {
+	recs        []*record
+	payloads    [][]byte        // read under the lock: an ack may drop a record's payload at any time
+	redelivered int             // how many recs numa or the broker had delivered before
+	expired     int             // records forgotten instead of handed out: their lease ran out (dropUnread)
+	more        <-chan struct{} // closed when more may be readable (nil when take filled n)
+	next        time.Time       // when the next delayed record is due (zero when none)
+}
+
 // take moves up to n readable records (due redeliveries first, then received ones in order) in
-// flight and returns them with their payloads (read under the lock: an ack may drop a record's
-// payload at any time) and how many of them are redeliveries (read under the lock too: a broker
-// redelivery may raise a record's count at any time). It also returns the channel that is closed when
-// more may be readable, and when the next delayed record is due (zero when none).
-func (l *ledger) take(n int, now time.Time, stream uint64) ([]*record, [][]byte, int, <-chan struct{}, time.Time) {
+// flight. Redeliveries are counted under the lock too: a broker redelivery may raise a record's count
+// at any time. A record whose lease ran out while it waited is not handed out but forgotten
+// (dropUnread).
+func (l *ledger) take(n int, now time.Time, stream uint64) taken {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []*record
-	for len(out) < n {
+	var t taken
+	for len(t.recs) < n {
 		r := l.delayed.popDue(now)
 		if r == nil {
 			break
 		}
-		out = append(out, r)
+		if l.leased && !r.leaseUntil.After(now) {
+			t.expired += l.dropUnread(r)
+			continue
+		}
+		t.recs = append(t.recs, r)
 	}
-	for len(out) < n {
+	for len(t.recs) < n {
 		r := l.buffer.pop()
 		if r == nil {
 			break
 		}
-		out = append(out, r)
+		if l.leased && !r.leaseUntil.After(now) {
+			t.expired += l.dropUnread(r)
+			continue
+		}
+		t.recs = append(t.recs, r)
 	}
-	payloads := make([][]byte, len(out))
-	redelivered := 0
-	for i, r := range out {
+	t.payloads = make([][]byte, len(t.recs))
+	for i, r := range t.recs {
 		l.setState(r, inFlight)
 		l.setAway(r, false)
 		r.stream = stream
@@ -45,19 +61,48 @@ func (l *ledger) take(n int, now time.Time, stream uint64) ([]*record, [][]byte,
 		if r.emitted > 1 {
 			r.deliveries++
 		}
-		payloads[i] = r.msg.Payload
+		t.payloads[i] = r.msg.Payload
 		if r.deliveries > 1 {
-			redelivered++
+			t.redelivered++
 		}
 	}
-	if len(out) > 0 {
+	switch {
+	case t.expired > 0:
+		l.changed(false) // room for receives, and the gauges
+	case len(t.recs) > 0:
 		l.notifyGauges()
 	}
-	var more chan struct{}
-	if len(out) < n {
-		more = l.waitData() // the reader may have to wait
+	if len(t.recs) < n {
+		t.more = l.waitData() // the reader may have to wait
 	}
-	return out, payloads, redelivered, more, l.delayed.nextDue()
+	t.next = l.delayed.nextDue()
+	return t
+}
+
+// dropUnread forgets r, taken off the buffer or the delayed queue because its lease ran out before
+// numa read it (its extensions failed through a network cut, or MaxExtension was reached). Its handle
+// may be dead and the broker may have given the message to another replica, so handing it to numa
+// would make a duplicate whose ack fails; the broker delivers it again instead (to this replica or
+// another). The lease kept here runs from the start of the last extension call, so it never ends
+// later than the broker's: a message dropped a moment too early is delivered again a lease later, not
+// lost. With ordered keys, the later buffered messages of its key are forgotten too (their leases
+// end, and the broker delivers them after it), so that none overtakes it. Returns how many records
+// were forgotten. Caller holds mu.
+func (l *ledger) dropUnread(r *record) int {
+	rs := []*record{r}
+	if l.ordered {
+		rs = append(rs, l.laterOfKey(r)...)
+	}
+	for _, x := range rs {
+		if x.emitted == 0 {
+			l.unseen.add(x.msg.ID) // numa never saw this delivery: see deliveriesOf
+		}
+		l.counts[x.state]--
+		l.enter(x, noPool)
+		l.setAway(x, false)
+		delete(l.recs, x.msg.ID)
+	}
+	return len(rs)
 }
 
 // untake puts records that could not be sent before the read deadline back at the front.

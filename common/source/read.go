@@ -65,18 +65,24 @@ func (s *Source) ReadEach(ctx context.Context, count uint64, timeout time.Durati
 	defer func() { s.m.Read.Add(float64(sent)) }()
 	var wm WireMessage
 	for sent < want {
-		batch, payloads, redelivered, more, next := s.led.take(want-sent, time.Now(), stream)
+		tk := s.led.take(want-sent, time.Now(), stream)
+		batch, more, next := tk.recs, tk.more, tk.next
 		var err error
 		for i, r := range batch {
-			s.toWire(&wm, r, payloads[i])
+			s.toWire(&wm, r, tk.payloads[i])
 			if err = emit(&wm); err != nil {
 				s.led.untake(batch[i:])
 				break
 			}
 			sent++
 		}
-		if redelivered > 0 { // counted by take, under the ledger's lock (a broker redelivery may raise it)
-			s.m.Redelivered.Add(float64(redelivered))
+		if tk.redelivered > 0 { // counted by take, under the ledger's lock (a broker redelivery may raise it)
+			s.m.Redelivered.Add(float64(tk.redelivered))
+		}
+		if tk.expired > 0 {
+			s.m.ExpiredUnread.Add(float64(tk.expired))
+			s.log.Warn("leases ran out before numa read these messages; the broker will deliver them again",
+				"count", tk.expired)
 		}
 		if err != nil {
 			return err

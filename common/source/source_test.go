@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +35,8 @@ type fake struct {
 	in   chan []*source.Message
 	// ackErr returns the error for one Ack call (nil: success).
 	ackErr func(n int, handles []source.Handle) error
+	// extendErr returns the error for one Extend call (nil: success).
+	extendErr func(handles []source.Handle) error
 	calls  []call
 	acks   int
 }
@@ -75,6 +78,9 @@ func (f *fake) Nack(_ context.Context, h []source.Handle, d time.Duration) error
 }
 func (f *fake) Extend(_ context.Context, h []source.Handle, d time.Duration) error {
 	f.record("extend", h, d)
+	if f.extendErr != nil {
+		return f.extendErr(h)
+	}
 	return nil
 }
 func (f *fake) Backlog(context.Context) (int64, error) { return -1, nil }
@@ -688,5 +694,94 @@ func TestInvalidUTF8InKeysAndHeadersIsReplaced(t *testing.T) {
 	}
 	if string(got[0].Value()) != string([]byte{0xff, 0x00, 0xfe}) {
 		t.Errorf("payload changed: %q", got[0].Value())
+	}
+}
+
+// failingExtend is a memsource driver whose lease extensions fail while failing is set: a replica cut
+// off from the broker for its extensions (the other replica, on the same broker, is not).
+type failingExtend struct {
+	*memsource.Driver
+	failing atomic.Bool
+}
+
+func (f *failingExtend) Extend(ctx context.Context, h []source.Handle, lease time.Duration) error {
+	if f.failing.Load() {
+		return fmt.Errorf("extend: %w", memsource.ErrUnavailable)
+	}
+	return f.Driver.Extend(ctx, h, lease)
+}
+
+// Messages a replica buffered while its extensions failed, until their leases ran out and another
+// replica read and acked them, are not handed to numa afterwards: each would be a duplicate whose ack
+// fails. They are counted and left to the broker.
+func TestBufferedMessagesWhoseLeaseRanOutAreNotHandedOut(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	const n = 20
+	pubs := make([]memsource.Publication, n)
+	for i := range pubs {
+		pubs[i] = memsource.Publication{Payload: []byte(fmt.Sprint(i))}
+	}
+	if err := b.Publish("q", pubs...); err != nil {
+		t.Fatal(err)
+	}
+	const lease = 500 * time.Millisecond
+	cut := &failingExtend{Driver: memsource.NewDriver(b, memsource.Options{Queue: "q", Lease: lease, MaxReceive: n})}
+	cut.failing.Store(true)
+	a, regA := newSource(t, cut, source.Options{Prefetch: n})
+	waitFor(t, 5*time.Second, "replica A's buffer", func() bool {
+		return testutil.ToFloat64(counterVec(t, regA, "numaflow_source_buffered")) == n
+	})
+	time.Sleep(lease + 200*time.Millisecond) // every lease A holds has run out at the broker
+
+	other, _ := newSource(t, memsource.NewDriver(b, memsource.Options{Queue: "q", Lease: 10 * time.Second}), source.Options{})
+	var got []sourcer.Message
+	for start := time.Now(); len(got) < n && time.Since(start) < 5*time.Second; {
+		batch := read(other, n, 200*time.Millisecond)
+		ack(other, batch...)
+		got = append(got, batch...)
+	}
+	if len(got) != n {
+		t.Fatalf("replica B read %d of %d", len(got), n)
+	}
+	waitFor(t, 5*time.Second, "replica B's acks", func() bool { return b.Len("q") == 0 })
+
+	cut.failing.Store(false)
+	if stale := read(a, n, 300*time.Millisecond); len(stale) != 0 {
+		t.Errorf("replica A handed numa %d messages whose leases had run out (and B had acked): %v", len(stale), ids(stale))
+	}
+	if v := testutil.ToFloat64(counterVec(t, regA, "numaflow_source_lease_expired_unread_total")); v != n {
+		t.Errorf("lease_expired_unread_total = %v, want %d", v, n)
+	}
+}
+
+// With ordered keys, a message whose lease ran out unread takes the later buffered messages of its key
+// with it (the broker delivers it again, and none of them may overtake it); other keys go on.
+func TestExpiredLeaseTakesTheLaterMessagesOfItsKey(t *testing.T) {
+	f := newFake(source.Capabilities{OrderedKeys: true, Lease: 300 * time.Millisecond})
+	f.extendErr = func(h []source.Handle) error {
+		failed := map[int]error{}
+		for i, x := range h {
+			if x == "ha" {
+				failed[i] = errBad
+			}
+		}
+		if len(failed) == 0 {
+			return nil
+		}
+		return &source.BatchError{Failed: failed}
+	}
+	s, reg := newSource(t, f, source.Options{})
+	f.in <- []*source.Message{msg("a", "ha", "K"), msg("x", "hx", "L")}
+	f.in <- []*source.Message{msg("b", "hb", "K")}
+	waitFor(t, 5*time.Second, "three buffered", func() bool {
+		return testutil.ToFloat64(counterVec(t, reg, "numaflow_source_buffered")) == 3
+	})
+	time.Sleep(600 * time.Millisecond) // a's lease ran out; b's and x's were extended
+	if got := ids(read(s, 10, 300*time.Millisecond)); fmt.Sprint(got) != "[x]" {
+		t.Errorf("read %v, want [x]: a's lease ran out, and b must not overtake it", got)
+	}
+	if v := testutil.ToFloat64(counterVec(t, reg, "numaflow_source_lease_expired_unread_total")); v != 2 {
+		t.Errorf("lease_expired_unread_total = %v, want 2 (a and b)", v)
 	}
 }
