@@ -37,8 +37,8 @@ type fake struct {
 	ackErr func(n int, handles []source.Handle) error
 	// extendErr returns the error for one Extend call (nil: success).
 	extendErr func(handles []source.Handle) error
-	calls  []call
-	acks   int
+	calls     []call
+	acks      int
 }
 
 func newFake(caps source.Capabilities) *fake {
