@@ -11,6 +11,10 @@
 //     receive room from new messages.
 //   - Stable offsets: the offset is the broker's message id, the same on every redelivery; a message
 //     the broker redelivers while it is held here is not handed to numa a second time.
+//   - No dead handles: a held message's lease is extended until numa answers (lease.go); one whose
+//     lease ran out anyway before numa read it (a cut longer than the lease, or MaxExtension) is
+//     forgotten and left to the broker's redelivery, not handed to numa with a handle that may be dead
+//     while another replica has the message.
 //
 // # Budgets
 //
@@ -35,6 +39,6 @@
 // # Key order
 //
 // For brokers that order by key (Capabilities.OrderedKeys), every path that takes a message away from
-// numa (a nack, MaxDeliveries, an oversize message, a failed dead letter, shutdown) takes the later
-// buffered messages of its key with it.
+// numa (a nack, MaxDeliveries, an oversize message, a failed dead letter, an expired lease, shutdown)
+// takes the later buffered messages of its key with it.
 package source
