@@ -59,7 +59,7 @@ func New(reg prometheus.Registerer) *Source {
 		HeldBytes:     gauge("held_bytes", "Payload bytes of the messages buffered or in flight at numa (bounded by PREFETCH_BYTES)."),
 		Extensions:    counter("lease_extensions_total", "Lease extensions of held messages."),
 		LeaseExpired:  counter("lease_max_extension_reached_total", "Held messages whose lease was not extended further because the maximum extension was reached."),
-		ExpiredUnread: counter("lease_expired_unread_total", "Messages whose lease ran out (failed extensions, or the maximum extension) before numa read them: left to the broker's redelivery instead of handed to numa with a dead handle."),
+		ExpiredUnread: counter("lease_expired_unread_total", "Messages whose lease ran out (failed extensions, or the maximum extension) before numa read them: released to the broker instead of handed to numa with a handle that may be dead."),
 		BrokerErrors:  counterVec("broker_errors_total", "Broker call errors by operation and kind.", "op", "kind"),
 		Pending:       gauge("pending", "Last backlog reported to numa (-1: unknown)."),
 		Ready:         gauge("ready", "1 while the broker is reachable."),

@@ -13,8 +13,8 @@
 //     the broker redelivers while it is held here is not handed to numa a second time.
 //   - No dead handles: a held message's lease is extended until numa answers (lease.go); one whose
 //     lease ran out anyway before numa read it (a cut longer than the lease, or MaxExtension) is
-//     forgotten and left to the broker's redelivery, not handed to numa with a handle that may be dead
-//     while another replica has the message.
+//     released to the broker, not handed to numa with a handle that may be dead while another replica
+//     has the message.
 //
 // # Budgets
 //

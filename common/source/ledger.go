@@ -10,7 +10,7 @@ import (
 // has committed it or taken it back:
 //
 //	buffered -> inFlight (handed to numa) -> committing (ack, release or dead letter under way) -> gone
-//	buffered or delayed -> gone (its lease ran out before numa read it: the broker delivers it again)
+//	buffered or delayed -> committing (its lease ran out before numa read it: released to the broker)
 //	inFlight -> delayed (nacked, LocalRedelivery) -> inFlight ...
 //	inFlight -> buffered (numa's read stream ended before it answered)
 //

@@ -17,15 +17,14 @@ type taken struct {
 	recs        []*record
 	payloads    [][]byte        // read under the lock: an ack may drop a record's payload at any time
 	redelivered int             // how many recs numa or the broker had delivered before
-	expired     int             // records forgotten instead of handed out: their lease ran out (dropUnread)
+	expired     []*record       // not handed out, their lease ran out: in the commit pool, to release (expire)
 	more        <-chan struct{} // closed when more may be readable (nil when take filled n)
 	next        time.Time       // when the next delayed record is due (zero when none)
 }
 
 // take moves up to n readable records (due redeliveries first, then received ones in order) in
 // flight. Redeliveries are counted under the lock too: a broker redelivery may raise a record's count
-// at any time. A record whose lease ran out while it waited is not handed out but forgotten
-// (dropUnread).
+// at any time. A record whose lease ran out while it waited is not handed out (expire).
 func (l *ledger) take(n int, now time.Time, stream uint64) taken {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -36,7 +35,7 @@ func (l *ledger) take(n int, now time.Time, stream uint64) taken {
 			break
 		}
 		if l.leased && !r.leaseUntil.After(now) {
-			t.expired += l.dropUnread(r)
+			t.expired = append(t.expired, l.expire(r)...)
 			continue
 		}
 		t.recs = append(t.recs, r)
@@ -47,7 +46,7 @@ func (l *ledger) take(n int, now time.Time, stream uint64) taken {
 			break
 		}
 		if l.leased && !r.leaseUntil.After(now) {
-			t.expired += l.dropUnread(r)
+			t.expired = append(t.expired, l.expire(r)...)
 			continue
 		}
 		t.recs = append(t.recs, r)
@@ -67,7 +66,7 @@ func (l *ledger) take(n int, now time.Time, stream uint64) taken {
 		}
 	}
 	switch {
-	case t.expired > 0:
+	case len(t.expired) > 0:
 		l.changed(false) // room for receives, and the gauges
 	case len(t.recs) > 0:
 		l.notifyGauges()
@@ -79,30 +78,22 @@ func (l *ledger) take(n int, now time.Time, stream uint64) taken {
 	return t
 }
 
-// dropUnread forgets r, taken off the buffer or the delayed queue because its lease ran out before
-// numa read it (its extensions failed through a network cut, or MaxExtension was reached). Its handle
-// may be dead and the broker may have given the message to another replica, so handing it to numa
-// would make a duplicate whose ack fails; the broker delivers it again instead (to this replica or
-// another). The lease kept here runs from the start of the last extension call, so it never ends
-// later than the broker's: a message dropped a moment too early is delivered again a lease later, not
-// lost. With ordered keys, the later buffered messages of its key are forgotten too (their leases
-// end, and the broker delivers them after it), so that none overtakes it. Returns how many records
-// were forgotten. Caller holds mu.
-func (l *ledger) dropUnread(r *record) int {
+// expire moves r, just taken off the buffer or the delayed queue because its lease ran out before
+// numa read it (its extensions failed through a network cut, or MaxExtension was reached), to the
+// commit pool, for the caller to release; with ordered keys the later buffered messages of its key go
+// with it, so that none overtakes it. Its handle may be dead and the broker may have given the message
+// to another replica: handed to numa, it would be a duplicate whose ack fails. Released instead, it is
+// readable again at once if the broker still held it for us (an extension sent just before a cut may
+// have landed after all), and the release fails harmlessly if not. Caller holds mu.
+func (l *ledger) expire(r *record) []*record {
 	rs := []*record{r}
 	if l.ordered {
 		rs = append(rs, l.laterOfKey(r)...)
 	}
 	for _, x := range rs {
-		if x.emitted == 0 {
-			l.unseen.add(x.msg.ID) // numa never saw this delivery: see deliveriesOf
-		}
-		l.counts[x.state]--
-		l.enter(x, noPool)
-		l.setAway(x, false)
-		delete(l.recs, x.msg.ID)
+		l.toCommitting(x, forRelease)
 	}
-	return len(rs)
+	return rs
 }
 
 // untake puts records that could not be sent before the read deadline back at the front.

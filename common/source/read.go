@@ -79,10 +79,11 @@ func (s *Source) ReadEach(ctx context.Context, count uint64, timeout time.Durati
 		if tk.redelivered > 0 { // counted by take, under the ledger's lock (a broker redelivery may raise it)
 			s.m.Redelivered.Add(float64(tk.redelivered))
 		}
-		if tk.expired > 0 {
-			s.m.ExpiredUnread.Add(float64(tk.expired))
-			s.log.Warn("leases ran out before numa read these messages; the broker will deliver them again",
-				"count", tk.expired)
+		if len(tk.expired) > 0 {
+			s.m.ExpiredUnread.Add(float64(len(tk.expired)))
+			s.log.Warn("leases ran out before numa read these messages; releasing them to the broker",
+				"count", len(tk.expired), "id", tk.expired[0].msg.ID)
+			s.commit(tk.expired, s.releaseOp("release", 0), nil)
 		}
 		if err != nil {
 			return err

@@ -713,7 +713,7 @@ func (f *failingExtend) Extend(ctx context.Context, h []source.Handle, lease tim
 
 // Messages a replica buffered while its extensions failed, until their leases ran out and another
 // replica read and acked them, are not handed to numa afterwards: each would be a duplicate whose ack
-// fails. They are counted and left to the broker.
+// fails. They are counted and released (a harmless failure here: the handles are dead).
 func TestBufferedMessagesWhoseLeaseRanOutAreNotHandedOut(t *testing.T) {
 	b := memsource.NewBroker()
 	b.CreateQueue("q")
@@ -753,6 +753,10 @@ func TestBufferedMessagesWhoseLeaseRanOutAreNotHandedOut(t *testing.T) {
 	if v := testutil.ToFloat64(counterVec(t, regA, "numaflow_source_lease_expired_unread_total")); v != n {
 		t.Errorf("lease_expired_unread_total = %v, want %d", v, n)
 	}
+	waitFor(t, 5*time.Second, "A's releases to end", func() bool { return source.SnapshotOf(a).Committing == 0 })
+	if b.Len("q") != 0 {
+		t.Errorf("%d messages at the broker after A released its dead handles, want 0", b.Len("q"))
+	}
 }
 
 // With ordered keys, a message whose lease ran out unread takes the later buffered messages of its key
@@ -783,5 +787,10 @@ func TestExpiredLeaseTakesTheLaterMessagesOfItsKey(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(counterVec(t, reg, "numaflow_source_lease_expired_unread_total")); v != 2 {
 		t.Errorf("lease_expired_unread_total = %v, want 2 (a and b)", v)
+	}
+	// Both go back to the broker, in key order, readable at once.
+	waitFor(t, 5*time.Second, "the release of a and b", func() bool { return len(f.callsOf("nack")) > 0 })
+	if c := f.callsOf("nack")[0]; fmt.Sprint(c.handles) != "[ha hb]" || c.delay != 0 {
+		t.Errorf("released %v with delay %s, want [ha hb] at once", c.handles, c.delay)
 	}
 }
