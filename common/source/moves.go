@@ -29,27 +29,26 @@ func (l *ledger) take(n int, now time.Time, stream uint64) taken {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var t taken
+	hand := func(r *record) {
+		if l.leased && !r.leaseUntil.After(now) {
+			t.expired = append(t.expired, l.expire(r)...)
+		} else {
+			t.recs = append(t.recs, r)
+		}
+	}
 	for len(t.recs) < n {
 		r := l.delayed.popDue(now)
 		if r == nil {
 			break
 		}
-		if l.leased && !r.leaseUntil.After(now) {
-			t.expired = append(t.expired, l.expire(r)...)
-			continue
-		}
-		t.recs = append(t.recs, r)
+		hand(r)
 	}
 	for len(t.recs) < n {
 		r := l.buffer.pop()
 		if r == nil {
 			break
 		}
-		if l.leased && !r.leaseUntil.After(now) {
-			t.expired = append(t.expired, l.expire(r)...)
-			continue
-		}
-		t.recs = append(t.recs, r)
+		hand(r)
 	}
 	t.payloads = make([][]byte, len(t.recs))
 	for i, r := range t.recs {
