@@ -147,6 +147,21 @@ func nack(s *source.Source, opts *sourcer.NackOptions, msgs ...sourcer.Message) 
 	s.Nack(context.Background(), numatest.NackRequest(req...))
 }
 
+// filledBroker returns a memsource broker whose queue "q" holds n one-byte messages.
+func filledBroker(t *testing.T, n int) *memsource.Broker {
+	t.Helper()
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	pubs := make([]memsource.Publication, n)
+	for i := range pubs {
+		pubs[i] = memsource.Publication{Payload: []byte("x")}
+	}
+	if err := b.Publish("q", pubs...); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -296,15 +311,7 @@ func TestLocalRedeliveryHonoursDelayAndCountsDeliveries(t *testing.T) {
 }
 
 func TestPrefetchBoundsWhatIsHeld(t *testing.T) {
-	b := memsource.NewBroker()
-	b.CreateQueue("q")
-	pubs := make([]memsource.Publication, 500)
-	for i := range pubs {
-		pubs[i] = memsource.Publication{Payload: []byte("x")}
-	}
-	if err := b.Publish("q", pubs...); err != nil {
-		t.Fatal(err)
-	}
+	b := filledBroker(t, 500)
 	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 7})
 	s, reg := newSource(t, d, source.Options{Prefetch: 30})
 	waitFor(t, 5*time.Second, "prefetch", func() bool {
@@ -341,15 +348,7 @@ func TestDefaultPrefetch(t *testing.T) {
 // With the default prefetch, a driver's concurrent receives run while numa holds a batch unacked:
 // the buffer refills to the driver's concurrency times its receive size, not to one more batch.
 func TestDefaultPrefetchKeepsConcurrentReceivesBusy(t *testing.T) {
-	b := memsource.NewBroker()
-	b.CreateQueue("q")
-	pubs := make([]memsource.Publication, 5000)
-	for i := range pubs {
-		pubs[i] = memsource.Publication{Payload: []byte("x")}
-	}
-	if err := b.Publish("q", pubs...); err != nil {
-		t.Fatal(err)
-	}
+	b := filledBroker(t, 5000)
 	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 50, ReceiveConcurrency: 4})
 	s, reg := newSource(t, d, source.Options{ReadBatchSize: 50})
 	if got := read(s, 50, time.Second); len(got) != 50 {
@@ -402,13 +401,7 @@ func TestOutageMakesNotReadyWithoutSpinningAndRecovers(t *testing.T) {
 }
 
 func TestIdleSourceMakesOneReceiveAtATime(t *testing.T) {
-	b := memsource.NewBroker()
-	b.CreateQueue("q")
-	pubs := make([]memsource.Publication, 400)
-	for i := range pubs {
-		pubs[i] = memsource.Publication{Payload: []byte("x")}
-	}
-	_ = b.Publish("q", pubs...)
+	b := filledBroker(t, 400)
 	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 10, Wait: 500 * time.Millisecond})
 	s, _ := newSource(t, d, source.Options{})
 	n := 0
@@ -715,16 +708,8 @@ func (f *failingExtend) Extend(ctx context.Context, h []source.Handle, lease tim
 // replica read and acked them, are not handed to numa afterwards: each would be a duplicate whose ack
 // fails. They are counted and released (a harmless failure here: the handles are dead).
 func TestBufferedMessagesWhoseLeaseRanOutAreNotHandedOut(t *testing.T) {
-	b := memsource.NewBroker()
-	b.CreateQueue("q")
 	const n = 20
-	pubs := make([]memsource.Publication, n)
-	for i := range pubs {
-		pubs[i] = memsource.Publication{Payload: []byte(fmt.Sprint(i))}
-	}
-	if err := b.Publish("q", pubs...); err != nil {
-		t.Fatal(err)
-	}
+	b := filledBroker(t, n)
 	const lease = 500 * time.Millisecond
 	cut := &failingExtend{Driver: memsource.NewDriver(b, memsource.Options{Queue: "q", Lease: lease, MaxReceive: n})}
 	cut.failing.Store(true)
