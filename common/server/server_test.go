@@ -417,6 +417,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if startLine["replica"] != float64(2) || startLine["connector"] != "demo-source" {
 		t.Errorf("start line: %v", startLine)
 	}
+	r.waitLog(t, "serving") // logged after Open returned
 	if cfg := h.cfg.Load(); cfg == nil || cfg.Queue != "q1" || cfg.Wait != time.Second {
 		t.Errorf("Open got config %+v", cfg)
 	}
