@@ -31,12 +31,15 @@ func (d *driver) onPublish(pr paho.PublishReceived) (bool, error) {
 // deliver queues one message that arrived on conn for Receive. While the read-ahead budget is full it
 // waits: the connection's reader (flow.go) has stopped already, and for WebSocket connections, which
 // it does not read, this is what stops paho, once its channel of Receive Maximum packets is full.
+//
+// The message counts as read (flow.go) until it is queued, so the reader never sees the room it
+// briefly has between the two and reads past Receive Maximum.
 func (d *driver) deliver(conn acker, p *paho.Publish) {
-	d.mu.Lock()
-	d.publishDeliveredLocked()
-	d.broadcast() // room for the connection's reader
-	d.mu.Unlock()
 	if d.skipRetained && p.Retain {
+		d.mu.Lock()
+		d.publishDeliveredLocked()
+		d.broadcast() // room for the connection's reader
+		d.mu.Unlock()
 		if p.QoS > 0 {
 			_ = conn.Ack(p)
 		}
@@ -56,6 +59,7 @@ func (d *driver) deliver(conn acker, p *paho.Publish) {
 		<-wake
 		d.mu.Lock()
 	}
+	d.publishDeliveredLocked()
 	if d.closed {
 		return // not acknowledged: the session keeps it for the next connection
 	}
