@@ -11,7 +11,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,7 +72,7 @@ func (b *Broker) CreateQueue(name string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.queues[name] == nil {
-		b.queues[name] = &queue{msgs: make(map[string]*entry)}
+		b.queues[name] = &queue{}
 	}
 }
 
@@ -115,7 +117,8 @@ func (b *Broker) PublishIDs(name string, pubs ...Publication) ([]string, error) 
 	for _, p := range pubs {
 		b.nextID++
 		id := "m-" + strconv.FormatUint(b.nextID, 10)
-		e := &entry{id: id, pub: p, published: now, visibleAt: now, headers: make(map[string]string, len(p.Headers)+1)}
+		e := &entry{q: q, seq: b.nextID, id: id, pub: p, published: now, visibleAt: now,
+			headers: make(map[string]string, len(p.Headers)+1)}
 		for k, v := range p.Headers {
 			e.headers[k] = v
 		}
@@ -123,8 +126,8 @@ func (b *Broker) PublishIDs(name string, pubs ...Publication) ([]string, error) 
 		if p.Key != "" {
 			e.keys = []string{p.Key}
 		}
-		q.msgs[id] = e
 		q.order = append(q.order, e)
+		q.live++
 		ids = append(ids, id)
 	}
 	b.notifyLocked()
@@ -136,7 +139,7 @@ func (b *Broker) Len(name string) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if q := b.queues[name]; q != nil {
-		return len(q.msgs)
+		return q.live
 	}
 	return 0
 }
@@ -151,8 +154,8 @@ func (b *Broker) Leased(name string) (n int, bytes int64) {
 		return 0, 0
 	}
 	now := time.Now()
-	for _, e := range q.msgs {
-		if e.receipt != 0 && e.visibleAt.After(now) {
+	for _, e := range q.order {
+		if !e.gone && e.receipt != 0 && e.visibleAt.After(now) {
 			n++
 			bytes += int64(len(e.pub.Payload))
 		}
@@ -197,26 +200,45 @@ func (b *Broker) Readable(name string, ordered bool) int {
 func (b *Broker) Has(name, id string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	q := b.queues[name]
-	return q != nil && q.msgs[id] != nil
+	return b.queues[name].find(id) != nil
 }
 
 // Deliveries returns how many times the broker has delivered the message (0 when unknown or gone).
 func (b *Broker) Deliveries(name, id string) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if q := b.queues[name]; q != nil {
-		if e := q.msgs[id]; e != nil {
-			return e.deliveries
-		}
+	if e := b.queues[name].find(id); e != nil {
+		return e.deliveries
 	}
 	return 0
 }
 
+// find returns the entry of message id while it is in the queue (nil when q is nil, the message gone
+// or never published to q).
+func (q *queue) find(id string) *entry {
+	seq, err := strconv.ParseUint(strings.TrimPrefix(id, "m-"), 10, 64)
+	if q == nil || err != nil {
+		return nil
+	}
+	i := sort.Search(len(q.order), func(i int) bool { return q.order[i].seq >= seq })
+	if i == len(q.order) || q.order[i].seq != seq || q.order[i].gone {
+		return nil
+	}
+	return q.order[i]
+}
+
+// entry returns the entry a handle of q points at, nil when it is gone or not q's.
+func (q *queue) entry(hd handle) *entry {
+	if hd.e == nil || hd.e.q != q || hd.e.gone {
+		return nil
+	}
+	return hd.e
+}
+
 // remove takes e out of the queue for good (acked or dead-lettered).
 func (q *queue) remove(e *entry) {
-	delete(q.msgs, e.id)
 	e.gone = true
+	q.live--
 }
 
 // scan calls f for every entry readable at now, in publish order, until f returns false. With ordered
@@ -307,6 +329,7 @@ var (
 type handle struct {
 	id      string
 	receipt uint64
+	e       *entry
 }
 
 // HandleID returns the message ID of a handle this driver returned ("" for any other value): for
@@ -429,7 +452,7 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 // the adapter never writes to a message's payload, keys or headers.
 func toMessage(e *entry) *source.Message {
 	return &source.Message{
-		ID: e.id, Handle: handle{e.id, e.receipt}, Payload: e.pub.Payload, EventTime: e.published,
+		ID: e.id, Handle: handle{e.id, e.receipt, e}, Payload: e.pub.Payload, EventTime: e.published,
 		Keys: e.keys, Headers: e.headers, Deliveries: e.deliveries,
 	}
 }
@@ -446,11 +469,11 @@ func (d *Driver) each(op string, handles []source.Handle, f func(q *queue, e *en
 	var failed map[int]error
 	for i, h := range handles {
 		hd, _ := h.(handle)
-		e, ok := q.msgs[hd.id]
-		if !ok && op == "ack" {
+		e := q.entry(hd)
+		if e == nil && op == "ack" {
 			continue // already acked: fine
 		}
-		if !ok || e.receipt != hd.receipt {
+		if e == nil || e.receipt != hd.receipt {
 			if failed == nil {
 				failed = make(map[int]error)
 			}
@@ -503,7 +526,7 @@ func (d *Driver) Backlog(ctx context.Context) (int64, error) {
 	if err != nil {
 		return -1, err
 	}
-	return int64(len(q.msgs)), nil
+	return int64(q.live), nil
 }
 
 // DeadLetter implements source.DeadLetterer.
@@ -521,8 +544,8 @@ func (d *Driver) DeadLetter(ctx context.Context, m *source.Message, reason strin
 		return err
 	}
 	hd, _ := m.Handle.(handle)
-	e, ok := q.msgs[hd.id]
-	if !ok {
+	e := q.entry(hd)
+	if e == nil {
 		return nil // already gone
 	}
 	q.dead = append(q.dead, DeadLetter{Publication: e.pub, Reason: reason})

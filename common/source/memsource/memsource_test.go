@@ -2,6 +2,7 @@ package memsource_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -99,4 +100,55 @@ func TestFaultsAndOrderedKeys(t *testing.T) {
 	if memsource.HandleID(m[0].Handle) != ids[2] || b.Deliveries("q", ids[0]) != 1 {
 		t.Fatalf("HandleID %q, deliveries of %s: %d", memsource.HandleID(m[0].Handle), ids[0], b.Deliveries("q", ids[0]))
 	}
+}
+
+// A handle points at its message: it must stop working once the message is acked, or its queue
+// deleted and created again, and the broker's lookups by ID must agree with it.
+func TestHandlesAndLookups(t *testing.T) {
+	ctx := context.Background()
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	b.CreateQueue("other")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", Lease: time.Hour, Wait: 10 * time.Millisecond})
+	_, _ = b.PublishIDs("other", memsource.Publication{Payload: []byte("o")}) // IDs are per broker: q's are not contiguous
+	ids, _ := b.PublishIDs("q", memsource.Publication{Payload: []byte("1")}, memsource.Publication{Payload: []byte("2")},
+		memsource.Publication{Payload: []byte("3")})
+	m, err := d.Receive(ctx, 10)
+	if err != nil || len(m) != 3 {
+		t.Fatalf("received %d, %v", len(m), err)
+	}
+	if err := d.Ack(ctx, []source.Handle{m[1].Handle}); err != nil {
+		t.Fatal(err)
+	}
+	if b.Has("q", ids[1]) || !b.Has("q", ids[0]) || !b.Has("q", ids[2]) || b.Has("other", ids[0]) || b.Has("q", "m-x") {
+		t.Fatalf("Has after acking the middle message: %v %v %v", b.Has("q", ids[0]), b.Has("q", ids[1]), b.Has("q", ids[2]))
+	}
+	if b.Len("q") != 2 || b.Deliveries("q", ids[2]) != 1 || b.Deliveries("q", ids[1]) != 0 {
+		t.Fatalf("Len %d, deliveries %d and %d", b.Len("q"), b.Deliveries("q", ids[2]), b.Deliveries("q", ids[1]))
+	}
+	// An acked message's handle: ack is a no-op, every other operation refuses it.
+	if err := d.Ack(ctx, []source.Handle{m[1].Handle}); err != nil {
+		t.Fatalf("acking twice: %v", err)
+	}
+	if err := d.Extend(ctx, []source.Handle{m[1].Handle}, time.Minute); !refused(d, err) {
+		t.Fatalf("extending an acked message: %v", err)
+	}
+	// A queue deleted and created again holds none of the old messages.
+	b.DeleteQueue("q")
+	b.CreateQueue("q")
+	if err := d.Nack(ctx, []source.Handle{m[0].Handle}, 0); !refused(d, err) {
+		t.Fatalf("nacking a message of a deleted queue: %v", err)
+	}
+	if b.Has("q", ids[0]) || b.Len("q") != 0 {
+		t.Fatalf("the new queue has %d messages", b.Len("q"))
+	}
+	if n, err := d.Backlog(ctx); err != nil || n != 0 {
+		t.Fatalf("backlog %d, %v", n, err)
+	}
+}
+
+// refused reports whether err refuses the one handle of a call as invalid.
+func refused(d *memsource.Driver, err error) bool {
+	var be *source.BatchError
+	return errors.As(err, &be) && len(be.Failed) == 1 && d.ErrorCode(be.Failed[0]) == source.InvalidArgument
 }
