@@ -171,8 +171,8 @@ bigmsg() {
 	echo "loop on the same broker in the same run, but the two phases run one after the other, so load that"
 	echo "changes between them still moves the ratio: compare several runs before drawing conclusions."
 	echo
-	echo "Machine CPU per message is every process's CPU time (\`/proc/stat\`) over a phase, divided by its"
-	echo "messages, with the cores it kept busy on average. A phase that keeps both cores busy is bound by the"
+	echo "Machine CPU per message is every process's CPU time (\`/proc/stat\`) over a phase (first message to"
+	echo "last ack, as the rate), divided by its messages, with the cores it kept busy on average. A phase that keeps both cores busy is bound by the"
 	echo "machine's CPU: its rate follows the CPU all its processes (connector, broker, numatest) spend per"
 	echo "message, and the ratio of two such phases is close to the inverse ratio of their machine CPU. In a"
 	echo "pod, numa and the broker do not take the connector's CPU: there, the connector's own CPU per message"

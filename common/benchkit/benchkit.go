@@ -96,15 +96,15 @@ func Drain(ctx context.Context, tb testing.TB, bin, name string, env []string, n
 	res := Result{Profile: ProfilePath(name)}
 	p, c, stop := startConnector(ctx, tb, bin, []string{"--cpu-profile=" + res.Profile}, env)
 	pid := p.Cmd.Process.Pid
-	var cpu0, machine0 time.Duration
-	var t0 time.Time
-	d, err := c.Drain(ctx, n, Batch, func() { cpu0, machine0, t0 = proctest.CPUTime(pid), MachineCPU(), time.Now() })
+	var cpu0 time.Duration
+	var machine Meter
+	d, err := c.Drain(ctx, n, Batch, func() { cpu0 = proctest.CPUTime(pid); machine.Start() })
 	if err != nil {
 		stop()
 		tb.Fatalf("draining %s: %v\n%s", name, err, p.Output())
 	}
 	cpu := proctest.CPUTime(pid) - cpu0
-	res.Machine = Usage{CPU: MachineCPU() - machine0, Wall: time.Since(t0), N: d.Messages}
+	res.Machine = machine.Stop(d.Messages)
 	res.Messages, res.Rate, res.PeakRSS = d.Messages, d.Rate(), proctest.PeakRSS(pid)
 	res.CPUPerMsg = cpu / time.Duration(max(d.Messages, 1))
 	stop()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -45,11 +46,25 @@ type Usage struct {
 	N    int // messages the phase moved
 }
 
-// Measure runs f, which moves n messages, and returns the machine's CPU use while it ran.
-func Measure(n int, f func()) Usage {
-	cpu0, t0 := MachineCPU(), time.Now()
-	f()
-	return Usage{CPU: MachineCPU() - cpu0, Wall: time.Since(t0), N: n}
+// Meter measures the machine's CPU over a phase that runs from its first message to its last ack, as
+// Drain measures a connector: a raw loop calls Start when a message first arrives (later calls, from
+// any goroutine, do nothing) and Stop after its last ack. Set-up before the first message (dialing,
+// the broker's first delivery) is not counted in the rate, so it is not counted here either.
+type Meter struct {
+	once sync.Once
+	cpu0 time.Duration
+	t0   time.Time
+}
+
+// Start begins the phase, once.
+func (m *Meter) Start() { m.once.Do(func() { m.cpu0, m.t0 = MachineCPU(), time.Now() }) }
+
+// Stop ends the phase, which moved n messages (a phase that never started measures nothing).
+func (m *Meter) Stop(n int) Usage {
+	if m.t0.IsZero() {
+		return Usage{N: n}
+	}
+	return Usage{CPU: MachineCPU() - m.cpu0, Wall: time.Since(m.t0), N: n}
 }
 
 // PerMsg is the machine's CPU time per message.

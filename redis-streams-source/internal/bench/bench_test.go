@@ -45,8 +45,7 @@ func BenchmarkThroughput(b *testing.B) {
 
 		rawStream := fmt.Sprintf("bench-raw-%d-%d", time.Now().UnixNano(), i)
 		fill(ctx, b, rdb, rawStream, *benchEntries)
-		var raw float64
-		rawUse := benchkit.Measure(*benchEntries, func() { raw = runRaw(ctx, b, rdb, rawStream, *benchEntries) })
+		raw, rawUse := runRaw(ctx, b, rdb, rawStream, *benchEntries)
 		rdb.Del(ctx, srcStream, rawStream)
 		ceiling := benchkit.Ceiling(ctx, b, *benchEntries, *benchPayload)
 		cancel()
@@ -78,13 +77,14 @@ func fill(ctx context.Context, b *testing.B, rdb *redis.Client, stream string, n
 }
 
 // runRaw drains the stream with a plain go-redis loop: XREADGROUP COUNT 500 then one pipelined XACK.
-func runRaw(ctx context.Context, b *testing.B, rdb *redis.Client, stream string, n int) float64 {
+func runRaw(ctx context.Context, b *testing.B, rdb *redis.Client, stream string, n int) (float64, benchkit.Usage) {
 	b.Helper()
 	if err := rdb.XGroupCreateMkStream(ctx, stream, "raw", "0").Err(); err != nil {
 		b.Fatal(err)
 	}
 	got := 0
 	var first, last time.Time
+	var meter benchkit.Meter
 	for got < n {
 		res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "raw", Consumer: "c", Streams: []string{stream, ">"},
 			Count: batch, Block: time.Second}).Result()
@@ -96,6 +96,7 @@ func runRaw(ctx context.Context, b *testing.B, rdb *redis.Client, stream string,
 				continue
 			}
 			if first.IsZero() {
+				meter.Start()
 				first = time.Now()
 			}
 			ids := make([]string, len(s.Messages))
@@ -111,5 +112,6 @@ func runRaw(ctx context.Context, b *testing.B, rdb *redis.Client, stream string,
 			last = time.Now()
 		}
 	}
-	return float64(n-1) / last.Sub(first).Seconds()
+	use := meter.Stop(got)
+	return float64(n-1) / last.Sub(first).Seconds(), use
 }

@@ -58,8 +58,8 @@ func BenchmarkThroughput(b *testing.B) {
 
 		url = queue("raw")
 		fill(ctx, b, srv, url, *benchMessages)
-		var raw benchRun
-		rawUse := benchkit.Measure(*benchMessages, func() { raw = runRaw(ctx, b, srv, url, *benchMessages, (benchBatch+maxBatch-1)/maxBatch) })
+		raw := runRaw(ctx, b, srv, url, *benchMessages, (benchBatch+maxBatch-1)/maxBatch)
+		rawUse := raw.machine
 
 		idle := runIdle(ctx, b, srv, queue("idle"), *benchIdle)
 		ceiling := benchkit.Ceiling(ctx, b, *benchMessages, benchPayload)
@@ -96,6 +96,7 @@ type benchRun struct {
 	gap                  time.Duration // longest time between two messages
 	stalled              time.Duration // sum of gaps over stallGap
 	byOp                 map[string]int64
+	machine              benchkit.Usage // the raw loop's: first to last message
 }
 
 // stallGap: a pause this long between two messages is a stall (fauxqs losing receives until their
@@ -263,6 +264,7 @@ func runRaw(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, 
 	cfg.HTTPClient = &http.Client{Transport: &countingTransport{base: tr0, counter: counter}}
 	client := sqs.NewFromConfig(cfg)
 	tr := &tracker{seen: map[string]bool{}}
+	var meter benchkit.Meter
 	var done atomic.Bool
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -281,6 +283,7 @@ func runRaw(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, 
 				if err != nil || len(out.Messages) == 0 {
 					continue
 				}
+				meter.Start()
 				entries := make([]types.DeleteMessageBatchRequestEntry, len(out.Messages))
 				for i, m := range out.Messages {
 					entries[i] = types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: m.ReceiptHandle}
@@ -299,7 +302,9 @@ func runRaw(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, 
 	if !done.Load() {
 		b.Fatalf("raw run ended before %d messages", n)
 	}
-	return tr.run(int(counter.total()), counter.snapshot(), took)
+	r := tr.run(int(counter.total()), counter.snapshot(), took)
+	r.machine = meter.Stop(r.msgs)
+	return r
 }
 
 // runIdle serves the source on the (now empty) queue for d, reading as numa does and asking for
