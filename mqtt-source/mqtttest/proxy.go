@@ -8,9 +8,11 @@ import (
 	"testing"
 )
 
-// Proxy is a TCP proxy on 127.0.0.1 in front of the broker's plain listener, for network cuts.
+// Proxy is a TCP proxy on 127.0.0.1 in front of the broker's plain listener, for network cuts (or a
+// WebSocket one: Server.WebSocketProxy).
 type Proxy struct {
 	ln     net.Listener
+	url    string // set for a WebSocket proxy
 	target string
 	mu     sync.Mutex
 	conns  []net.Conn
@@ -35,9 +37,25 @@ func (s *Server) Proxy(t testing.TB) *Proxy {
 	return p
 }
 
-// URL is the proxy's mqtt:// URL.
+// URL is the proxy's mqtt:// URL (ws:// or wss:// for a WebSocket proxy).
 func (p *Proxy) URL() string {
+	if p.url != "" {
+		return p.url
+	}
 	return "mqtt://127.0.0.1:" + strconv.Itoa(p.ln.Addr().(*net.TCPAddr).Port)
+}
+
+// track adds a proxied connection pair; false (and both closed) while the network is cut.
+func (p *Proxy) track(in, out net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut {
+		_ = in.Close()
+		_ = out.Close()
+		return false
+	}
+	p.conns = append(p.conns, in, out)
+	return true
 }
 
 func (p *Proxy) serve() {

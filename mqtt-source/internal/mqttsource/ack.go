@@ -21,7 +21,9 @@ func (d *driver) ack(handles []source.Handle) error {
 			continue
 		case x.pub.QoS == 0:
 			continue // nothing to acknowledge
-		case x.conn != d.conn || !d.connected:
+		case x.conn != d.conn: // d.conn is the connection that delivered last, nil once it is lost
+			// (not d.connected: a resumed session's messages can arrive before the connection is
+			// reported up, and refusing their acks would hold every later one behind them)
 			failed[i] = d.entryError("acknowledging", "the connection it arrived on was lost; the broker sends it again")
 			continue
 		}

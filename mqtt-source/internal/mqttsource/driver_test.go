@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/gorilla/websocket"
 
 	"github.com/numaflow-connectors/sources/common/source"
 )
@@ -98,6 +100,22 @@ func TestAckOfLostConnectionIsInvalid(t *testing.T) {
 	if err := d.Ack(t.Context(), handles(again...)); err != nil || !slices.Equal(fresh.acks(), []uint16{1}) {
 		t.Fatalf("ack on the new connection: %v, acks %v", err, fresh.acks())
 	}
+}
+
+// A resumed session's broker sends its unacknowledged messages right after CONNACK, and paho can hand
+// them over before autopaho reports the connection up: acknowledging one in that moment must reach
+// the broker. Refused, it would never be sent again on that connection, and every later
+// acknowledgement would wait behind it (MQTT acknowledges in order) until the next reconnect.
+func TestAckBeforeConnectionUpIsSent(t *testing.T) {
+	d, _ := newFakeDriver(t, nil)
+	d.connectionDown()
+	fresh := &fakeConn{}
+	d.deliver(fresh, pub(7, "factory/a/temperature", "redelivered"))
+	msgs := receiveN(t, d, 1)
+	if err := d.Ack(t.Context(), handles(msgs...)); err != nil || !slices.Equal(fresh.acks(), []uint16{7}) {
+		t.Fatalf("ack before the connection was reported up: %v, acks %v", err, fresh.acks())
+	}
+	d.connectionUp(true)
 }
 
 // A message id from MQTT_ID_PROPERTY: a second copy replaces the first at the adapter, so acknowledging
@@ -409,6 +427,7 @@ func TestErrorCode(t *testing.T) {
 		{errDown, source.Unavailable},
 		{autopaho.ConnectionDownError, source.Unavailable},
 		{errClosed, source.Canceled},
+		{fmt.Errorf("failed to connect to wss://b/mqtt: %w", &websocket.CloseError{Code: websocket.CloseAbnormalClosure, Text: "unexpected EOF"}), source.Unavailable},
 		{errors.New("something else"), source.Unknown},
 	} {
 		if got := errorCode(tt.err); got != tt.want {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/gorilla/websocket"
 
 	"github.com/numaflow-connectors/sources/common/source"
 )
@@ -61,6 +62,7 @@ func errorCode(err error) source.Code {
 	var (
 		reason  *ReasonError
 		connack *autopaho.ConnackError
+		wsClose *websocket.CloseError
 	)
 	switch {
 	case err == nil:
@@ -71,7 +73,8 @@ func errorCode(err error) source.Code {
 		return reasonCodes[connack.ReasonCode]
 	case errors.Is(err, errClosed), errors.Is(err, context.Canceled):
 		return source.Canceled
-	case errors.Is(err, errDown), errors.Is(err, autopaho.ConnectionDownError):
+	case errors.Is(err, errDown), errors.Is(err, autopaho.ConnectionDownError),
+		errors.As(err, &wsClose): // a WebSocket closed by the peer or the network (ws://, wss://)
 		return source.Unavailable
 	}
 	if c, ok := source.NetworkCode(err); ok {

@@ -483,3 +483,62 @@ func TestIntegrationOfflineMemberKeepsItsMessages(t *testing.T) {
 		t.Fatalf("with the member back, %d + %d messages; want all %d once", len(fromA), len(fromB), n)
 	}
 }
+
+// MQTT over WebSockets (ws:// and wss://, through mqtttest's WebSocket proxy in front of mosquitto):
+// messages arrive, acks reach the broker, a cut connection is dialed again and the session resumes
+// with what was not acknowledged, and wss:// refuses a broker its CA does not sign.
+func TestIntegrationWebSockets(t *testing.T) {
+	srv := mqtttest.Shared(t)
+	for _, secure := range []bool{false, true} {
+		name := map[bool]string{false: "ws", true: "wss"}[secure]
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			topic := mqtttest.Name(t)
+			proxy := srv.WebSocketProxy(t, secure)
+			cfg := testConfig(srv, topic, topic+"-0", topic)
+			cfg.URL = proxy.URL()
+			if secure {
+				cfg.TLSCAFile = srv.Certs.CAFile
+			}
+			d := openReady(ctx, t, cfg, harnessBudget)
+			pub := srv.Connect(t, "")
+			first := numbered("first", 5)
+			if err := pub.Publish(ctx, topic, 1, nil, first...); err != nil {
+				t.Fatal(err)
+			}
+			got, err := receiveUntil(t, d, 5, 10*time.Second)
+			if !slices.Equal(payloadsOf(got), payloadsOf(wrap(first))) {
+				t.Fatalf("over %s received %q (%v)", proxy.URL(), payloadsOf(got), err)
+			}
+			if err := d.Ack(ctx, handles(got[:3]...)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * ackFlushInterval) // the acknowledgements go out
+			proxy.Cut()
+			if msgs, err := receiveUntil(t, d, 1, 3*time.Second); len(msgs) != 0 || source.Classify(d, err) != source.Unavailable {
+				t.Errorf("during the cut: %d messages, %v (%s); want an unavailable error", len(msgs), err, source.Classify(d, err))
+			}
+			proxy.Restore()
+			again, err := receiveUntil(t, d, 2, 20*time.Second)
+			if want := payloadsOf(got[3:]); !slices.Equal(payloadsOf(again), want) {
+				t.Fatalf("after the cut received %q (%v), want the unacknowledged %q", payloadsOf(again), err, want)
+			}
+			if err := d.Ack(ctx, handles(again...)); err != nil {
+				t.Fatal(err)
+			}
+			expectNothing(t, d, time.Second, "everything was acknowledged")
+
+			if !secure {
+				return
+			}
+			c := testConfig(srv, topic, topic+"-untrusted", topic)
+			c.URL = proxy.URL() // no MQTT_TLS_CA_FILE: the system pool does not know the test CA
+			u := openTest(ctx, t, c, harnessBudget)
+			msgs, err := receiveUntil(t, u, 1, 3*time.Second)
+			if len(msgs) != 0 || source.Classify(u, err) != source.PermissionDenied {
+				t.Fatalf("untrusted wss:// broker: %d messages, %v classified %s, want permission_denied", len(msgs), err, source.Classify(u, err))
+			}
+		})
+	}
+}
