@@ -20,6 +20,10 @@ import (
 
 // Integration tests against a real mosquitto (mqtttest).
 
+// ackSettle is how long a test waits for paho to send the acknowledgements it released (it sends them
+// every ackFlushInterval): 100 ms was once not enough on a loaded CI machine under -race.
+const ackSettle = 50 * ackFlushInterval
+
 // openReady opens a driver and waits until it is subscribed.
 func openReady(ctx context.Context, t *testing.T, cfg Config, budget server.Budget) *driver {
 	t.Helper()
@@ -98,7 +102,7 @@ func TestIntegrationAcksWaitForEarlierMessages(t *testing.T) {
 	if err := d.Ack(ctx, handles(got[4], got[2], got[3], got[1])); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * ackFlushInterval) // paho would have sent them by now
+	time.Sleep(ackSettle) // paho would have sent them by now
 	_ = d.Close(ctx)
 
 	d2 := openReady(ctx, t, cfg, harnessBudget)
@@ -115,7 +119,7 @@ func TestIntegrationAcksWaitForEarlierMessages(t *testing.T) {
 	if err := d2.Ack(ctx, handles(again[3], again[1], again[4], again[2], again[0])); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * ackFlushInterval)
+	time.Sleep(ackSettle)
 	_ = d2.Close(ctx)
 	d3 := openReady(ctx, t, cfg, harnessBudget)
 	expectNothing(t, d3, 1500*time.Millisecond, "acknowledged messages came back")
@@ -187,7 +191,7 @@ func TestIntegrationBrokerRestart(t *testing.T) {
 	if err := d.Ack(ctx, handles(got[:4]...)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * ackFlushInterval)
+	time.Sleep(ackSettle)
 	srv.Stop(t)
 	if _, err := receiveUntil(t, d, 1, 2*time.Second); err == nil || d.ErrorCode(err) != source.Unavailable && source.Classify(d, err) != source.Unavailable {
 		t.Errorf("receive during the outage: %v, want an unavailable error", err)
@@ -376,7 +380,7 @@ func TestIntegrationDeadLetter(t *testing.T) {
 		u.Get(PropDeadLetterDeliveries) != "3" || u.Get(PropDeadLetterTopic) != name || u.Get("site") != "7" {
 		t.Fatalf("dead letter %q with properties %v", dl[0].Payload, u)
 	}
-	time.Sleep(10 * ackFlushInterval)
+	time.Sleep(ackSettle)
 	_ = d.Close(ctx)
 	expectNothing(t, openReady(ctx, t, cfg, harnessBudget), 1500*time.Millisecond, "the dead-lettered original came back")
 }
@@ -405,7 +409,7 @@ func TestIntegrationNetworkCut(t *testing.T) {
 	if err := d.Ack(ctx, handles(got[:2]...)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * ackFlushInterval)
+	time.Sleep(ackSettle)
 	proxy.Cut()
 	during := numbered("during", 5)
 	if err := pub.Publish(ctx, name, 1, nil, during...); err != nil {
@@ -514,7 +518,7 @@ func TestIntegrationWebSockets(t *testing.T) {
 			if err := d.Ack(ctx, handles(got[:3]...)); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(10 * ackFlushInterval) // the acknowledgements go out
+			time.Sleep(ackSettle) // the acknowledgements go out
 			proxy.Cut()
 			if msgs, err := receiveUntil(t, d, 1, 3*time.Second); len(msgs) != 0 || source.Classify(d, err) != source.Unavailable {
 				t.Errorf("during the cut: %d messages, %v (%s); want an unavailable error", len(msgs), err, source.Classify(d, err))
