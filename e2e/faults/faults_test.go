@@ -249,7 +249,11 @@ const outageFor = 10 * time.Second
 func outage(t *testing.T, k *kit, res resource, addr, name string, cut, heal func(), restart resource) {
 	n := scaled(6000)
 	res.publish(t, makePayloads(n, newRand(t)))
-	ctx, cancel := context.WithTimeout(context.Background(), budget())
+	limit := budget()
+	if restart != nil {
+		limit += 5 * time.Minute // what a restarted broker may take to recover its data (restartBroker waits for it)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	l := newLedger(n)
 	r := newReplica(t, k, res, 0, addr)

@@ -66,10 +66,14 @@ func (r *rabbitResource) publish(t *testing.T, payloads [][]byte) {
 }
 
 // restartBroker kills the node (kill -9: the queue is durable and every message persistent and
-// confirmed) and starts it again on the same ports and directories after down has run.
+// confirmed) and starts it again on the same ports and directories after down has run. It returns once
+// the node has recovered the queue: until then the connector is rightly not ready (NOT_FOUND), and the
+// time that takes is RabbitMQ's, not the connector's.
 func (r *rabbitResource) restartBroker(t *testing.T, down func()) {
 	t.Helper()
 	r.node.Kill()
 	down()
 	r.node.Restart(t)
+	t.Logf("rabbitmq recovered queue %s %s after it accepted connections again", r.queue,
+		secs(r.node.WaitForQueue(t, r.queue, 5*time.Minute)))
 }

@@ -227,6 +227,37 @@ func (n *Node) Restart(t testing.TB) {
 	}
 }
 
+// WaitForQueue waits until queue can be declared passively and returns how long that took. After a
+// restart the node accepts connections before it has recovered its durable queues: a queue killed with
+// kill -9 comes back seconds later, and once took minutes on a loaded machine.
+func (n *Node) WaitForQueue(t testing.TB, queue string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last error
+	for time.Since(start) < within {
+		if last = n.queueExists(queue); last == nil {
+			return time.Since(start)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("queue %s not back %s after the restart: %v", queue, within, last)
+	return 0
+}
+
+func (n *Node) queueExists(queue string) error {
+	c, err := amqp.Dial(n.URL())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		return err
+	}
+	_, err = ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	return err
+}
+
 // TLSURL is the node's amqps:// URL for host (127.0.0.1 or localhost; both are in the certificate).
 func (n *Node) TLSURL(host string) string {
 	return fmt.Sprintf("amqps://%s:%s@%s:%d/", User, Password, host, n.TLSPort)
