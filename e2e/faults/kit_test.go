@@ -79,8 +79,8 @@ type resource interface {
 	env(addr string) []string
 	// publish adds the payloads to the resource.
 	publish(t *testing.T, payloads [][]byte)
-	// restartBroker kills the broker (kill -9) and starts it again on the same port; down is called
-	// while it is down. Only for kits without noRestart.
+	// restartBroker kills the broker (kill -9; RabbitMQ is stopped cleanly, see its kit) and starts it
+	// again on the same port; down is called while it is down. Only for kits without noRestart.
 	restartBroker(t *testing.T, down func())
 }
 

@@ -216,6 +216,20 @@ func (n *Node) Kill() {
 	}
 }
 
+// Shutdown stops the node cleanly (SIGTERM; it closes every connection with CONNECTION_FORCED and
+// writes its queues' state), waiting up to 30 s; epmd keeps running. Restart starts it again.
+func (n *Node) Shutdown(t testing.TB) {
+	t.Helper()
+	if n.srv == nil {
+		return
+	}
+	_ = n.srv.Signal(syscall.SIGTERM)
+	if _, exited := n.srv.Wait(30 * time.Second); !exited {
+		t.Fatalf("rabbitmq did not stop within 30 s of SIGTERM\n%s", n.Log())
+	}
+	n.srv.Kill() // the rest of its process group, if any
+}
+
 // Restart kills the node (if it runs) and starts it again with the same name, ports and directories.
 func (n *Node) Restart(t testing.TB) {
 	t.Helper()
@@ -240,7 +254,7 @@ func (n *Node) WaitForQueue(t testing.TB, queue string, within time.Duration) ti
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Fatalf("queue %s not back %s after the restart: %v", queue, within, last)
+	t.Fatalf("queue %s not back %s after the restart: %v\n%s", queue, within, last, n.Log())
 	return 0
 }
 
