@@ -48,23 +48,39 @@ type Usage struct {
 
 // Meter measures the machine's CPU over a phase that runs from its first message to its last ack, as
 // Drain measures a connector: a raw loop calls Start when a message first arrives (later calls, from
-// any goroutine, do nothing) and Stop after its last ack. Set-up before the first message (dialing,
-// the broker's first delivery) is not counted in the rate, so it is not counted here either.
+// any goroutine, do nothing), Mark after each ack, and Stop once its workers are done. Set-up before
+// the first message (dialing, the broker's first delivery) and the workers' wind-down after the last
+// ack (a long poll that runs out) are not counted in the rate, so they are not counted here either.
 type Meter struct {
-	once sync.Once
-	cpu0 time.Duration
-	t0   time.Time
+	once       sync.Once
+	mu         sync.Mutex
+	cpu0, cpu1 time.Duration
+	t0, t1     time.Time
 }
 
 // Start begins the phase, once.
 func (m *Meter) Start() { m.once.Do(func() { m.cpu0, m.t0 = MachineCPU(), time.Now() }) }
 
-// Stop ends the phase, which moved n messages (a phase that never started measures nothing).
+// Mark records where the phase has got to: Stop measures up to the last Mark.
+func (m *Meter) Mark() {
+	cpu, now := MachineCPU(), time.Now()
+	m.mu.Lock()
+	m.cpu1, m.t1 = cpu, now
+	m.mu.Unlock()
+}
+
+// Stop ends the phase, which moved n messages, at the last Mark (now when there was none); a phase
+// that never started measures nothing.
 func (m *Meter) Stop(n int) Usage {
 	if m.t0.IsZero() {
 		return Usage{N: n}
 	}
-	return Usage{CPU: MachineCPU() - m.cpu0, Wall: time.Since(m.t0), N: n}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.t1.IsZero() {
+		m.cpu1, m.t1 = MachineCPU(), time.Now()
+	}
+	return Usage{CPU: m.cpu1 - m.cpu0, Wall: m.t1.Sub(m.t0), N: n}
 }
 
 // PerMsg is the machine's CPU time per message.

@@ -141,6 +141,7 @@ func rawLoop(b *testing.B, ctx context.Context, emu *pubsubtest.Emulator, sub st
 					b.Error(err)
 					return
 				}
+				meter.Mark()
 				mu.Lock()
 				got += len(ids)
 				last = time.Now()

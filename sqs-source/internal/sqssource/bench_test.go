@@ -291,6 +291,7 @@ func runRaw(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, 
 				_, _ = client.DeleteMessageBatch(rctx, &sqs.DeleteMessageBatchInput{QueueUrl: &url, Entries: entries})
 				for _, m := range out.Messages {
 					if tr.add(*m.MessageId) >= n && !done.Swap(true) {
+						meter.Mark()
 						took = time.Since(start)
 						cancel() // ends the other workers' long polls
 					}
