@@ -59,7 +59,9 @@ func (d *driver) deliver(conn acker, p *paho.Publish) {
 		<-wake
 		d.mu.Lock()
 	}
-	d.publishDeliveredLocked()
+	if d.conn == del.conn {
+		d.publishDeliveredLocked() // (a connection lost while this waited had its count reset already)
+	}
 	if d.closed {
 		return // not acknowledged: the session keeps it for the next connection
 	}
