@@ -98,7 +98,8 @@ type record struct {
 	deliveries int       // deliveries to numa, this one included (max of broker count and ours)
 	emitted    int32     // times handed to numa by this process
 	gen        int32     // bumped whenever msg.Handle is replaced
-	heapIndex  int32
+	heapIndex  int32     // in the delayed queue; -1 when not in it
+	queued     bool      // in the buffer queue
 	state      state
 	pool       pool
 	maxedOut   bool // MaxExtension reached: no more extensions

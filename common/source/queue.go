@@ -6,15 +6,21 @@ import (
 )
 
 // queue is the FIFO of buffered records. Removal from the middle is linear: it only happens for
-// ordered-key nacks and at shutdown, and the queue holds at most Options.Prefetch records.
+// ordered-key nacks, expired leases and at shutdown, and the queue holds at most Options.Prefetch
+// records. A record knows whether it is in the queue (record.queued), so removing one that was
+// already popped or taken out costs nothing.
 type queue struct {
 	items []*record
 	head  int
 }
 
-func (q *queue) push(r *record) { q.items = append(q.items, r) }
+func (q *queue) push(r *record) {
+	r.queued = true
+	q.items = append(q.items, r)
+}
 
 func (q *queue) pushFront(r *record) {
+	r.queued = true
 	if q.head > 0 {
 		q.head--
 		q.items[q.head] = r
@@ -28,6 +34,7 @@ func (q *queue) pop() *record {
 		return nil
 	}
 	r := q.items[q.head]
+	r.queued = false
 	q.items[q.head] = nil
 	q.head++
 	if q.head == len(q.items) {
@@ -45,6 +52,7 @@ func (q *queue) removeIf(f func(*record) bool) []*record {
 	kept := q.items[:q.head]
 	for _, r := range q.items[q.head:] {
 		if f(r) {
+			r.queued = false
 			out = append(out, r)
 		} else {
 			kept = append(kept, r)
@@ -55,7 +63,11 @@ func (q *queue) removeIf(f func(*record) bool) []*record {
 	return out
 }
 
-func (q *queue) remove(r *record) { q.removeIf(func(x *record) bool { return x == r }) }
+func (q *queue) remove(r *record) {
+	if r.queued {
+		q.removeIf(func(x *record) bool { return x == r })
+	}
+}
 
 // delayQueue holds locally nacked records ordered by due time.
 type delayQueue []*record
