@@ -249,10 +249,22 @@ func (q *queue) scan(now time.Time, ordered bool, f func(*entry) bool) (next tim
 	for len(q.order) > 0 && q.order[0].gone {
 		q.order[0] = nil
 		q.order = q.order[1:]
+		q.skip = max(q.skip-1, 0)
 	}
+	start := 0
+	if !ordered && q.skip > 0 && (q.skipUntil.IsZero() || now.Before(q.skipUntil)) {
+		start, next = q.skip, q.skipUntil
+	} else {
+		q.skip, q.skipUntil = 0, time.Time{}
+	}
+	prefix := !ordered // order[:i] is still gone or invisible, so skip may grow
 	var blocked map[string]bool
-	for _, e := range q.order {
+	for i := start; i < len(q.order); i++ {
+		e := q.order[i]
 		if e.gone {
+			if prefix {
+				q.skip = i + 1
+			}
 			continue
 		}
 		key := e.pub.Key
@@ -269,13 +281,38 @@ func (q *queue) scan(now time.Time, ordered bool, f func(*entry) bool) (next tim
 				}
 				blocked[key] = true
 			}
+			if prefix {
+				q.skipPast(i, e)
+			}
 			continue
 		}
-		if !f(e) {
+		more := f(e)
+		if prefix && e.visibleAt.After(now) { // f leased it
+			q.skipPast(i, e)
+		} else {
+			prefix = false
+		}
+		if !more {
 			break
 		}
 	}
 	return next
+}
+
+// skipPast extends the scan's skip past order[i], e, which is invisible.
+func (q *queue) skipPast(i int, e *entry) {
+	q.skip = i + 1
+	if q.skipUntil.IsZero() || e.visibleAt.Before(q.skipUntil) {
+		q.skipUntil = e.visibleAt
+	}
+}
+
+// setVisible makes e visible at at, keeping the scan's skip true.
+func (q *queue) setVisible(e *entry, at time.Time) {
+	if at.Before(e.visibleAt) {
+		q.skip, q.skipUntil = 0, time.Time{}
+	}
+	e.visibleAt = at
 }
 
 // DeadLetters returns the messages dead-lettered from a queue.
@@ -503,7 +540,7 @@ func (d *Driver) Nack(ctx context.Context, handles []source.Handle, delay time.D
 		return err
 	}
 	at := time.Now().Add(delay)
-	return d.each(OpNack, handles, func(_ *queue, e *entry) { e.visibleAt, e.receipt = at, 0 })
+	return d.each(OpNack, handles, func(q *queue, e *entry) { q.setVisible(e, at); e.receipt = 0 })
 }
 
 // Extend implements source.Driver.
@@ -512,7 +549,7 @@ func (d *Driver) Extend(ctx context.Context, handles []source.Handle, lease time
 		return err
 	}
 	at := time.Now().Add(lease)
-	return d.each(OpExtend, handles, func(_ *queue, e *entry) { e.visibleAt = at })
+	return d.each(OpExtend, handles, func(q *queue, e *entry) { q.setVisible(e, at) })
 }
 
 // Backlog implements source.Driver: every message not yet acked.
