@@ -371,9 +371,14 @@ type handle struct {
 
 // HandleID returns the message ID of a handle this driver returned ("" for any other value): for
 // test drivers that wrap this one.
-func HandleID(h source.Handle) string {
-	hd, _ := h.(handle)
-	return hd.id
+func HandleID(h source.Handle) string { return handleOf(h).id }
+
+// handleOf returns the handle h points at (zero for any other value).
+func handleOf(h source.Handle) handle {
+	if p, ok := h.(*handle); ok && p != nil {
+		return *p
+	}
+	return handle{}
 }
 
 // NewDriver returns a driver for one queue of b. The queue need not exist yet.
@@ -485,13 +490,21 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 	}
 }
 
+// delivery is a message and its handle, allocated together: one allocation per message delivered.
+type delivery struct {
+	msg source.Message
+	h   handle
+}
+
 // toMessage is one delivery of e. Its keys and headers are the entry's own, built once at publish:
 // the adapter never writes to a message's payload, keys or headers.
 func toMessage(e *entry) *source.Message {
-	return &source.Message{
-		ID: e.id, Handle: handle{e.id, e.receipt, e}, Payload: e.pub.Payload, EventTime: e.published,
+	d := &delivery{h: handle{e.id, e.receipt, e}}
+	d.msg = source.Message{
+		ID: e.id, Handle: &d.h, Payload: e.pub.Payload, EventTime: e.published,
 		Keys: e.keys, Headers: e.headers, Deliveries: e.deliveries,
 	}
+	return &d.msg
 }
 
 // each applies f to the entry of every valid handle and reports the invalid ones in a BatchError.
@@ -505,7 +518,7 @@ func (d *Driver) each(op string, handles []source.Handle, f func(q *queue, e *en
 	}
 	var failed map[int]error
 	for i, h := range handles {
-		hd, _ := h.(handle)
+		hd := handleOf(h)
 		e := q.entry(hd)
 		if e == nil && op == "ack" {
 			continue // already acked: fine
@@ -580,8 +593,7 @@ func (d *Driver) DeadLetter(ctx context.Context, m *source.Message, reason strin
 	if err != nil {
 		return err
 	}
-	hd, _ := m.Handle.(handle)
-	e := q.entry(hd)
+	e := q.entry(handleOf(m.Handle))
 	if e == nil {
 		return nil // already gone
 	}
