@@ -28,6 +28,9 @@ type Result struct {
 	Messages  int
 	Rate      float64       // messages per second, first message to last ack
 	CPUPerMsg time.Duration // the connector process's CPU time (user + system) per message
+	// NumaCPUPerMsg is numatest's, the test process playing numa (all its threads): on 2 shared
+	// cores, what the connector and the broker cost is CPU numatest does not get.
+	NumaCPUPerMsg time.Duration
 	PeakRSS   int64         // the connector process's VmHWM, bytes
 	Profile   string        // its CPU profile of the whole run
 	Output    string        // what it wrote (logs), for figures it logs at exit
@@ -38,13 +41,15 @@ type Result struct {
 func (r Result) Report(b *testing.B, prefix string) {
 	b.ReportMetric(r.Rate, prefix+"msg/s")
 	b.ReportMetric(float64(r.CPUPerMsg.Nanoseconds())/1e3, prefix+"cpu_us/msg")
+	b.ReportMetric(float64(r.NumaCPUPerMsg.Nanoseconds())/1e3, prefix+"numa_cpu_us/msg")
 	b.ReportMetric(float64(r.PeakRSS)/(1<<20), prefix+"peak_rss_MiB")
 	r.Machine.Report(b, prefix)
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%d messages, %.0f msg/s, %.1f µs CPU per message, peak RSS %.1f MiB, %s, CPU profile %s",
-		r.Messages, r.Rate, float64(r.CPUPerMsg.Nanoseconds())/1e3, float64(r.PeakRSS)/(1<<20), r.Machine, r.Profile)
+	return fmt.Sprintf("%d messages, %.0f msg/s, %.1f µs CPU per message, peak RSS %.1f MiB, numatest %.1f µs CPU per message, %s, CPU profile %s",
+		r.Messages, r.Rate, float64(r.CPUPerMsg.Nanoseconds())/1e3, float64(r.PeakRSS)/(1<<20),
+		float64(r.NumaCPUPerMsg.Nanoseconds())/1e3, r.Machine, r.Profile)
 }
 
 // ProfilePath is where the connector named name writes its CPU profile: BENCH_PROFILE_DIR (created if
@@ -96,17 +101,18 @@ func Drain(ctx context.Context, tb testing.TB, bin, name string, env []string, n
 	res := Result{Profile: ProfilePath(name)}
 	p, c, stop := startConnector(ctx, tb, bin, []string{"--cpu-profile=" + res.Profile}, env)
 	pid := p.Cmd.Process.Pid
-	var cpu0 time.Duration
+	var cpu0, numa0 time.Duration
 	var machine Meter
-	d, err := c.Drain(ctx, n, Batch, func() { cpu0 = proctest.CPUTime(pid); machine.Start() })
+	d, err := c.Drain(ctx, n, Batch, func() { cpu0, numa0 = proctest.CPUTime(pid), proctest.CPUTime(0); machine.Start() })
 	if err != nil {
 		stop()
 		tb.Fatalf("draining %s: %v\n%s", name, err, p.Output())
 	}
-	cpu := proctest.CPUTime(pid) - cpu0
+	cpu, numa := proctest.CPUTime(pid)-cpu0, proctest.CPUTime(0)-numa0
 	res.Machine = machine.Stop(d.Messages)
 	res.Messages, res.Rate, res.PeakRSS = d.Messages, d.Rate(), proctest.PeakRSS(pid)
 	res.CPUPerMsg = cpu / time.Duration(max(d.Messages, 1))
+	res.NumaCPUPerMsg = numa / time.Duration(max(d.Messages, 1))
 	stop()
 	res.Output = p.Output()
 	return res
