@@ -324,7 +324,7 @@ func (c *Client) Read(ctx context.Context, count uint64, timeout time.Duration) 
 	if err := c.readStream.Send(req); err != nil {
 		return nil, c.fail(ctx, fmt.Errorf("sending read request: %w", err))
 	}
-	var out []Message
+	out := make([]Message, 0, min(count, 1<<12)) // numa reads batches of a few hundred
 	for {
 		resp, err := c.readStream.Recv()
 		if err != nil {
