@@ -6,6 +6,8 @@
 #   scripts/bench.sh                 all modules, writes docs/benchmarks.md
 #   BENCH_MODULES="sqs-source" scripts/bench.sh     only some modules (the document then lists only those)
 #   BENCH_OUT=path scripts/bench.sh  write the document elsewhere
+#   BENCH_KEEP=dir scripts/bench.sh  also keep the raw outputs in dir
+#   BENCH_LOGS=dir scripts/bench.sh  run nothing: write the document from outputs kept with BENCH_KEEP
 #
 # Benchmarks start their own brokers on loopback (fauxqs, the Pub/Sub emulator or its pstest fallback,
 # redis-server) and stop them by PID. They are slow (minutes) and never part of `make test`.
@@ -16,8 +18,12 @@ GO=${GO:-go}
 modules=${BENCH_MODULES:-"common sqs-source pubsub-source redis-streams-source rabbitmq-source mqtt-source root"}
 out=${BENCH_OUT:-docs/benchmarks.md}
 count=${BENCH_COUNT:-3} # runs of every benchmark; tables show the median and every run
-logs=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
-trap 'rm -rf "$logs"' EXIT
+if [ -n "${BENCH_LOGS:-}" ]; then
+	logs=$BENCH_LOGS
+else
+	logs=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
+	trap 'rm -rf "$logs"' EXIT
+fi
 
 moddir() { if [ "$1" = root ]; then echo .; else echo "$1"; fi; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -25,11 +31,18 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 gomod_version() { awk -v p="$2" '$1 == p && $2 ~ /^v/ { print $2; exit } $1 == "require" && $2 == p { print $3; exit }' "$1/go.mod"; }
 
 # ---- run ----
-started=$(date -u '+%Y-%m-%d %H:%M UTC')
-load_before=$(loadavg)
 failed=()
 ran=()
-for m in $modules; do
+if [ -n "${BENCH_LOGS:-}" ]; then
+	# shellcheck source=/dev/null
+	. "$logs/run.meta" # started, load_before, load_after, ran, failed
+	run_modules=""
+else
+	run_modules=$modules
+	started=$(date -u '+%Y-%m-%d %H:%M UTC')
+	load_before=$(loadavg)
+fi
+for m in $run_modules; do
 	d=$(moddir "$m")
 	if ! grep -rqs --include='*_test.go' -E '^func Benchmark' "$d" --exclude-dir=node_modules \
 		$( [ "$m" = root ] && printf -- '--exclude-dir=%s ' common sqs-source pubsub-source redis-streams-source rabbitmq-source mqtt-source ); then
@@ -46,7 +59,16 @@ for m in $modules; do
 	ran+=("$m")
 	[ $status -eq 0 ] || failed+=("$m")
 done
-load_after=$(loadavg)
+if [ -z "${BENCH_LOGS:-}" ]; then
+	load_after=$(loadavg)
+	{
+		printf 'started=%q\nload_before=%q\nload_after=%q\n' "$started" "$load_before" "$load_after"
+		printf 'ran=(%s)\nfailed=(%s)\n' "${ran[*]:-}" "${failed[*]:-}"
+	} >"$logs/run.meta"
+	if [ -n "${BENCH_KEEP:-}" ]; then
+		mkdir -p "$BENCH_KEEP" && cp "$logs"/* "$BENCH_KEEP"/
+	fi
+fi
 
 # ---- parse: one line per metric, "module<TAB>benchmark<TAB>unit<TAB>value" ----
 metrics="$logs/metrics.tsv"
@@ -83,11 +105,13 @@ perf() {
 	row "connector CPU per message" "$(fmt "$(metric "$m" source_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 source_cpu_us/msg))" "" ""
 	row "memsource ceiling, same socket" "$(fmt "$(metric "$m" ceiling_msg/s)") msg/s (runs: $(runs "$m" 0 ceiling_msg/s))" "" ""
 	[ -n "$(metric "$m" source_numa_cpu_us/msg)" ] &&
-		row "numatest CPU per message (the test process playing numa), connector / ceiling phase" "$(fmt "$(metric "$m" source_numa_cpu_us/msg)" 1) / $(fmt "$(metric "$m" ceiling_numa_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 source_numa_cpu_us/msg) / $(runs "$m" 1 ceiling_numa_cpu_us/msg))" "" ""
+		row "numatest CPU per message (the test process playing numa)" "$(fmt "$(metric "$m" source_numa_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 source_numa_cpu_us/msg))" "" ""
 	[ -n "$(metric "$m" source_machine_cpu_us/msg)" ] || return 0
 	row "machine CPU per message, connector phase (connector + broker + numatest)" "$(fmt "$(metric "$m" source_machine_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 source_machine_cpu_us/msg)); $(fmt "$(metric "$m" source_busy_cores)" 2) of $(nproc) cores busy" "" ""
 	[ -n "$(metric "$m" raw_machine_cpu_us/msg)" ] || return 0
 	row "machine CPU per message, raw loop phase (raw client + broker)" "$(fmt "$(metric "$m" raw_machine_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 raw_machine_cpu_us/msg)); $(fmt "$(metric "$m" raw_busy_cores)" 2) of $(nproc) cores busy" "" ""
+	[ -n "$(metric "$m" source_broker_cpu_us/msg)" ] || return 0
+	row "the broker's own CPU per message, connector / raw loop phase" "$(fmt "$(metric "$m" source_broker_cpu_us/msg)" 1) / $(fmt "$(metric "$m" raw_broker_cpu_us/msg)" 1) µs (runs: connector $(runs "$m" 1 source_broker_cpu_us/msg); raw $(runs "$m" 1 raw_broker_cpu_us/msg))" "" ""
 }
 # fmt VALUE DECIMALS: a number with thousands separators, or "-" when empty.
 fmt() { [ -z "$1" ] && { echo "-"; return; }; LC_ALL=C awk -v v="$1" -v d="${2:-0}" 'BEGIN {
@@ -298,6 +322,8 @@ bigmsg() {
 	echo 'make bench                                   # make deps, then scripts/bench.sh: every module, writes this file'
 	echo 'make bench/sqs-source                        # one module, output on the terminal only'
 	echo 'BENCH_MODULES=pubsub-source scripts/bench.sh # one module, rewrites this file with only its figures'
+	echo 'BENCH_KEEP=dir scripts/bench.sh              # also keep the raw outputs in dir'
+	echo 'BENCH_LOGS=dir scripts/bench.sh              # run nothing: rewrite this file from the outputs kept in dir'
 	echo '```'
 	echo
 	echo "Set \`PUBSUBTEST_EMULATOR=pstest\` to benchmark Pub/Sub on the pstest fallback instead of the Java emulator."

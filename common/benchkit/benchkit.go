@@ -31,10 +31,10 @@ type Result struct {
 	// NumaCPUPerMsg is numatest's, the test process playing numa (all its threads): on 2 shared
 	// cores, what the connector and the broker cost is CPU numatest does not get.
 	NumaCPUPerMsg time.Duration
-	PeakRSS   int64         // the connector process's VmHWM, bytes
-	Profile   string        // its CPU profile of the whole run
-	Output    string        // what it wrote (logs), for figures it logs at exit
-	Machine   Usage         // every process's CPU from the first message to the last ack (see MachineCPU)
+	PeakRSS       int64  // the connector process's VmHWM, bytes
+	Profile       string // its CPU profile of the whole run
+	Output        string // what it wrote (logs), for figures it logs at exit
+	Machine       Usage  // every process's CPU from the first message to the last ack (see MachineCPU)
 }
 
 // Report adds r to b's metrics (names prefixed with prefix, e.g. "source_" or "ceiling_").
@@ -98,11 +98,18 @@ func startConnector(ctx context.Context, tb testing.TB, bin string, args, env []
 // SIGTERM and returns what it measured. name names the profile.
 func Drain(ctx context.Context, tb testing.TB, bin, name string, env []string, n int) Result {
 	tb.Helper()
+	return DrainWatching(ctx, tb, bin, name, env, n, nil)
+}
+
+// DrainWatching is Drain that also measures the broker's CPU over the phase (Result.Machine.Broker)
+// with broker (see Meter.Broker).
+func DrainWatching(ctx context.Context, tb testing.TB, bin, name string, env []string, n int, broker func() time.Duration) Result {
+	tb.Helper()
 	res := Result{Profile: ProfilePath(name)}
 	p, c, stop := startConnector(ctx, tb, bin, []string{"--cpu-profile=" + res.Profile}, env)
 	pid := p.Cmd.Process.Pid
 	var cpu0, numa0 time.Duration
-	var machine Meter
+	machine := Meter{Broker: broker}
 	d, err := c.Drain(ctx, n, Batch, func() { cpu0, numa0 = proctest.CPUTime(pid), proctest.CPUTime(0); machine.Start() })
 	if err != nil {
 		stop()

@@ -44,6 +44,8 @@ type Usage struct {
 	CPU  time.Duration // MachineCPU over the phase
 	Wall time.Duration
 	N    int // messages the phase moved
+	// Broker is the broker's own CPU time over the phase (Meter.Broker), 0 when not measured.
+	Broker time.Duration
 }
 
 // Meter measures the machine's CPU over a phase that runs from its first message to its last ack, as
@@ -52,21 +54,35 @@ type Usage struct {
 // the first message (dialing, the broker's first delivery) and the workers' wind-down after the last
 // ack (a long poll that runs out) are not counted in the rate, so they are not counted here either.
 type Meter struct {
-	once       sync.Once
-	mu         sync.Mutex
-	cpu0, cpu1 time.Duration
-	t0, t1     time.Time
+	// Broker, when set, returns the CPU time the broker's processes have used so far (for example
+	// proctest.TreeCPUTime of its pid): Usage.Broker is its difference over the phase.
+	Broker func() time.Duration
+
+	once             sync.Once
+	mu               sync.Mutex
+	cpu0, cpu1       time.Duration
+	broker0, broker1 time.Duration
+	t0, t1           time.Time
 }
 
 // Start begins the phase, once.
-func (m *Meter) Start() { m.once.Do(func() { m.cpu0, m.t0 = MachineCPU(), time.Now() }) }
+func (m *Meter) Start() {
+	m.once.Do(func() { m.cpu0, m.broker0, m.t0 = MachineCPU(), m.brokerCPU(), time.Now() })
+}
 
 // Mark records where the phase has got to: Stop measures up to the last Mark.
 func (m *Meter) Mark() {
-	cpu, now := MachineCPU(), time.Now()
+	cpu, broker, now := MachineCPU(), m.brokerCPU(), time.Now()
 	m.mu.Lock()
-	m.cpu1, m.t1 = cpu, now
+	m.cpu1, m.broker1, m.t1 = cpu, broker, now
 	m.mu.Unlock()
+}
+
+func (m *Meter) brokerCPU() time.Duration {
+	if m.Broker == nil {
+		return 0
+	}
+	return m.Broker()
 }
 
 // Stop ends the phase, which moved n messages, at the last Mark (now when there was none); a phase
@@ -78,9 +94,9 @@ func (m *Meter) Stop(n int) Usage {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.t1.IsZero() {
-		m.cpu1, m.t1 = MachineCPU(), time.Now()
+		m.cpu1, m.broker1, m.t1 = MachineCPU(), m.brokerCPU(), time.Now()
 	}
-	return Usage{CPU: m.cpu1 - m.cpu0, Wall: m.t1.Sub(m.t0), N: n}
+	return Usage{CPU: m.cpu1 - m.cpu0, Wall: m.t1.Sub(m.t0), N: n, Broker: m.broker1 - m.broker0}
 }
 
 // PerMsg is the machine's CPU time per message.
@@ -94,12 +110,23 @@ func (u Usage) Cores() float64 {
 	return u.CPU.Seconds() / u.Wall.Seconds()
 }
 
-// Report adds the phase's figures to b's metrics: prefix+"machine_cpu_us/msg" and prefix+"busy_cores".
+// BrokerPerMsg is the broker's CPU time per message (0 when not measured).
+func (u Usage) BrokerPerMsg() time.Duration { return u.Broker / time.Duration(max(u.N, 1)) }
+
+// Report adds the phase's figures to b's metrics: prefix+"machine_cpu_us/msg", prefix+"busy_cores" and,
+// when measured, prefix+"broker_cpu_us/msg".
 func (u Usage) Report(b *testing.B, prefix string) {
 	b.ReportMetric(float64(u.PerMsg().Nanoseconds())/1e3, prefix+"machine_cpu_us/msg")
 	b.ReportMetric(u.Cores(), prefix+"busy_cores")
+	if u.Broker > 0 {
+		b.ReportMetric(float64(u.BrokerPerMsg().Nanoseconds())/1e3, prefix+"broker_cpu_us/msg")
+	}
 }
 
 func (u Usage) String() string {
-	return fmt.Sprintf("machine %.1f µs CPU per message, %.2f cores busy", float64(u.PerMsg().Nanoseconds())/1e3, u.Cores())
+	s := fmt.Sprintf("machine %.1f µs CPU per message, %.2f cores busy", float64(u.PerMsg().Nanoseconds())/1e3, u.Cores())
+	if u.Broker > 0 {
+		s += fmt.Sprintf(", broker %.1f µs CPU per message", float64(u.BrokerPerMsg().Nanoseconds())/1e3)
+	}
+	return s
 }

@@ -253,3 +253,56 @@ func CPUTime(pid int) time.Duration {
 	const hz = 100 // USER_HZ, 100 on every Linux ABI Go supports
 	return time.Duration(utime+stime) * time.Second / hz
 }
+
+// Tree returns pid and every process descended from it (a launcher script and the server it
+// started, for example), from /proc; just pid when /proc cannot be read.
+func Tree(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return []int{pid}
+	}
+	children := make(map[int][]int)
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pp := parentPID(p); pp > 0 {
+			children[pp] = append(children[pp], p)
+		}
+	}
+	var out []int
+	for todo := []int{pid}; len(todo) > 0; {
+		p := todo[len(todo)-1]
+		todo = append(todo[:len(todo)-1], children[p]...)
+		out = append(out, p)
+	}
+	return out
+}
+
+// TreeCPUTime is the CPUTime of the processes of pids together (see Tree).
+func TreeCPUTime(pids []int) time.Duration {
+	var total time.Duration
+	for _, p := range pids {
+		total += CPUTime(p)
+	}
+	return total
+}
+
+// parentPID is field 4 of /proc/<pid>/stat, 0 when unknown.
+func parentPID(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	pp, _ := strconv.Atoi(f[1])
+	return pp
+}

@@ -56,6 +56,9 @@ type Emulator struct {
 	Kind string
 	proc *proctest.Process
 
+	treeOnce sync.Once
+	tree     []int // proc and its descendants, for CPUTime
+
 	once sync.Once
 	tc   *vkit.TopicAdminClient
 	sc   *vkit.SubscriptionAdminClient
@@ -203,6 +206,13 @@ func (e *Emulator) stop() {
 
 // Output is what the emulator printed so far.
 func (e *Emulator) Output() string { return e.proc.Output() }
+
+// CPUTime is the CPU time the emulator's processes (its launcher and the server it runs, found once)
+// have used so far, for benchkit.Meter.Broker.
+func (e *Emulator) CPUTime() time.Duration {
+	e.treeOnce.Do(func() { e.tree = proctest.Tree(e.proc.Cmd.Process.Pid) })
+	return proctest.TreeCPUTime(e.tree)
+}
 
 var shared = &proctest.Shared[*Emulator]{
 	Name: "pubsubtest",

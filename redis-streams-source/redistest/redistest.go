@@ -183,6 +183,9 @@ func (s *Server) pid() int {
 	return s.proc.Cmd.Process.Pid
 }
 
+// CPUTime is the CPU time the server process has used so far (for benchkit.Meter.Broker).
+func (s *Server) CPUTime() time.Duration { return proctest.CPUTime(s.pid()) }
+
 // Kill stops the server at once (SIGKILL to its PID's process group), as a crash would.
 func (s *Server) Kill() {
 	s.mu.Lock()

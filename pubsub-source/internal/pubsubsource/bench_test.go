@@ -49,9 +49,9 @@ func BenchmarkSocket(b *testing.B) {
 		var rawUse benchkit.Usage
 		var conn benchkit.Result
 		connector := func() {
-			conn = benchkit.Drain(ctx, b, bin, "pubsub-source", []string{
+			conn = benchkit.DrainWatching(ctx, b, bin, "pubsub-source", []string{
 				"PUBSUB_EMULATOR_HOST=" + emu.Host, "PUBSUB_SUBSCRIPTION=" + connSub, "PUBSUB_ACK_DEADLINE=30s",
-			}, benchMessages)
+			}, benchMessages, emu.CPUTime)
 		}
 		if benchRuns.Add(1)%2 == 0 {
 			connector()
@@ -108,7 +108,7 @@ func rawLoop(b *testing.B, ctx context.Context, emu *pubsubtest.Emulator, sub st
 		b.Fatal(err)
 	}
 	var mu sync.Mutex
-	var meter benchkit.Meter
+	meter := benchkit.Meter{Broker: emu.CPUTime}
 	got := 0
 	var first, last time.Time
 	var wg sync.WaitGroup

@@ -39,13 +39,13 @@ func BenchmarkThroughput(b *testing.B) {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		srcStream := fmt.Sprintf("bench-src-%d-%d", time.Now().UnixNano(), i)
 		fill(ctx, b, rdb, srcStream, *benchEntries)
-		src := benchkit.Drain(ctx, b, bin, "redis-streams-source", []string{
+		src := benchkit.DrainWatching(ctx, b, bin, "redis-streams-source", []string{
 			"REDIS_URL=" + srv.URL(), "REDIS_STREAM=" + srcStream, "REDIS_GROUP=bench", "REDIS_PAYLOAD_FIELD=payload",
-		}, *benchEntries)
+		}, *benchEntries, srv.CPUTime)
 
 		rawStream := fmt.Sprintf("bench-raw-%d-%d", time.Now().UnixNano(), i)
 		fill(ctx, b, rdb, rawStream, *benchEntries)
-		raw, rawUse := runRaw(ctx, b, rdb, rawStream, *benchEntries)
+		raw, rawUse := runRaw(ctx, b, rdb, rawStream, *benchEntries, srv.CPUTime)
 		rdb.Del(ctx, srcStream, rawStream)
 		ceiling := benchkit.Ceiling(ctx, b, *benchEntries, *benchPayload)
 		cancel()
@@ -77,14 +77,14 @@ func fill(ctx context.Context, b *testing.B, rdb *redis.Client, stream string, n
 }
 
 // runRaw drains the stream with a plain go-redis loop: XREADGROUP COUNT 500 then one pipelined XACK.
-func runRaw(ctx context.Context, b *testing.B, rdb *redis.Client, stream string, n int) (float64, benchkit.Usage) {
+func runRaw(ctx context.Context, b *testing.B, rdb *redis.Client, stream string, n int, broker func() time.Duration) (float64, benchkit.Usage) {
 	b.Helper()
 	if err := rdb.XGroupCreateMkStream(ctx, stream, "raw", "0").Err(); err != nil {
 		b.Fatal(err)
 	}
 	got := 0
 	var first, last time.Time
-	var meter benchkit.Meter
+	meter := benchkit.Meter{Broker: broker}
 	for got < n {
 		res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "raw", Consumer: "c", Streams: []string{stream, ">"},
 			Count: batch, Block: time.Second}).Result()
