@@ -228,20 +228,7 @@ func PeakRSS(pid int) int64 {
 // CPUTime returns the CPU time (user + system) process pid has used so far, 0 when unknown; pid 0
 // means this process. It reads /proc/<pid>/stat, so it counts the process alone, not its children.
 func CPUTime(pid int) time.Duration {
-	path := "/proc/self/stat"
-	if pid != 0 {
-		path = fmt.Sprintf("/proc/%d/stat", pid)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces: the fields that follow start after its ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
+	f := statFields(pid)
 	if len(f) < 13 { // utime and stime are fields 14 and 15: 12 and 13 after the name
 		return 0
 	}
@@ -291,18 +278,29 @@ func TreeCPUTime(pids []int) time.Duration {
 
 // parentPID is field 4 of /proc/<pid>/stat, 0 when unknown.
 func parentPID(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
+	f := statFields(pid)
 	if len(f) < 2 {
 		return 0
 	}
 	pp, _ := strconv.Atoi(f[1])
 	return pp
+}
+
+// statFields returns the fields of /proc/<pid>/stat after the command name (field 3 first), nil
+// when unknown; pid 0 means this process.
+func statFields(pid int) []string {
+	path := "/proc/self/stat"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/stat", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	// The command name (field 2) may hold spaces: the fields that follow start after its ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
 }

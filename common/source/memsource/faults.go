@@ -19,36 +19,6 @@ type Fault struct {
 	Times int
 }
 
-// queue keeps its messages in publish order. A handle points at its entry, so acks and the other
-// handle operations find it without a lookup (a map of every message cost the ceiling benchmark a
-// fifth of its CPU).
-type queue struct {
-	order []*entry // in publish order, so by seq (gone ones are dropped lazily, from the front)
-	live  int      // entries not gone
-	dead  []DeadLetter
-
-	// order[:skip] are gone, or invisible until skipUntil at least (zero: none of them is invisible):
-	// a scan without ordered keys starts after them while that holds. Without it every Receive walked
-	// past every leased message again, which cost the ceiling benchmark a tenth of its CPU. Anything
-	// that makes an entry visible sooner (nack, a shorter lease) resets it.
-	skip      int
-	skipUntil time.Time
-}
-
-type entry struct {
-	q          *queue // the queue it was published to (a handle outlives a deleted queue)
-	seq        uint64 // the number in id, increasing in publish order
-	id         string
-	pub        Publication
-	headers    map[string]string // pub.Headers and x-mem-id, shared by every delivery (read-only)
-	keys       []string          // pub.Key as message keys (nil without one), shared likewise
-	published  time.Time
-	visibleAt  time.Time
-	receipt    uint64 // current delivery's handle; 0 when not leased
-	deliveries int
-	gone       bool // acked or dead-lettered: no longer counted in live
-}
-
 // NewBroker returns an empty broker.
 func NewBroker() *Broker {
 	return &Broker{queues: make(map[string]*queue), wake: make(chan struct{}), calls: make(map[string]int),
