@@ -2,7 +2,7 @@ package server
 
 import (
 	"google.golang.org/grpc/encoding"
-	_ "google.golang.org/grpc/encoding/proto" // registers the proto codec wireCodec falls back to
+	_ "google.golang.org/grpc/encoding/proto" // registers the proto codec ProtoCodec wraps
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -139,15 +139,15 @@ func (r *readResult) appendTo(b []byte) []byte {
 	return protowire.AppendVarint(b, 0)
 }
 
-// wireCodec is grpc-go's proto codec plus readResult.
+// wireCodec is ProtoCodec plus readResult.
 type wireCodec struct {
 	proto encoding.CodecV2
 }
 
-func newWireCodec() wireCodec { return wireCodec{proto: encoding.GetCodecV2("proto")} }
+func newWireCodec() wireCodec { return wireCodec{proto: ProtoCodec()} }
 
-// Marshal encodes a readResult into a buffer of grpc-go's pool (grpc-go frees it once written), and
-// anything else as protobuf.
+// Marshal encodes a readResult into a buffer of Buffers (grpc-go frees it once written), and anything
+// else as protobuf.
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	r, ok := v.(*readResult)
 	if !ok {
@@ -157,10 +157,9 @@ func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if mem.IsBelowBufferPoolingThreshold(size) {
 		return mem.BufferSlice{mem.SliceBuffer(r.appendTo(make([]byte, 0, size)))}, nil
 	}
-	pool := mem.DefaultBufferPool()
-	buf := pool.Get(size)
-	*buf = r.appendTo((*buf)[:0])
-	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+	buf := Buffers.Get(size)
+	*buf = r.appendTo((*buf)[:0]) // writes all size bytes
+	return mem.BufferSlice{mem.NewBuffer(buf, Buffers)}, nil
 }
 
 func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }

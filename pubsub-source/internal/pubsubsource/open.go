@@ -56,7 +56,10 @@ func open(ctx context.Context, cfg *Config, log *slog.Logger, co clientOptions) 
 		Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 		MinConnectTimeout: 5 * time.Second,
 	}))
-	c, err := pubsub.NewClient(ctx, cfg.projectID(), append([]option.ClientOption{reconnect}, co.pubsub...)...)
+	// Pull replies (a hundred messages or more) read into a pool without grpc-go's 1 MiB cleared
+	// buffers (server.ProtoCodec).
+	codec := option.WithGRPCDialOption(grpc.WithDefaultCallOptions(grpc.ForceCodecV2(server.ProtoCodec())))
+	c, err := pubsub.NewClient(ctx, cfg.projectID(), append([]option.ClientOption{reconnect, codec}, co.pubsub...)...)
 	if err != nil {
 		return nil, fmt.Errorf("creating Pub/Sub client for project %s: %w", cfg.projectID(), err)
 	}
