@@ -77,17 +77,28 @@ func (c *flowConn) Read(p []byte) (int, error) {
 		c.d.waitForRoom()
 	}
 	n, err := c.r.Read(p)
-	for _, b := range p[:n] {
-		c.scan(b)
-	}
+	c.track(p[:n])
 	return n, err
 }
 
-// scan advances the framing by one byte.
+// track advances the framing over b: a packet's body is skipped at once, its fixed header read byte
+// by byte.
+func (c *flowConn) track(b []byte) {
+	for len(b) > 0 {
+		if c.body > 0 {
+			k := min(c.body, len(b))
+			c.body -= k
+			b = b[k:]
+			continue
+		}
+		c.scan(b[0])
+		b = b[1:]
+	}
+}
+
+// scan advances the framing by one byte of a fixed header.
 func (c *flowConn) scan(b byte) {
 	switch {
-	case c.body > 0:
-		c.body--
 	case !c.inHead: // a packet starts
 		c.first, c.inHead, c.mult, c.remLen, c.headLen = b, true, 1, 0, 1
 	default: // a byte of the remaining length
