@@ -97,21 +97,22 @@ runs() {
 	done
 	echo "$out"
 }
-# perf MODULE: the rows every connector's throughput table shares: CPU per message (the connector process,
-# from /proc) and the memsource ceiling measured in the same run, each with its runs.
+# perf MODULE [PREFIX]: the rows every connector's throughput table shares: CPU per message (the connector
+# process, from /proc) and the memsource ceiling measured in the same run, each with its runs. PREFIX
+# selects one phase's metrics when a benchmark reports several (rabbitmq-source: classic_, quorum_).
 perf() {
-	local m=$1
-	[ -n "$(metric "$m" source_cpu_us/msg)" ] || return 0
-	row "connector CPU per message" "$(fmt "$(metric "$m" source_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 source_cpu_us/msg))" "" ""
+	local m=$1 p=${2:-}
+	[ -n "$(metric "$m" "${p}source_cpu_us/msg")" ] || return 0
+	row "connector CPU per message" "$(fmt "$(metric "$m" "${p}source_cpu_us/msg")" 1) µs (runs: $(runs "$m" 1 "${p}source_cpu_us/msg"))" "" ""
 	row "memsource ceiling, same socket" "$(fmt "$(metric "$m" ceiling_msg/s)") msg/s (runs: $(runs "$m" 0 ceiling_msg/s))" "" ""
-	[ -n "$(metric "$m" source_numa_cpu_us/msg)" ] &&
-		row "numatest CPU per message (the test process playing numa)" "$(fmt "$(metric "$m" source_numa_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 source_numa_cpu_us/msg))" "" ""
-	[ -n "$(metric "$m" source_machine_cpu_us/msg)" ] || return 0
-	row "machine CPU per message, connector phase (connector + broker + numatest)" "$(fmt "$(metric "$m" source_machine_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 source_machine_cpu_us/msg)); $(fmt "$(metric "$m" source_busy_cores)" 2) of $(nproc) cores busy" "" ""
-	[ -n "$(metric "$m" raw_machine_cpu_us/msg)" ] || return 0
-	row "machine CPU per message, raw loop phase (raw client + broker)" "$(fmt "$(metric "$m" raw_machine_cpu_us/msg)" 1) µs (runs: $(runs "$m" 1 raw_machine_cpu_us/msg)); $(fmt "$(metric "$m" raw_busy_cores)" 2) of $(nproc) cores busy" "" ""
-	[ -n "$(metric "$m" source_broker_cpu_us/msg)" ] || return 0
-	row "the broker's own CPU per message, connector / raw loop phase" "$(fmt "$(metric "$m" source_broker_cpu_us/msg)" 1) / $(fmt "$(metric "$m" raw_broker_cpu_us/msg)" 1) µs (runs: connector $(runs "$m" 1 source_broker_cpu_us/msg); raw $(runs "$m" 1 raw_broker_cpu_us/msg))" "" ""
+	[ -n "$(metric "$m" "${p}source_numa_cpu_us/msg")" ] &&
+		row "numatest CPU per message (the test process playing numa)" "$(fmt "$(metric "$m" "${p}source_numa_cpu_us/msg")" 1) µs (runs: $(runs "$m" 1 "${p}source_numa_cpu_us/msg"))" "" ""
+	[ -n "$(metric "$m" "${p}source_machine_cpu_us/msg")" ] || return 0
+	row "machine CPU per message, connector phase (connector + broker + numatest)" "$(fmt "$(metric "$m" "${p}source_machine_cpu_us/msg")" 1) µs (runs: $(runs "$m" 1 "${p}source_machine_cpu_us/msg")); $(fmt "$(metric "$m" "${p}source_busy_cores")" 2) of $(nproc) cores busy" "" ""
+	[ -n "$(metric "$m" "${p}raw_machine_cpu_us/msg")" ] || return 0
+	row "machine CPU per message, raw loop phase (raw client + broker)" "$(fmt "$(metric "$m" "${p}raw_machine_cpu_us/msg")" 1) µs (runs: $(runs "$m" 1 "${p}raw_machine_cpu_us/msg")); $(fmt "$(metric "$m" "${p}raw_busy_cores")" 2) of $(nproc) cores busy" "" ""
+	[ -n "$(metric "$m" "${p}source_broker_cpu_us/msg")" ] || return 0
+	row "the broker's own CPU per message, connector / raw loop phase" "$(fmt "$(metric "$m" "${p}source_broker_cpu_us/msg")" 1) / $(fmt "$(metric "$m" "${p}raw_broker_cpu_us/msg")" 1) µs (runs: connector $(runs "$m" 1 "${p}source_broker_cpu_us/msg"); raw $(runs "$m" 1 "${p}raw_broker_cpu_us/msg"))" "" ""
 }
 # fmt VALUE DECIMALS: a number with thousands separators, or "-" when empty.
 fmt() { [ -z "$1" ] && { echo "-"; return; }; LC_ALL=C awk -v v="$1" -v d="${2:-0}" 'BEGIN {
@@ -146,14 +147,15 @@ mkdir -p "$(dirname "$out")" || exit 1
 row() { printf '| %s | %s | %s | %s |\n' "$@"; }
 # bigmsg MODULE: the "peak RSS with big messages" table of BenchmarkBigMessages (nothing if it did not run).
 bigmsg() {
-	local m=$1 budget c rss
+	local m=$1 budget c rss size="1 MiB"
 	[ -n "$(metric "$m" bounded_peak_rss_MiB unbounded_peak_rss_MiB)" ] || return 0
+	[ "$m" = rabbitmq-source ] && size="512 KiB" # the size at which a minimal amqp091-go consumer reached 369 MiB
 	budget=$(metric "$m" budget_MiB); budget=${budget:-256}
 	echo
 	echo "### Peak RSS with big messages"
 	echo
 	echo "\`BenchmarkBigMessages\`: the connector binary's peak RSS (VmHWM) while numatest, over the unix socket, drains"
-	echo "400 messages of 1 MiB as a backpressured numa (Read 10 with a 1 s timeout, ack 200 ms later), the"
+	echo "400 messages of $size as a backpressured numa (Read 10 with a 1 s timeout, ack 200 ms later), the"
 	echo "connector configured for a batch of 500 (\`NUMAFLOW_READ_BATCH_SIZE=500\`). Bounded: what the server derives"
 	echo "from a 256 MiB pod (\`GOMEMLIMIT=230MiB\`, \`PREFETCH_BYTES=64Mi\`); unbounded, the before: \`PREFETCH_BYTES=1Gi\`,"
 	echo "\`GOMEMLIMIT=off\` (no soft limit, the runtime's default). Every message must be delivered and acked or the benchmark fails."
@@ -268,6 +270,41 @@ bigmsg() {
 			row "peak RSS (connector process)" "$(fmt "$rss" 1) MiB" "≤ 64 MiB" "$(verdict "$rss" "<=" 64)"
 			perf "$m"
 			;;
+		rabbitmq-source)
+			echo "\`BenchmarkThroughput\`: 100,000 persistent messages of 1 KiB with message-ids, on a classic and on a"
+			echo "quorum queue, the connector binary over its unix socket (numatest, batch 500, timeout 1 s) against a raw"
+			echo "amqp091-go loop (basic.consume with prefetch 1000, one basic.ack multiple per 500) on the same node."
+			for k in classic quorum; do
+				echo
+				echo "$k queue:"
+				echo
+				row "figure" "measured" "target (issue 13)" "verdict"
+				row "---" "---" "---" "---"
+				row "connector" "$(fmt "$(metric "$m" "${k}_source_msg/s")") msg/s (runs: $(runs "$m" 0 "${k}_source_msg/s"))" "" ""
+				row "raw amqp091-go loop" "$(fmt "$(metric "$m" "${k}_raw_msg/s")") msg/s (runs: $(runs "$m" 0 "${k}_raw_msg/s"))" "" ""
+				ratio=$(metric "$m" "${k}_ratio_%")
+				row "ratio" "$(fmt "$ratio")% (runs: $(runs "$m" 0 "${k}_ratio_%"))" "≥ 80%" "$(verdict "$ratio" ">=" 80)"
+				row "ratio to the memsource ceiling" "$(fmt "$(metric "$m" "${k}_ceiling_ratio_%")")% (runs: $(runs "$m" 0 "${k}_ceiling_ratio_%"))" "" ""
+				rss=$(metric "$m" "${k}_source_peak_rss_MiB" "${k}_peak_rss_MiB")
+				row "peak RSS (connector process)" "$(fmt "$rss" 1) MiB" "≤ 64 MiB" "$(verdict "$rss" "<=" 64)"
+				perf "$m" "${k}_"
+			done
+			;;
+		mqtt-source)
+			src=$(metric "$m" source_msg/s); raw=$(metric "$m" raw_msg/s); ratio=$(metric "$m" ratio_%); rss=$(metric "$m" source_peak_rss_MiB)
+			echo "\`BenchmarkThroughput\`: 50,000 messages of 1 KiB at QoS 1 queued in a persistent session on mosquitto, the"
+			echo "connector binary over its unix socket (numatest, batch 500, timeout 1 s) against a raw paho.golang loop in"
+			echo "manual-ack mode (Receive Maximum 1000, each message acked as it arrives) on a session of its own."
+			echo
+			row "figure" "measured" "target (issue 14)" "verdict"
+			row "---" "---" "---" "---"
+			row "connector" "$(fmt "$src") msg/s (runs: $(runs "$m" 0 source_msg/s))" "" ""
+			row "raw paho loop" "$(fmt "$raw") msg/s (runs: $(runs "$m" 0 raw_msg/s))" "" ""
+			row "ratio" "$(fmt "$ratio")% (runs: $(runs "$m" 0 ratio_%))" "≥ 80%" "$(verdict "$ratio" ">=" 80)"
+			row "ratio to the memsource ceiling" "$(fmt "$(metric "$m" ceiling_ratio_%)")% (runs: $(runs "$m" 0 ceiling_ratio_%))" "" ""
+			row "peak RSS (connector process)" "$(fmt "$rss" 1) MiB" "≤ 64 MiB" "$(verdict "$rss" "<=" 64)"
+			perf "$m"
+			;;
 		common)
 			echo "\`BenchmarkAdapterInProcess\`: the adapter alone over memsource (no gRPC, no broker), numa's loop of"
 			echo "Read 500 + Ack with 1 KiB payloads: the ceiling any connector can reach before the socket."
@@ -292,10 +329,10 @@ bigmsg() {
 			fi
 			;;
 		esac
-		case "$m" in sqs-source | pubsub-source | redis-streams-source | mqtt-source) bigmsg "$m" ;; esac
+		case "$m" in sqs-source | pubsub-source | redis-streams-source | rabbitmq-source | mqtt-source) bigmsg "$m" ;; esac
 		# Any metric not shown above, so that a new benchmark's figures are never lost.
 		extra=$(awk -F'\t' -v m="$m" '$1 == m && $3 != "ns/op" { print }' "$metrics")
-		if [ "$m" = root ] || ! [[ "$m" =~ ^(common|sqs-source|pubsub-source|redis-streams-source)$ ]]; then
+		if [ "$m" = root ] || ! [[ "$m" =~ ^(common|sqs-source|pubsub-source|redis-streams-source|rabbitmq-source|mqtt-source)$ ]]; then
 			if [ -n "$extra" ]; then
 				echo; row "benchmark" "metric" "value" ""; row "---" "---" "---" ""
 				awk -F'\t' -v m="$m" '$1 == m && $3 != "ns/op" { printf "| %s | %s | %s | |\n", $2, $3, $4 }' "$metrics"

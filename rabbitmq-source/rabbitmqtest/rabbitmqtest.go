@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,6 +67,10 @@ type Node struct {
 	env     []string
 	epmd    *proctest.Process
 	srv     *proctest.Process
+
+	treeMu  sync.Mutex
+	treePid int   // the server process tree was found for
+	tree    []int // the server script and its descendants (the Erlang VM), for CPUTime
 }
 
 // skipOrFail skips t when broker tests are off or (outside CI) the server is not installed, and fails
@@ -201,6 +206,20 @@ func contains(s []int, v int) bool {
 		}
 	}
 	return false
+}
+
+// CPUTime is the CPU time the node's processes (the server script, the Erlang VM it runs and their
+// children, found once per start) have used so far, for benchkit.Meter.Broker.
+func (n *Node) CPUTime() time.Duration {
+	n.treeMu.Lock()
+	defer n.treeMu.Unlock()
+	if n.srv == nil {
+		return 0
+	}
+	if pid := n.srv.Cmd.Process.Pid; pid != n.treePid {
+		n.tree, n.treePid = proctest.Tree(pid), pid
+	}
+	return proctest.TreeCPUTime(n.tree)
 }
 
 // URL is the node's amqp:// URL with the test user and the default virtual host.

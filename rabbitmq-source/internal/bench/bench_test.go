@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/common/benchkit"
 	"github.com/numaflow-connectors/sources/common/proctest"
 	"github.com/numaflow-connectors/sources/rabbitmq-source/rabbitmqtest"
 )
@@ -26,33 +25,48 @@ const batch = 500 // numa's default readBatchSize
 
 func TestMain(m *testing.M) { rabbitmqtest.Main(m) }
 
-// BenchmarkThroughput: 100,000 persistent messages of 1 KiB (with message-ids), batch 500, timeout
-// 1 s, through the real socket with numatest, against a raw amqp091-go loop (basic.consume with
-// prefetch 1000, one basic.ack multiple per 500, no gRPC) on the same node in the same run, for a
-// classic and a quorum queue. Reports both rates, the ratio and the connector's peak RSS (VmHWM).
+// BenchmarkThroughput: 100,000 persistent messages of 1 KiB (with message-ids) through the connector
+// binary over the real socket (benchkit: numatest playing numa, batches of 500, timeout 1 s), against a
+// raw amqp091-go loop (basic.consume with prefetch 1000, one basic.ack multiple per 500, no gRPC) on
+// the same node in the same run, for a classic and a quorum queue, then the memsource connector (the
+// protocol ceiling). Reports, per queue type, the rates, the ratios, the connector's CPU per message,
+// numatest's, the machine's and the broker's, and peak RSS; the connector's CPU profile of each queue
+// type is written to BENCH_PROFILE_DIR (rabbitmq-source-classic, rabbitmq-source-quorum).
 func BenchmarkThroughput(b *testing.B) {
 	node := rabbitmqtest.Shared(b)
 	bin := proctest.Build(b, filepath.Join("..", ".."), "rabbitmq-source")
+	type phases struct {
+		kind   string
+		src    benchkit.Result
+		raw    float64
+		rawUse benchkit.Usage
+	}
 	for i := 0; i < b.N; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		var runs []phases
 		for _, kind := range []string{rabbitmqtest.Classic, rabbitmqtest.Quorum} {
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 			q := fmt.Sprintf("bench-src-%s-%d", kind, time.Now().UnixNano())
 			node.DeclareQueue(b, q, kind, nil)
 			fill(ctx, b, node, q, *benchMessages, *benchPayload)
-			src, rss := runSource(ctx, b, bin, node, q, *benchMessages, nil)
-
+			src := benchkit.DrainWatching(ctx, b, bin, "rabbitmq-source-"+kind,
+				[]string{"RABBITMQ_URL=" + node.URL(), "RABBITMQ_QUEUE=" + q}, *benchMessages, node.CPUTime)
 			rq := fmt.Sprintf("bench-raw-%s-%d", kind, time.Now().UnixNano())
 			node.DeclareQueue(b, rq, kind, nil)
 			fill(ctx, b, node, rq, *benchMessages, *benchPayload)
-			raw := runRaw(ctx, b, node, rq, *benchMessages)
-			cancel()
-
-			b.ReportMetric(src, kind+"_source_msg/s")
-			b.ReportMetric(raw, kind+"_raw_msg/s")
-			b.ReportMetric(100*src/raw, kind+"_ratio_%")
-			b.ReportMetric(float64(rss)/(1<<20), kind+"_peak_rss_MiB")
-			b.Logf("%s queue, %d messages of %d bytes: source %.0f msg/s, raw loop %.0f msg/s, ratio %.0f%%, source peak RSS %.1f MiB",
-				kind, *benchMessages, *benchPayload, src, raw, 100*src/raw, float64(rss)/(1<<20))
+			raw, rawUse := runRaw(ctx, b, node, rq, *benchMessages)
+			runs = append(runs, phases{kind, src, raw, rawUse})
+		}
+		ceiling := benchkit.Ceiling(ctx, b, *benchMessages, *benchPayload)
+		cancel()
+		b.ReportMetric(ceiling.Rate, "ceiling_msg/s")
+		for _, r := range runs {
+			r.src.Report(b, r.kind+"_source_")
+			b.ReportMetric(r.raw, r.kind+"_raw_msg/s")
+			r.rawUse.Report(b, r.kind+"_raw_")
+			b.ReportMetric(100*r.src.Rate/r.raw, r.kind+"_ratio_%")
+			b.ReportMetric(100*r.src.Rate/ceiling.Rate, r.kind+"_ceiling_ratio_%")
+			b.Logf("%s queue, %d messages of %d bytes: source %s; raw loop %.0f msg/s (ratio %.0f%%), %s; memsource ceiling %s (ratio %.0f%%)",
+				r.kind, *benchMessages, *benchPayload, r.src, r.raw, 100*r.src.Rate/r.raw, r.rawUse, ceiling, 100*r.src.Rate/ceiling.Rate)
 		}
 	}
 }
@@ -77,65 +91,9 @@ func fill(ctx context.Context, b *testing.B, node *rabbitmqtest.Node, queue stri
 	}
 }
 
-// runSource drains the queue through the connector binary (numa's loop: read 500, ack them) and
-// returns the steady rate (first to last message) and the process's peak resident set size.
-func runSource(ctx context.Context, b *testing.B, bin string, node *rabbitmqtest.Node, queue string, n int, env []string) (float64, int64) {
-	b.Helper()
-	p, c := startSource(ctx, b, bin, node, queue, env)
-	defer p.Kill()
-	defer c.Close()
-	seen := make(map[string]struct{}, n)
-	var first, last time.Time
-	for len(seen) < n {
-		msgs, err := c.Read(ctx, batch, time.Second)
-		if err != nil {
-			b.Fatalf("read: %v\n%s", err, p.Output())
-		}
-		if len(msgs) == 0 {
-			continue
-		}
-		if first.IsZero() {
-			first = time.Now()
-		}
-		offs := make([]numatest.Offset, len(msgs))
-		for i, m := range msgs {
-			offs[i] = m.Offset
-			seen[string(m.Offset.Value)] = struct{}{}
-		}
-		if err := c.Ack(ctx, offs); err != nil {
-			b.Fatalf("ack: %v", err)
-		}
-		last = time.Now()
-	}
-	rss := proctest.PeakRSS(p.Cmd.Process.Pid)
-	_ = p.Signal(syscall.SIGTERM)
-	p.Wait(10 * time.Second)
-	return float64(n-1) / last.Sub(first).Seconds(), rss
-}
-
-// startSource starts the connector binary on queue and dials it as numa.
-func startSource(ctx context.Context, b *testing.B, bin string, node *rabbitmqtest.Node, queue string, env []string) (*proctest.Process, *numatest.Client) {
-	b.Helper()
-	dir := b.TempDir()
-	sock, info := filepath.Join(dir, "s.sock"), filepath.Join(dir, "info")
-	p, err := proctest.StartE(bin, nil, proctest.Options{Env: append([]string{
-		"RABBITMQ_URL=" + node.URL(), "RABBITMQ_QUEUE=" + queue,
-		"SOURCE_SOCKET=" + sock, "SOURCE_SERVER_INFO_FILE=" + info, "METRICS_ADDR=", "LOG_LEVEL=warn",
-		"NUMAFLOW_READ_BATCH_SIZE=500", "NUMAFLOW_READ_TIMEOUT_MS=1000",
-	}, env...)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := numatest.Dial(ctx, numatest.Options{Socket: sock, ServerInfoFile: info})
-	if err != nil {
-		p.Kill()
-		b.Fatalf("dialing the connector: %v\n%s", err, p.Output())
-	}
-	return p, c
-}
-
-// runRaw drains the queue with a plain amqp091-go consumer: prefetch 1000, basic.ack multiple every 500.
-func runRaw(ctx context.Context, b *testing.B, node *rabbitmqtest.Node, queue string, n int) float64 {
+// runRaw drains the queue with a plain amqp091-go consumer: prefetch 1000, basic.ack multiple every
+// 500. The rate and the machine's and the node's CPU run from the first message to the last ack.
+func runRaw(ctx context.Context, b *testing.B, node *rabbitmqtest.Node, queue string, n int) (float64, benchkit.Usage) {
 	b.Helper()
 	c, err := amqp.Dial(node.URL())
 	if err != nil {
@@ -154,10 +112,12 @@ func runRaw(ctx context.Context, b *testing.B, node *rabbitmqtest.Node, queue st
 		b.Fatal(err)
 	}
 	var first, last time.Time
+	meter := benchkit.Meter{Broker: node.CPUTime}
 	for got := 0; got < n; {
 		select {
 		case d := <-deliveries:
 			if first.IsZero() {
+				meter.Start()
 				first = time.Now()
 			}
 			got++
@@ -171,5 +131,6 @@ func runRaw(ctx context.Context, b *testing.B, node *rabbitmqtest.Node, queue st
 			b.Fatalf("raw loop: %d of %d", got, n)
 		}
 	}
-	return float64(n-1) / last.Sub(first).Seconds()
+	use := meter.Stop(n)
+	return float64(n-1) / last.Sub(first).Seconds(), use
 }

@@ -48,6 +48,7 @@ func BenchmarkBigMessages(b *testing.B) {
 			rss, took, got := runBig(ctx, b, bin, node, q, strings.Fields(c.env))
 			cancel()
 			b.ReportMetric(float64(rss)/(1<<20), c.name+"_peak_rss_MiB")
+			b.ReportMetric(float64(got), c.name+"_acked")
 			b.ReportMetric(took.Seconds(), c.name+"_s")
 			b.Logf("%s (%s): %d of %d messages of %d KiB acked in %s, connector peak RSS %.1f MiB (budget %d MiB)",
 				c.name, c.env, got, bigCount, bigSize>>10, took.Round(time.Millisecond), float64(rss)/(1<<20), bigBudgetMiB)
@@ -75,4 +76,25 @@ func runBig(ctx context.Context, b *testing.B, bin string, node *rabbitmqtest.No
 	_ = p.Signal(syscall.SIGTERM)
 	p.Wait(10 * time.Second)
 	return rss, took, got
+}
+
+// startSource starts the connector binary on queue and dials it as numa.
+func startSource(ctx context.Context, b *testing.B, bin string, node *rabbitmqtest.Node, queue string, env []string) (*proctest.Process, *numatest.Client) {
+	b.Helper()
+	dir := b.TempDir()
+	sock, info := filepath.Join(dir, "s.sock"), filepath.Join(dir, "info")
+	p, err := proctest.StartE(bin, nil, proctest.Options{Env: append([]string{
+		"RABBITMQ_URL=" + node.URL(), "RABBITMQ_QUEUE=" + queue,
+		"SOURCE_SOCKET=" + sock, "SOURCE_SERVER_INFO_FILE=" + info, "METRICS_ADDR=", "LOG_LEVEL=warn",
+		"NUMAFLOW_READ_BATCH_SIZE=500", "NUMAFLOW_READ_TIMEOUT_MS=1000",
+	}, env...)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := numatest.Dial(ctx, numatest.Options{Socket: sock, ServerInfoFile: info})
+	if err != nil {
+		p.Kill()
+		b.Fatalf("dialing the connector: %v\n%s", err, p.Output())
+	}
+	return p, c
 }
