@@ -10,13 +10,13 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Buffers is a gRPC buffer pool (mem.BufferPool) for buffers that are written in full before they are
+// buffers is a gRPC buffer pool (mem.BufferPool) for buffers that are written in full before they are
 // read: it neither clears a buffer it hands out again nor rounds a size up by more than twice.
 // grpc-go's default pool does both: it zeroes every reused buffer, and has no size between 32 KiB and
 // 1 MiB, so a 110 KiB reply took a 1 MiB buffer and cleared all of it (a Pub/Sub Pull of a hundred
 // 1 KiB messages; a 100 KiB message sent to numa). Only the codecs here use it, where every byte of a
 // buffer is written before any is read.
-var Buffers mem.BufferPool = &sizeClasses{}
+var buffers mem.BufferPool = &sizeClasses{}
 
 // Sizes 2^minClass to 2^maxClass bytes are pooled, each in a class of its own; others are allocated.
 const (
@@ -57,7 +57,7 @@ func (p *sizeClasses) Put(b *[]byte) {
 	p.pools[c].Put(b)
 }
 
-// ProtoCodec is grpc-go's proto codec with its buffers from Buffers: grpc-go's own codec takes them
+// ProtoCodec is grpc-go's proto codec with its buffers from our pool (see buffers): grpc-go's own codec takes them
 // from its default pool, whatever pool the connection has. A connector's own gRPC client can use it:
 // grpc.WithDefaultCallOptions(grpc.ForceCodecV2(server.ProtoCodec())).
 func ProtoCodec() encoding.CodecV2 { return protoCodec{encoding.GetCodecV2("proto")} }
@@ -80,14 +80,14 @@ func (c protoCodec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	}
-	buf := Buffers.Get(size)
+	buf := buffers.Get(size)
 	b, err := opts.MarshalAppend((*buf)[:0], m) // writes all size bytes
 	if err != nil {
-		Buffers.Put(buf)
+		buffers.Put(buf)
 		return nil, fmt.Errorf("failed to marshal, message is %T: %w", v, err)
 	}
 	*buf = b
-	return mem.BufferSlice{mem.NewBuffer(buf, Buffers)}, nil
+	return mem.BufferSlice{mem.NewBuffer(buf, buffers)}, nil
 }
 
 func (c protoCodec) Unmarshal(data mem.BufferSlice, v any) error {
@@ -95,7 +95,7 @@ func (c protoCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.CodecV2.Unmarshal(data, v)
 	}
-	buf := data.MaterializeToBuffer(Buffers) // one frame is used as it is; several are copied in full
+	buf := data.MaterializeToBuffer(buffers) // one frame is used as it is; several are copied in full
 	defer buf.Free()
 	if err := proto.Unmarshal(buf.ReadOnlyData(), m); err != nil {
 		return fmt.Errorf("failed to unmarshal, message is %T: %w", v, err)

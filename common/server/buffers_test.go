@@ -56,11 +56,11 @@ func TestProtoCodecMatchesGRPC(t *testing.T) {
 	}
 	// Dirty buffers of every class the messages below use: decoding must not see their bytes.
 	for _, n := range []int{512, 4096, 65536, 131072} {
-		b := Buffers.Get(n)
+		b := buffers.Get(n)
 		for i := range *b {
 			(*b)[i] = 0xff
 		}
-		Buffers.Put(b)
+		buffers.Put(b)
 	}
 	for _, n := range []int{0, 3, 500, 2000} {
 		msg := offsets(n)

@@ -146,7 +146,7 @@ type wireCodec struct {
 
 func newWireCodec() wireCodec { return wireCodec{proto: ProtoCodec()} }
 
-// Marshal encodes a readResult into a buffer of Buffers (grpc-go frees it once written), and anything
+// Marshal encodes a readResult into a buffer of our pool (buffers.go) (grpc-go frees it once written), and anything
 // else as protobuf.
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	r, ok := v.(*readResult)
@@ -157,9 +157,9 @@ func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if mem.IsBelowBufferPoolingThreshold(size) {
 		return mem.BufferSlice{mem.SliceBuffer(r.appendTo(make([]byte, 0, size)))}, nil
 	}
-	buf := Buffers.Get(size)
+	buf := buffers.Get(size)
 	*buf = r.appendTo((*buf)[:0]) // writes all size bytes
-	return mem.BufferSlice{mem.NewBuffer(buf, Buffers)}, nil
+	return mem.BufferSlice{mem.NewBuffer(buf, buffers)}, nil
 }
 
 func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }

@@ -35,7 +35,7 @@ func TestMain(m *testing.M) { rabbitmqtest.Main(m) }
 func BenchmarkThroughput(b *testing.B) {
 	node := rabbitmqtest.Shared(b)
 	bin := proctest.Build(b, filepath.Join("..", ".."), "rabbitmq-source")
-	type phases struct {
+	type phase struct {
 		kind   string
 		src    benchkit.Result
 		raw    float64
@@ -43,7 +43,7 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-		var runs []phases
+		var runs []phase
 		for _, kind := range []string{rabbitmqtest.Classic, rabbitmqtest.Quorum} {
 			q := fmt.Sprintf("bench-src-%s-%d", kind, time.Now().UnixNano())
 			node.DeclareQueue(b, q, kind, nil)
@@ -54,7 +54,7 @@ func BenchmarkThroughput(b *testing.B) {
 			node.DeclareQueue(b, rq, kind, nil)
 			fill(ctx, b, node, rq, *benchMessages, *benchPayload)
 			raw, rawUse := runRaw(ctx, b, node, rq, *benchMessages)
-			runs = append(runs, phases{kind, src, raw, rawUse})
+			runs = append(runs, phase{kind, src, raw, rawUse})
 		}
 		ceiling := benchkit.Ceiling(ctx, b, *benchMessages, *benchPayload)
 		cancel()
