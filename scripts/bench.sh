@@ -114,6 +114,38 @@ perf() {
 	[ -n "$(metric "$m" "${p}source_broker_cpu_us/msg")" ] || return 0
 	row "the broker's own CPU per message, connector / raw loop phase" "$(fmt "$(metric "$m" "${p}source_broker_cpu_us/msg")" 1) / $(fmt "$(metric "$m" "${p}raw_broker_cpu_us/msg")" 1) µs (runs: connector $(runs "$m" 1 "${p}source_broker_cpu_us/msg"); raw $(runs "$m" 1 "${p}raw_broker_cpu_us/msg"))" "" ""
 }
+# throughput MODULE PREFIX ISSUE RAW_NAME RATIO_MIN RATIO_NOTE CEILING_MIN RSS_MAX [EXTRA]: the throughput
+# table every connector has (a target left empty is not set; PREFIX as in perf; EXTRA, a function, prints
+# the connector's own rows after the ratio).
+throughput() {
+	local m=$1 p=$2 issue=$3 raw_name=$4 rmin=$5 rnote=$6 cmin=$7 rssmax=$8 extra=${9:-} src raw ratio cr rss
+	src=$(metric "$m" "${p}source_msg/s" "${p}socket_msg/s" "${p}connector_msg/s"); raw=$(metric "$m" "${p}raw_msg/s")
+	ratio=$(metric "$m" "${p}ratio_%"); cr=$(metric "$m" "${p}ceiling_ratio_%"); rss=$(metric "$m" "${p}source_peak_rss_MiB" "${p}peak_rss_MiB")
+	row "figure" "measured" "target (issue $issue)" "verdict"
+	row "---" "---" "---" "---"
+	row "connector" "$(fmt "$src") msg/s (runs: $(runs "$m" 0 "${p}source_msg/s"))" "" ""
+	row "$raw_name" "$(fmt "$raw") msg/s (runs: $(runs "$m" 0 "${p}raw_msg/s"))" "" ""
+	row "ratio" "$(fmt "$ratio")% (runs: $(runs "$m" 0 "${p}ratio_%"))" "≥ ${rmin}%${rnote:+ ($rnote)}" "$(verdict "$ratio" ">=" "$rmin")"
+	[ -z "$extra" ] || "$extra" "$m"
+	if [ -n "$cmin" ]; then
+		row "ratio to the memsource ceiling" "$(fmt "$cr")% (runs: $(runs "$m" 0 "${p}ceiling_ratio_%"))" "≥ ${cmin}% (issue 16)" "$(verdict "$cr" ">=" "$cmin")"
+	else
+		row "ratio to the memsource ceiling" "$(fmt "$cr")% (runs: $(runs "$m" 0 "${p}ceiling_ratio_%"))" "" ""
+	fi
+	if [ -n "$rssmax" ]; then
+		row "peak RSS (connector process)" "$(fmt "$rss" 1) MiB" "≤ $rssmax MiB" "$(verdict "$rss" "<=" "$rssmax")"
+	else
+		row "peak RSS (connector process)" "$(fmt "$rss" 1) MiB" "none set" ""
+	fi
+	perf "$m" "$p"
+}
+# sqs_rows MODULE: SQS's request counts, for its throughput table.
+sqs_rows() {
+	local req idle
+	req=$(metric "$1" source_req/1000msg); idle=$(metric "$1" idle_req/min)
+	row "SQS requests per 1,000 messages" "$(fmt "$req" 1) (raw loop $(fmt "$(metric "$1" raw_req/1000msg)" 1))" "≤ 230 (floor 200)" "$(verdict "$req" "<=" 230)"
+	row "requests per idle minute, replica 0" "$(fmt "$idle" 1)" "≤ 4" "$(verdict "$idle" "<=" 4)"
+}
 # fmt VALUE DECIMALS: a number with thousands separators, or "-" when empty.
 fmt() { [ -z "$1" ] && { echo "-"; return; }; LC_ALL=C awk -v v="$1" -v d="${2:-0}" 'BEGIN {
 	s = sprintf("%." d "f", v); neg = s ~ /^-/; sub(/^-/, "", s); split(s, p, "."); i = p[1]; o = ""
@@ -222,53 +254,26 @@ bigmsg() {
 		echo
 		case "$m" in
 		sqs-source)
-			src=$(metric "$m" source_msg/s); raw=$(metric "$m" raw_msg/s); ratio=$(metric "$m" ratio_%)
-			req=$(metric "$m" source_req/1000msg); idle=$(metric "$m" idle_req/min)
 			echo "\`BenchmarkThroughput\`: 20,000 messages of 1 KiB on fauxqs, the connector binary over its unix socket"
 			echo "(driven by numatest as numa drives it) against a raw SDK loop (ReceiveMessage 10 + DeleteMessageBatch,"
 			echo "same concurrency); the connector's requests from its own count, logged at exit."
 			echo
-			row "figure" "measured" "target (issue 4)" "verdict"
-			row "---" "---" "---" "---"
-			row "connector" "$(fmt "$src") msg/s (runs: $(runs "$m" 0 source_msg/s))" "" ""
-			row "raw SDK loop" "$(fmt "$raw") msg/s (runs: $(runs "$m" 0 raw_msg/s))" "" ""
-			row "ratio" "$(fmt "$ratio")% (runs: $(runs "$m" 0 ratio_%))" "≥ 80%" "$(verdict "$ratio" ">=" 80)"
-			row "SQS requests per 1,000 messages" "$(fmt "$req" 1) (raw loop $(fmt "$(metric "$m" raw_req/1000msg)" 1))" "≤ 230 (floor 200)" "$(verdict "$req" "<=" 230)"
-			row "requests per idle minute, replica 0" "$(fmt "$idle" 1)" "≤ 4" "$(verdict "$idle" "<=" 4)"
-			row "ratio to the memsource ceiling" "$(fmt "$(metric "$m" ceiling_ratio_%)")% (runs: $(runs "$m" 0 ceiling_ratio_%))" "" ""
-			row "peak RSS (connector process)" "$(fmt "$(metric "$m" source_peak_rss_MiB)" 1) MiB" "none set" ""
-			perf "$m"
+			throughput "$m" "" 4 "raw SDK loop" 80 "" "" "" sqs_rows
 			;;
 		pubsub-source)
-			src=$(metric "$m" source_msg/s socket_msg/s); raw=$(metric "$m" raw_msg/s); ratio=$(metric "$m" ratio_%); rss=$(metric "$m" source_peak_rss_MiB peak_rss_MiB)
 			echo "\`BenchmarkSocket\`: 20,000 messages of 1 KiB; a raw client loop (4 concurrent pullers, each unary"
 			echo "Pull 500 + Acknowledge) against the connector binary driven over its unix socket by numatest, on two"
 			echo "subscriptions of one topic."
 			echo
-			row "figure" "measured" "target (issue 5)" "verdict"
-			row "---" "---" "---" "---"
-			row "connector" "$(fmt "$src") msg/s (runs: $(runs "$m" 0 source_msg/s))" "" ""
-			row "raw client loop" "$(fmt "$raw") msg/s (runs: $(runs "$m" 0 raw_msg/s))" "" ""
-			row "ratio" "$(fmt "$ratio")% (runs: $(runs "$m" 0 ratio_%))" "≥ 80% (issue 16)" "$(verdict "$ratio" ">=" 80)"
-			row "ratio to the memsource ceiling" "$(fmt "$(metric "$m" ceiling_ratio_%)")% (runs: $(runs "$m" 0 ceiling_ratio_%))" "" ""
-			row "peak RSS (connector process)" "$(fmt "$rss" 1) MiB" "≤ 96 MiB" "$(verdict "$rss" "<=" 96)"
-			perf "$m"
+			throughput "$m" "" 5 "raw client loop" 80 "issue 16" "" 96
 			[ "$emu_used" = pstest ] && { echo; echo "On the pstest fallback the broker is an in-memory fake, much faster than the emulator: the socket, not the broker, is then the bottleneck, and the ratio target is judged on the Java emulator."; }
 			;;
 		redis-streams-source)
-			src=$(metric "$m" source_msg/s socket_msg/s connector_msg/s); raw=$(metric "$m" raw_msg/s); ratio=$(metric "$m" ratio_%); rss=$(metric "$m" source_peak_rss_MiB peak_rss_MiB)
 			echo "\`BenchmarkThroughput\`: 200,000 entries of 1 KiB, the connector binary over its unix socket (numatest,"
 			echo "batch 500, timeout 1 s) against a raw"
 			echo "go-redis loop (XREADGROUP COUNT 500 + pipelined XACK) on the same redis-server."
 			echo
-			row "figure" "measured" "target (issue 3)" "verdict"
-			row "---" "---" "---" "---"
-			row "connector" "$(fmt "$src") msg/s (runs: $(runs "$m" 0 source_msg/s))" "" ""
-			row "raw go-redis loop" "$(fmt "$raw") msg/s (runs: $(runs "$m" 0 raw_msg/s))" "" ""
-			row "ratio" "$(fmt "$ratio")% (runs: $(runs "$m" 0 ratio_%))" "≥ 70%" "$(verdict "$ratio" ">=" 70)"
-			row "ratio to the memsource ceiling" "$(fmt "$(metric "$m" ceiling_ratio_%)")% (runs: $(runs "$m" 0 ceiling_ratio_%))" "≥ 90% (issue 16)" "$(verdict "$(metric "$m" ceiling_ratio_%)" ">=" 90)"
-			row "peak RSS (connector process)" "$(fmt "$rss" 1) MiB" "≤ 64 MiB" "$(verdict "$rss" "<=" 64)"
-			perf "$m"
+			throughput "$m" "" 3 "raw go-redis loop" 70 "" 90 64
 			;;
 		rabbitmq-source)
 			echo "\`BenchmarkThroughput\`: 100,000 persistent messages of 1 KiB with message-ids, on a classic and on a"
@@ -278,32 +283,15 @@ bigmsg() {
 				echo
 				echo "$k queue:"
 				echo
-				row "figure" "measured" "target (issue 13)" "verdict"
-				row "---" "---" "---" "---"
-				row "connector" "$(fmt "$(metric "$m" "${k}_source_msg/s")") msg/s (runs: $(runs "$m" 0 "${k}_source_msg/s"))" "" ""
-				row "raw amqp091-go loop" "$(fmt "$(metric "$m" "${k}_raw_msg/s")") msg/s (runs: $(runs "$m" 0 "${k}_raw_msg/s"))" "" ""
-				ratio=$(metric "$m" "${k}_ratio_%")
-				row "ratio" "$(fmt "$ratio")% (runs: $(runs "$m" 0 "${k}_ratio_%"))" "≥ 80%" "$(verdict "$ratio" ">=" 80)"
-				row "ratio to the memsource ceiling" "$(fmt "$(metric "$m" "${k}_ceiling_ratio_%")")% (runs: $(runs "$m" 0 "${k}_ceiling_ratio_%"))" "" ""
-				rss=$(metric "$m" "${k}_source_peak_rss_MiB" "${k}_peak_rss_MiB")
-				row "peak RSS (connector process)" "$(fmt "$rss" 1) MiB" "≤ 64 MiB" "$(verdict "$rss" "<=" 64)"
-				perf "$m" "${k}_"
+				throughput "$m" "${k}_" 13 "raw amqp091-go loop" 80 "" "" 64
 			done
 			;;
 		mqtt-source)
-			src=$(metric "$m" source_msg/s); raw=$(metric "$m" raw_msg/s); ratio=$(metric "$m" ratio_%); rss=$(metric "$m" source_peak_rss_MiB)
 			echo "\`BenchmarkThroughput\`: 50,000 messages of 1 KiB at QoS 1 queued in a persistent session on mosquitto, the"
 			echo "connector binary over its unix socket (numatest, batch 500, timeout 1 s) against a raw paho.golang loop in"
 			echo "manual-ack mode (Receive Maximum 1000, each message acked as it arrives) on a session of its own."
 			echo
-			row "figure" "measured" "target (issue 14)" "verdict"
-			row "---" "---" "---" "---"
-			row "connector" "$(fmt "$src") msg/s (runs: $(runs "$m" 0 source_msg/s))" "" ""
-			row "raw paho loop" "$(fmt "$raw") msg/s (runs: $(runs "$m" 0 raw_msg/s))" "" ""
-			row "ratio" "$(fmt "$ratio")% (runs: $(runs "$m" 0 ratio_%))" "≥ 80%" "$(verdict "$ratio" ">=" 80)"
-			row "ratio to the memsource ceiling" "$(fmt "$(metric "$m" ceiling_ratio_%)")% (runs: $(runs "$m" 0 ceiling_ratio_%))" "" ""
-			row "peak RSS (connector process)" "$(fmt "$rss" 1) MiB" "≤ 64 MiB" "$(verdict "$rss" "<=" 64)"
-			perf "$m"
+			throughput "$m" "" 14 "raw paho loop" 80 "" "" 64
 			;;
 		common)
 			echo "\`BenchmarkAdapterInProcess\`: the adapter alone over memsource (no gRPC, no broker), numa's loop of"
