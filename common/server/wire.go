@@ -146,8 +146,8 @@ type wireCodec struct {
 
 func newWireCodec() wireCodec { return wireCodec{proto: ProtoCodec()} }
 
-// Marshal encodes a readResult into a buffer of our pool (buffers.go) (grpc-go frees it once written), and anything
-// else as protobuf.
+// Marshal encodes a readResult into a buffer of our pool (buffers.go; grpc-go frees it once written),
+// and anything else as protobuf.
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	r, ok := v.(*readResult)
 	if !ok {
