@@ -287,7 +287,7 @@ bigmsg() {
 			done
 			;;
 		mqtt-source)
-			echo "\`BenchmarkThroughput\`: 50,000 messages of 1 KiB at QoS 1 queued in a persistent session on mosquitto, the"
+			echo "\`BenchmarkThroughput\`: 100,000 messages of 1 KiB at QoS 1 queued in a persistent session on mosquitto, the"
 			echo "connector binary over its unix socket (numatest, batch 500, timeout 1 s) against a raw paho.golang loop in"
 			echo "manual-ack mode (Receive Maximum 1000, each message acked as it arrives) on a session of its own."
 			echo

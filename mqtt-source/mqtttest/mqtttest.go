@@ -216,6 +216,9 @@ func (s *Server) PID() int { return s.process().Cmd.Process.Pid }
 // not write to its persistence file is lost.
 func (s *Server) Kill() { s.process().Kill() }
 
+// CPUTime is the CPU time the broker process has used so far (for benchkit.Meter.Broker).
+func (s *Server) CPUTime() time.Duration { return proctest.CPUTime(s.process().Cmd.Process.Pid) }
+
 // Stop stops the broker gracefully (SIGTERM to its PID): it writes its persistence file and exits.
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()

@@ -19,18 +19,19 @@ import (
 )
 
 var (
-	benchMessages = flag.Int("mqtt.messages", 50_000, "messages per throughput run")
+	benchMessages = flag.Int("mqtt.messages", 100_000, "messages per throughput run")
 	benchPayload  = flag.Int("mqtt.payload", 1024, "payload bytes per message")
 )
 
 func TestMain(m *testing.M) { mqtttest.Main(m) }
 
-// BenchmarkThroughput: 50,000 messages of 1 KiB at QoS 1, queued in a persistent session, drained
+// BenchmarkThroughput: 100,000 messages of 1 KiB at QoS 1, queued in a persistent session, drained
 // through the connector binary over the real socket (benchkit: numatest playing numa, batches of 500),
 // against a raw paho loop with manual acks (each message acked as it arrives, no gRPC) draining the
 // same backlog from a session of its own on the same broker, and the memsource connector (the protocol
 // ceiling), in the same run. Reports the rates, the ratios, the connector's CPU per message and peak
-// RSS; the connector's CPU profile is written to BENCH_PROFILE_DIR.
+// RSS, and the machine's and mosquitto's CPU per message in both phases; the connector's CPU profile
+// is written to BENCH_PROFILE_DIR.
 func BenchmarkThroughput(b *testing.B) {
 	srv := mqtttest.Shared(b)
 	bin := proctest.Build(b, filepath.Join("..", ".."), "mqtt-source")
@@ -40,18 +41,19 @@ func BenchmarkThroughput(b *testing.B) {
 		srv.Session(b, name+"-src-0", time.Hour, 1, "$share/"+name+"/"+name)
 		srv.Session(b, name+"-raw", time.Hour, 1, name)
 		fill(ctx, b, srv, name, *benchMessages, *benchPayload)
-		src := benchkit.Drain(ctx, b, bin, "mqtt-source", connectorEnv(srv, name), *benchMessages)
-		raw := runRaw(ctx, b, srv, name+"-raw", *benchMessages)
+		src := benchkit.DrainWatching(ctx, b, bin, "mqtt-source", connectorEnv(srv, name), *benchMessages, srv.CPUTime)
+		raw, rawUse := runRaw(ctx, b, srv, name+"-raw", *benchMessages)
 		ceiling := benchkit.Ceiling(ctx, b, *benchMessages, *benchPayload)
 		cancel()
 
 		src.Report(b, "source_")
 		b.ReportMetric(raw, "raw_msg/s")
+		rawUse.Report(b, "raw_")
 		b.ReportMetric(100*src.Rate/raw, "ratio_%")
 		b.ReportMetric(ceiling.Rate, "ceiling_msg/s")
 		b.ReportMetric(100*src.Rate/ceiling.Rate, "ceiling_ratio_%")
-		b.Logf("%d messages of %d bytes: source %s; raw paho loop %.0f msg/s (ratio %.0f%%); memsource ceiling %s (ratio %.0f%%)",
-			*benchMessages, *benchPayload, src, raw, 100*src.Rate/raw, ceiling, 100*src.Rate/ceiling.Rate)
+		b.Logf("%d messages of %d bytes: source %s; raw paho loop %.0f msg/s (ratio %.0f%%), %s; memsource ceiling %s (ratio %.0f%%)",
+			*benchMessages, *benchPayload, src, raw, 100*src.Rate/raw, rawUse, ceiling, 100*src.Rate/ceiling.Rate)
 	}
 }
 
@@ -94,8 +96,9 @@ func fill(ctx context.Context, b *testing.B, srv *mqtttest.Server, topic string,
 }
 
 // runRaw drains n messages queued for clientID's session with a plain paho client in manual-ack mode
-// (Receive Maximum 1000, the connector's default budget), acking each as it arrives.
-func runRaw(ctx context.Context, b *testing.B, srv *mqtttest.Server, clientID string, n int) float64 {
+// (Receive Maximum 1000, the connector's default budget), acking each as it arrives. The rate and the
+// machine's and mosquitto's CPU run from the first message to the last.
+func runRaw(ctx context.Context, b *testing.B, srv *mqtttest.Server, clientID string, n int) (float64, benchkit.Usage) {
 	b.Helper()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", srv.Addr())
@@ -105,11 +108,14 @@ func runRaw(ctx context.Context, b *testing.B, srv *mqtttest.Server, clientID st
 	var got atomic.Int64
 	var first, last atomic.Int64
 	done := make(chan struct{})
+	meter := benchkit.Meter{Broker: srv.CPUTime}
 	cli := paho.NewClient(paho.ClientConfig{
 		Conn: conn, ClientID: clientID, EnableManualAcknowledgment: true, SendAcksInterval: 10 * time.Millisecond,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			now := time.Now().UnixNano()
-			first.CompareAndSwap(0, now)
+			if first.CompareAndSwap(0, now) {
+				meter.Start()
+			}
 			last.Store(now)
 			_ = pr.Client.Ack(pr.Packet)
 			if got.Add(1) == int64(n) {
@@ -130,5 +136,6 @@ func runRaw(ctx context.Context, b *testing.B, srv *mqtttest.Server, clientID st
 	case <-ctx.Done():
 		b.Fatalf("raw loop: %d of %d messages", got.Load(), n)
 	}
-	return float64(n-1) / time.Duration(last.Load()-first.Load()).Seconds()
+	use := meter.Stop(n)
+	return float64(n-1) / time.Duration(last.Load()-first.Load()).Seconds(), use
 }
