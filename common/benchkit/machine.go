@@ -55,7 +55,7 @@ type Usage struct {
 // ack (a long poll that runs out) are not counted in the rate, so they are not counted here either.
 type Meter struct {
 	// Broker, when set, returns the CPU time the broker's processes have used so far (for example
-	// proctest.CPUTime of its pid, or TreeCPUTime of its Tree): Usage.Broker is its difference over
+	// proctest.CPUTime of its pid, or a proctest.TreeCPU): Usage.Broker is its difference over
 	// the phase.
 	Broker func() time.Duration
 

@@ -267,6 +267,25 @@ func Tree(pid int) []int {
 	return out
 }
 
+// TreeCPU is the CPU time of a process tree whose processes are found once per root (Tree), for a
+// server that is a launcher plus what it starts (benchkit.Meter.Broker). The zero value is ready.
+type TreeCPU struct {
+	mu   sync.Mutex
+	root int
+	pids []int
+}
+
+// Of is the CPU time pid and its descendants have used so far; the tree is found again when pid is
+// not the last root (a restarted server).
+func (t *TreeCPU) Of(pid int) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if pid != t.root {
+		t.root, t.pids = pid, Tree(pid)
+	}
+	return TreeCPUTime(t.pids)
+}
+
 // TreeCPUTime is the CPUTime of the processes of pids together (see Tree).
 func TreeCPUTime(pids []int) time.Duration {
 	var total time.Duration

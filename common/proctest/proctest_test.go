@@ -28,4 +28,12 @@ func TestTreeCountsChildren(t *testing.T) {
 	if TreeCPUTime(Tree(cmd.Process.Pid)) < child {
 		t.Fatalf("the child's tree counts less than the child")
 	}
+	var tc TreeCPU
+	if got := tc.Of(os.Getpid()); got < self+child {
+		t.Fatalf("TreeCPU %v, less than this process %v plus its child %v", got, self, child)
+	}
+	got := tc.Of(cmd.Process.Pid)
+	if whole := TreeCPUTime(Tree(os.Getpid())); got < child || got >= whole {
+		t.Fatalf("TreeCPU of the child %v: not the child's tree alone (child %v, with this process %v)", got, child, whole)
+	}
 }

@@ -57,9 +57,29 @@ func (p *sizeClasses) Put(b *[]byte) {
 	p.pools[c].Put(b)
 }
 
-// ProtoCodec is grpc-go's proto codec with its buffers from our pool (see buffers): grpc-go's own codec takes them
-// from its default pool, whatever pool the connection has. A connector's own gRPC client can use it:
-// grpc.WithDefaultCallOptions(grpc.ForceCodecV2(server.ProtoCodec())).
+// encode returns a message of size bytes that fill appends to an empty buffer: a buffer of the pool when
+// the message is big enough for pooling (grpc-go frees it once written).
+func encode(size int, fill func([]byte) ([]byte, error)) (mem.BufferSlice, error) {
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		b, err := fill(make([]byte, 0, size))
+		if err != nil {
+			return nil, err
+		}
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	buf := buffers.Get(size)
+	b, err := fill((*buf)[:0])
+	if err != nil {
+		buffers.Put(buf)
+		return nil, err
+	}
+	*buf = b
+	return mem.BufferSlice{mem.NewBuffer(buf, buffers)}, nil
+}
+
+// ProtoCodec is grpc-go's proto codec with its buffers from our pool (see buffers): grpc-go's own
+// codec takes them from its default pool, whatever pool the connection has. A connector's own gRPC
+// client can use it: grpc.WithDefaultCallOptions(grpc.ForceCodecV2(server.ProtoCodec())).
 func ProtoCodec() encoding.CodecV2 { return protoCodec{encoding.GetCodecV2("proto")} }
 
 type protoCodec struct {
@@ -71,23 +91,12 @@ func (c protoCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if !ok {
 		return c.CodecV2.Marshal(v)
 	}
-	size := proto.Size(m)
-	opts := proto.MarshalOptions{UseCachedSize: true} // Size just cached every size
-	if mem.IsBelowBufferPoolingThreshold(size) {
-		b, err := opts.Marshal(m)
-		if err != nil {
-			return nil, fmt.Errorf("failed to marshal, message is %T: %w", v, err)
-		}
-		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
-	}
-	buf := buffers.Get(size)
-	b, err := opts.MarshalAppend((*buf)[:0], m) // writes all size bytes
+	opts := proto.MarshalOptions{UseCachedSize: true} // Size below caches every size
+	data, err := encode(proto.Size(m), func(b []byte) ([]byte, error) { return opts.MarshalAppend(b, m) })
 	if err != nil {
-		buffers.Put(buf)
 		return nil, fmt.Errorf("failed to marshal, message is %T: %w", v, err)
 	}
-	*buf = b
-	return mem.BufferSlice{mem.NewBuffer(buf, buffers)}, nil
+	return data, nil
 }
 
 func (c protoCodec) Unmarshal(data mem.BufferSlice, v any) error {

@@ -146,20 +146,14 @@ type wireCodec struct {
 
 func newWireCodec() wireCodec { return wireCodec{proto: ProtoCodec()} }
 
-// Marshal encodes a readResult into a buffer of our pool (buffers.go; grpc-go frees it once written),
-// and anything else as protobuf.
+// Marshal encodes a readResult straight from the message (into a buffer of our pool, see encode), and
+// anything else as protobuf.
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	r, ok := v.(*readResult)
 	if !ok {
 		return c.proto.Marshal(v)
 	}
-	size := r.size()
-	if mem.IsBelowBufferPoolingThreshold(size) {
-		return mem.BufferSlice{mem.SliceBuffer(r.appendTo(make([]byte, 0, size)))}, nil
-	}
-	buf := buffers.Get(size)
-	*buf = r.appendTo((*buf)[:0]) // writes all size bytes
-	return mem.BufferSlice{mem.NewBuffer(buf, buffers)}, nil
+	return encode(r.size(), func(b []byte) ([]byte, error) { return r.appendTo(b), nil })
 }
 
 func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }

@@ -56,8 +56,7 @@ type Emulator struct {
 	Kind string
 	proc *proctest.Process
 
-	treeOnce sync.Once
-	tree     []int // proc and its descendants, for CPUTime
+	cpu proctest.TreeCPU // proc and its descendants, for CPUTime
 
 	once sync.Once
 	tc   *vkit.TopicAdminClient
@@ -210,8 +209,7 @@ func (e *Emulator) Output() string { return e.proc.Output() }
 // CPUTime is the CPU time the emulator's processes (its launcher and the server it runs, found once)
 // have used so far, for benchkit.Meter.Broker.
 func (e *Emulator) CPUTime() time.Duration {
-	e.treeOnce.Do(func() { e.tree = proctest.Tree(e.proc.Cmd.Process.Pid) })
-	return proctest.TreeCPUTime(e.tree)
+	return e.cpu.Of(e.proc.Cmd.Process.Pid)
 }
 
 var shared = &proctest.Shared[*Emulator]{

@@ -22,7 +22,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -67,10 +66,7 @@ type Node struct {
 	env     []string
 	epmd    *proctest.Process
 	srv     *proctest.Process
-
-	treeMu  sync.Mutex
-	treePid int   // the server process tree was found for
-	tree    []int // the server script and its descendants (the Erlang VM), for CPUTime
+	cpu     proctest.TreeCPU // the server script and its descendants (the Erlang VM), for CPUTime
 }
 
 // skipOrFail skips t when broker tests are off or (outside CI) the server is not installed, and fails
@@ -211,15 +207,10 @@ func contains(s []int, v int) bool {
 // CPUTime is the CPU time the node's processes (the server script, the Erlang VM it runs and their
 // children, found once per start) have used so far, for benchkit.Meter.Broker.
 func (n *Node) CPUTime() time.Duration {
-	n.treeMu.Lock()
-	defer n.treeMu.Unlock()
 	if n.srv == nil {
 		return 0
 	}
-	if pid := n.srv.Cmd.Process.Pid; pid != n.treePid {
-		n.tree, n.treePid = proctest.Tree(pid), pid
-	}
-	return proctest.TreeCPUTime(n.tree)
+	return n.cpu.Of(n.srv.Cmd.Process.Pid)
 }
 
 // URL is the node's amqp:// URL with the test user and the default virtual host.
