@@ -47,6 +47,13 @@ type Capabilities struct {
 	// receives come back empty with no full batch for a second, so an idle source makes one call at a
 	// time. Calls run only while the budgets have room.
 	ReceiveConcurrency int
+	// FullReceive is the fewest messages that make a Receive count as full, the sign that the broker
+	// holds more and another call would find some. 0 means as many as asked (SQS and Redis fill a
+	// receive whenever they can). A broker that answers with fewer than asked while more are waiting
+	// sets it lower: Pub/Sub's Pull returns whatever it has at hand (the emulator at most 100 of the
+	// 500 asked), so there any message counts (1). Only a receive that could ask for MaxReceive
+	// counts: one the budgets cut short says nothing about the broker.
+	FullReceive int
 	// MaxAck is the most handles one Ack, Nack or Extend call may carry (SQS: 10). 0 means no limit.
 	MaxAck int
 	// AckConcurrency is the most Ack/Nack/Extend calls the adapter runs at once (default 1).

@@ -12,7 +12,7 @@ import (
 // and it re-decides whenever room frees up, a worker stops, a backoff ends or the broker is back. So a
 // source with room always has a receive running: there is no wake-up to lose.
 //
-// target follows the broker: it doubles on each full batch (there is more), falls back to one
+// target follows the broker: it doubles on each full batch (there is more: see full), falls back to one
 // when a receive comes back empty and no full batch came for shrinkIdle (an idle source makes one
 // broker call at a time), and falls to one on an error (with a backoff before the next call). It
 // does not fall while the ledger is full, so a refill after numa acks runs as many receives at once
@@ -143,10 +143,10 @@ func (r *receivers) adjust(asked, got int, err error) {
 	case err != nil:
 		r.target = 1
 		r.retryAt = time.Now().Add(r.bo.next())
-	case got >= asked && (r.s.caps.MaxReceive <= 0 || asked == r.s.caps.MaxReceive):
+	case r.full(asked, got):
 		// A full batch: there is more, so twice the receives, up to ReceiveConcurrency (a busy SQS
-		// source reaches its 50 in six full batches). Growing on any non-empty batch was tried: it
-		// multiplies outstanding polls for little gain.
+		// source reaches its 50 in six full batches). Growing on any non-empty batch was tried on
+		// SQS: it multiplies outstanding polls for little gain.
 		r.bo.reset()
 		r.lastFull = time.Now()
 		if r.target < r.s.caps.ReceiveConcurrency {
@@ -165,6 +165,21 @@ func (r *receivers) adjust(asked, got int, err error) {
 	default:
 		r.bo.reset()
 	}
+}
+
+// full tells whether a receive that asked for asked messages and got got shows the broker holds
+// more: it got at least Capabilities.FullReceive (default: all it asked), and it asked for a whole
+// MaxReceive (a receive the budgets cut short says nothing).
+func (r *receivers) full(asked, got int) bool {
+	caps := r.s.caps
+	if caps.MaxReceive > 0 && asked < caps.MaxReceive {
+		return false
+	}
+	enough := asked
+	if caps.FullReceive > 0 {
+		enough = min(caps.FullReceive, asked)
+	}
+	return got > 0 && got >= enough
 }
 
 // receive runs one Receive call for n messages (bytes reserved) and hands the result to the ledger.

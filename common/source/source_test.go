@@ -424,6 +424,7 @@ func TestIdleSourceMakesOneReceiveAtATime(t *testing.T) {
 type herdDriver struct {
 	*fake
 	partial        bool // answer one message instead of a full batch (a trickle)
+	busy           bool // never answer empty (a backlog)
 	mu             sync.Mutex
 	calls, n, most int
 	next           int
@@ -434,7 +435,7 @@ func (h *herdDriver) Receive(ctx context.Context, limit int) ([]*source.Message,
 	h.calls++
 	h.n++
 	h.most = max(h.most, h.n)
-	empty := h.calls%3 != 0
+	empty := !h.busy && h.calls%3 != 0
 	var out []*source.Message
 	if !empty {
 		if h.partial {
@@ -479,6 +480,20 @@ func TestTrickleKeepsOneReceive(t *testing.T) {
 	h := &herdDriver{fake: newFake(source.Capabilities{MaxReceive: 10, ReceiveConcurrency: 8}), partial: true}
 	if most := h.drain(t); most > 1 {
 		t.Errorf("%d receives ran at once for a trickle of one message per answer", most)
+	}
+}
+
+// A backlog on a broker that answers with fewer messages than asked (Pub/Sub's Pull: the emulator
+// gives at most 100 of 500) gets concurrent receives when the driver says any message makes a
+// receive full (FullReceive 1). By default such answers are not full, and receives stay one at a time.
+func TestFullReceiveGrowsReceivesOnPartialAnswers(t *testing.T) {
+	for _, c := range []struct{ full, least, most int }{{1, 6, 8}, {0, 1, 1}} {
+		h := &herdDriver{fake: newFake(source.Capabilities{MaxReceive: 10, ReceiveConcurrency: 8, FullReceive: c.full}),
+			partial: true, busy: true}
+		if most := h.drain(t); most < c.least || most > c.most {
+			t.Errorf("FullReceive %d, one message per answer with more waiting: at most %d receives ran at once, want %d to %d",
+				c.full, most, c.least, c.most)
+		}
 	}
 }
 

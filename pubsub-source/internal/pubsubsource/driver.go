@@ -17,9 +17,13 @@ import (
 const (
 	// maxReceive is max_messages of one Pull.
 	maxReceive = 500
-	// receiveConcurrency is the most Pulls at once (the adapter adds them only while pulls come back
-	// full); 1 when the subscription orders messages, so batches of one key cannot swap places.
+	// receiveConcurrency is the most Pulls at once (the adapter adds them only while pulls bring
+	// messages); 1 when the subscription orders messages, so batches of one key cannot swap places.
 	receiveConcurrency = 4
+	// fullReceive: a Pull that brings any message counts as full. Pub/Sub answers with what it has at
+	// hand, fewer than asked while more wait (the emulator at most 100 of 500), so a pull that waited
+	// for a whole batch would keep the source at one Pull at a time.
+	fullReceive = 1
 	// maxAckIDs is the most ack IDs per Acknowledge or ModifyAckDeadline call ...
 	maxAckIDs = 1000
 	// ... and maxAckBytes the most bytes of ack IDs per call, well under the 512 KiB request limit.
@@ -105,6 +109,7 @@ func (d *driver) Capabilities() source.Capabilities {
 		d.caps = source.Capabilities{
 			MaxReceive:         maxReceive,
 			ReceiveConcurrency: conc,
+			FullReceive:        fullReceive,
 			MaxAck:             maxAckIDs,
 			AckConcurrency:     ackConcurrency,
 			Lease:              d.lease,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -444,4 +445,58 @@ func TestEmulatorCrashRecovery(t *testing.T) {
 func fileExists(path string) error {
 	_, err := os.Stat(path)
 	return err
+}
+
+// pullCounter is the driver with its Receive calls counted: how many ran at once, at most.
+type pullCounter struct {
+	*driver
+	mu        sync.Mutex
+	now, most int
+}
+
+func (p *pullCounter) Receive(ctx context.Context, limit int) ([]*source.Message, error) {
+	p.mu.Lock()
+	p.now++
+	p.most = max(p.most, p.now)
+	p.mu.Unlock()
+	defer func() { p.mu.Lock(); p.now--; p.mu.Unlock() }()
+	return p.driver.Receive(ctx, limit)
+}
+
+// A backlog gets the driver's concurrent pulls. The Java emulator answers a Pull with at most 100 of
+// the 500 asked (the service too answers with what it has at hand), so while only a whole batch
+// counted as full the adapter ran one Pull at a time: 76% of a raw loop of 4 pullers, 106-122% with
+// them. Every message is read once.
+func TestEmulatorBacklogRunsConcurrentPulls(t *testing.T) {
+	t.Parallel()
+	emu := pubsubtest.Shared(t)
+	topic := emu.CreateTopic(t, "conc")
+	sub := emu.CreateSubscription(t, "conc", pubsubtest.Subscription{Topic: topic})
+	const n, batch = 3000, 500
+	publish(t, emu, topic, texts("conc", n)...)
+	d := &pullCounter{driver: openOn(t, sub, nil)}
+	s, err := source.New(d, source.Options{ReadBatchSize: batch}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	stream, endStream := context.WithCancel(context.Background())
+	defer endStream()
+	numa := &numaLoop{t: t, s: s, stream: stream, acked: map[string]int{}}
+	for start := time.Now(); len(numa.acked) < n && time.Since(start) < time.Minute; {
+		numa.round(batch)
+	}
+	if len(numa.acked) != n {
+		t.Fatalf("read %d of %d messages in a minute", len(numa.acked), n)
+	}
+	d.mu.Lock()
+	most := d.most
+	d.mu.Unlock()
+	if want := d.Capabilities().ReceiveConcurrency; most != want {
+		t.Errorf("at most %d pulls ran at once on a backlog of %d, want the driver's %d", most, n, want)
+	}
 }
