@@ -59,6 +59,7 @@ func startEmbedded(c *config, env []string, stderr io.Writer) (*embeddedRedis, [
 		}
 	}
 	fmt.Fprintf(stderr, "udsource-run: embedded redis on %s, stream %q seeded with %d entries\n", srv.Addr(), embeddedStream, c.embeddedCount)
+	fmt.Fprintf(stderr, "udsource-run: miniredis keeps no consumer-group lag, so until the group has read the last entry the connector's pending is an upper bound: the stream's length plus the entries in flight (Redis 7 reports it exactly)\n")
 	set := map[string]string{
 		"REDIS_URL": "redis://" + srv.Addr(), "REDIS_STREAM": embeddedStream, "REDIS_GROUP": embeddedGroup,
 		"REDIS_PAYLOAD_FIELD": "payload", "REDIS_KEY_FIELD": "key", "PENDING_REFRESH": embeddedPendingRefresh.String(),
