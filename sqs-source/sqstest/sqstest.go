@@ -45,6 +45,7 @@ type Server struct {
 	Endpoint string
 	Port     int
 	proc     *proctest.Process
+	cpu      proctest.TreeCPU // the node process and any it starts, for CPUTime
 	client   *sqs.Client
 }
 
@@ -149,6 +150,9 @@ func repoRoot() (string, error) {
 
 // Kill stops the server at once (kill -9), e.g. to test an outage. Idempotent.
 func (s *Server) Kill() { s.proc.Kill() }
+
+// CPUTime is the CPU time fauxqs's processes have used so far, for benchkit.Meter.Broker.
+func (s *Server) CPUTime() time.Duration { return s.cpu.Of(s.proc.Cmd.Process.Pid) }
 
 // AWSConfig is an SDK configuration for this server: region us-east-1, static credentials test/test,
 // BaseEndpoint the server, no SDK retries. Use it with sqs.NewFromConfig.

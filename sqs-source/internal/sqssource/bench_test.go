@@ -234,7 +234,7 @@ func runSource(ctx context.Context, b *testing.B, srv *sqstest.Server, url strin
 	bin := proctest.Build(b, filepath.Join("..", ".."), "sqs-source")
 	env := append(srv.Env(), "SQS_QUEUE_URL="+url, "SQS_WAIT_TIME=20s",
 		fmt.Sprintf("SQS_VISIBILITY_TIMEOUT=%s", benchVisibility), "LOG_LEVEL=info")
-	res := benchkit.Drain(ctx, b, bin, "sqs-source", env, n)
+	res := benchkit.DrainWatching(ctx, b, bin, "sqs-source", env, n, srv.CPUTime)
 	run := benchRun{msgs: res.Messages, span: time.Duration(float64(res.Messages-1) / res.Rate * float64(time.Second))}
 	for _, line := range strings.Split(res.Output, "\n") {
 		var rec struct {
@@ -264,7 +264,7 @@ func runRaw(ctx context.Context, b *testing.B, srv *sqstest.Server, url string, 
 	cfg.HTTPClient = &http.Client{Transport: &countingTransport{base: tr0, counter: counter}}
 	client := sqs.NewFromConfig(cfg)
 	tr := &tracker{seen: map[string]bool{}}
-	var meter benchkit.Meter
+	meter := benchkit.Meter{Broker: srv.CPUTime}
 	var done atomic.Bool
 	var wg sync.WaitGroup
 	start := time.Now()
