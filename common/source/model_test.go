@@ -149,6 +149,8 @@ type modelConfig struct {
 	MaxMessageBytes int // 0: the default (nothing is too large)
 	MaxReceive      int
 	RecvConcurrency int
+	MaxAnswer       int // 0: a receive gets as many as it asks for
+	FullReceive     int
 	Lease           time.Duration
 	Wait            time.Duration // memsource long poll
 	LocalRedelivery bool
@@ -160,8 +162,8 @@ type modelConfig struct {
 }
 
 func (c modelConfig) String() string {
-	return fmt.Sprintf("prefetch=%d bytes=%d maxPayload=%d maxMsg=%d maxRecv=%d recvConc=%d lease=%s wait=%s local=%t ordered=%t dlq=%t fallback=%s keys=%d steps=%d",
-		c.Prefetch, c.PrefetchBytes, c.MaxPayload, c.MaxMessageBytes, c.MaxReceive, c.RecvConcurrency, c.Lease, c.Wait,
+	return fmt.Sprintf("prefetch=%d bytes=%d maxPayload=%d maxMsg=%d maxRecv=%d recvConc=%d maxAnswer=%d fullRecv=%d lease=%s wait=%s local=%t ordered=%t dlq=%t fallback=%s keys=%d steps=%d",
+		c.Prefetch, c.PrefetchBytes, c.MaxPayload, c.MaxMessageBytes, c.MaxReceive, c.RecvConcurrency, c.MaxAnswer, c.FullReceive, c.Lease, c.Wait,
 		c.LocalRedelivery, c.OrderedKeys, c.DeadLetter, c.Fallback, c.Keys, c.Steps)
 }
 
@@ -186,6 +188,12 @@ func genConfig(r *rand.Rand) modelConfig {
 	c.MaxPayload = int(c.PrefetchBytes) * (50 + r.IntN(101)) / 100 // 0.5x .. 1.5x the byte budget
 	if c.DeadLetter && r.IntN(3) == 0 {
 		c.MaxMessageBytes = c.MaxPayload * 9 / 10 // the largest few are too large: dead-lettered
+	}
+	if r.IntN(3) == 0 {
+		// A broker that answers with fewer than asked while more wait (Pub/Sub's Pull), and a driver
+		// that may say how few make a receive full.
+		c.MaxAnswer = 1 + r.IntN(c.MaxReceive)
+		c.FullReceive = r.IntN(c.MaxAnswer + 1)
 	}
 	return c
 }
@@ -305,7 +313,7 @@ func runSchedule(seed uint64) (res scheduleResult) {
 	d := memsource.NewDriver(m.b, memsource.Options{
 		Queue: queueName, Lease: cfg.Lease, MaxReceive: cfg.MaxReceive, DeadLetter: cfg.DeadLetter, Wait: cfg.Wait,
 		OrderedKeys: cfg.OrderedKeys, LocalRedelivery: cfg.LocalRedelivery, ReceiveConcurrency: cfg.RecvConcurrency,
-		MaxAck: 1 + r.IntN(10), AckConcurrency: 1 + r.IntN(3),
+		MaxAck: 1 + r.IntN(10), AckConcurrency: 1 + r.IntN(3), MaxAnswer: cfg.MaxAnswer, FullReceive: cfg.FullReceive,
 	})
 	s, err := source.New(d, source.Options{
 		ReadBatchSize: 5, Prefetch: cfg.Prefetch, PrefetchBytes: cfg.PrefetchBytes, MaxMessageBytes: cfg.MaxMessageBytes,

@@ -245,6 +245,11 @@ type Options struct {
 	ReceiveConcurrency int
 	MaxAck             int
 	AckConcurrency     int
+	// MaxAnswer is the most messages one Receive returns, whatever it asks for (0: as many as it
+	// asks): a broker that answers with fewer than asked while more wait, as Pub/Sub's Pull does.
+	// FullReceive is reported in Capabilities.
+	MaxAnswer   int
+	FullReceive int
 }
 
 // Driver is the memsource driver. Handles are delivery receipts.
@@ -309,6 +314,7 @@ func (d *Driver) Capabilities() source.Capabilities {
 		MaxReceive: d.opts.MaxReceive, ReceiveConcurrency: d.opts.ReceiveConcurrency, MaxAck: d.opts.MaxAck,
 		AckConcurrency: d.opts.AckConcurrency, Lease: d.opts.Lease, MaxExtension: d.opts.MaxExtension,
 		MaxNackDelay: 12 * time.Hour, LocalRedelivery: d.opts.LocalRedelivery, OrderedKeys: d.opts.OrderedKeys,
+		FullReceive: d.opts.FullReceive,
 	}
 }
 
@@ -333,6 +339,9 @@ func (d *Driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 		d.b.calls[OpReceive]++
 		d.b.mu.Unlock()
 		return nil, fmt.Errorf("receive on %s: %w", d.opts.Queue, f.Err)
+	}
+	if d.opts.MaxAnswer > 0 {
+		max = min(max, d.opts.MaxAnswer)
 	}
 	timer := time.NewTimer(d.opts.Wait)
 	defer timer.Stop()

@@ -152,3 +152,29 @@ func refused(d *memsource.Driver, err error) bool {
 	var be *source.BatchError
 	return errors.As(err, &be) && len(be.Failed) == 1 && d.ErrorCode(be.Failed[0]) == source.InvalidArgument
 }
+
+// MaxAnswer caps what one Receive returns, whatever it asks for (a broker that answers with what it has
+// at hand), and FullReceive is reported as the driver's capability.
+func TestMaxAnswer(t *testing.T) {
+	ctx := context.Background()
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	for i := range 10 {
+		_ = b.Publish("q", memsource.Publication{Payload: fmt.Appendf(nil, "%d", i)})
+	}
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", Wait: 10 * time.Millisecond, MaxReceive: 10, MaxAnswer: 4, FullReceive: 1})
+	if c := d.Capabilities(); c.FullReceive != 1 {
+		t.Errorf("FullReceive %d, want 1", c.FullReceive)
+	}
+	var got []int
+	for range 4 {
+		m, err := d.Receive(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, len(m))
+	}
+	if fmt.Sprint(got) != "[4 4 2 0]" {
+		t.Errorf("receives of 10 with MaxAnswer 4 returned %v, want [4 4 2 0]", got)
+	}
+}
