@@ -13,6 +13,7 @@ import (
 	"time"
 
 	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/numaflow-connectors/sources/common/proctest"
 	"github.com/numaflow-connectors/sources/common/server"
@@ -41,6 +42,21 @@ func openOn(t *testing.T, sub string, change func(*Config)) *driver {
 	}
 	t.Cleanup(func() { _ = d.Close(context.Background()) })
 	return d.(*driver)
+}
+
+// startSource runs the adapter over d until the test ends (then closes it, waiting up to 20 s).
+func startSource(t *testing.T, d source.Driver, o source.Options, log *slog.Logger, reg prometheus.Registerer) *source.Source {
+	t.Helper()
+	s, err := source.New(d, o, log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	return s
 }
 
 func publish(t *testing.T, emu *pubsubtest.Emulator, topic string, msgs ...*pb.PubsubMessage) []string {
@@ -475,15 +491,7 @@ func TestEmulatorBacklogRunsConcurrentPulls(t *testing.T) {
 	const n, batch = 3000, 500
 	publish(t, emu, topic, texts("conc", n)...)
 	d := &pullCounter{driver: openOn(t, sub, nil)}
-	s, err := source.New(d, source.Options{ReadBatchSize: batch}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_ = s.Close(ctx)
-	})
+	s := startSource(t, d, source.Options{ReadBatchSize: batch}, nil, nil)
 	stream, endStream := context.WithCancel(context.Background())
 	defer endStream()
 	numa := &numaLoop{t: t, s: s, stream: stream, acked: map[string]int{}}

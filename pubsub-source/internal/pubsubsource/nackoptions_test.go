@@ -61,16 +61,7 @@ func (b *oneMessageBroker) replica(t *testing.T, name string, pub *fakePub) *sou
 	if err := d.readSettings(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	s, err := source.New(d, source.Options{Prefetch: 10}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = s.Close(ctx)
-	})
-	return s
+	return startSource(t, d, source.Options{Prefetch: 10}, nil, nil)
 }
 
 func (b *oneMessageBroker) give(name string) {

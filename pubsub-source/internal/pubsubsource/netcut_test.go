@@ -258,15 +258,7 @@ func networkCutLongerThanAckDeadline(t *testing.T, mode string) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	s, err := source.New(d, source.Options{ReadBatchSize: batch, Prefetch: prefetch}, log, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_ = s.Close(ctx)
-	})
+	s := startSource(t, d, source.Options{ReadBatchSize: batch, Prefetch: prefetch}, log, reg)
 	stream, endStream := context.WithCancel(context.Background())
 	defer endStream()
 	numa := &numaLoop{t: t, s: s, stream: stream, acked: map[string]int{}}

@@ -112,16 +112,7 @@ func TestPendingDefaultsToMonitoring(t *testing.T) {
 			t.Fatal(err)
 		}
 		reg := prometheus.NewRegistry()
-		s, err := source.New(d, source.Options{Prefetch: 100, PendingRefresh: 50 * time.Millisecond}, logs.logger(), reg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = s.Close(ctx)
-		})
-		return s, reg
+		return startSource(t, d, source.Options{Prefetch: 100, PendingRefresh: 50 * time.Millisecond}, logs.logger(), reg), reg
 	}
 
 	t.Run("held messages floor a lagging reading", func(t *testing.T) {
