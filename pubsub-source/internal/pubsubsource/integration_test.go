@@ -482,7 +482,7 @@ func (p *pullCounter) Receive(ctx context.Context, limit int) ([]*source.Message
 // A backlog gets the driver's concurrent pulls. The Java emulator answers a Pull with at most 100 of
 // the 500 asked (the service too answers with what it has at hand), so while only a whole batch
 // counted as full the adapter ran one Pull at a time: 76% of a raw loop of 4 pullers, 106-122% with
-// them. Every message is read once.
+// them. Every message arrives.
 func TestEmulatorBacklogRunsConcurrentPulls(t *testing.T) {
 	t.Parallel()
 	emu := pubsubtest.Shared(t)
