@@ -206,8 +206,8 @@ func (e *Emulator) stop() {
 // Output is what the emulator printed so far.
 func (e *Emulator) Output() string { return e.proc.Output() }
 
-// CPUTime is the CPU time the emulator's processes (its launcher and the server it runs, found once)
-// have used so far, for benchkit.Meter.Broker.
+// CPUTime is the CPU time the emulator's processes (its launcher and the server it runs, found once
+// per start) have used so far, for benchkit.Meter.Broker.
 func (e *Emulator) CPUTime() time.Duration {
 	return e.cpu.Of(e.proc.Cmd.Process.Pid)
 }
