@@ -205,9 +205,17 @@ func TestIntegrationBrokerRestart(t *testing.T) {
 	if want := payloadsOf(got[4:]); !slices.Equal(payloadsOf(again), want) {
 		t.Fatalf("after the broker restart received %q (%v), want the 6 unacknowledged %q", payloadsOf(again), err, want)
 	}
-	// New messages flow on the resumed session too.
+	// New messages flow on the resumed session too, once the connector has subscribed again: the
+	// redeliveries above come from the session before that, and Mosquitto 2.0 does not restore a
+	// shared subscription from its persistence file, so until then it drops what is published (this
+	// test failed in CI when it published first).
 	if err := pub.Publish(ctx, name, 1, nil, []byte("after")); err == nil {
 		t.Fatal("the publisher's connection survived the restart?")
+	}
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	if err := d.Check(cctx); err != nil {
+		t.Fatalf("not subscribed again after the restart: %v", err)
 	}
 	pub = srv.Connect(t, "")
 	if err := pub.Publish(ctx, name, 1, nil, []byte("after")); err != nil {
