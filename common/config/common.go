@@ -23,6 +23,7 @@ type Common struct {
 	SourceServerInfoFile string        `env:"SOURCE_SERVER_INFO_FILE" envDefault:"/var/run/numaflow/sourcer-server-info" desc:"Server info file numa waits for before it connects. Change it only for local runs."`
 	Prefetch             int           `env:"PREFETCH" envDefault:"0" min:"0" desc:"Most messages held at once, buffered or in flight at numa; it bounds memory and held leases. 0: NUMAFLOW_READ_BATCH_SIZE plus what the connector's concurrent receives fetch at once, at least twice NUMAFLOW_READ_BATCH_SIZE (see the connector's README)."`
 	PrefetchBytes        Bytes         `env:"PREFETCH_BYTES" envDefault:"0" min:"0" desc:"Most payload bytes held at once for numa, buffered or in flight; a single larger message is still delivered, one at a time. Locally delayed redeliveries have a budget of their own of the same size. Bytes, or with a unit: 512Ki, 64Mi, 1Gi. 0: a quarter of the container's memory limit (read from cgroups), between 8Mi and 256Mi; 64Mi when there is no limit."`
+	GCHeadroom           Bytes         `env:"GC_HEADROOM" envDefault:"0" min:"0" desc:"Least the Go heap may grow between garbage collections (Go's default, GOGC=100, lets it grow only by as much as is live, which for a connector's small live heap means many collections a second). Trades at most this much memory for CPU; GOMEMLIMIT still bounds the heap. Bytes, or with a unit: 16Mi. 0: an eighth of the container's memory limit, at most 32Mi. Ignored when GOGC is set (Go's own policy)."`
 	MaxMessageBytes      int           `env:"MAX_MESSAGE_BYTES" envDefault:"4194304" min:"1" desc:"Largest payload handed to numa, in bytes; a larger message is dead-lettered (or handled by DEAD_LETTER_FALLBACK) with a reason. numa before v1.8.3 accepts at most 4 MiB."`
 	DeadLetterFallback   string        `env:"DEAD_LETTER_FALLBACK" envDefault:"nack" desc:"What happens to a message nacked more often than numa's max deliveries, or over MAX_MESSAGE_BYTES, when the connector has no dead-letter target: nack (it stays at the broker, whose own redrive policy applies) or drop (it is acked and logged: gone)."`
 	AckRetryTimeout      time.Duration `env:"ACK_RETRY_TIMEOUT" envDefault:"30s" min:"1ms" desc:"How long a failed ack, nack or lease extension is retried before it is left to the broker's redelivery."`
@@ -60,6 +61,9 @@ func (c *Common) Validate() error {
 	}
 	if c.Prefetch < 0 {
 		add("PREFETCH", "must be 0 (derived from the read batch size) or more, got %d", c.Prefetch)
+	}
+	if c.GCHeadroom < 0 {
+		add("GC_HEADROOM", "must be 0 (derived from the container's memory limit) or more, got %d", c.GCHeadroom)
 	}
 	if c.PrefetchBytes < 0 {
 		add("PREFETCH_BYTES", "must be 0 (derived from the container's memory limit) or more, got %d", c.PrefetchBytes)

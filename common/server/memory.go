@@ -85,14 +85,20 @@ func goMemLimit(environ []string, limit int64) (int64, bool) {
 	return limit / 100 * goMemLimitPercent, true
 }
 
-// applyMemoryLimit reads the container's memory limit under root, sets the Go runtime's soft memory
-// limit from it unless GOMEMLIMIT is set, logs both once, and returns PREFETCH_BYTES resolved and the
-// func that puts the runtime's previous limit back (for Run inside a test; a process just exits).
-func applyMemoryLimit(root fs.FS, environ []string, set config.Bytes, logger *slog.Logger) (int64, func()) {
+// containerMemoryLimit is memoryLimit under root; an unreadable limit is logged and taken as none.
+func containerMemoryLimit(root fs.FS, logger *slog.Logger) (int64, bool) {
 	limit, hasLimit, err := memoryLimit(root)
 	if err != nil {
 		logger.Warn("the container's memory limit is unknown; no memory limit set", "error", err)
 	}
+	return limit, hasLimit
+}
+
+// applyMemoryLimit takes the container's memory limit (containerMemoryLimit), sets the Go runtime's
+// soft memory limit from it unless GOMEMLIMIT is set, logs both once, and returns PREFETCH_BYTES
+// resolved and the func that puts the runtime's previous limit back (for Run inside a test; a process
+// just exits).
+func applyMemoryLimit(limit int64, hasLimit bool, environ []string, set config.Bytes, logger *slog.Logger) (int64, func()) {
 	pb := prefetchBytes(set, limit, hasLimit)
 	if !hasLimit {
 		return pb, func() {}

@@ -181,9 +181,12 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 		return runPreflight(ctx, app, &cfg, &common, logger, stdout)
 	}
 
-	// Memory: the Go runtime's soft limit and the payload budget from the container's limit.
-	prefetchBytes, restoreMemLimit := applyMemoryLimit(root, environ, common.PrefetchBytes, logger)
+	// Memory: the Go runtime's soft limit, the payload budget and the collector's headroom from the
+	// container's limit.
+	limit, hasLimit := containerMemoryLimit(root, logger)
+	prefetchBytes, restoreMemLimit := applyMemoryLimit(limit, hasLimit, environ, common.PrefetchBytes, logger)
 	defer restoreMemLimit()
+	defer applyGCHeadroom(environ, common.GCHeadroom, limit, hasLimit, logger)()
 
 	// Metrics and health.
 	reg := prometheus.NewRegistry()
