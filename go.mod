@@ -8,6 +8,7 @@ require (
 	github.com/aws/aws-sdk-go-v2 v1.48.0
 	github.com/aws/aws-sdk-go-v2/service/sqs v1.52.11
 	github.com/numaflow-connectors/sources/common v0.0.0
+	github.com/numaflow-connectors/sources/mqtt-source v0.0.0
 	github.com/numaproj/numaflow v1.3.1
 	github.com/numaproj/numaflow-go v0.12.0
 	github.com/rabbitmq/amqp091-go v1.16.0
@@ -29,12 +30,14 @@ require (
 	github.com/aws/aws-sdk-go-v2/internal/configsources v1.5.11 // indirect
 	github.com/aws/aws-sdk-go-v2/internal/endpoints/v2 v2.8.11 // indirect
 	github.com/aws/smithy-go v1.28.9 // indirect
+	github.com/eclipse/paho.golang v0.23.0 // indirect
 	github.com/felixge/httpsnoop v1.1.0 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/s2a-go v0.1.11 // indirect
 	github.com/googleapis/enterprise-certificate-proxy v0.3.23 // indirect
 	github.com/googleapis/gax-go/v2 v2.27.0 // indirect
 	github.com/gorilla/mux v1.8.0 // indirect
+	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/mattn/go-colorable v0.1.13 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
 	github.com/rs/xid v1.4.0 // indirect
@@ -125,3 +128,5 @@ replace github.com/numaflow-connectors/sources/pubsub-source => ./pubsub-source
 replace github.com/numaflow-connectors/sources/rabbitmq-source => ./rabbitmq-source
 
 replace github.com/numaflow-connectors/sources/redis-streams-source => ./redis-streams-source
+
+replace github.com/numaflow-connectors/sources/mqtt-source => ./mqtt-source

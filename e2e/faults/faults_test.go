@@ -160,29 +160,42 @@ func TestSIGTERMReleasesHeldMessages(t *testing.T) {
 			t.Fatalf("replica 0 read only %d messages", len(held))
 		}
 
-		b := newReplica(t, k, res, 1, res.upstream())
-		b.mustStart(ctx)
+		// Another replica takes over; with handOff the same replica, restarted once it has exited.
+		next := 1
+		if k.handOff != "" {
+			next = 0
+		}
+		b := newReplica(t, k, res, next, res.upstream())
 		lb := newLedger(n)
 		bDone := make(chan error, 1)
-		go func() { bDone <- b.run(ctx, lb, loopOpts{done: func(bool) bool { return lb.complete() }}) }()
+		runB := func() {
+			b.mustStart(ctx)
+			go func() { bDone <- b.run(ctx, lb, loopOpts{done: func(bool) bool { return lb.complete() }}) }()
+		}
+		if k.handOff == "" {
+			runB()
+		}
 
 		t0 := time.Now()
 		code, took := a.sigterm()
 		a.closeClient()
+		if k.handOff != "" {
+			runB()
+		}
 		if code != 0 {
 			t.Errorf("exit status %d after SIGTERM, want 0", code)
 		}
 		if took > 10*time.Second {
 			t.Errorf("exit took %s after SIGTERM; the grace period is 30 s and it should be well under", secs(took))
 		}
-		got := func() bool { n, _ := lb.deliveredAfter(held, t0, 1); return n == len(held) }
+		got := func() bool { n, _ := lb.deliveredAfter(held, t0, next); return n == len(held) }
 		wctx, wcancel := context.WithTimeout(ctx, lease)
 		defer wcancel()
 		if !waitFor(wctx, got) {
-			n, _ := lb.deliveredAfter(held, t0, 1)
-			t.Fatalf("replica 1 got only %d of the %d held messages within the %s lease", n, len(held), lease)
+			n, _ := lb.deliveredAfter(held, t0, next)
+			t.Fatalf("replica %d got only %d of the %d held messages within the %s lease", next, n, len(held), lease)
 		}
-		_, last := lb.deliveredAfter(held, t0, 1)
+		_, last := lb.deliveredAfter(held, t0, next)
 		heldBack := last.Sub(t0)
 		// The rest were prefetched by replica 0 (buffered in its adapter): released at once too.
 		var rest []int
@@ -191,24 +204,24 @@ func TestSIGTERMReleasesHeldMessages(t *testing.T) {
 				rest = append(rest, i)
 			}
 		}
-		soon, _ := lb.deliveredAfter(rest, t0, 1)
+		soon, _ := lb.deliveredAfter(rest, t0, next)
 		if err := <-bDone; err != nil {
 			t.Fatal(err)
 		}
-		_, lastRest := lb.deliveredAfter(rest, t0, 1)
+		_, lastRest := lb.deliveredAfter(rest, t0, next)
 		restBack := lastRest.Sub(t0)
-		t.Logf("%s: exit status %d %s after SIGTERM; replica 1 had all %d held messages %s after SIGTERM; "+
+		t.Logf("%s: exit status %d %s after SIGTERM; replica %d had all %d held messages %s after SIGTERM; "+
 			"%d of the other %d (prefetched by replica 0) by then, all of them %s after SIGTERM (lease %s)",
-			k.name, code, secs(took), len(held), secs(heldBack), soon, len(rest), secs(restBack), lease)
+			k.name, code, secs(took), next, len(held), secs(heldBack), soon, len(rest), secs(restBack), lease)
 		limit := lease / 3
 		if k.releaseWithin != nil {
 			limit = k.releaseWithin(lease)
 		}
 		if heldBack > limit {
-			t.Errorf("the held messages took %s to reach replica 1: not at once (lease %s, limit %s)", secs(heldBack), lease, limit)
+			t.Errorf("the held messages took %s to reach replica %d: not at once (lease %s, limit %s)", secs(heldBack), next, lease, limit)
 		}
 		k.check(t, "sigterm-prefetched", restBack <= limit,
-			"the messages replica 0 had prefetched took up to %s to reach replica 1: not at once (lease %s, limit %s)", secs(restBack), lease, limit)
+			"the messages replica 0 had prefetched took up to %s to reach replica %d: not at once (lease %s, limit %s)", secs(restBack), next, lease, limit)
 		checkAll(t, lb)
 	})
 }
@@ -348,6 +361,9 @@ func outage(t *testing.T, k *kit, res resource, addr, name string, cut, heal fun
 // prefetched) from going to the other replica: no message is delivered twice.
 func TestSlowPipeline(t *testing.T) {
 	forEachKit(t, func(t *testing.T, k *kit) {
+		if k.handOff != "" {
+			t.Skip(k.handOff) // and no lease runs out while a message is held
+		}
 		n := scaled(2000)
 		// Replica 0 holds two batches (what it prefetches: replica 1 drains the rest meanwhile), each
 		// for three leases; ten in soak mode (many more extensions per message).

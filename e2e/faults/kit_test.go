@@ -30,6 +30,10 @@ type kit struct {
 	newResource func(t *testing.T, o resOptions) resource
 	// noRestart, when set, says why the broker cannot be restarted without losing its data.
 	noRestart string
+	// handOff, when set, says why another replica never gets what one replica holds (MQTT: a message
+	// belongs to one replica's session). The SIGTERM test then restarts the same replica instead of
+	// starting another, and the tests of a survivor taking over are skipped.
+	handOff string
 	// releaseWithin is how soon after SIGTERM another replica must have the messages the stopped one
 	// held, for a lease (default lease/3: at once, not after the lease).
 	releaseWithin func(lease time.Duration) time.Duration
@@ -86,7 +90,7 @@ type resource interface {
 
 // kits returns every connector whose binary was built.
 func kits() []*kit {
-	all := []*kit{sqsKit(), pubsubKit(), rabbitKit()}
+	all := []*kit{sqsKit(), pubsubKit(), rabbitKit(), mqttKit()}
 	if k := redisKit(); k != nil {
 		all = append(all, k)
 	}

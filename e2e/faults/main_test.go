@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/numaflow-connectors/sources/e2e/internal/bins"
+	"github.com/numaflow-connectors/sources/mqtt-source/mqtttest"
 	"github.com/numaflow-connectors/sources/pubsub-source/pubsubtest"
 	"github.com/numaflow-connectors/sources/rabbitmq-source/rabbitmqtest"
 )
@@ -24,13 +25,15 @@ import (
 var binaries map[string]string
 
 // connectors the package builds and tests. A connector whose directory has no main.go yet is skipped.
-var connectors = []string{"sqs-source", "pubsub-source", "redis-streams-source", "rabbitmq-source"}
+var connectors = []string{"sqs-source", "pubsub-source", "redis-streams-source", "rabbitmq-source", "mqtt-source"}
 
 func TestMain(m *testing.M) {
 	// The Pub/Sub emulator is shared by the package (a JVM takes seconds and hundreds of MB to start);
 	// every test uses its own topic and subscription on it (pubsubtest.Shared).
 	os.Exit(pubsubtest.Main(runTests(func() int {
-		return rabbitmqtest.Run(runTests(func() int { return bins.Run(m, connectors, func(b map[string]string) { binaries = b }) }))
+		return rabbitmqtest.Run(runTests(func() int {
+			return mqtttest.Run(runTests(func() int { return bins.Run(m, connectors, func(b map[string]string) { binaries = b }) }))
+		}))
 	})))
 }
 

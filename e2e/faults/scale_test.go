@@ -38,6 +38,11 @@ func TestThreeReplicasShareTheLoad(t *testing.T) {
 		for _, r := range reps {
 			wg.Go(func() { errs <- r.run(ctx, l, loopOpts{done: func(bool) bool { return l.complete() }}) })
 		}
+		for i, r := range reps { // subscribed (MQTT: a replica that is not gets no share of what is published)
+			if !waitFor(ctx, func() bool { return r.readyz() == 200 }) {
+				t.Fatalf("replica %d not ready", i)
+			}
+		}
 		res.publish(t, makePayloads(n, newRand(t))) // while all three are reading
 		wg.Wait()
 		close(errs)
@@ -67,6 +72,9 @@ func TestThreeReplicasShareTheLoad(t *testing.T) {
 // lease (limit 1.5 leases + 5 s), and nothing is lost.
 func TestShrinkThreeToOne(t *testing.T) {
 	forEachKit(t, func(t *testing.T, k *kit) {
+		if k.handOff != "" {
+			t.Skip(k.handOff)
+		}
 		n := scaled(20000)
 		res := k.resource(t, resOptions{})
 		res.publish(t, makePayloads(n, newRand(t)))

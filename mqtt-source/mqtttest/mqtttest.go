@@ -290,3 +290,7 @@ func Shared(t testing.TB) *Server {
 func Name(t testing.TB) string {
 	return proctest.Name(t, 40)
 }
+
+// Run is Main for a TestMain that wraps the tests in more set-up (anything with Run() int): it runs
+// them with one shared broker and returns their exit code.
+func Run(m interface{ Run() int }) int { return shared.Main(m) }

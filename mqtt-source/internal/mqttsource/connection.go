@@ -21,6 +21,11 @@ const (
 // errDown is reported while the connection is down and no cause is known yet.
 var errDown = errors.New("not connected to the broker")
 
+// errConnLost wraps why an established connection failed: whatever the cause (a network error, a silent
+// broker noticed by the pinger, a broken packet), the connection is gone and autopaho reconnects, so it
+// is unavailable unless the cause has a code of its own.
+var errConnLost = errors.New("connection to the broker lost")
+
 // connectionUp records a new connection. The deliveries of an earlier connection are stale from now on:
 // the broker sends them again on the resumed session.
 func (d *driver) connectionUp(sessionPresent bool) {
@@ -71,7 +76,7 @@ func (d *driver) connectError(err error) {
 // clientError records why an established connection failed.
 func (d *driver) clientError(err error) {
 	d.mu.Lock()
-	d.downErr = fmt.Errorf("connection to the broker lost: %w", err)
+	d.downErr = fmt.Errorf("%w: %w", errConnLost, err)
 	d.mu.Unlock()
 }
 

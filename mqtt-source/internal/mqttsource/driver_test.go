@@ -428,6 +428,7 @@ func TestErrorCode(t *testing.T) {
 		{autopaho.ConnectionDownError, source.Unavailable},
 		{errClosed, source.Canceled},
 		{fmt.Errorf("failed to connect to wss://b/mqtt: %w", &websocket.CloseError{Code: websocket.CloseAbnormalClosure, Text: "unexpected EOF"}), source.Unavailable},
+		{fmt.Errorf("%w: %w", errConnLost, errors.New("ping handler error: no packet from the broker for 2s")), source.Unavailable},
 		{errors.New("something else"), source.Unknown},
 	} {
 		if got := errorCode(tt.err); got != tt.want {

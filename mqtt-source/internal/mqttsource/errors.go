@@ -80,5 +80,8 @@ func errorCode(err error) source.Code {
 	if c, ok := source.NetworkCode(err); ok {
 		return c
 	}
+	if errors.Is(err, errConnLost) { // e.g. the pinger's "no packet from the broker" on a silent network
+		return source.Unavailable
+	}
 	return source.Unknown
 }
