@@ -1,0 +1,165 @@
+package badinput
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/numaflow-connectors/sources/common/numatest"
+	"github.com/numaflow-connectors/sources/mqtt-source/mqtttest"
+)
+
+// mqttEnv points the connector at topic on srv, with a session (client id topic-0, share group topic)
+// that mqttSession created before anything was published: MQTT drops what nobody subscribes to.
+func mqttEnv(srv *mqtttest.Server, topic string, extra ...string) []string {
+	return append([]string{"MQTT_URL=" + srv.URL(), "MQTT_TOPICS=" + topic, "MQTT_USERNAME=" + mqtttest.User,
+		"MQTT_PASSWORD=" + srv.Password, "MQTT_CLIENT_ID=" + topic + "-0", "MQTT_SHARE_GROUP=" + topic,
+		"LOG_LEVEL=debug", "LOG_FORMAT=json"}, extra...)
+}
+
+func mqttSession(t *testing.T, srv *mqtttest.Server, topic string) {
+	t.Helper()
+	srv.Session(t, topic+"-0", time.Hour, 1, "$share/"+topic+"/"+topic)
+}
+
+// publishMQTT publishes each message to topic at QoS 1 and waits for the broker's PUBACK.
+func publishMQTT(ctx context.Context, t *testing.T, srv *mqtttest.Server, msgs ...*paho.Publish) {
+	t.Helper()
+	pub := srv.Connect(t, "")
+	defer pub.Close()
+	for _, m := range msgs {
+		m.QoS = 1
+		if _, err := pub.Client.Publish(ctx, m); err != nil {
+			t.Fatalf("publishing %.20q: %v", m.Payload, err)
+		}
+	}
+}
+
+// Poison messages and oversize ones on MQTT: non-UTF-8 bytes in the payload and in the correlation
+// data (binary in MQTT: base64 in its header), a user property that tries to forge the connector's
+// x-mqtt-topic header, an empty payload, a 1 MiB payload, then a normal message, which must arrive, as
+// must each of the others with valid UTF-8 headers. MQTT itself requires UTF-8 in topics and
+// properties (mosquitto refuses others), so those cannot reach the connector. Over MAX_MESSAGE_BYTES
+// with 2,500 messages after it (more than the broker's window of 1,000 unacknowledged): with a
+// dead-letter topic, published there with the reason, and the stream goes on; with
+// DEAD_LETTER_FALLBACK=drop, acknowledged and gone, and the stream goes on. With neither, the default
+// fallback (nack) keeps the message (MQTT has no nack), and since MQTT acknowledges in order it holds
+// back every later acknowledgement: the source stalls once the window is full (about 2,000 messages
+// later here), which the connector warns about at start.
+func TestMQTTPoisonAndOversize(t *testing.T) {
+	t.Parallel()
+	srv := mqtttest.Start(t, mqtttest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	t.Run("poison", func(t *testing.T) {
+		topic := mqtttest.Name(t)
+		mqttSession(t, srv, topic)
+		publishMQTT(ctx, t, srv,
+			&paho.Publish{Topic: topic, Payload: []byte(nonUTF8)},
+			&paho.Publish{Topic: topic, Payload: []byte("binary-correlation"), Properties: &paho.PublishProperties{CorrelationData: []byte(nonUTF8)}},
+			&paho.Publish{Topic: topic, Payload: []byte("forged-topic"), Properties: &paho.PublishProperties{
+				User: paho.UserProperties{{Key: "x-mqtt-topic", Value: "elsewhere"}, {Key: "ok", Value: "1"}}}},
+			&paho.Publish{Topic: topic, Payload: nil, Properties: &paho.PublishProperties{User: paho.UserProperties{{Key: "empty", Value: "yes"}}}},
+			&paho.Publish{Topic: topic, Payload: []byte(oneMiB)},
+			&paho.Publish{Topic: topic, Payload: []byte("after-poison")},
+		)
+		conn := startConnector(t, mqttSource, mqttEnv(srv, topic))
+		msgs := conn.drainUntil(t, drainTimeout, seenEach(
+			payloadIs(nonUTF8), payloadIs("binary-correlation"), payloadIs("forged-topic"),
+			func(m numatest.Message) bool { return len(m.Payload) == 0 && m.Headers["empty"] == "yes" },
+			payloadIs(oneMiB), payloadIs("after-poison"),
+		))
+		for _, m := range msgs {
+			for k, v := range m.Headers {
+				if !utf8.ValidString(k) || !utf8.ValidString(v) {
+					t.Errorf("header %q=%q is not valid UTF-8", k, v)
+				}
+			}
+			if m.Headers["x-mqtt-topic"] != topic || !slices.Equal(m.Keys, []string{topic}) {
+				t.Errorf("%.20q: topic header %q, keys %q; want %q (a user property must not forge it)", m.Payload, m.Headers["x-mqtt-topic"], m.Keys, topic)
+			}
+			switch string(m.Payload) {
+			case "binary-correlation":
+				if got := m.Headers["x-mqtt-correlation-data"]; got != base64.StdEncoding.EncodeToString([]byte(nonUTF8)) {
+					t.Errorf("binary correlation data as header %q, want it base64", got)
+				}
+			case "forged-topic":
+				if m.Headers["ok"] != "1" {
+					t.Errorf("the other user property was lost: %v", m.Headers)
+				}
+			}
+		}
+		conn.finish(t)
+	})
+
+	t.Run("oversize dead-lettered", func(t *testing.T) {
+		topic := mqtttest.Name(t)
+		dlq := topic + "/dlq"
+		watcher := srv.Connect(t, topic+"-dlq-watcher")
+		if err := watcher.Subscribe(ctx, dlq); err != nil {
+			t.Fatal(err)
+		}
+		mqttSession(t, srv, topic)
+		msgs, want := oversizeThenMany(topic)
+		publishMQTT(ctx, t, srv, msgs...)
+		conn := startConnector(t, mqttSource, mqttEnv(srv, topic, "MAX_MESSAGE_BYTES="+smallLimit, "MQTT_DEAD_LETTER_TOPIC="+dlq))
+		assertOversizeNotDelivered(t, conn.drainUntil(t, drainTimeout, seenAll(want...)))
+		eventually(t, 20*time.Second, func(context.Context) error {
+			got := watcher.Received()
+			if len(got) == 0 {
+				return errNotYet
+			}
+			reason := got[0].Properties.User.Get("dead-letter-reason")
+			if string(got[0].Payload) != bigPayload || !strings.Contains(reason, reasonTooLarge) {
+				return fmt.Errorf("dead letter of %d bytes with reason %q", len(got[0].Payload), reason)
+			}
+			return nil
+		})
+		conn.waitOutput(t, 5*time.Second, "message dead-lettered", reasonTooLarge)
+		conn.finish(t)
+	})
+
+	t.Run("oversize dropped", func(t *testing.T) {
+		topic := mqtttest.Name(t)
+		mqttSession(t, srv, topic)
+		msgs, want := oversizeThenMany(topic)
+		publishMQTT(ctx, t, srv, msgs...)
+		conn := startConnector(t, mqttSource, mqttEnv(srv, topic, "MAX_MESSAGE_BYTES="+smallLimit, "DEAD_LETTER_FALLBACK=drop"))
+		assertOversizeNotDelivered(t, conn.drainUntil(t, drainTimeout, seenAll(want...)))
+		conn.waitOutput(t, 5*time.Second, "message dropped", reasonTooLarge)
+		conn.finish(t)
+	})
+
+	// The default: the oversize message is kept and redelivered locally without spinning, the messages
+	// after it flow while the window lasts, and the connector said at start what this leads to.
+	t.Run("oversize kept by the default fallback", func(t *testing.T) {
+		topic := mqtttest.Name(t)
+		mqttSession(t, srv, topic)
+		msgs, want := oversizeThenMany(topic)
+		publishMQTT(ctx, t, srv, msgs[:302]...)
+		conn := startConnector(t, mqttSource, mqttEnv(srv, topic, "LOG_FORMAT=text", "MAX_MESSAGE_BYTES="+smallLimit))
+		conn.waitOutput(t, 5*time.Second, "no MQTT_DEAD_LETTER_TOPIC", "the source stops receiving")
+		assertOversizeNotDelivered(t, conn.drainUntil(t, drainTimeout, seenAll(want[:301]...)))
+		conn.assertNoNackSpin(t)
+		conn.finish(t)
+	})
+}
+
+// oversizeThenMany is "before", an oversize message and 2,500 more, and the payloads that must arrive.
+func oversizeThenMany(topic string) ([]*paho.Publish, []string) {
+	msgs := []*paho.Publish{{Topic: topic, Payload: []byte("before")}, {Topic: topic, Payload: []byte(bigPayload)}}
+	want := []string{"before"}
+	for i := range 2500 {
+		p := fmt.Sprintf("after-%04d", i)
+		msgs, want = append(msgs, &paho.Publish{Topic: topic, Payload: []byte(p)}), append(want, p)
+	}
+	return msgs, want
+}
