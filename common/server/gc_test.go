@@ -8,29 +8,16 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/numaflow-connectors/sources/common/config"
 )
 
 func TestGCHeadroomDefault(t *testing.T) {
-	tests := []struct {
-		name     string
-		set      config.Bytes
-		limit    int64
-		hasLimit bool
-		want     int64
-	}{
-		{name: "set", set: 8 * mi, limit: 256 * mi, hasLimit: true, want: 8 * mi},
-		{name: "set above the derived value", set: 100 * mi, limit: 64 * mi, hasLimit: true, want: 100 * mi},
-		{name: "an eighth of the limit", limit: 128 * mi, hasLimit: true, want: 16 * mi},
-		{name: "at most 32 MiB", limit: 4096 * mi, hasLimit: true, want: 32 * mi},
-		{name: "no limit", want: 32 * mi},
-	}
-	for _, tc := range tests {
-		if got := gcHeadroom(tc.set, tc.limit, tc.hasLimit); got != tc.want {
-			t.Errorf("%s: gcHeadroom = %d, want %d", tc.name, got, tc.want)
-		}
-	}
+	checkDerived(t, "gcHeadroom", gcHeadroom, []derivedCase{
+		{"set", 8 * mi, 256 * mi, true, 8 * mi},
+		{"set above the derived value", 100 * mi, 64 * mi, true, 100 * mi},
+		{"an eighth of the limit", 0, 128 * mi, true, 16 * mi},
+		{"at most 32 MiB", 0, 4096 * mi, true, 32 * mi},
+		{"no limit", 0, 0, false, 32 * mi},
+	})
 }
 
 func TestGCPercent(t *testing.T) {

@@ -53,14 +53,27 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
+// derivedCase is one case of a value set by a variable or derived from the container's memory limit.
+type derivedCase struct {
+	name     string
+	set      config.Bytes
+	limit    int64
+	hasLimit bool
+	want     int64
+}
+
+// checkDerived runs the cases through f (prefetchBytes, gcHeadroom).
+func checkDerived(t *testing.T, fname string, f func(config.Bytes, int64, bool) int64, cases []derivedCase) {
+	t.Helper()
+	for _, tc := range cases {
+		if got := f(tc.set, tc.limit, tc.hasLimit); got != tc.want {
+			t.Errorf("%s: %s(%d, %d, %v) = %d, want %d", tc.name, fname, tc.set, tc.limit, tc.hasLimit, got, tc.want)
+		}
+	}
+}
+
 func TestPrefetchBytes(t *testing.T) {
-	tests := []struct {
-		name     string
-		set      config.Bytes
-		limit    int64
-		hasLimit bool
-		want     int64
-	}{
+	checkDerived(t, "prefetchBytes", prefetchBytes, []derivedCase{
 		{"set wins over the limit", 1 * mi, 256 * mi, true, 1 * mi},
 		{"set without a limit", 300 * mi, 0, false, 300 * mi},
 		{"no limit: the adapter's default", 0, 0, false, source.DefaultPrefetchBytes},
@@ -69,12 +82,7 @@ func TestPrefetchBytes(t *testing.T) {
 		{"20Mi: at least 8Mi", 0, 20 * mi, true, 8 * mi},
 		{"4Gi: at most 256Mi", 0, 4096 * mi, true, 256 * mi},
 		{"1Gi: exactly 256Mi", 0, 1024 * mi, true, 256 * mi},
-	}
-	for _, tc := range tests {
-		if got := prefetchBytes(tc.set, tc.limit, tc.hasLimit); got != tc.want {
-			t.Errorf("%s: prefetchBytes(%d, %d, %v) = %d, want %d", tc.name, tc.set, tc.limit, tc.hasLimit, got, tc.want)
-		}
-	}
+	})
 }
 
 func TestGoMemLimit(t *testing.T) {

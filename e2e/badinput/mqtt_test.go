@@ -107,11 +107,7 @@ func TestMQTTPoisonAndOversize(t *testing.T) {
 		if err := watcher.Subscribe(ctx, dlq); err != nil {
 			t.Fatal(err)
 		}
-		mqttSession(t, srv, topic)
-		msgs, want := oversizeThenMany(topic)
-		publishMQTT(ctx, t, srv, msgs...)
-		conn := startConnector(t, mqttSource, mqttEnv(srv, topic, "MAX_MESSAGE_BYTES="+smallLimit, "MQTT_DEAD_LETTER_TOPIC="+dlq))
-		assertOversizeNotDelivered(t, conn.drainUntil(t, drainTimeout, seenAll(want...)))
+		conn := drainOversize(ctx, t, srv, topic, oversizeAfter, "MQTT_DEAD_LETTER_TOPIC="+dlq)
 		eventually(t, 20*time.Second, func(context.Context) error {
 			got := watcher.Received()
 			if len(got) == 0 {
@@ -128,12 +124,7 @@ func TestMQTTPoisonAndOversize(t *testing.T) {
 	})
 
 	t.Run("oversize dropped", func(t *testing.T) {
-		topic := mqtttest.Name(t)
-		mqttSession(t, srv, topic)
-		msgs, want := oversizeThenMany(topic)
-		publishMQTT(ctx, t, srv, msgs...)
-		conn := startConnector(t, mqttSource, mqttEnv(srv, topic, "MAX_MESSAGE_BYTES="+smallLimit, "DEAD_LETTER_FALLBACK=drop"))
-		assertOversizeNotDelivered(t, conn.drainUntil(t, drainTimeout, seenAll(want...)))
+		conn := drainOversize(ctx, t, srv, mqtttest.Name(t), oversizeAfter, "DEAD_LETTER_FALLBACK=drop")
 		conn.waitOutput(t, 5*time.Second, "message dropped", reasonTooLarge)
 		conn.finish(t)
 	})
@@ -141,25 +132,30 @@ func TestMQTTPoisonAndOversize(t *testing.T) {
 	// The default: the oversize message is kept and redelivered locally without spinning, the messages
 	// after it flow while the window lasts, and the connector said at start what this leads to.
 	t.Run("oversize kept by the default fallback", func(t *testing.T) {
-		topic := mqtttest.Name(t)
-		mqttSession(t, srv, topic)
-		msgs, want := oversizeThenMany(topic)
-		publishMQTT(ctx, t, srv, msgs[:302]...)
-		conn := startConnector(t, mqttSource, mqttEnv(srv, topic, "LOG_FORMAT=text", "MAX_MESSAGE_BYTES="+smallLimit))
+		conn := drainOversize(ctx, t, srv, mqtttest.Name(t), 300, "LOG_FORMAT=text")
 		conn.waitOutput(t, 5*time.Second, "no MQTT_DEAD_LETTER_TOPIC", "the source stops receiving")
-		assertOversizeNotDelivered(t, conn.drainUntil(t, drainTimeout, seenAll(want[:301]...)))
 		conn.assertNoNackSpin(t)
 		conn.finish(t)
 	})
 }
 
-// oversizeThenMany is "before", an oversize message and 2,500 more, and the payloads that must arrive.
-func oversizeThenMany(topic string) ([]*paho.Publish, []string) {
+// oversizeAfter is how many messages follow the oversize one: more than the broker's window (1,000).
+const oversizeAfter = 2500
+
+// drainOversize publishes "before", an oversize message and after more to topic (on a session made
+// first), starts the connector with MAX_MESSAGE_BYTES=smallLimit and env, and drains until every
+// message but the oversize one has arrived.
+func drainOversize(ctx context.Context, t *testing.T, srv *mqtttest.Server, topic string, after int, env ...string) *conn {
+	t.Helper()
+	mqttSession(t, srv, topic)
 	msgs := []*paho.Publish{{Topic: topic, Payload: []byte("before")}, {Topic: topic, Payload: []byte(bigPayload)}}
 	want := []string{"before"}
-	for i := range 2500 {
+	for i := range after {
 		p := fmt.Sprintf("after-%04d", i)
 		msgs, want = append(msgs, &paho.Publish{Topic: topic, Payload: []byte(p)}), append(want, p)
 	}
-	return msgs, want
+	publishMQTT(ctx, t, srv, msgs...)
+	c := startConnector(t, mqttSource, mqttEnv(srv, topic, append(env, "MAX_MESSAGE_BYTES="+smallLimit)...))
+	assertOversizeNotDelivered(t, c.drainUntil(t, drainTimeout, seenAll(want...)))
+	return c
 }
