@@ -21,7 +21,7 @@ const (
 	// GC_HEADROOM=0 takes gcHeadroomShare of the container's limit, at most maxGCHeadroom (also the
 	// value without a limit).
 	gcHeadroomShare = 8
-	maxGCHeadroom   = 32 << 20
+	maxGCHeadroom   = 16 << 20 // 32 MiB saved no more CPU on the Redis benchmark, for 16 MiB more RSS
 	// GOGC stays within [minGCPercent, maxGCPercent]: never below Go's default, and a heap that is
 	// almost empty (at start) does not make the first collection wait for the whole headroom times
 	// the tiny live heap.
@@ -30,7 +30,7 @@ const (
 )
 
 // gcHeadroom is GC_HEADROOM with its default resolved: when set is 0, an eighth of the container's
-// memory limit, at most 32 MiB (32 MiB without a limit).
+// memory limit, at most 16 MiB (16 MiB without a limit).
 func gcHeadroom(set config.Bytes, limit int64, hasLimit bool) int64 {
 	switch {
 	case set > 0:

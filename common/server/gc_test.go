@@ -14,9 +14,9 @@ func TestGCHeadroomDefault(t *testing.T) {
 	checkDerived(t, "gcHeadroom", gcHeadroom, []derivedCase{
 		{"set", 8 * mi, 256 * mi, true, 8 * mi},
 		{"set above the derived value", 100 * mi, 64 * mi, true, 100 * mi},
-		{"an eighth of the limit", 0, 128 * mi, true, 16 * mi},
-		{"at most 32 MiB", 0, 4096 * mi, true, 32 * mi},
-		{"no limit", 0, 0, false, 32 * mi},
+		{"an eighth of the limit", 0, 64 * mi, true, 8 * mi},
+		{"at most 16 MiB", 0, 256 * mi, true, 16 * mi},
+		{"no limit", 0, 0, false, 16 * mi},
 	})
 }
 
@@ -103,7 +103,7 @@ func TestRunGCHeadroom(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{env: nil, want: `"gogc":"tuned","gc_headroom_bytes":33554432`},
+		{env: nil, want: `"gogc":"tuned","gc_headroom_bytes":16777216`},
 		{env: []string{"GC_HEADROOM=8Mi"}, want: `"gogc":"tuned","gc_headroom_bytes":8388608`},
 		{env: []string{"GOGC=200"}, want: `"gogc":"200","gc_headroom_bytes":0`},
 	} {
