@@ -5,7 +5,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"strings"
 	"sync/atomic"
 
 	"github.com/numaflow-connectors/sources/common/config"
@@ -81,11 +80,9 @@ func (t *gcTuner) tune() {
 // runtime already applied the operator's choice), logs the choice once, and returns the func that
 // stops the tuner and puts the previous GOGC back (for Run inside a test; a process just exits).
 func applyGCHeadroom(environ []string, set config.Bytes, limit int64, hasLimit bool, logger *slog.Logger) func() {
-	for _, kv := range environ {
-		if v, ok := strings.CutPrefix(kv, "GOGC="); ok && v != "" {
-			logger.Info("garbage collection", "gogc", v, "gc_headroom_bytes", 0)
-			return func() {}
-		}
+	if v := runtimeVar(environ, "GOGC"); v != "" {
+		logger.Info("garbage collection", "gogc", v, "gc_headroom_bytes", 0)
+		return func() {}
 	}
 	t := &gcTuner{headroom: uint64(gcHeadroom(set, limit, hasLimit)), live: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
 	// Until the first collection measures the live heap: the runtime's smallest heap goal is 4 MiB

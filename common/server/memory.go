@@ -77,12 +77,21 @@ func prefetchBytes(set config.Bytes, limit int64, hasLimit bool) int64 {
 // goMemLimit returns the Go runtime's soft memory limit for a container limited to limit bytes, and
 // false when the GOMEMLIMIT variable is set in environ (the runtime already applied it).
 func goMemLimit(environ []string, limit int64) (int64, bool) {
-	for _, kv := range environ {
-		if v, ok := strings.CutPrefix(kv, "GOMEMLIMIT="); ok && v != "" {
-			return 0, false
-		}
+	if runtimeVar(environ, "GOMEMLIMIT") != "" {
+		return 0, false
 	}
 	return limit / 100 * goMemLimitPercent, true
+}
+
+// runtimeVar is the value of the Go runtime's variable name (GOMEMLIMIT, GOGC) in environ, "" when it is
+// not set. The runtime read it at start; the server only needs to know whether to leave it alone.
+func runtimeVar(environ []string, name string) string {
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // containerMemoryLimit is memoryLimit under root; an unreadable limit is logged and taken as none.
