@@ -44,6 +44,10 @@ type Env struct {
 	// Receive Maximum). Such a driver receives one batch at a time; PREFETCH's default depends on
 	// the receive concurrency (source.DefaultPrefetch), and Messages is the one for a concurrency of 1.
 	Budget Budget
+	// Fallback is DEAD_LETTER_FALLBACK: what the adapter does with a message to dead-letter when the
+	// driver has no target, for a driver whose broker cannot take it back (MQTT: a kept message holds
+	// back the acknowledgements after it) and that warns about it.
+	Fallback source.Fallback
 }
 
 // Budget is how much the adapter holds at most: Messages messages and Bytes payload bytes.
@@ -209,7 +213,8 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 
 	// Driver and adapter.
 	opts := sourceOptions(&common, prefetchBytes)
-	env := &Env{Log: logger, Platform: common.Platform, Budget: Budget{Messages: common.PrefetchOrDefault(), Bytes: opts.PrefetchBytes}}
+	env := &Env{Log: logger, Platform: common.Platform, Budget: Budget{Messages: common.PrefetchOrDefault(), Bytes: opts.PrefetchBytes},
+		Fallback: opts.Fallback}
 	driver, err := app.Open(ctx, &cfg, env)
 	if err == nil && driver == nil {
 		err = errors.New("open returned no driver")

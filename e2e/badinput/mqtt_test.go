@@ -126,6 +126,9 @@ func TestMQTTPoisonAndOversize(t *testing.T) {
 	t.Run("oversize dropped", func(t *testing.T) {
 		conn := drainOversize(ctx, t, srv, mqtttest.Name(t), oversizeAfter, "DEAD_LETTER_FALLBACK=drop")
 		conn.waitOutput(t, 5*time.Second, "message dropped", reasonTooLarge)
+		if out := conn.proc.Output(); strings.Contains(out, "no MQTT_DEAD_LETTER_TOPIC") {
+			t.Errorf("warned about the nack fallback with DEAD_LETTER_FALLBACK=drop:\n%s", out)
+		}
 		conn.finish(t)
 	})
 
