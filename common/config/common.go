@@ -25,7 +25,7 @@ type Common struct {
 	PrefetchBytes        Bytes         `env:"PREFETCH_BYTES" envDefault:"0" min:"0" desc:"Most payload bytes held at once for numa, buffered or in flight; a single larger message is still delivered, one at a time. Locally delayed redeliveries have a budget of their own of the same size. Bytes, or with a unit: 512Ki, 64Mi, 1Gi. 0: a quarter of the container's memory limit (read from cgroups), between 8Mi and 256Mi; 64Mi when there is no limit."`
 	GCHeadroom           Bytes         `env:"GC_HEADROOM" envDefault:"0" min:"0" desc:"Least the Go heap may grow between garbage collections (Go's default, GOGC=100, lets it grow only by as much as is live, which for a connector's small live heap means many collections a second). Trades at most this much memory for CPU; GOMEMLIMIT still bounds the heap. Bytes, or with a unit: 16Mi. 0: an eighth of the container's memory limit, at most 16Mi. Ignored when GOGC is set (Go's own policy)."`
 	MaxMessageBytes      int           `env:"MAX_MESSAGE_BYTES" envDefault:"4194304" min:"1" desc:"Largest payload handed to numa, in bytes; a larger message is dead-lettered (or handled by DEAD_LETTER_FALLBACK) with a reason. numa before v1.8.3 accepts at most 4 MiB."`
-	DeadLetterFallback   string        `env:"DEAD_LETTER_FALLBACK" envDefault:"nack" desc:"What happens to a message nacked more often than numa's max deliveries, or over MAX_MESSAGE_BYTES, when the connector has no dead-letter target: nack (it stays at the broker, whose own redrive policy applies) or drop (it is acked and logged: gone)."`
+	DeadLetterFallback   string        `env:"DEAD_LETTER_FALLBACK" desc:"What happens to a message nacked more often than numa's max deliveries, or over MAX_MESSAGE_BYTES, when the connector has no dead-letter target: nack (it stays at the broker, whose own redrive policy applies) or drop (it is acked, logged and counted in dropped_total: gone). Empty: nack, except where the broker takes acknowledgements only in order (mqtt-source): drop, since a message kept there for good holds back every later acknowledgement and stops the source."`
 	AckRetryTimeout      time.Duration `env:"ACK_RETRY_TIMEOUT" envDefault:"30s" min:"1ms" desc:"How long a failed ack, nack or lease extension is retried before it is left to the broker's redelivery."`
 	PendingRefresh       time.Duration `env:"PENDING_REFRESH" envDefault:"5s" min:"1ms" desc:"How long a backlog reading from the broker is reused before it is asked again (numa asks every 5s)."`
 	ReleaseWait          time.Duration `env:"RELEASE_WAIT" envDefault:"0s" min:"0s" max:"24s" desc:"At shutdown, how long to wait for numa to ack messages in flight before they are handed back to the broker; less than SHUTDOWN_TIMEOUT. 0s: 2s, or half of SHUTDOWN_TIMEOUT when that is shorter."`
@@ -72,9 +72,9 @@ func (c *Common) Validate() error {
 		add("MAX_MESSAGE_BYTES", "must be more than 0, got %d", c.MaxMessageBytes)
 	}
 	switch c.DeadLetterFallback {
-	case "nack", "drop":
+	case "", "nack", "drop":
 	default:
-		add("DEAD_LETTER_FALLBACK", "must be nack or drop, got %q", c.DeadLetterFallback)
+		add("DEAD_LETTER_FALLBACK", "must be nack or drop (or empty for the connector's default), got %q", c.DeadLetterFallback)
 	}
 	positive := func(name string, d time.Duration) {
 		if d <= 0 {

@@ -168,13 +168,13 @@ func TestSourceOptions(t *testing.T) {
 	if got := sourceOptions(&c, 32*mi); got != want {
 		t.Errorf("sourceOptions =\n%+v\nwant\n%+v", got, want)
 	}
-	// The defaults map onto the adapter's own defaults.
+	// The defaults map onto the adapter's own defaults (the fallback's follows the driver: unset here).
 	var d config.Common
 	if err := config.Load(&d, nil); err != nil {
 		t.Fatal(err)
 	}
 	want = source.Options{ReadBatchSize: 500, PrefetchBytes: source.DefaultPrefetchBytes, MaxMessageBytes: 4 << 20,
-		Fallback: source.FallbackNack, AckRetry: 30 * time.Second, PendingRefresh: 5 * time.Second, ReleaseWait: 2 * time.Second}
+		AckRetry: 30 * time.Second, PendingRefresh: 5 * time.Second, ReleaseWait: 2 * time.Second}
 	if got := sourceOptions(&d, source.DefaultPrefetchBytes); got != want {
 		t.Errorf("sourceOptions of the defaults =\n%+v\nwant\n%+v", got, want)
 	}

@@ -44,9 +44,10 @@ type Env struct {
 	// Receive Maximum). Such a driver receives one batch at a time; PREFETCH's default depends on
 	// the receive concurrency (source.DefaultPrefetch), and Messages is the one for a concurrency of 1.
 	Budget Budget
-	// Fallback is DEAD_LETTER_FALLBACK: what the adapter does with a message to dead-letter when the
-	// driver has no target, for a driver whose broker cannot take it back (MQTT: a kept message holds
-	// back the acknowledgements after it) and that warns about it.
+	// Fallback is DEAD_LETTER_FALLBACK as set: what the adapter does with a message to dead-letter when
+	// the driver has no target; empty when it is not set (the adapter's default then follows the
+	// driver's Capabilities.OrderedAcks). For a driver whose broker cannot take a message back (MQTT: a
+	// kept message holds back the acknowledgements after it) and that warns about an explicit nack.
 	Fallback source.Fallback
 }
 

@@ -80,6 +80,11 @@ type Capabilities struct {
 	// MaxDeliveries, oversize, a failed dead letter, shutdown), it also releases the later messages of
 	// the same key that it still holds unread, so order survives every path.
 	OrderedKeys bool
+	// OrderedAcks means the broker takes acknowledgements only in the order it delivered the messages
+	// (MQTT): a message the adapter keeps holds back every acknowledgement after it, and the broker
+	// stops sending once its window of unacknowledged messages is full. Keeping a message for good (the
+	// nack fallback) would then stop the source, so Options.Fallback defaults to drop.
+	OrderedAcks bool
 }
 
 // Driver is what a broker connector implements. The adapter (Source) turns it into a numaflow-go

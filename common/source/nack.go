@@ -142,7 +142,7 @@ func (s *Source) deadLetterNow(r *record, kind, reason string, delay time.Durati
 			s.commitNow(again, s.ackOp(), nil) // redelivered to us meanwhile: ack that delivery too
 		}
 	case errors.Is(err, ErrNoDeadLetter) && s.opts.Fallback == FallbackDrop:
-		s.log.Warn("message dropped: no dead-letter target and DEAD_LETTER_FALLBACK=drop", "id", r.msg.ID, "reason", reason)
+		s.log.Warn("message dropped: no dead-letter target, and DEAD_LETTER_FALLBACK is drop", "id", r.msg.ID, "reason", reason)
 		s.commitNow([]*record{r}, s.ackOp(), func(ok []*record) {
 			s.m.Dropped.WithLabelValues(kind).Add(float64(len(ok)))
 		})

@@ -35,7 +35,8 @@ type Options struct {
 	// MaxMessageBytes: a larger payload is dead-lettered (or handled by Fallback) with a reason instead
 	// of being handed to numa (default 4 MiB, numa's per-message gRPC limit before v1.8.3).
 	MaxMessageBytes int
-	// Fallback applies when a message must be dead-lettered and the driver has no target (default nack).
+	// Fallback applies when a message must be dead-lettered and the driver has no target (default nack;
+	// drop for a driver with Capabilities.OrderedAcks, where a message kept for good stops the source).
 	Fallback Fallback
 	// AckRetry bounds how long an ack (or nack or extend) is retried on transient errors before it is
 	// given up and left to broker redelivery (default 30 s).
@@ -86,6 +87,9 @@ func (o Options) withDefaults(c Capabilities) (Options, error) {
 	switch o.Fallback {
 	case "":
 		o.Fallback = FallbackNack
+		if c.OrderedAcks {
+			o.Fallback = FallbackDrop
+		}
 	case FallbackNack, FallbackDrop:
 	default:
 		return o, fmt.Errorf("unknown fallback %q", o.Fallback)

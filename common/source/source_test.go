@@ -542,6 +542,47 @@ func TestFallbackDropAcksAndCounts(t *testing.T) {
 	}
 }
 
+// orderedAcks is a driver whose broker takes acknowledgements only in order (Capabilities.OrderedAcks).
+type orderedAcks struct{ source.Driver }
+
+func (d orderedAcks) Capabilities() source.Capabilities {
+	c := d.Driver.Capabilities()
+	c.OrderedAcks = true
+	return c
+}
+
+// With DEAD_LETTER_FALLBACK unset, a message past its max deliveries with no dead-letter target stays
+// at the broker (nack), except where acknowledgements are ordered: kept there, it would stop the source.
+func TestFallbackDefaultFollowsOrderedAcks(t *testing.T) {
+	for _, ordered := range []bool{false, true} {
+		t.Run(fmt.Sprint("ordered acks ", ordered), func(t *testing.T) {
+			b := memsource.NewBroker()
+			b.CreateQueue("q")
+			_ = b.Publish("q", memsource.Publication{Payload: []byte("poison")})
+			var d source.Driver = memsource.NewDriver(b, memsource.Options{Queue: "q"})
+			if ordered {
+				d = orderedAcks{d}
+			}
+			s, reg := newSource(t, d, source.Options{})
+			got := read(s, 10, 2*time.Second)
+			one := uint32(1)
+			nack(s, &sourcer.NackOptions{MaxDeliveries: &one}, got...)
+			if ordered {
+				waitFor(t, 5*time.Second, "the drop", func() bool { return b.Len("q") == 0 })
+			} else {
+				time.Sleep(500 * time.Millisecond)
+			}
+			dropped := 0.0
+			if c := counterVec(t, reg, "numaflow_source_dropped_total"); testutil.CollectAndCount(c) > 0 {
+				dropped = testutil.ToFloat64(c)
+			}
+			if want := map[bool]float64{false: 0, true: 1}[ordered]; dropped != want || b.Len("q") != 1-int(want) {
+				t.Errorf("dropped_total = %v and %d messages in the queue, want %v dropped", dropped, b.Len("q"), want)
+			}
+		})
+	}
+}
+
 func TestMaxExtensionLetsTheLeaseExpire(t *testing.T) {
 	b := memsource.NewBroker()
 	b.CreateQueue("q")

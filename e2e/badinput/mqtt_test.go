@@ -48,11 +48,12 @@ func publishMQTT(ctx context.Context, t *testing.T, srv *mqtttest.Server, msgs .
 // must each of the others with valid UTF-8 headers. MQTT itself requires UTF-8 in topics and
 // properties (mosquitto refuses others), so those cannot reach the connector. Over MAX_MESSAGE_BYTES
 // with 2,500 messages after it (more than the broker's window of 1,000 unacknowledged): with a
-// dead-letter topic, published there with the reason, and the stream goes on; with
-// DEAD_LETTER_FALLBACK=drop, acknowledged and gone, and the stream goes on. With neither, the default
-// fallback (nack) keeps the message (MQTT has no nack), and since MQTT acknowledges in order it holds
-// back every later acknowledgement: the source stalls once the window is full (about 2,000 messages
-// later here), which the connector warns about at start.
+// dead-letter topic, published there with the reason, and the stream goes on; without, by default
+// (DEAD_LETTER_FALLBACK unset: drop for MQTT), acknowledged, logged and gone, and the stream goes on.
+// With DEAD_LETTER_FALLBACK=nack set, the message is kept (MQTT has no nack), and since MQTT
+// acknowledges in order it holds back every later acknowledgement: the source stalls once the window
+// is full (about 2,000 messages later, measured before drop became the default), which the connector
+// warns about at start.
 func TestMQTTPoisonAndOversize(t *testing.T) {
 	t.Parallel()
 	srv := mqtttest.Start(t, mqtttest.Options{})
@@ -123,19 +124,21 @@ func TestMQTTPoisonAndOversize(t *testing.T) {
 		conn.finish(t)
 	})
 
-	t.Run("oversize dropped", func(t *testing.T) {
-		conn := drainOversize(ctx, t, srv, mqtttest.Name(t), oversizeAfter, "DEAD_LETTER_FALLBACK=drop")
+	t.Run("oversize dropped by default", func(t *testing.T) {
+		conn := drainOversize(ctx, t, srv, mqtttest.Name(t), oversizeAfter)
 		conn.waitOutput(t, 5*time.Second, "message dropped", reasonTooLarge)
-		if out := conn.proc.Output(); strings.Contains(out, "no MQTT_DEAD_LETTER_TOPIC") {
-			t.Errorf("warned about the nack fallback with DEAD_LETTER_FALLBACK=drop:\n%s", out)
+		conn.waitOutput(t, 5*time.Second, "no MQTT_DEAD_LETTER_TOPIC", "dropped_total")
+		if out := conn.proc.Output(); strings.Contains(out, "the source stops receiving") {
+			t.Errorf("warned about the nack fallback, which is not the default:\n%s", out)
 		}
 		conn.finish(t)
 	})
 
-	// The default: the oversize message is kept and redelivered locally without spinning, the messages
-	// after it flow while the window lasts, and the connector said at start what this leads to.
-	t.Run("oversize kept by the default fallback", func(t *testing.T) {
-		conn := drainOversize(ctx, t, srv, mqtttest.Name(t), 300, "LOG_FORMAT=text")
+	// An explicit nack fallback: the oversize message is kept and redelivered locally without
+	// spinning, the messages after it flow while the window lasts, and the connector said at start
+	// what this leads to.
+	t.Run("oversize kept by DEAD_LETTER_FALLBACK=nack", func(t *testing.T) {
+		conn := drainOversize(ctx, t, srv, mqtttest.Name(t), 300, "LOG_FORMAT=text", "DEAD_LETTER_FALLBACK=nack")
 		conn.waitOutput(t, 5*time.Second, "no MQTT_DEAD_LETTER_TOPIC", "the source stops receiving")
 		conn.assertNoNackSpin(t)
 		conn.finish(t)

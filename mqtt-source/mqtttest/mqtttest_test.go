@@ -81,3 +81,33 @@ func TestRestartKeepsSubscriptionsButNotSharedOnes(t *testing.T) {
 		})
 	}
 }
+
+// What the mqtt-source README says of Mosquitto's queue limit: with its default max_queued_messages
+// (1000), a persistent session that is offline or behind gets the first 1000 QoS 1 messages queued and
+// the rest are dropped without a word to anyone (the publisher's PUBACK is a success). A connector that
+// stops acknowledging (a replica down, numa backpressured) therefore loses messages unless the broker is
+// configured with max_queued_messages 0 or a limit above any backlog it must survive. If a Mosquitto
+// version changes this, the test fails: change the README with it.
+func TestDefaultQueueLimitDropsMessages(t *testing.T) {
+	const limit, published = 1000, 1200 // 1000 is Mosquitto's default
+	srv := Start(t, Options{Config: "max_queued_messages 1000"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topic := Name(t)
+	srv.Session(t, "offline", time.Hour, 1, topic)
+	pub := srv.Connect(t, "")
+	payloads := make([][]byte, published)
+	for i := range payloads {
+		payloads[i] = []byte("m")
+	}
+	if err := pub.Publish(ctx, topic, 1, nil, payloads...); err != nil {
+		t.Fatalf("publishing: every PUBACK should be a success, got %v", err)
+	}
+	c := srv.Resume(t, "offline")
+	c.WaitReceived(ctx, limit)
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer wcancel()
+	if got := len(c.WaitReceived(wctx, published)); got != limit {
+		t.Fatalf("the offline session received %d of %d messages published at QoS 1, want the %d the queue holds", got, published, limit)
+	}
+}

@@ -85,6 +85,8 @@ func (d *driver) Capabilities() source.Capabilities {
 		// MQTT cannot make a message readable again: the adapter keeps a nacked message and hands it
 		// out again itself after the delay; what it gives up comes back from this driver's requeue.
 		LocalRedelivery: true,
+		// MQTT acknowledges in order (paho sends them so): DEAD_LETTER_FALLBACK defaults to drop.
+		OrderedAcks: true,
 	}
 }
 

@@ -99,15 +99,20 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 	log.Info("mqtt source configured", "broker", u.Redacted(), "filters", filters, "share_group", group,
 		"qos", cfg.QoS, "receive_maximum", rm, "session_expiry", cfg.SessionExpiry.String(), "tls", tc != nil,
 		"dead_letter_topic", cfg.DeadLetterTopic, "id_property", cfg.IDProperty)
-	if cfg.DeadLetterTopic == "" && env.Fallback != source.FallbackDrop {
+	switch {
+	case cfg.DeadLetterTopic != "":
+	case env.Fallback == source.FallbackNack:
 		// Measured by e2e/badinput TestMQTTPoisonAndOversize: one oversize message stopped the source
 		// after about 2,000 more.
 		log.Warn("no MQTT_DEAD_LETTER_TOPIC and DEAD_LETTER_FALLBACK=nack: a message over MAX_MESSAGE_BYTES or "+
 			"past numa's max deliveries is kept and redelivered here, and since MQTT acknowledges in order it "+
 			"holds back every later acknowledgement: the source stops receiving once the broker's window of "+
-			"unacknowledged messages is full. Set MQTT_DEAD_LETTER_TOPIC, or DEAD_LETTER_FALLBACK=drop to "+
-			"acknowledge such messages and lose them",
+			"unacknowledged messages is full. Set MQTT_DEAD_LETTER_TOPIC, or leave DEAD_LETTER_FALLBACK "+
+			"unset (drop) to acknowledge such messages and lose them",
 			"receive_maximum", rm)
+	default:
+		log.Info("no MQTT_DEAD_LETTER_TOPIC: a message over MAX_MESSAGE_BYTES or past numa's max deliveries is "+
+			"acknowledged and dropped (logged, counted in dropped_total); set MQTT_DEAD_LETTER_TOPIC to keep a copy")
 	}
 	return d, nil
 }
