@@ -111,7 +111,7 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 			"unset (drop) to acknowledge such messages and lose them",
 			"receive_maximum", rm)
 	default:
-		log.Info("no MQTT_DEAD_LETTER_TOPIC: a message over MAX_MESSAGE_BYTES or past numa's max deliveries is "+
+		log.Info("no MQTT_DEAD_LETTER_TOPIC: a message over MAX_MESSAGE_BYTES or past numa's max deliveries is " +
 			"acknowledged and dropped (logged, counted in dropped_total); set MQTT_DEAD_LETTER_TOPIC to keep a copy")
 	}
 	return d, nil
