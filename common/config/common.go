@@ -10,6 +10,10 @@ import (
 // kubernetesGrace is Kubernetes' default termination grace period; shutdown must end before it.
 const kubernetesGrace = 30 * time.Second
 
+// maxGRPCMessage is the largest gRPC message numa (v1.8.3+) and numaflow-go's server take: a message
+// the source cannot send stops numa's read stream.
+const maxGRPCMessage = 64 << 20
+
 // defaultReleaseWait is RELEASE_WAIT when it is 0s and SHUTDOWN_TIMEOUT is at least twice as long.
 const defaultReleaseWait = 2 * time.Second
 
@@ -22,9 +26,9 @@ type Common struct {
 	SourceSocket         string        `env:"SOURCE_SOCKET" envDefault:"/var/run/numaflow/source.sock" desc:"Unix socket numa connects to. Change it only for local runs."`
 	SourceServerInfoFile string        `env:"SOURCE_SERVER_INFO_FILE" envDefault:"/var/run/numaflow/sourcer-server-info" desc:"Server info file numa waits for before it connects. Change it only for local runs."`
 	Prefetch             int           `env:"PREFETCH" envDefault:"0" min:"0" desc:"Most messages held at once, buffered or in flight at numa; it bounds memory and held leases. 0: NUMAFLOW_READ_BATCH_SIZE plus what the connector's concurrent receives fetch at once, at least twice NUMAFLOW_READ_BATCH_SIZE (see the connector's README)."`
-	PrefetchBytes        Bytes         `env:"PREFETCH_BYTES" envDefault:"0" min:"0" desc:"Most payload bytes held at once for numa, buffered or in flight; a single larger message is still delivered, one at a time. Locally delayed redeliveries have a budget of their own of the same size. Bytes, or with a unit: 512Ki, 64Mi, 1Gi. 0: a quarter of the container's memory limit (read from cgroups), between 8Mi and 256Mi; 64Mi when there is no limit."`
+	PrefetchBytes        Bytes         `env:"PREFETCH_BYTES" envDefault:"0" min:"0" desc:"Most bytes of messages (payloads, offsets, keys and headers) held at once for numa, buffered or in flight; a single larger message is still delivered, one at a time. Locally delayed redeliveries have a budget of their own of the same size. Bytes, or with a unit: 512Ki, 64Mi, 1Gi. 0: a quarter of the container's memory limit (read from cgroups), between 8Mi and 256Mi; 64Mi when there is no limit."`
 	GCHeadroom           Bytes         `env:"GC_HEADROOM" envDefault:"0" min:"0" desc:"Least the Go heap may grow between garbage collections (Go's default, GOGC=100, lets it grow only by as much as is live, which for a connector's small live heap means many collections a second). Trades at most this much memory for CPU; GOMEMLIMIT still bounds the heap. Bytes, or with a unit: 16Mi. 0: an eighth of the container's memory limit, at most 16Mi. Ignored when GOGC is set (Go's own policy)."`
-	MaxMessageBytes      int           `env:"MAX_MESSAGE_BYTES" envDefault:"4194304" min:"1" desc:"Largest payload handed to numa, in bytes; a larger message is dead-lettered (or handled by DEAD_LETTER_FALLBACK) with a reason. numa before v1.8.3 accepts at most 4 MiB."`
+	MaxMessageBytes      int           `env:"MAX_MESSAGE_BYTES" envDefault:"4194304" min:"1" max:"67108864" desc:"Largest message handed to numa, in bytes: its payload, offset, keys and headers with their protobuf framing; a larger message is dead-lettered (or handled by DEAD_LETTER_FALLBACK) with a reason. numa before v1.8.3 accepts at most 4 MiB, later versions 64 MiB (67108864), the most this may be."`
 	DeadLetterFallback   string        `env:"DEAD_LETTER_FALLBACK" desc:"What happens to a message nacked more often than numa's max deliveries, or over MAX_MESSAGE_BYTES, when the connector has no dead-letter target: nack (it stays at the broker, whose own redrive policy applies) or drop (it is acked, logged and counted in dropped_total: gone). Empty: nack, except where the broker takes acknowledgements only in order (mqtt-source): drop, since a message kept there for good holds back every later acknowledgement and stops the source."`
 	AckRetryTimeout      time.Duration `env:"ACK_RETRY_TIMEOUT" envDefault:"30s" min:"1ms" desc:"How long a failed ack, nack or lease extension is retried before it is left to the broker's redelivery."`
 	PendingRefresh       time.Duration `env:"PENDING_REFRESH" envDefault:"5s" min:"1ms" desc:"How long a backlog reading from the broker is reused before it is asked again (numa asks every 5s)."`
@@ -68,8 +72,8 @@ func (c *Common) Validate() error {
 	if c.PrefetchBytes < 0 {
 		add("PREFETCH_BYTES", "must be 0 (derived from the container's memory limit) or more, got %d", c.PrefetchBytes)
 	}
-	if c.MaxMessageBytes <= 0 {
-		add("MAX_MESSAGE_BYTES", "must be more than 0, got %d", c.MaxMessageBytes)
+	if c.MaxMessageBytes <= 0 || c.MaxMessageBytes > maxGRPCMessage {
+		add("MAX_MESSAGE_BYTES", "must be more than 0 and at most %d (64 MiB, numa's gRPC limit), got %d", maxGRPCMessage, c.MaxMessageBytes)
 	}
 	switch c.DeadLetterFallback {
 	case "", "nack", "drop":

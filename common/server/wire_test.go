@@ -237,3 +237,45 @@ func TestServeSourcePanicIsFatal(t *testing.T) {
 		t.Fatal("the panic did not stop the server")
 	}
 }
+
+// A message whose payload is within MAX_MESSAGE_BYTES but whose ReadResponse (with its offset and
+// headers) is over the 64 MiB gRPC limit must not reach SendMsg: it would fail numa's read stream, go
+// back to the front of the buffer and fail every new stream the same way, so nothing behind it would
+// ever be read. The adapter counts the whole message against MAX_MESSAGE_BYTES and sets it aside as
+// too large; the message after it is read.
+func TestMessageOverTheGRPCLimitDoesNotStopTheStream(t *testing.T) {
+	big := &source.Message{ID: "big", Handle: 1, Payload: make([]byte, maxMessageSize-10), EventTime: time.Now(),
+		Headers: map[string]string{"content-type": "application/octet-stream"}}
+	small := &source.Message{ID: "small", Handle: 2, Payload: []byte("x"), EventTime: time.Now()}
+	d := &fakeDriver{msgs: []*source.Message{big, small}}
+	src, err := source.New(d, source.Options{MaxMessageBytes: maxMessageSize, PrefetchBytes: 256 << 20}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sock, info := filepath.Join(dir, "s.sock"), filepath.Join(dir, "info")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- ServeSource(sctx, src, Listen{Socket: sock, ServerInfoFile: info}) }()
+	defer func() { src.Close(ctx); stop(); <-served }()
+	c, err := numatest.Dial(ctx, numatest.Options{Socket: sock, ServerInfoFile: info})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got []string
+	for range 3 {
+		batch, err := c.Read(ctx, 10, 300*time.Millisecond)
+		if err != nil {
+			t.Fatalf("read failed after %v: %v", got, err)
+		}
+		for _, m := range batch {
+			got = append(got, string(m.Offset.Value))
+		}
+	}
+	if len(got) != 1 || got[0] != "small" {
+		t.Errorf("read %q, want only the small message (the big one set aside as too large)", got)
+	}
+}

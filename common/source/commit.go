@@ -260,14 +260,12 @@ func (s *Source) Ack(_ context.Context, req sourcer.AckRequest) {
 	if len(rs) > 0 {
 		s.commit(rs, s.ackOp(), func(ok []*record) {
 			s.m.Acked.Add(float64(len(ok)))
-			s.pending.committedAcks(len(ok))
 		})
 	}
 	if len(orphans) > 0 {
 		s.jobs.run(func() {
 			failed := s.commits.call(s.bgCtx, s.ackOp(), orphans)
 			s.m.Acked.Add(float64(len(orphans) - len(failed)))
-			s.pending.committedAcks(len(orphans) - len(failed))
 		})
 	}
 }

@@ -64,8 +64,8 @@ func (s *Source) dueLeases(now time.Time, limit int) []dueLease {
 		if len(due) == limit {
 			break
 		}
-		if r.maxedOut || r.leaseUntil.Sub(now) > half {
-			continue
+		if r.maxedOut || r.leaseUntil.Sub(now) > half || (r.state == committing && r.releasing) {
+			continue // a release under way sets the lease itself (a nack's delay): an extension would undo it
 		}
 		if s.caps.MaxExtension > 0 && now.Sub(r.received)+s.caps.Lease > s.caps.MaxExtension {
 			r.maxedOut = true

@@ -63,7 +63,7 @@ type pool uint8
 
 const (
 	noPool      pool = iota // committing: counted by state, payload dropped
-	receivePool             // received, buffered or in flight
+	receivePool             // received, buffered or in flight (or committing for a dead letter)
 	delayPool               // nacked for a local redelivery, waiting or read again
 	numPools
 )
@@ -89,13 +89,14 @@ const (
 // replacements, so a broker call made with an older handle can tell it raced a redelivery.
 type record struct {
 	msg        *Message
-	size       int64     // payload bytes at receive
+	size       int64     // bytes at receive (WireSize: payload, offset, keys, headers)
 	received   time.Time // first receive in this process (for MaxExtension)
 	leaseUntil time.Time
 	due        time.Time // delayed: when it becomes readable again
 	seq        uint64    // receive order
 	stream     uint64    // in flight: the read stream it was handed to (see Source.watchStream)
 	deliveries int       // deliveries to numa, this one included (max of broker count and ours)
+	handed     int       // deliveries at the last hand-out to numa (see ledger.take)
 	emitted    int32     // times handed to numa by this process
 	gen        int32     // bumped whenever msg.Handle is replaced
 	heapIndex  int32     // in the delayed queue; -1 when not in it
@@ -104,6 +105,7 @@ type record struct {
 	pool       pool
 	maxedOut   bool // MaxExtension reached: no more extensions
 	keepBody   bool // committing for a dead letter: the payload is still needed
+	releasing  bool // committing for a release: the release sets its lease, extensions must not
 	away       bool // taken away from numa (released, dead-lettered, delayed): later messages of its key wait
 }
 
@@ -193,6 +195,24 @@ func (l *ledger) deliveriesOf(m *Message) int {
 	return m.Deliveries - l.unseen.get(m.ID)
 }
 
+// WireSize is at most how many bytes m takes in numa's ReadResponse: its payload, offset (ID), keys
+// and headers, plus the protobuf framing of each field (a tag and a length: at most 6 bytes for a field
+// up to 64 MiB; 18 per header entry, which is a message of two fields) and of the response around it.
+// It is what Options.MaxMessageBytes and Options.PrefetchBytes count, so a message whose headers push
+// it over numa's gRPC limit is dead-lettered as too large instead of failing numa's read stream again
+// and again.
+func WireSize(m *Message) int64 {
+	const fieldFraming, entryFraming, responseFraming = 6, 18, 64
+	n := int64(len(m.Payload) + len(m.ID) + responseFraming)
+	for _, k := range m.Keys {
+		n += int64(len(k) + fieldFraming)
+	}
+	for k, v := range m.Headers {
+		n += int64(len(k) + len(v) + entryFraming)
+	}
+	return n
+}
+
 // admit gives back the reservation (n, bytes) and turns the received messages into buffered records.
 // A redelivery of a message already held only refreshes its handle and lease. Messages over
 // maxMessage become committing records for the caller to dead-letter, together with (OrderedKeys)
@@ -230,7 +250,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			out.dups++
 			continue
 		}
-		size := int64(len(m.Payload))
+		size := WireSize(m)
 		batchBytes += size
 		sizedMsgs++
 		if l.closed || full {
@@ -246,20 +266,18 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			l.unseen.add(m.ID)
 			continue
 		}
-		tooLarge := len(m.Payload) > maxMessage
-		if !tooLarge {
-			held := l.pools[receivePool].n + l.reserved
-			heldBytes := l.pools[receivePool].bytes + l.resBytes
-			if held >= l.prefetch || (held > 0 && heldBytes+size > l.prefetchBytes) {
-				// Bigger than estimated: the rest of this batch goes back to the broker, in order, and
-				// the estimate rises to this message, so the next receive waits for room for it.
-				full = true
-				surplusMax = max(surplusMax, size)
-				out.surplus = append(out.surplus, m)
-				l.unseen.add(m.ID)
-				continue
-			}
+		held := l.pools[receivePool].n + l.reserved
+		heldBytes := l.pools[receivePool].bytes + l.resBytes
+		if held >= l.prefetch || (held > 0 && heldBytes+size > l.prefetchBytes) {
+			// Bigger than estimated: the rest of this batch goes back to the broker, in order, and
+			// the estimate rises to this message, so the next receive waits for room for it.
+			full = true
+			surplusMax = max(surplusMax, size)
+			out.surplus = append(out.surplus, m)
+			l.unseen.add(m.ID)
+			continue
 		}
+		tooLarge := size > int64(maxMessage)
 		if m.EventTime.IsZero() {
 			m.EventTime = now
 		}
@@ -271,6 +289,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			r.state = committing
 			r.keepBody = true
 			l.counts[committing]++
+			l.enter(r, receivePool) // its body counts until the dead letter is done, as a held one does
 			l.setAway(r, true)
 			out.tooLarge = append(out.tooLarge, r) // away now: later messages of its key go back too
 			continue

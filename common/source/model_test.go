@@ -421,7 +421,12 @@ func (m *model) publish(n int) {
 	var desc []string
 	for i, id := range ids {
 		mm := &mmsg{id: id, seq: len(m.order), key: pubs[i].Key, size: len(pubs[i].Payload)}
-		if m.cfg.MaxMessageBytes > 0 && mm.size > m.cfg.MaxMessageBytes {
+		// What the adapter counts against MaxMessageBytes: the message as memsource makes it.
+		asRead := &source.Message{ID: id, Payload: pubs[i].Payload, Headers: map[string]string{"x-mem-id": id}}
+		if mm.key != "" {
+			asRead.Keys = []string{mm.key}
+		}
+		if m.cfg.MaxMessageBytes > 0 && source.WireSize(asRead) > int64(m.cfg.MaxMessageBytes) {
 			mm.mayVanish = true
 		}
 		m.msgs[id] = mm

@@ -57,8 +57,11 @@ func (l *ledger) take(n int, now time.Time, stream uint64) taken {
 		r.stream = stream
 		r.emitted++
 		if r.emitted > 1 {
-			r.deliveries++
+			// Handed out again: one delivery more than the last hand-out, unless the broker's count
+			// has already passed it (it redelivered the message to us meanwhile, and counted that).
+			r.deliveries = max(r.deliveries, r.handed+1)
 		}
+		r.handed = r.deliveries
 		t.payloads[i] = r.msg.Payload
 		if r.deliveries > 1 {
 			t.redelivered++
@@ -105,9 +108,7 @@ func (l *ledger) untake(rs []*record) {
 			continue
 		}
 		r.emitted--
-		if r.emitted > 0 {
-			r.deliveries--
-		}
+		r.handed = r.deliveries - 1 // as if not handed out: the next take gives it the same number
 		l.setState(r, buffered)
 		l.buffer.pushFront(r)
 	}
@@ -168,9 +169,12 @@ func (l *ledger) toCommitting(r *record, why commitKind) bool {
 		l.unseen.add(r.msg.ID) // numa never saw this delivery: see deliveriesOf
 	}
 	l.setState(r, committing)
-	l.enter(r, noPool)
-	l.setAway(r, why != forAck)
 	r.keepBody = why == forDeadLetter
+	r.releasing = why == forRelease
+	if !r.keepBody {
+		l.enter(r, noPool)
+	} // else its body stays in its pool's budget until the dead letter is done (forget)
+	l.setAway(r, why != forAck)
 	if !r.keepBody {
 		r.msg.Payload = nil // numa has it, or the broker keeps it: only the handle is needed now
 	}

@@ -156,6 +156,8 @@ func (s *Source) deadLetterNow(r *record, kind, reason string, delay time.Durati
 		// (1 s, 2 s, 4 s ... up to 5 min) so it never turns into a hot loop.
 		s.led.mu.Lock()
 		r.msg.Payload = nil
+		r.keepBody, r.releasing = false, true
+		s.led.enter(r, noPool) // its body no longer counts
 		s.led.mu.Unlock()
 		s.commitNow([]*record{r}, s.releaseOp("nack", max(delay, fallbackDelay(r.deliveries))), s.rememberDeliveries)
 	}

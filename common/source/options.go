@@ -28,12 +28,14 @@ type Options struct {
 	// DefaultPrefetch). It bounds memory and the number of leases held. Messages numa already answered
 	// do not count while their commit is under way, up to another 2 x Prefetch.
 	Prefetch int
-	// PrefetchBytes is the most payload bytes held at once for numa, buffered or in flight (default
+	// PrefetchBytes is the most message bytes (WireSize: payload, offset, keys, headers) held at once
+	// for numa, buffered or in flight (default
 	// DefaultPrefetchBytes). A single message larger than it is still delivered, one at a time.
 	// Locally delayed redeliveries have a budget of their own of the same size.
 	PrefetchBytes int64
-	// MaxMessageBytes: a larger payload is dead-lettered (or handled by Fallback) with a reason instead
-	// of being handed to numa (default 4 MiB, numa's per-message gRPC limit before v1.8.3).
+	// MaxMessageBytes: a larger message (WireSize: payload, offset, keys, headers) is dead-lettered (or
+	// handled by Fallback) with a reason instead of being handed to numa (default 4 MiB, numa's
+	// per-message gRPC limit before v1.8.3; numa's read stream fails on a message over its limit).
 	MaxMessageBytes int
 	// Fallback applies when a message must be dead-lettered and the driver has no target (default nack;
 	// drop for a driver with Capabilities.OrderedAcks, where a message kept for good stops the source).

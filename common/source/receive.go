@@ -240,7 +240,7 @@ func (s *Source) admit(msgs []*Message, n int, bytes int64) {
 		s.releaseMessages(out.surplus)
 	}
 	for _, r := range out.tooLarge {
-		reason := fmt.Sprintf("payload of %d bytes exceeds MAX_MESSAGE_BYTES (%d)", r.size, s.opts.MaxMessageBytes)
+		reason := fmt.Sprintf("message of %d bytes (payload, offset, keys and headers) exceeds MAX_MESSAGE_BYTES (%d)", r.size, s.opts.MaxMessageBytes)
 		s.log.Warn("message too large", "id", r.msg.ID, "bytes", r.size, "limit", s.opts.MaxMessageBytes)
 		s.deadLetter(r, "too_large", reason, 0)
 	}

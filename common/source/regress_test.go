@@ -514,3 +514,24 @@ func TestRegressRestartDoesNotRequeueTheNewStreamsMessages(t *testing.T) {
 		t.Errorf("after the restart read %v again, want the old stream's %v", again, want)
 	}
 }
+
+// Messages over MaxMessageBytes keep their payload until their dead letter is done. While the
+// dead-letter target is slow or failing (each retried for AckRetry), those bodies stay in the byte
+// budget, so receiving pauses instead of holding one oversize message after another: 200 of 1 MiB were
+// held at once with a 2 MiB budget before (an OOM in a pod during a poison wave with a throttled DLQ).
+func TestRegressDeadLetterBodiesStayInTheByteBudget(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	publishN(t, b, 200, 1<<20, "") // 200 x 1 MiB
+	b.SetFault(memsource.OpDeadLetter, memsource.Fault{Err: memsource.ErrThrottled})
+	defer b.ClearFaults()
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", DeadLetter: true, Wait: 50 * time.Millisecond})
+	s, _ := newSource(t, d, source.Options{PrefetchBytes: 2 << 20, MaxMessageBytes: 64 << 10, Prefetch: 100})
+	worst := 0
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		worst = max(worst, source.SnapshotOf(s).Committing)
+	}
+	if worst > 2 {
+		t.Errorf("%d oversize messages of 1 MiB held at once for their dead letters, with PREFETCH_BYTES 2 MiB", worst)
+	}
+}

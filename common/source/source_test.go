@@ -39,6 +39,8 @@ type fake struct {
 	extendErr func(handles []source.Handle) error
 	calls     []call
 	acks      int
+	// nackWait, when set, holds every Nack call until it is closed (a slow broker).
+	nackWait chan struct{}
 }
 
 func newFake(caps source.Capabilities) *fake {
@@ -72,8 +74,15 @@ func (f *fake) Ack(_ context.Context, h []source.Handle) error {
 	}
 	return nil
 }
-func (f *fake) Nack(_ context.Context, h []source.Handle, d time.Duration) error {
+func (f *fake) Nack(ctx context.Context, h []source.Handle, d time.Duration) error {
 	f.record("nack", h, d)
+	if f.nackWait != nil {
+		select {
+		case <-f.nackWait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return nil
 }
 func (f *fake) Extend(_ context.Context, h []source.Handle, d time.Duration) error {
@@ -511,9 +520,9 @@ func (h *herdDriver) drain(t *testing.T) int {
 func TestTooLargeMessageIsDeadLetteredAndTheStreamGoesOn(t *testing.T) {
 	b := memsource.NewBroker()
 	b.CreateQueue("q")
-	_ = b.Publish("q", memsource.Publication{Payload: make([]byte, 100)}, memsource.Publication{Payload: []byte("ok")})
+	_ = b.Publish("q", memsource.Publication{Payload: make([]byte, 1000)}, memsource.Publication{Payload: []byte("ok")})
 	d := memsource.NewDriver(b, memsource.Options{Queue: "q", DeadLetter: true})
-	s, _ := newSource(t, d, source.Options{MaxMessageBytes: 10})
+	s, _ := newSource(t, d, source.Options{MaxMessageBytes: 500})
 	var got []sourcer.Message
 	for start := time.Now(); len(got) == 0 && time.Since(start) < 5*time.Second; {
 		got = read(s, 10, time.Second)
@@ -651,7 +660,9 @@ func TestPendingIsCachedAndUnknownOnError(t *testing.T) {
 	}
 }
 
-func TestCachedPendingCountsAcksSinceTheReading(t *testing.T) {
+// Between readings Pending answers the last reading as it was (at least what the replica holds): acks
+// since the reading are not taken off, because arrivals since cannot be added.
+func TestCachedPendingIsTheReading(t *testing.T) {
 	b := memsource.NewBroker()
 	b.CreateQueue("q")
 	for i := 0; i < 10; i++ {
@@ -667,9 +678,48 @@ func TestCachedPendingCountsAcksSinceTheReading(t *testing.T) {
 		got = append(got, read(s, 4-len(got), time.Second)...)
 	}
 	ack(s, got...)
-	waitFor(t, 5*time.Second, "pending 6", func() bool { return s.Pending(context.Background()) == 6 })
+	waitFor(t, 5*time.Second, "the acks to land", func() bool { return b.Len("q") == 6 })
+	if p := s.Pending(context.Background()); p != 10 {
+		t.Errorf("pending %d, want the cached reading, 10", p)
+	}
 	if n := b.Calls("backlog"); n != 1 {
 		t.Errorf("%d backlog calls; the reading is cached", n)
+	}
+}
+
+// A steady pipeline: messages arrive as fast as numa acks them, and the broker's backlog stays at about
+// 2,000. numa asks for Pending every 5 s, the default refresh period, so every other call is answered
+// from a reading almost a period old. Such an answer used to subtract the period's acks (about 10,000
+// here) with none of its arrivals, and report only what the replica held: an autoscaler shown a
+// fraction of a steady backlog scales down while it should not.
+func TestCachedPendingHoldsInASteadyPipeline(t *testing.T) {
+	b := memsource.NewBroker()
+	b.CreateQueue("q")
+	publishN(t, b, 2000, 10, "")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 100, Wait: 50 * time.Millisecond})
+	s, _ := newSource(t, d, source.Options{ReadBatchSize: 100, Prefetch: 200, PendingRefresh: 2 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { // numa at about 2,000 msg/s; the publisher keeps the backlog topped up
+		defer close(done)
+		for ctx.Err() == nil {
+			ack(s, read(s, 100, 200*time.Millisecond)...)
+			if n := 2000 - b.Len("q"); n > 0 {
+				publishN(t, b, n, 10, "")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	s.Pending(ctx)                      // a fresh reading
+	time.Sleep(1900 * time.Millisecond) // almost a refresh period: the next answer is the cached reading
+	p := s.Pending(ctx)
+	backlog := b.Len("q")
+	cancel()
+	<-done
+	if p < int64(backlog)/2 {
+		t.Errorf("Pending %d while the broker holds %d: the autoscaler is shown less than half a steady backlog", p, backlog)
 	}
 }
 
@@ -833,5 +883,63 @@ func TestExpiredLeaseTakesTheLaterMessagesOfItsKey(t *testing.T) {
 	waitFor(t, 5*time.Second, "the release of a and b", func() bool { return len(f.callsOf("nack")) > 0 })
 	if c := f.callsOf("nack")[0]; fmt.Sprint(c.handles) != "[ha hb]" || c.delay != 0 {
 		t.Errorf("released %v with delay %s, want [ha hb] at once", c.handles, c.delay)
+	}
+}
+
+// A delayed nack sets the message's lease at the broker (SQS: its visibility timeout): the lease
+// keeper must not extend it while the nack is under way, or a late extension would turn the nack's
+// delay back into one lease.
+func TestLeaseKeeperLeavesAReleaseUnderWayAlone(t *testing.T) {
+	f := newFake(source.Capabilities{Lease: 300 * time.Millisecond})
+	f.nackWait = make(chan struct{})
+	s, _ := newSource(t, f, source.Options{})
+	f.in <- []*source.Message{msg("a", "ha")}
+	got := read(s, 10, 2*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("read %d messages", len(got))
+	}
+	delay := uint64(10_000)
+	nack(s, &sourcer.NackOptions{Delay: &delay}, got...)
+	waitFor(t, 5*time.Second, "the nack call", func() bool { return len(f.callsOf("nack")) == 1 })
+	before := len(f.callsOf("extend"))
+	time.Sleep(500 * time.Millisecond) // more than a lease: it would have been extended twice
+	close(f.nackWait)
+	time.Sleep(200 * time.Millisecond) // an extension queued behind the nack (AckConcurrency 1) goes out now
+	if n := len(f.callsOf("extend")) - before; n != 0 {
+		t.Errorf("%d lease extensions while a nack with a 10 s delay was under way, want none", n)
+	}
+}
+
+// numa nacks a message; before the release reaches the broker, our own receive gets the message back
+// (SQS: a waiting long poll gets it the moment its visibility is 0) with the broker's receive count,
+// which counts this new delivery. The adapter keeps it and hands it to numa again: that is delivery 2,
+// not 3, or MaxDeliveries 3 dead-letters (or with the drop fallback, drops) a message numa saw twice.
+func TestRedeliveryDuringAReleaseIsCountedOnce(t *testing.T) {
+	f := newFake(source.Capabilities{})
+	f.nackWait = make(chan struct{})
+	s, _ := newSource(t, f, source.Options{Fallback: source.FallbackDrop})
+	first := msg("a", "h1")
+	first.Deliveries = 1
+	f.in <- []*source.Message{first}
+	got := read(s, 10, 2*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("read %d messages", len(got))
+	}
+	nack(s, &sourcer.NackOptions{}, got...)
+	waitFor(t, 5*time.Second, "the release call", func() bool { return len(f.callsOf("nack")) == 1 })
+	again := msg("a", "h2")
+	again.Deliveries = 2 // the broker's count: its second delivery
+	f.in <- []*source.Message{again}
+	time.Sleep(300 * time.Millisecond) // received while the release is under way
+	close(f.nackWait)
+	got = read(s, 10, 2*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("read %d messages after the release, want the one received meanwhile", len(got))
+	}
+	three := uint32(3)
+	nack(s, &sourcer.NackOptions{MaxDeliveries: &three}, got...) // numa's second delivery: below 3
+	time.Sleep(300 * time.Millisecond)
+	if acks := f.callsOf("ack"); len(acks) != 0 {
+		t.Errorf("the message was dropped after numa saw it twice, with MaxDeliveries 3: its second delivery was counted as the third")
 	}
 }
