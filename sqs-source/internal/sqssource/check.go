@@ -3,13 +3,15 @@ package sqssource
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 )
 
-// check asks SQS for the queue's attributes (and, until the first success, the dead-letter queue's),
-// so a missing queue or a missing permission shows in a clear message at start.
+// check asks SQS for the queue's attributes (and, until the first success, the dead-letter queue's,
+// whose MaximumMessageSize dead letters are fitted to), so a missing queue or a missing permission
+// shows in a clear message at start.
 func (d *driver) check(ctx context.Context) error {
 	out, err := d.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       &d.cfg.QueueURL,
@@ -22,11 +24,16 @@ func (d *driver) check(ctx context.Context) error {
 		return nil
 	}
 	if d.cfg.DeadLetterQueueURL != "" {
-		if _, err := d.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		dlq, err := d.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 			QueueUrl:       &d.cfg.DeadLetterQueueURL,
-			AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
-		}); err != nil {
+			AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn, types.QueueAttributeNameMaximumMessageSize},
+		})
+		if err != nil {
 			return fmt.Errorf("checking dead-letter queue %s: %w", d.cfg.DeadLetterQueueURL, err)
+		}
+		// Dead letters are cut to fit it (deadletter.go).
+		if n, err := strconv.ParseInt(dlq.Attributes[string(types.QueueAttributeNameMaximumMessageSize)], 10, 64); err == nil && n > 0 {
+			d.dlqMaxSize.Store(n)
 		}
 	}
 	if !d.checked.Swap(true) {

@@ -32,8 +32,9 @@ type driver struct {
 	requests *requestCounter // nil in unit tests
 	closeFn  func()          // releases the HTTP client; nil in unit tests
 
-	checked   atomic.Bool
-	closeOnce sync.Once
+	checked    atomic.Bool
+	dlqMaxSize atomic.Int64 // the dead-letter queue's MaximumMessageSize; 0 until known (deadletter.go)
+	closeOnce  sync.Once
 
 	// An empty queue stays empty while no receive of this driver returns a message: a zero backlog is
 	// then reused for up to idleBacklogTTL, so an idle replica 0 (asked for pending every 5 s) makes
@@ -64,7 +65,8 @@ func (d *driver) Capabilities() source.Capabilities {
 	}
 }
 
-// Receive makes one long poll (SQS_WAIT_TIME) for up to max messages on ctx.
+// Receive makes one long poll (SQS_WAIT_TIME) for up to max messages on ctx; with SQS_WAIT_TIME=0s
+// an empty answer returns after a pause of a second.
 func (d *driver) Receive(ctx context.Context, max int) ([]*source.Message, error) {
 	return d.receive(ctx, max)
 }
@@ -105,7 +107,8 @@ func (d *driver) Close(context.Context) error {
 	return nil
 }
 
-// DeadLetter sends the message to SQS_DEAD_LETTER_QUEUE_URL, then deletes it from the queue.
+// DeadLetter sends the message to SQS_DEAD_LETTER_QUEUE_URL, cut to its size limit, then deletes it
+// from the queue; source.ErrNoDeadLetter when its body alone is over the limit.
 func (d *driver) DeadLetter(ctx context.Context, msg *source.Message, reason string) error {
 	return d.deadLetter(ctx, msg, reason)
 }

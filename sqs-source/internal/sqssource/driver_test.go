@@ -593,8 +593,18 @@ func TestCheck(t *testing.T) {
 func TestRegionFromURL(t *testing.T) {
 	for url, want := range map[string]string{
 		stdURL: "us-east-1",
-		"https://sqs.cn-north-1.amazonaws.com.cn/1/q": "cn-north-1",
-		"http://127.0.0.1:4566/000000000000/q":        "",
+		"https://sqs.cn-north-1.amazonaws.com.cn/1/q":                                                   "cn-north-1",
+		"https://sqs-fips.us-gov-west-1.amazonaws.com/123456789012/q":                                   "us-gov-west-1",
+		"https://us-west-2.queue.amazonaws.com/123456789012/orders":                                     "us-west-2",
+		"https://cn-northwest-1.queue.amazonaws.com.cn/123456789012/orders":                             "cn-northwest-1",
+		"https://queue.amazonaws.com/123456789012/orders":                                               "us-east-1",
+		"https://vpce-0a1b2c3d4e5f6a7b8-abcdefgh.sqs.eu-central-1.vpce.amazonaws.com/1/q":               "eu-central-1",
+		"https://vpce-0a1b2c3d4e5f6a7b8-abcdefgh-eu-central-1a.sqs.eu-central-1.vpce.amazonaws.com/1/q": "eu-central-1",
+		"HTTPS://SQS.AP-SOUTH-1.AMAZONAWS.COM/1/q":                                                      "ap-south-1",
+		"http://127.0.0.1:4566/000000000000/q":                                                          "",
+		"http://sqs.us-east-1.localhost:4566/000000000000/q":                                            "",
+		"https://sqs.example.internal/123456789012/q":                                                   "",
+		"https://sqs.us-east-1.amazonaws.com.evil.example/1/q":                                          "",
 	} {
 		if got := regionFromURL(url); got != want {
 			t.Errorf("region of %s: %q, want %q", url, got, want)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
@@ -150,6 +151,9 @@ func errorCode(err error) source.Code {
 	if errors.As(err, &canceled) {
 		return source.Canceled
 	}
+	if isEndpointError(err) {
+		return source.FailedPrecondition
+	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
 		if c, ok := codeOf(api.ErrorCode()); ok {
@@ -166,4 +170,12 @@ func errorCode(err error) source.Code {
 		return source.Unavailable
 	}
 	return source.Unknown
+}
+
+// isEndpointError reports whether err is the SDK's failure to resolve an endpoint (no region, or
+// endpoint settings it refuses): a configuration problem, found before any request is sent, that no
+// retry fixes. The SDK gives it no type of its own (aws.MissingRegionError is the older resolver's).
+func isEndpointError(err error) bool {
+	var missing *aws.MissingRegionError
+	return errors.As(err, &missing) || strings.Contains(err.Error(), "failed to resolve service endpoint")
 }

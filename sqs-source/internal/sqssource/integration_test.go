@@ -350,3 +350,44 @@ func bodies(msgs []sourcer.Message) []string {
 	}
 	return out
 }
+
+// numa nacks every read with MaxDeliveries 3: each message must reach numa exactly 3 times before it is
+// dead-lettered. fauxqs wakes a waiting long poll the moment a nack makes a message visible, so the
+// connector's own receive often gets a message back before its release call has returned; the adapter
+// counted that delivery twice (the broker's receive count has it, and it added one when it handed the
+// message out again), and up to half the messages were dead-lettered after 2 reads.
+func TestIntegrationMaxDeliveriesCountsEachReadOnce(t *testing.T) {
+	srv := sqstest.Shared(t)
+	q := srv.CreateQueueWithDLQ(t, sqstest.QueueName(t), false, 0, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 10
+	for range n {
+		send(ctx, t, srv, q.URL, "m", nil)
+	}
+	cfg := testConfig(q.URL, q.DLQURL)
+	cfg.VisibilityTimeout = 30 * time.Second
+	src := newSource(ctx, t, srv, cfg)
+	reads := map[string]int{}
+	maxDeliveries := uint32(3)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		msgs := src.read(ctx, 10, 300*time.Millisecond)
+		for _, m := range msgs {
+			reads[string(m.Offset().Value())]++
+			src.src.Nack(ctx, numatest.NackRequest(sourcer.NackOffset{Offset: m.Offset(),
+				NackOptions: &sourcer.NackOptions{MaxDeliveries: &maxDeliveries}}))
+		}
+		if len(msgs) == 0 {
+			if v, f, _ := counts(ctx, t, srv, q.URL); v+f == 0 {
+				break
+			}
+		}
+	}
+	times := map[int]int{} // reads per message: messages
+	for _, r := range reads {
+		times[r]++
+	}
+	if times[3] != n {
+		t.Errorf("with MaxDeliveries 3, %d of %d messages were dead-lettered after other than 3 reads (reads: messages %v)", n-times[3], n, times)
+	}
+}

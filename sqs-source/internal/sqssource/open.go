@@ -25,8 +25,10 @@ import (
 
 // Open builds the SQS driver. Credentials, region and endpoint come from the AWS SDK's default chain
 // (IRSA, EKS Pod Identity, env keys, shared profiles; AWS_REGION, AWS_ENDPOINT_URL_SQS), optionally
-// with SQS_ASSUME_ROLE_ARN assumed on top. It makes no call to SQS: a missing queue or an outage shows
-// in Check and in the adapter's readiness, never as a failed start.
+// with SQS_ASSUME_ROLE_ARN assumed on top; without a region there, the queue URL's host gives it. It
+// makes no call to SQS: a missing queue or an outage shows in Check and in the adapter's readiness,
+// never as a failed start. It fails when no region can be found and no endpoint is set, since every
+// call would fail.
 func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, error) {
 	return open(ctx, cfg, env, nil, nil)
 }
@@ -56,7 +58,7 @@ func open(ctx context.Context, cfg *Config, env *server.Env, counter *requestCou
 	transport := bc.GetTransport()
 	awsCfg.HTTPClient = &http.Client{Transport: &countingTransport{base: transport, counter: counter}}
 	if awsCfg.Region == "" {
-		// No AWS_REGION or profile region: take it from the queue URL's host (sqs.REGION.amazonaws.com).
+		// No AWS_REGION, AWS_DEFAULT_REGION or profile region: take it from the queue URL's host.
 		awsCfg.Region = regionFromURL(cfg.QueueURL)
 	}
 	if cfg.AssumeRoleARN != "" {
@@ -74,6 +76,11 @@ func open(ctx context.Context, cfg *Config, env *server.Env, counter *requestCou
 		// and stack a second backoff under the adapter's.
 		o.RetryMaxAttempts = 1
 	})
+	if o := client.Options(); o.Region == "" && o.BaseEndpoint == nil {
+		// Every call would fail to resolve an endpoint; say so now rather than run and never read.
+		return nil, fmt.Errorf("no AWS region for queue %s: set AWS_REGION (or a region in the AWS profile), "+
+			"or use a queue URL whose host names it (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)", cfg.QueueURL)
+	}
 
 	log := env.Log
 	d := newDriver(*cfg, client, log)
@@ -101,7 +108,15 @@ func newDriver(cfg Config, api sqsAPI, log *slog.Logger) *driver {
 	}
 }
 
-var regionHostRE = regexp.MustCompile(`^sqs\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$`)
+// regionHostRE matches the hosts of AWS SQS queue URLs that name their region (submatch 1 or 2):
+// sqs.REGION.amazonaws.com (and sqs-fips.), the legacy REGION.queue.amazonaws.com, and VPC endpoints
+// (vpce-ID.sqs.REGION.vpce.amazonaws.com, also with an availability zone in the first label); each
+// also under amazonaws.com.cn (China).
+var regionHostRE = regexp.MustCompile(`^(?:vpce-[a-z0-9-]+\.)?sqs(?:-fips)?\.([a-z0-9-]+)\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$` +
+	`|^([a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?$`)
+
+// legacyUSEast1Host is the legacy host of queues in us-east-1, which names no region.
+const legacyUSEast1Host = "queue.amazonaws.com"
 
 // regionFromURL returns the region in an AWS SQS queue URL's host, or "".
 func regionFromURL(queueURL string) string {
@@ -109,8 +124,12 @@ func regionFromURL(queueURL string) string {
 	if err != nil {
 		return ""
 	}
-	if m := regionHostRE.FindStringSubmatch(u.Hostname()); m != nil {
-		return m[1]
+	host := strings.ToLower(u.Hostname())
+	if host == legacyUSEast1Host {
+		return "us-east-1"
+	}
+	if m := regionHostRE.FindStringSubmatch(host); m != nil {
+		return m[1] + m[2]
 	}
 	return ""
 }

@@ -11,6 +11,11 @@ import (
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
+// shortPollPause is how long an empty receive waits before it returns when SQS_WAIT_TIME is 0s
+// (short polling), so an idle queue costs about one request a second per receive rather than as many
+// as SQS can answer.
+const shortPollPause = time.Second
+
 // receive makes one long poll (SQS_WAIT_TIME) for up to max messages, asking for every system and
 // message attribute and setting SQS_VISIBILITY_TIMEOUT on what it returns. On a FIFO queue it is an
 // attempt with a ReceiveRequestAttemptId, or the retry of one whose answer was lost (attempts.go).
@@ -47,6 +52,10 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 		return nil, fmt.Errorf("receiving from queue %s: %w", d.cfg.QueueURL, err)
 	}
 	if len(out.Messages) == 0 {
+		if d.cfg.WaitTime == 0 {
+			// Short polling answers at once: without a pause an idle queue would be asked back to back.
+			pause(ctx, shortPollPause)
+		}
 		return nil, nil
 	}
 	d.received.Add(1)
@@ -62,4 +71,14 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 		msgs = append(msgs, toMessage(m, d.fifo, d.cfg.UnwrapSNS, now))
 	}
 	return msgs, nil
+}
+
+// pause waits for d or until ctx is done.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
