@@ -57,10 +57,26 @@ type Platform struct {
 	Replica       int           `env:"NUMAFLOW_REPLICA" envDefault:"0" min:"0" max:"65535" desc:"Set by Numaflow: this replica's index; the partition id of every offset."`
 	Pipeline      string        `env:"NUMAFLOW_PIPELINE_NAME" desc:"Set by Numaflow: the pipeline name."`
 	Vertex        string        `env:"NUMAFLOW_VERTEX_NAME" desc:"Set by Numaflow: the source vertex name."`
+	MonoVertex    string        `env:"NUMAFLOW_MONO_VERTEX_NAME" desc:"Set by Numaflow in a MonoVertex (instead of the pipeline and vertex names): its name."`
 	ReadBatchSize int           `env:"NUMAFLOW_READ_BATCH_SIZE" envDefault:"500" min:"1" desc:"Set by Numaflow (v1.7+): the vertex's readBatchSize; sizes prefetch."`
 	ReadTimeoutMS int           `env:"NUMAFLOW_READ_TIMEOUT_MS" envDefault:"1000" min:"1" desc:"Set by Numaflow (v1.7+): the vertex's read timeout in milliseconds."`
 	ContainerType string        `env:"NUMAFLOW_UD_CONTAINER_TYPE" envDefault:"unknown-container" desc:"Set by Numaflow: the container's kind, named in the error numa gets when a handler fails."`
 	_             time.Duration // keeps the import used while this file is a stub
+}
+
+// NameParts are the parts that name this source among others on a shared broker: the namespace, then
+// the pipeline and vertex names, or a MonoVertex's name (which Numaflow sets instead of them); the
+// ones that are empty (outside Numaflow) are left out. Connectors join them into default consumer
+// names and groups, so two pipelines, two MonoVertices, or one pipeline in two namespaces never share
+// them by accident.
+func (p Platform) NameParts() []string {
+	var out []string
+	for _, s := range []string{p.Namespace, p.Pipeline, p.Vertex, p.MonoVertex} {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // MarshalJSON redacts, so a config struct logged as a whole (slog's JSON handler) shows no secret.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -25,5 +26,20 @@ func TestVars(t *testing.T) {
 	vs := Vars(Common{})
 	if vs[0].Name != "LOG_LEVEL" || vs[len(vs)-1].Name != "NUMAFLOW_UD_CONTAINER_TYPE" {
 		t.Errorf("Vars(Common{}) = %v", vs)
+	}
+}
+
+func TestNameParts(t *testing.T) {
+	for _, c := range []struct {
+		p    Platform
+		want string
+	}{
+		{Platform{Namespace: "prod", Pipeline: "orders", Vertex: "in"}, "prod orders in"},
+		{Platform{Namespace: "prod", MonoVertex: "alarms"}, "prod alarms"},
+		{Platform{}, ""},
+	} {
+		if got := strings.Join(c.p.NameParts(), " "); got != c.want {
+			t.Errorf("NameParts of %+v = %q, want %q", c.p, got, c.want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -120,40 +121,44 @@ func newLedger(prefetch int, prefetchBytes int64, ordered, leased bool) *ledger 
 // ---- budgets ----
 
 // reserve promises room for one Receive of at most limit messages (limit <= 0: no limit of the
-// broker's own) and returns how many to ask for; 0 when there is no room. The caller gives the
-// promise back with admit (or unreserve when the call failed).
-func (l *ledger) reserve(limit int) (n int, bytes int64) {
+// broker's own) and returns how many to ask for; 0 when there is no room. whole says the ask is as
+// large as a receive may be at the current message size (limit, or the per-receive share of the byte
+// budget), not cut short by the room left: only then does a full answer show the broker holds more.
+// The caller gives the promise back with admit (or unreserve when the call failed).
+func (l *ledger) reserve(limit int) (n int, bytes int64, whole bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed || l.counts[committing] >= l.maxCommitting {
-		return 0, 0
+		return 0, 0, false
 	}
 	held := l.pools[receivePool].n + l.reserved
 	heldBytes := l.pools[receivePool].bytes + l.resBytes
-	n = l.prefetch - held
-	if n <= 0 || (heldBytes >= l.prefetchBytes && held > 0) {
-		return 0, 0
+	room := l.prefetch - held
+	if room <= 0 || (heldBytes >= l.prefetchBytes && held > 0) {
+		return 0, 0, false
 	}
+	unit := math.MaxInt // the largest ask of one receive
 	if limit > 0 {
-		n = min(n, limit)
+		unit = limit
 	}
 	est := l.estimate()
 	if !l.sized {
-		n = min(n, firstReceive) // no size seen yet: a small first ask, in case messages are big
+		unit = min(unit, firstReceive) // no size seen yet: a small first ask, in case messages are big
 	} else {
 		// One receive brings at most an eighth of the byte budget: a broker client holds a reply in
 		// its own buffers (often twice) while it decodes it, on top of what the ledger holds.
-		n = min(n, int(max(l.prefetchBytes/receiveShare/max(l.sizeEst, 1), 1)))
+		unit = min(unit, int(max(l.prefetchBytes/receiveShare/max(l.sizeEst, 1), 1)))
 	}
+	n = min(room, unit)
 	if fit := (l.prefetchBytes - heldBytes) / est; int64(n) > fit {
 		if fit == 0 && held > 0 {
-			return 0, 0 // less room than one message is likely to need: wait for more
+			return 0, 0, false // less room than one message is likely to need: wait for more
 		}
 		n = int(max(fit, 1))
 	}
 	l.reserved += n
 	l.resBytes += int64(n) * est
-	return n, int64(n) * est
+	return n, int64(n) * est, n == unit
 }
 
 // firstReceive caps each receive until the ledger has seen a message's size.

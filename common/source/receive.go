@@ -104,27 +104,27 @@ func (r *receivers) launch() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for r.running < r.target && !r.stopped() && !time.Now().Before(r.retryAt) {
-		n, bytes := r.s.led.reserve(r.s.caps.MaxReceive)
+		n, bytes, whole := r.s.led.reserve(r.s.caps.MaxReceive)
 		if n == 0 {
 			return
 		}
 		r.running++
 		r.wg.Add(1)
-		go r.work(n, bytes)
+		go r.work(n, bytes, whole)
 	}
 }
 
-// work runs Receive for n messages (bytes reserved), and again for as long as it may: while no more
-// workers run than target, there is no backoff, and the ledger has room.
-func (r *receivers) work(n int, bytes int64) {
+// work runs Receive for n messages (bytes reserved; whole: see ledger.reserve), and again for as long
+// as it may: while no more workers run than target, there is no backoff, and the ledger has room.
+func (r *receivers) work(n int, bytes int64, whole bool) {
 	defer r.wg.Done()
 	for n > 0 {
 		got, err := r.receive(n, bytes)
 		r.mu.Lock()
-		r.adjust(n, got, err)
-		n, bytes = 0, 0
+		r.adjust(n, got, whole, err)
+		n, bytes, whole = 0, 0, false
 		if r.running <= r.target && !r.stopped() && !time.Now().Before(r.retryAt) {
-			n, bytes = r.s.led.reserve(r.s.caps.MaxReceive)
+			n, bytes, whole = r.s.led.reserve(r.s.caps.MaxReceive)
 		}
 		if n == 0 {
 			r.running--
@@ -137,13 +137,14 @@ func (r *receivers) work(n int, bytes int64) {
 	}
 }
 
-// adjust follows the broker after a receive that asked for asked messages. Caller holds mu.
-func (r *receivers) adjust(asked, got int, err error) {
+// adjust follows the broker after a receive that asked for asked messages (whole: see
+// ledger.reserve). Caller holds mu.
+func (r *receivers) adjust(asked, got int, whole bool, err error) {
 	switch {
 	case err != nil:
 		r.target = 1
 		r.retryAt = time.Now().Add(r.bo.next())
-	case r.full(asked, got):
+	case whole && r.full(asked, got):
 		// A full batch: there is more, so twice the receives, up to ReceiveConcurrency (a busy SQS
 		// source reaches its 50 in six full batches). Growing on any non-empty batch was tried on
 		// SQS: it multiplies outstanding polls for little gain.
@@ -167,14 +168,13 @@ func (r *receivers) adjust(asked, got int, err error) {
 	}
 }
 
-// full tells whether a receive that asked for asked messages and got got shows the broker holds
-// more: it got at least Capabilities.FullReceive (default: all it asked), and it asked for a whole
-// MaxReceive (a receive the budgets cut short says nothing).
+// full tells whether a whole receive (one the room left did not cut short, which says nothing) that
+// asked for asked messages and got got shows the broker holds more: it got at least
+// Capabilities.FullReceive (default: all it asked). A whole receive may ask for fewer than MaxReceive:
+// with messages of 20 KiB an eighth of a 64 MiB budget is 409 of them, and counting only receives of
+// MaxReceive (500) kept such a source at one receive at a time.
 func (r *receivers) full(asked, got int) bool {
 	caps := r.s.caps
-	if caps.MaxReceive > 0 && asked < caps.MaxReceive {
-		return false
-	}
 	enough := asked
 	if caps.FullReceive > 0 {
 		enough = min(caps.FullReceive, asked)

@@ -434,6 +434,7 @@ type herdDriver struct {
 	*fake
 	partial        bool // answer one message instead of a full batch (a trickle)
 	busy           bool // never answer empty (a backlog)
+	payload        int  // payload bytes of each message (0: its id)
 	mu             sync.Mutex
 	calls, n, most int
 	next           int
@@ -453,7 +454,11 @@ func (h *herdDriver) Receive(ctx context.Context, limit int) ([]*source.Message,
 		for range limit {
 			h.next++
 			id := fmt.Sprint(h.next)
-			out = append(out, msg(id, id))
+			m := msg(id, id)
+			if h.payload > 0 {
+				m.Payload = make([]byte, h.payload)
+			}
+			out = append(out, m)
 		}
 	}
 	h.mu.Unlock()
@@ -506,9 +511,22 @@ func TestFullReceiveGrowsReceivesOnPartialAnswers(t *testing.T) {
 	}
 }
 
+// A backlog of 20 KiB messages: a receive asks for an eighth of the 64 MiB byte budget, 409 messages,
+// fewer than the driver's MaxReceive of 500. Such a receive is still whole (the room left did not cut
+// it), so full answers grow the receives to the driver's concurrency; counting only asks of MaxReceive
+// kept Pub/Sub at one pull at a time for messages over 16 KiB.
+func TestFullReceiveOfBigMessagesGrowsReceives(t *testing.T) {
+	h := &herdDriver{fake: newFake(source.Capabilities{MaxReceive: 500, ReceiveConcurrency: 4}), busy: true, payload: 20 << 10}
+	if most := h.drainWith(t, source.Options{Prefetch: 5000, PrefetchBytes: 64 << 20}); most < 3 {
+		t.Errorf("at most %d receives ran at once on a backlog of 20 KiB messages, want up to the driver's 4", most)
+	}
+}
+
 // drain reads and acks for a second and returns the most receives that ran at once.
-func (h *herdDriver) drain(t *testing.T) int {
-	s, _ := newSource(t, h, source.Options{Prefetch: 1000})
+func (h *herdDriver) drain(t *testing.T) int { return h.drainWith(t, source.Options{Prefetch: 1000}) }
+
+func (h *herdDriver) drainWith(t *testing.T, opts source.Options) int {
+	s, _ := newSource(t, h, opts)
 	for start := time.Now(); time.Since(start) < time.Second; {
 		ack(s, read(s, 500, 50*time.Millisecond)...)
 	}

@@ -63,7 +63,7 @@ type Config struct {
 
 	Stream       string        `env:"REDIS_STREAM,required" desc:"Stream key to read; several comma-separated keys are read together (in cluster mode they must share a hash tag, e.g. {orders}:eu,{orders}:us)."`
 	Group        string        `env:"REDIS_GROUP,required" desc:"Consumer group shared by every replica of the vertex."`
-	Consumer     string        `env:"REDIS_CONSUMER" desc:"Consumer name of this replica. Default: <pipeline>-<vertex>-<replica> from the NUMAFLOW_* variables, stable across restarts so a restarted replica replays its own pending entries at once."`
+	Consumer     string        `env:"REDIS_CONSUMER" desc:"Consumer name of this replica. Default: <namespace>-<pipeline>-<vertex>-<replica> from the NUMAFLOW_* variables (a MonoVertex: <namespace>-<name>-<replica>), stable across restarts so a restarted replica replays its own pending entries at once, and distinct for every source that shares the group."`
 	StartFrom    string        `env:"REDIS_START_FROM" envDefault:"oldest" desc:"Where a group created by this source starts: oldest (the whole stream), latest (only new entries) or an entry ID such as 1700000000000-0."`
 	CreateGroup  bool          `env:"REDIS_CREATE_GROUP" envDefault:"true" desc:"Create the group (and the stream) when missing, also when it is deleted while running. false: a missing group is a not_found error until someone creates it."`
 	ClaimMinIdle time.Duration `env:"REDIS_CLAIM_MIN_IDLE" envDefault:"60s" desc:"Entries idle longer than this in any consumer's pending list are claimed (XAUTOCLAIM): how the work of crashed or scaled-down replicas is recovered. Entries this source holds are kept from going idle that long. At least 1s."`
@@ -102,7 +102,7 @@ func (c *Config) Validate() error {
 	case url != "" && c.Addrs != "":
 		add("REDIS_ADDRS", "set only one of REDIS_URL and REDIS_ADDRS")
 	case url != "":
-		if p := checkURL(url); p != "" {
+		if p := checkURL(url, c.Mode == ModeCluster); p != "" {
 			add("REDIS_URL", "%s", p)
 		}
 		if c.Mode == ModeSentinel {
@@ -191,7 +191,7 @@ func (c *Config) Validate() error {
 	}
 	switch {
 	case c.StartFrom == StartOldest, c.StartFrom == StartLatest:
-	case entryIDRE.MatchString(c.StartFrom):
+	case entryIDRE.MatchString(c.StartFrom) && validEntryID(c.StartFrom):
 	default:
 		add("REDIS_START_FROM", "must be oldest, latest or an entry ID such as 1700000000000-0, got %q", c.StartFrom)
 	}
@@ -252,20 +252,26 @@ func (c *Config) startID() string {
 	return c.StartFrom
 }
 
-// checkURL returns what is wrong with a Redis URL without echoing it (it may hold a password).
-func checkURL(raw string) string {
+// checkURL returns what is wrong with a Redis URL without echoing it (it may hold a password). It
+// parses the URL as Open will: with go-redis's cluster parser in cluster mode, which takes other
+// options (addr=, no db=) and no unix socket.
+func checkURL(raw string, cluster bool) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "is not a valid URL"
 	}
-	switch u.Scheme {
-	case "redis", "rediss":
-		if _, err := redis.ParseURL(raw); err != nil {
-			return "is not a valid redis:// URL: " + redactURLError(err, raw)
+	switch {
+	case cluster && (u.Scheme == "redis" || u.Scheme == "rediss"):
+		if _, err := redis.ParseClusterURL(raw); err != nil {
+			return "is not a valid redis:// URL for cluster mode: " + redactURLError(err, raw)
 		}
-	case "unix":
-		if u.Path == "" {
-			return "unix URL has no socket path"
+	case cluster && u.Scheme == "unix":
+		return "cluster mode needs redis:// or rediss:// (a cluster is not reached over a unix socket)"
+	case u.Scheme == "unix" && u.Path == "":
+		return "unix URL has no socket path"
+	case u.Scheme == "redis" || u.Scheme == "rediss" || u.Scheme == "unix":
+		if _, err := redis.ParseURL(raw); err != nil {
+			return "is not a valid " + u.Scheme + ":// URL: " + redactURLError(err, raw)
 		}
 	default:
 		return fmt.Sprintf("must start with redis://, rediss:// or unix://, got scheme %q", u.Scheme)
@@ -282,6 +288,20 @@ func redactURLError(err error, raw string) string {
 		}
 	}
 	return msg
+}
+
+// validEntryID reports whether both parts of an entry ID fit Redis's 64-bit numbers.
+func validEntryID(id string) bool {
+	ms, seq, found := strings.Cut(id, "-")
+	if _, err := strconv.ParseUint(ms, 10, 64); err != nil {
+		return false
+	}
+	if found {
+		if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func validPort(p string) bool {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/numaflow-connectors/sources/common/config"
 	"github.com/numaflow-connectors/sources/common/config/configtest"
 	"github.com/numaflow-connectors/sources/common/config/envdoc"
@@ -290,16 +292,19 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 
 func TestConsumerName(t *testing.T) {
 	for _, tt := range []struct {
-		consumer, pipeline, vertex string
-		replica                    int
-		want                       string
+		consumer, namespace, pipeline, vertex, mono string
+		replica                                     int
+		want                                        string
 	}{
-		{"", "orders", "in", 3, "orders-in-3"},
-		{"fixed", "orders", "in", 3, "fixed"},
-		{"", "", "", 0, "redis-streams-source-0"},
+		{"", "prod", "orders", "in", "", 3, "prod-orders-in-3"},
+		{"", "", "orders", "in", "", 3, "orders-in-3"},
+		{"", "prod", "", "", "alarms", 1, "prod-alarms-1"}, // a MonoVertex
+		{"fixed", "prod", "orders", "in", "", 3, "fixed"},
+		{"", "", "", "", "", 0, "redis-streams-source-0"},
 	} {
 		c := Config{Consumer: tt.consumer}
-		env := &server.Env{Platform: config.Platform{Pipeline: tt.pipeline, Vertex: tt.vertex, Replica: tt.replica}}
+		env := &server.Env{Platform: config.Platform{Namespace: tt.namespace, Pipeline: tt.pipeline, Vertex: tt.vertex,
+			MonoVertex: tt.mono, Replica: tt.replica}}
 		if got := consumerName(&c, env); got != tt.want {
 			t.Errorf("consumerName(%+v) = %q, want %q", tt, got, tt.want)
 		}
@@ -309,4 +314,63 @@ func TestConsumerName(t *testing.T) {
 func TestREADME(t *testing.T) {
 	configtest.Documented(t, Config{})
 	configtest.README(t, "../../README.md", envdoc.Groups("redis-streams-source", Config{})...)
+}
+
+// validURLConfig is a valid configuration with url in mode.
+func validURLConfig(mode, url string) Config {
+	return Config{URL: config.Secret(url), Mode: mode, Stream: "{s}", Group: "g", StartFrom: StartOldest,
+		CreateGroup: true, ClaimMinIdle: time.Minute, MaxExtension: time.Hour, ReadCount: 500}
+}
+
+// A REDIS_URL that Validate accepts must not make Open fail (exit 1 and a crash loop instead of exit 2
+// naming the variable), and one Open takes must be accepted: Validate parses it as Open will, with
+// go-redis's cluster parser in cluster mode.
+func TestURLValidatedAsOpenParsesIt(t *testing.T) {
+	for _, tc := range []struct {
+		mode, url string
+		valid     bool
+	}{
+		{ModeCluster, "unix:///tmp/redis.sock", false},
+		{ModeCluster, "redis://127.0.0.1:7000?db=0", false},
+		{ModeCluster, "redis://127.0.0.1:7000?addr=127.0.0.1:7001", true},
+		{ModeCluster, "redis://127.0.0.1:7000/3", true}, // go-redis ignores the path in cluster mode
+		{ModeStandalone, "unix:///tmp/redis.sock?db=x", false},
+		{ModeStandalone, "unix:///tmp/redis.sock?db=2", true},
+		{ModeStandalone, "redis://127.0.0.1:7000/3", true},
+	} {
+		cfg := validURLConfig(tc.mode, tc.url)
+		verr := cfg.Validate()
+		_, oerr := newClient(&cfg)
+		if (verr == nil) != tc.valid || (oerr == nil) != tc.valid {
+			t.Errorf("mode %s, REDIS_URL %s: Validate says %v, Open says %v; want both to say valid=%t", tc.mode, tc.url, verr, oerr, tc.valid)
+		}
+	}
+}
+
+// skip_verify=true in a rediss:// URL is honoured, as REDIS_TLS_INSECURE_SKIP_VERIFY would be.
+func TestURLSkipVerifyIsKept(t *testing.T) {
+	cfg := validURLConfig(ModeStandalone, "rediss://127.0.0.1:6380?skip_verify=true")
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := newClient(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.(interface{ Options() *redis.Options }).Options(); !o.TLSConfig.InsecureSkipVerify {
+		t.Errorf("REDIS_URL asks skip_verify=true, but the client verifies certificates")
+	}
+}
+
+// An entry ID whose parts do not fit Redis's 64-bit numbers is refused by Redis on every receive: it
+// must fail validation, naming REDIS_START_FROM.
+func TestStartFromOutOfRange(t *testing.T) {
+	for _, id := range []string{"99999999999999999999999-0", "1-99999999999999999999999"} {
+		cfg := validURLConfig(ModeStandalone, "redis://127.0.0.1:6380")
+		cfg.StartFrom = id
+		var fe *config.FieldError
+		if err := cfg.Validate(); !errors.As(err, &fe) || fe.Var != "REDIS_START_FROM" {
+			t.Errorf("REDIS_START_FROM=%s: %v, want a problem naming REDIS_START_FROM", id, err)
+		}
+	}
 }

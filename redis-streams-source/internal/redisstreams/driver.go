@@ -52,6 +52,9 @@ type driver struct {
 	mu          sync.Mutex
 	groupsReady bool
 	replay      map[string]string // stream -> next ID of our own pending list to replay; empty when done
+	// replayed is set when the replay in progress follows an error in this process, not a start: its
+	// re-read adds one to the delivery count of each entry that no delivery to numa accounts for.
+	replayed    bool
 	claimCursor map[string]string // stream -> XAUTOCLAIM cursor of the pass in progress; nil between passes
 	nextClaim   time.Time
 	rotate      int

@@ -313,8 +313,10 @@ func TestReceiveErrorReplaysAfterwards(t *testing.T) {
 	api.do = nil
 	// Back: the reply of a lost read may have left entries in our pending list: they are replayed.
 	msgs, err := d.Receive(ctx, 10)
-	if err != nil || len(msgs) != 1 || msgs[0].Deliveries != 2 {
-		t.Fatalf("after the outage: %d messages (%v), want the pending entry replayed with 2 deliveries", len(msgs), err)
+	// Redis counts the re-read as a second delivery; numa saw the entry once (the adapter holds it), so
+	// the driver says 1, or MaxDeliveries would be reached a delivery early after every outage.
+	if err != nil || len(msgs) != 1 || msgs[0].Deliveries != 1 {
+		t.Fatalf("after the outage: %d messages (%v), want the pending entry replayed with 1 delivery", len(msgs), err)
 	}
 }
 

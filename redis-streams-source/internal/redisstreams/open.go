@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -59,23 +60,18 @@ func newDriver(cfg *Config, consumer string, api redisAPI, log *slog.Logger) *dr
 	}
 }
 
-// consumerName is REDIS_CONSUMER, or <pipeline>-<vertex>-<replica>: stable across restarts of a
-// replica, so a restarted replica finds its own pending list.
+// consumerName is REDIS_CONSUMER, or <namespace>-<pipeline>-<vertex>-<replica> (a MonoVertex:
+// <namespace>-<name>-<replica>): stable across restarts of a replica, so a restarted replica finds its
+// own pending list, and distinct for sources that share a group, so none replays another's entries.
 func consumerName(cfg *Config, env *server.Env) string {
 	if cfg.Consumer != "" {
 		return cfg.Consumer
 	}
-	p := env.Platform
-	name := ""
-	for _, part := range []string{p.Pipeline, p.Vertex} {
-		if part != "" {
-			name += part + "-"
-		}
+	parts := env.Platform.NameParts()
+	if len(parts) == 0 {
+		parts = []string{"redis-streams-source"}
 	}
-	if name == "" {
-		name = "redis-streams-source-"
-	}
-	return name + strconv.Itoa(p.Replica)
+	return strings.Join(append(parts, strconv.Itoa(env.Platform.Replica)), "-")
 }
 
 // newClient builds the go-redis client for the configured mode, with TLS applied in every mode.
@@ -150,7 +146,9 @@ func newClient(cfg *Config) (redis.UniversalClient, error) {
 
 // mergeTLS combines the REDIS_TLS_* configuration (ours) with what a rediss:// URL set (fromURL):
 // ours wins; the URL's server name is kept when none is configured (standalone only: in a cluster each
-// node is verified against its own address).
+// node is verified against its own address), and so is the URL's skip_verify=true, which asks for no
+// verification as REDIS_TLS_INSECURE_SKIP_VERIFY does (it was dropped, and the source never became
+// ready against the certificate it was told not to check).
 func mergeTLS(ours, fromURL *tls.Config, keepServerName bool) *tls.Config {
 	switch {
 	case ours == nil:
@@ -160,6 +158,9 @@ func mergeTLS(ours, fromURL *tls.Config, keepServerName bool) *tls.Config {
 	}
 	if ours.ServerName == "" && keepServerName {
 		ours.ServerName = fromURL.ServerName
+	}
+	if fromURL.InsecureSkipVerify {
+		ours.InsecureSkipVerify = true
 	}
 	return ours
 }

@@ -30,7 +30,7 @@ func (d *driver) receive(ctx context.Context, limit int) ([]*source.Message, err
 			}
 		}
 		d.groupsReady = true
-		d.startReplay()
+		d.startReplay(false)
 	}
 	msgs, err := d.nextBatch(ctx, limit)
 	if err == nil {
@@ -41,7 +41,7 @@ func (d *driver) receive(ctx context.Context, limit int) ([]*source.Message, err
 	}
 	// A read whose reply was lost (connection dropped, or ctx cancelled mid-read) left entries in our
 	// pending list that nobody returned: replay it once the connection is back.
-	d.startReplay()
+	d.startReplay(true)
 	return nil, err
 }
 
@@ -63,10 +63,27 @@ func (d *driver) nextBatch(ctx context.Context, limit int) ([]*source.Message, e
 	return d.read(ctx, limit)
 }
 
-func (d *driver) startReplay() {
+// startReplay makes the next receives re-read our own pending list from its start. again says this
+// process read the list before (a receive failed): see deliveryCount.
+func (d *driver) startReplay(again bool) {
 	for _, s := range d.streams {
 		d.replay[s] = "0"
 	}
+	d.replayed = again
+}
+
+// deliveryCount is what a replayed entry's pending-list delivery count (n, 0 when unknown) says of its
+// deliveries to numa, this one included. Re-reading a pending list adds one to the count of every
+// entry in it. At start that is right: the entries' earlier deliveries went to a previous process,
+// and this one is a new delivery. After a failed receive in this process it is not: an entry the
+// adapter holds was not delivered to numa again (the adapter keeps its own count), and one whose read
+// reply was lost never reached numa; counting the re-read dead-lettered messages a delivery early
+// after every dropped connection (a failover, a proxy restart).
+func (d *driver) deliveryCount(n int) int {
+	if d.replayed && n > 1 {
+		return n - 1
+	}
+	return n
 }
 
 // read reads new entries, blocking up to REDIS_BLOCK. COUNT applies per stream, so it is split over
@@ -134,7 +151,7 @@ func (d *driver) replayPending(ctx context.Context, limit int) ([]*source.Messag
 			d.ackDeleted(ctx, se.stream, gone)
 			counts := d.deliveries(ctx, se.stream, live)
 			for _, e := range live {
-				msgs = append(msgs, d.mapper.message(se.stream, e, counts[e.id]))
+				msgs = append(msgs, d.mapper.message(se.stream, e, d.deliveryCount(counts[e.id])))
 			}
 		}
 		for _, s := range streams {
@@ -205,7 +222,7 @@ func (d *driver) noGroup(ctx context.Context, err error) ([]*source.Message, err
 		d.groupsReady = false
 		return nil, err
 	}
-	d.startReplay()
+	d.startReplay(true)
 	return nil, nil
 }
 
