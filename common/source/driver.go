@@ -83,7 +83,8 @@ type Capabilities struct {
 	// OrderedAcks means the broker takes acknowledgements only in the order it delivered the messages
 	// (MQTT): a message the adapter keeps holds back every acknowledgement after it, and the broker
 	// stops sending once its window of unacknowledged messages is full. Keeping a message for good (the
-	// nack fallback) would then stop the source, so Options.Fallback defaults to drop.
+	// nack fallback) would then stop the source, so Options.Fallback defaults to drop, and a dead letter
+	// the target refuses for good (a non-transient error) goes to the fallback as if there were none.
 	OrderedAcks bool
 }
 

@@ -133,6 +133,14 @@ func (s *Source) deadLetterNow(r *record, kind, reason string, delay time.Durati
 	var gens []int32
 	if s.dl != nil {
 		gens, err = s.dlRetry(r, reason)
+		if err != nil && !errors.Is(err, ErrNoDeadLetter) && s.caps.OrderedAcks && !Classify(s.d, err).Transient() {
+			// Refused for good (no permission to publish there, a message it cannot take): kept here,
+			// the message would hold back every later acknowledgement, so the fallback applies, as if
+			// there were no target.
+			s.log.Error("dead-lettering failed for good; the broker acknowledges in order, so DEAD_LETTER_FALLBACK applies",
+				"id", r.msg.ID, "reason", reason, "fallback", string(s.opts.Fallback), "error", err)
+			err = ErrNoDeadLetter
+		}
 	}
 	switch {
 	case err == nil:

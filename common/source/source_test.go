@@ -961,3 +961,34 @@ func TestRedeliveryDuringAReleaseIsCountedOnce(t *testing.T) {
 		t.Errorf("the message was dropped after numa saw it twice, with MaxDeliveries 3: its second delivery was counted as the third")
 	}
 }
+
+// refusingDLQ is a driver whose dead-letter target refuses every message for good (permission denied).
+type refusingDLQ struct{ *fake }
+
+var errDenied = errors.New("not authorized to publish to the dead-letter topic")
+
+func (d refusingDLQ) DeadLetter(context.Context, *source.Message, string) error { return errDenied }
+func (d refusingDLQ) ErrorCode(err error) source.Code {
+	if errors.Is(err, errDenied) {
+		return source.PermissionDenied
+	}
+	return d.fake.ErrorCode(err)
+}
+
+// A dead-letter target that refuses a message for good leaves it to the fallback where the broker
+// acknowledges in order (MQTT: nacked and kept, it would hold back every later acknowledgement; the
+// fallback there defaults to drop); elsewhere the message is nacked, to come back and try again.
+func TestDeadLetterRefusedForGoodFallsBackWithOrderedAcks(t *testing.T) {
+	for _, ordered := range []bool{false, true} {
+		t.Run(fmt.Sprint("ordered acks ", ordered), func(t *testing.T) {
+			f := newFake(source.Capabilities{OrderedAcks: ordered})
+			s, _ := newSource(t, refusingDLQ{f}, source.Options{AckRetry: 100 * time.Millisecond})
+			f.in <- []*source.Message{msg("a", "ha")}
+			got := read(s, 10, 2*time.Second)
+			one := uint32(1)
+			nack(s, &sourcer.NackOptions{MaxDeliveries: &one}, got...)
+			op := map[bool]string{false: "nack", true: "ack"}[ordered]
+			waitFor(t, 5*time.Second, "the "+op, func() bool { return len(f.callsOf(op)) == 1 })
+		})
+	}
+}
