@@ -26,6 +26,12 @@ var opNames = [...]string{"acking", "nacking", "extending"}
 //     counted, logged once per session, and reported as invalid_argument (not retried);
 //   - a tag of the current session answered before is a no-op (acking twice is fine).
 //
+// A message-id is the message's offset, so deliveries with the same one are the same message (a
+// publisher that retried a publish after a lost confirm sent it twice); the adapter keeps only the
+// newest handle of a message, so an ack or nack of one delivery answers every other delivery of its
+// message-id the channel holds the same way (twins). Otherwise the older tag would hold a prefetch
+// slot, hold back multiple acks and count in Pending until the hold limit.
+//
 // Acks of the oldest unanswered tags go out as one basic.ack multiple=true.
 func (d *driver) answer(_ context.Context, handles []source.Handle, op answerOp) error {
 	failed := map[int]error{}
@@ -48,13 +54,15 @@ func (d *driver) answer(_ context.Context, handles []source.Handle, op answerOp)
 		case s.expired[hh.tag]:
 			failed[i] = d.dropLocked(op, hh, "handed back at the hold limit; the broker requeued it")
 			d.rememberAckLocked(op, hh)
-		default:
+		case op == opExtend:
 			if _, live := s.live[hh.tag]; live {
-				if op != opExtend {
-					delete(s.live, hh.tag)
-				}
+				tags = append(tags, hh.tag)
+			}
+		default:
+			if e, live := s.unholdLocked(hh.tag); live {
 				tags = append(tags, hh.tag)
 				idx = append(idx, i)
+				tags = append(tags, s.twinsLocked(e.id)...)
 			}
 		}
 	}
@@ -166,7 +174,7 @@ func (d *driver) reackQueuedLocked(s *session) []uint64 {
 	for _, dl := range s.queue {
 		if d.ackedBeforeLocked(dl.MessageId) {
 			tags = append(tags, dl.DeliveryTag)
-			delete(s.live, dl.DeliveryTag)
+			s.unholdLocked(dl.DeliveryTag)
 			continue
 		}
 		kept = append(kept, dl)

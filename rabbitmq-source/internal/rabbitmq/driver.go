@@ -57,8 +57,9 @@ type driver struct {
 	// multiple ack never covers a tag another call has taken out of live but not yet answered.
 	sendMu sync.Mutex
 
-	dlMu sync.Mutex // guards pub: passive declares and dead letters share the admin connection
-	pub  *admin
+	// The driver's other connections (link.go): probe for passive declares, pub for dead letters.
+	probe, pub *link
+	bg         sync.WaitGroup // background closes and connection.blocked watchers; Close waits
 
 	closeOnce sync.Once
 	closeErr  error
@@ -119,8 +120,9 @@ func (d *driver) Backlog(ctx context.Context) (int64, error) {
 // ErrorCode classifies AMQP reply codes and the driver's own errors (errors.go).
 func (d *driver) ErrorCode(err error) source.Code { return errorCode(err) }
 
-// Close stops reconnecting and closes the connection (the broker requeues what is unanswered).
-// Idempotent.
+// Close stops reconnecting and closes the connections (the broker requeues what is unanswered). ctx
+// bounds it: a connection that does not answer its close in time (a blocked one, a silent network)
+// has its socket closed. Idempotent.
 func (d *driver) Close(ctx context.Context) error {
 	d.closeOnce.Do(func() {
 		d.startOnce.Do(func() {}) // a driver never started stays so
@@ -133,16 +135,16 @@ func (d *driver) Close(ctx context.Context) error {
 		d.sess = nil
 		d.mu.Unlock()
 		if s != nil {
-			if err := s.conn.Close(); err != nil && !isClosed(err) {
+			cctx, cancel := context.WithTimeout(ctx, closeWait)
+			err := closeConn(cctx, s.conn)
+			cancel()
+			if err != nil && !isClosed(err) {
 				d.closeErr = fmt.Errorf("closing the connection to %s: %w", d.queue, err)
 			}
 		}
-		d.dlMu.Lock()
-		if d.pub != nil {
-			_ = d.pub.conn.Close()
-			d.pub = nil
-		}
-		d.dlMu.Unlock()
+		d.shut(ctx, d.probe)
+		d.shut(ctx, d.pub)
+		waitCtx(ctx, d.bg.Wait)
 	})
 	return d.closeErr
 }

@@ -23,6 +23,7 @@ type fakeChannel struct {
 	calls      []string
 	consumers  map[string]chan amqp.Delivery
 	closeErr   chan *amqp.Error
+	cancels    chan string
 	consumeErr error
 	qos        []int
 }
@@ -88,7 +89,28 @@ func (c *fakeChannel) NotifyClose(r chan *amqp.Error) chan *amqp.Error {
 	return r
 }
 
+func (c *fakeChannel) NotifyCancel(r chan string) chan string {
+	c.mu.Lock()
+	c.cancels = r
+	c.mu.Unlock()
+	return r
+}
+
 func (c *fakeChannel) Close() error { return nil }
+
+// cancelByBroker ends every consumer as basic.cancel from the broker does (its queue was deleted):
+// the cancel notification, then the deliveries channel closed.
+func (c *fakeChannel) cancelByBroker() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for tag, ch := range c.consumers {
+		if c.cancels != nil {
+			c.cancels <- tag
+		}
+		close(ch)
+		delete(c.consumers, tag)
+	}
+}
 
 // deliver pushes deliveries with tags to the current consumer (its buffer holds them).
 func (c *fakeChannel) deliver(tags ...uint64) {
@@ -112,13 +134,17 @@ func (c *fakeChannel) consuming() bool {
 	return len(c.consumers) > 0
 }
 
-// send pushes one delivery to the current consumer.
+// send pushes one delivery to the current consumer, waiting (up to 5 s) while a rewindow replaces it:
+// the broker keeps what it has not delivered.
 func (c *fakeChannel) send(d amqp.Delivery) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, ch := range c.consumers {
-		ch <- d
-		return
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		for _, ch := range c.consumers {
+			ch <- d
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
 	}
 }
 
@@ -135,16 +161,31 @@ func (c *fakeChannel) kill(e *amqp.Error) {
 }
 
 type fakeConn struct {
-	ch *fakeChannel
+	ch     *fakeChannel
+	blocks []chan amqp.Blocking // under ch.mu
+	closed bool                 // under ch.mu
 }
 
 var _ amqpConn = (*fakeConn)(nil)
 
 func (c *fakeConn) Channel() (amqpChannel, error)                   { return c.ch, nil }
 func (c *fakeConn) NotifyClose(r chan *amqp.Error) chan *amqp.Error { return r }
+func (c *fakeConn) NotifyBlocked(r chan amqp.Blocking) chan amqp.Blocking {
+	c.ch.mu.Lock()
+	defer c.ch.mu.Unlock()
+	c.blocks = append(c.blocks, r)
+	return r
+}
+func (c *fakeConn) Abort() { _ = c.Close() }
 func (c *fakeConn) Close() error {
 	c.ch.mu.Lock()
 	defer c.ch.mu.Unlock()
+	if !c.closed {
+		c.closed = true
+		for _, b := range c.blocks {
+			close(b)
+		}
+	}
 	for tag, ch := range c.ch.consumers {
 		close(ch)
 		delete(c.ch.consumers, tag)

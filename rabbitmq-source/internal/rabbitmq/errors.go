@@ -16,6 +16,11 @@ var (
 	errNotConfirmed = errors.New("publish not confirmed by the broker")
 	// errReturned: a dead-letter publish was unroutable (basic.return).
 	errReturned = errors.New("publish returned as unroutable")
+	// errBlocked: the broker blocks the dead-letter connection (a resource alarm); retry later.
+	errBlocked = errors.New("connection blocked by the broker (resource alarm)")
+	// errCancelled: the broker cancelled the consumer (its queue was deleted, or a cluster node that
+	// hosted it is gone).
+	errCancelled = errors.New("cancelled by the broker")
 )
 
 // replyCodes classifies AMQP reply codes (connection.close and channel.close).
@@ -46,8 +51,10 @@ func errorCode(err error) source.Code {
 	switch {
 	case errors.Is(err, errStaleTag):
 		return source.InvalidArgument
-	case errors.Is(err, errNotConfirmed), errors.Is(err, errLost), errors.Is(err, amqp.ErrClosed):
+	case errors.Is(err, errNotConfirmed), errors.Is(err, errLost), errors.Is(err, errCancelled), errors.Is(err, amqp.ErrClosed):
 		return source.Unavailable
+	case errors.Is(err, errBlocked):
+		return source.Throttled
 	case errors.Is(err, errReturned):
 		return source.FailedPrecondition
 	case errors.As(err, &ae):

@@ -31,6 +31,7 @@ func Open(_ context.Context, cfg *Config, env *server.Env) (source.Driver, error
 	log.Info("rabbitmq source configured", "hold_limit", cfg.HoldLimit().String(),
 		"dead_letter_exchange", cfg.DeadLetterExchange, "dead_letter_reject", cfg.DeadLetterReject, "tls", tc != nil)
 	dial := func(ctx context.Context) (amqpConn, error) {
+		var raw net.Conn // the socket, kept for Abort (amqp091-go closes it only after a close-ok)
 		c, err := amqp.DialConfig(cfg.URL.Reveal(), amqp.Config{
 			Heartbeat:       cfg.Heartbeat,
 			TLSClientConfig: tc,
@@ -42,6 +43,7 @@ func Open(_ context.Context, cfg *Config, env *server.Env) (source.Driver, error
 				if err != nil {
 					return nil, err
 				}
+				raw = conn
 				// The handshakes must finish in time; amqp091-go clears the deadline afterwards.
 				return conn, conn.SetDeadline(time.Now().Add(dialTimeout))
 			},
@@ -49,7 +51,7 @@ func Open(_ context.Context, cfg *Config, env *server.Env) (source.Driver, error
 		if err != nil {
 			return nil, err
 		}
-		return realConn{c}, nil
+		return realConn{Connection: c, raw: raw}, nil
 	}
 	return newDriver(cfg, tag, env.Budget, dial, log), nil
 }
@@ -78,6 +80,8 @@ func newDriver(cfg *Config, tag string, b server.Budget, dial dialFunc, log *slo
 		changed:       make(chan struct{}),
 		logged:        map[uint64]bool{},
 		ackedIDs:      map[string]time.Time{},
+		probe:         newLink(false),
+		pub:           newLink(true),
 	}
 }
 

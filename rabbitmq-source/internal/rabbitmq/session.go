@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -27,16 +28,63 @@ type session struct {
 	fwd    chan struct{} // closed when the current consumer's forwarder has ended
 
 	connClosed, chClosed chan *amqp.Error // amqp091-go's close notifications
+	cancels              chan string      // consumer tags the broker cancelled (basic.cancel)
 
 	// Under driver.mu:
 	queue   []amqp.Delivery      // received, not yet taken by Receive
 	live    map[uint64]liveEntry // unanswered deliveries: queued or handed to the adapter
+	byID    map[string][]uint64  // live tags by message-id (two when a publisher sent a message twice)
 	expired map[uint64]bool      // handed back at the hold limit; their answers are dropped
 }
 
 type liveEntry struct {
 	at   time.Time // received
 	size int64
+	id   string // the message-id property ("" when none)
+}
+
+// holdLocked registers a delivery as live. Caller holds mu.
+func (s *session) holdLocked(tag uint64, e liveEntry) {
+	s.live[tag] = e
+	if e.id != "" {
+		s.byID[e.id] = append(s.byID[e.id], tag)
+	}
+}
+
+// unholdLocked takes tag out of live and reports whether it was live. Caller holds mu.
+func (s *session) unholdLocked(tag uint64) (liveEntry, bool) {
+	e, ok := s.live[tag]
+	if !ok {
+		return e, false
+	}
+	delete(s.live, tag)
+	if e.id != "" {
+		tags := slices.DeleteFunc(s.byID[e.id], func(t uint64) bool { return t == tag })
+		if len(tags) == 0 {
+			delete(s.byID, e.id)
+		} else {
+			s.byID[e.id] = tags
+		}
+	}
+	return e, true
+}
+
+// twinsLocked takes out of live (and out of the queue, for those Receive has not taken yet) the
+// deliveries of message-id id the channel still holds, and returns their tags. The offset is the
+// message-id, so they are the same message as one just answered: a publisher that retried a publish
+// after a lost confirm leaves two copies, and the adapter answers only the newest handle it has.
+// Caller holds mu.
+func (s *session) twinsLocked(id string) []uint64 {
+	if id == "" || len(s.byID[id]) == 0 {
+		return nil
+	}
+	tags := s.byID[id]
+	delete(s.byID, id)
+	for _, t := range tags {
+		delete(s.live, t)
+	}
+	s.queue = slices.DeleteFunc(s.queue, func(dl amqp.Delivery) bool { return slices.Contains(tags, dl.DeliveryTag) })
+	return tags
 }
 
 // initialWindow is the prefetch before any message size has been seen: small, in case messages are
@@ -130,8 +178,9 @@ func (d *driver) connect(ctx context.Context) (*session, error) {
 	d.mu.Lock()
 	d.gen++
 	s := &session{gen: d.gen, conn: conn, ch: ch, done: make(chan struct{}), data: make(chan struct{}, 1),
-		live: make(map[uint64]liveEntry), expired: make(map[uint64]bool),
-		connClosed: conn.NotifyClose(make(chan *amqp.Error, 1)), chClosed: ch.NotifyClose(make(chan *amqp.Error, 1))}
+		live: make(map[uint64]liveEntry), byID: make(map[string][]uint64), expired: make(map[uint64]bool),
+		connClosed: conn.NotifyClose(make(chan *amqp.Error, 1)), chClosed: ch.NotifyClose(make(chan *amqp.Error, 1)),
+		cancels: ch.NotifyCancel(make(chan string, 1))}
 	window := d.windowFor(d.sizeEst)
 	d.mu.Unlock()
 	if err := d.consume(s, window, window); err != nil {
@@ -180,7 +229,7 @@ func (d *driver) forward(s *session, deliveries <-chan amqp.Delivery, done chan 
 			continue
 		default:
 		}
-		s.live[dl.DeliveryTag] = liveEntry{at: d.now(), size: size}
+		s.holdLocked(dl.DeliveryTag, liveEntry{at: d.now(), size: size, id: dl.MessageId})
 		if d.ackedBeforeLocked(dl.MessageId) {
 			// numa acked it on a lost channel: ack the redelivery instead of handing it out again.
 			d.mu.Unlock()
@@ -212,8 +261,7 @@ func (d *driver) ackNow(s *session, tag uint64) bool {
 	d.sendMu.Lock()
 	defer d.sendMu.Unlock()
 	d.mu.Lock()
-	_, live := s.live[tag] // a hand-back may have taken it meanwhile
-	delete(s.live, tag)
+	_, live := s.unholdLocked(tag) // a hand-back may have taken it meanwhile
 	d.mu.Unlock()
 	return live && s.ch.Ack(tag, false) == nil
 }
@@ -235,7 +283,11 @@ func (d *driver) observeLocked(s *session, size int64) bool {
 }
 
 // serve watches s until it is lost or the driver closes, resizing the window and handing back
-// deliveries that reach the hold limit. It returns why the session ended.
+// deliveries that reach the hold limit. It returns why the session ended. A consumer that ends
+// without a cancel of ours (basic.cancel from the broker: its queue was deleted, or in a cluster the
+// node of a classic queue went down) ends the session too: the supervisor reconnects with backoff,
+// Receive reports why a new consumer cannot start (a missing queue is not_found) and readiness goes
+// false until the queue is back.
 func (d *driver) serve(s *session) error {
 	tick := time.NewTicker(min(max(d.holdLimit/20, 100*time.Millisecond), time.Second))
 	defer tick.Stop()
@@ -247,14 +299,41 @@ func (d *driver) serve(s *session) error {
 			return lossError("connection", e, ok)
 		case e, ok := <-s.chClosed:
 			return lossError("channel", e, ok)
+		case tag := <-s.cancels:
+			if tag == s.ctag {
+				return fmt.Errorf("consumer %s of queue %s %w", tag, d.queue, errCancelled)
+			}
+			// A consumer this driver had already replaced.
+		case <-s.fwd:
+			return d.consumerEnded(s)
 		case <-d.resize:
 			if err := d.rewindow(s); err != nil {
 				return err
 			}
 		case <-tick.C:
 			d.handBack(s)
+			if err := d.widen(s); err != nil {
+				return err
+			}
 		}
 	}
+}
+
+// consumerEnded says why the current consumer's deliveries stopped outside a rewindow: the channel's
+// or connection's close, or the broker's cancel, when amqp091-go reports it soon after.
+func (d *driver) consumerEnded(s *session) error {
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case e, ok := <-s.connClosed:
+		return lossError("connection", e, ok)
+	case e, ok := <-s.chClosed:
+		return lossError("channel", e, ok)
+	case <-t.C:
+	case <-d.runCtx.Done():
+		return nil
+	}
+	return fmt.Errorf("consumer %s of queue %s %w", s.ctag, d.queue, errCancelled)
 }
 
 // errLost is the reason of a session closed without an AMQP error.
@@ -273,7 +352,7 @@ func lossError(what string, e *amqp.Error, ok bool) error {
 // counts the deliveries of its own consumer only, and those of the cancelled one stay unanswered on the
 // channel (their tags remain valid), so the new consumer starts once most of them are answered (at
 // most rewindowWait) and its prefetch leaves room for the rest: the channel never holds more than the
-// target.
+// target. widen raises that prefetch to the target once they are answered.
 func (d *driver) rewindow(s *session) error {
 	d.mu.Lock()
 	want := d.windowFor(d.sizeEst)
@@ -281,16 +360,8 @@ func (d *driver) rewindow(s *session) error {
 	if want == s.target {
 		return nil
 	}
-	if err := s.ch.Cancel(s.ctag, false); err != nil {
-		return fmt.Errorf("cancelling consumer %s on queue %s: %w", s.ctag, d.queue, err)
-	}
-	// The cancelled consumer's last deliveries are registered first: amqp091-go closes its channel
-	// after basic.cancel-ok, so this does not block. Until then a tag of it could be unknown to live,
-	// and a multiple ack of a newer tag would ack it unseen.
-	select {
-	case <-s.fwd:
-	case <-d.runCtx.Done():
-		return nil
+	if err := d.cancelConsumer(s); err != nil || d.runCtx.Err() != nil {
+		return err
 	}
 	deadline := time.NewTimer(rewindowWait)
 	defer deadline.Stop()
@@ -308,6 +379,39 @@ func (d *driver) rewindow(s *session) error {
 	}
 	d.log.Debug("prefetch window changed", "from", s.target, "to", want, "unanswered", held)
 	return d.consume(s, max(1, want-held), want)
+}
+
+// widen replaces a consumer whose prefetch was cut below the target (rewindow left room for
+// deliveries still unanswered) once enough of those are answered: when nothing is held, or when the
+// room grew by a quarter of the target. Without it a narrowed replica could keep a prefetch of 1.
+func (d *driver) widen(s *session) error {
+	d.mu.Lock()
+	held, window, target := len(s.live), s.window, s.target
+	d.mu.Unlock()
+	room := target - held
+	if window >= target || room <= window || (held > 0 && room-window < max(1, target/4)) {
+		return nil
+	}
+	if err := d.cancelConsumer(s); err != nil || d.runCtx.Err() != nil {
+		return err
+	}
+	held = d.liveCount(s) // with what the cancelled consumer received meanwhile
+	d.log.Debug("prefetch window widened", "from", window, "to", max(1, target-held), "target", target)
+	return d.consume(s, max(1, target-held), target)
+}
+
+// cancelConsumer cancels the current consumer and waits until its last deliveries are registered:
+// amqp091-go closes its channel after basic.cancel-ok, so this does not block. Until then a tag of it
+// could be unknown to live, and a multiple ack of a newer tag would ack it unseen.
+func (d *driver) cancelConsumer(s *session) error {
+	if err := s.ch.Cancel(s.ctag, false); err != nil {
+		return fmt.Errorf("cancelling consumer %s on queue %s: %w", s.ctag, d.queue, err)
+	}
+	select {
+	case <-s.fwd:
+	case <-d.runCtx.Done():
+	}
+	return nil
 }
 
 // rewindowWait bounds how long a new consumer waits for the old one's deliveries to be answered.
@@ -330,9 +434,11 @@ func (d *driver) handBack(s *session) {
 	for tag, l := range s.live {
 		if now.Sub(l.at) >= d.holdLimit {
 			tags = append(tags, tag)
-			delete(s.live, tag)
 			s.expired[tag] = true
 		}
+	}
+	for _, tag := range tags {
+		s.unholdLocked(tag)
 	}
 	if len(tags) > 0 {
 		drop := make(map[uint64]bool, len(tags))
@@ -368,7 +474,7 @@ func (d *driver) lose(s *session, reason error) {
 	d.mu.Lock()
 	close(s.done)
 	held := len(s.live)
-	s.queue, s.live = nil, nil
+	s.queue, s.live, s.byID = nil, nil, nil
 	if d.sess == s {
 		d.sess = nil
 	}
@@ -377,12 +483,14 @@ func (d *driver) lose(s *session, reason error) {
 	}
 	d.notifyLocked()
 	d.mu.Unlock()
-	_ = s.conn.Close()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.runCtx), closeWait)
+	_ = closeConn(ctx, s.conn)
+	cancel()
 	if reason == nil { // closing
 		return
 	}
 	d.lost.Add(1)
-	d.log.Warn("rabbitmq connection lost; reconnecting (the broker requeues unanswered deliveries)",
+	d.log.Warn("rabbitmq session lost; reconnecting (the broker requeues unanswered deliveries)",
 		"session", s.gen, "unanswered", held, "error", reason)
 }
 
