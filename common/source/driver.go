@@ -155,6 +155,15 @@ type DeadLetterer interface {
 	DeadLetter(ctx context.Context, msg *Message, reason string) error
 }
 
+// ReceiveStopper is implemented by a driver whose broker pushes messages to it (RabbitMQ's consumer):
+// at shutdown the adapter calls StopReceiving once Receive is no longer called and before it releases
+// what it holds, so the broker does not push released messages straight back to this replica, where
+// they would wait until Close instead of going to another one. What arrives meanwhile stays with the
+// driver, which hands it back when closed. ctx bounds the call.
+type ReceiveStopper interface {
+	StopReceiving(ctx context.Context) error
+}
+
 // OffsetDecoder is implemented by a driver that can rebuild an ack handle from an offset alone (Redis:
 // the offset names the stream and the entry). numa re-sends acks to a restarted source; with this the
 // adapter can still commit offsets it never handed out in this process.

@@ -5,9 +5,9 @@ import (
 	"time"
 )
 
-// Shutdown stops receiving, releases buffered and delayed messages at once, waits up to
-// Options.ReleaseWait for numa to answer what is in flight, releases the rest and flushes pending
-// commits. Reads after it return no messages. Idempotent; ctx bounds the whole of it.
+// Shutdown stops receiving (and the broker's deliveries: ReceiveStopper), releases buffered and
+// delayed messages at once, waits up to Options.ReleaseWait for numa to answer what is in flight,
+// releases the rest and flushes pending commits. Reads after it return no messages. Idempotent; ctx bounds the whole of it.
 //
 // Receive calls still running are not cancelled (a cancelled long poll can leave messages hidden
 // behind it at the broker): what they bring is released as it arrives, and Close waits for them a
@@ -17,6 +17,13 @@ func (s *Source) Shutdown(ctx context.Context) {
 		s.shutting.Store(true)
 		s.recv.stop()
 		s.led.close()
+		if st, ok := s.d.(ReceiveStopper); ok {
+			stop, cancel := context.WithTimeout(ctx, callTimeout)
+			if err := st.StopReceiving(stop); err != nil {
+				s.log.Warn("stopping the broker's deliveries failed; released messages may come back here until the connection closes", "error", err)
+			}
+			cancel()
+		}
 		s.releaseHeld(func(r *record) bool { return r.state == buffered || r.state == delayed })
 		wait, cancel := context.WithTimeout(ctx, s.opts.ReleaseWait)
 		for wait.Err() == nil && s.led.count(inFlight) > 0 {

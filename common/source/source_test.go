@@ -992,3 +992,36 @@ func TestDeadLetterRefusedForGoodFallsBackWithOrderedAcks(t *testing.T) {
 		})
 	}
 }
+
+// stoppingFake records when the adapter stops the broker's deliveries, against its first release.
+type stoppingFake struct {
+	*fake
+	stoppedAt int // calls recorded before StopReceiving; -1 until called
+}
+
+func (d *stoppingFake) StopReceiving(context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stoppedAt = len(d.calls)
+	return nil
+}
+
+// A driver whose broker pushes messages is told to stop them before the adapter releases what it
+// holds at shutdown, so released messages go to another replica rather than straight back here.
+func TestShutdownStopsDeliveriesBeforeReleasing(t *testing.T) {
+	d := &stoppingFake{fake: newFake(source.Capabilities{}), stoppedAt: -1}
+	s, _ := newSource(t, d, source.Options{ReleaseWait: 50 * time.Millisecond})
+	d.in <- []*source.Message{msg("a", "ha"), msg("b", "hb")}
+	waitFor(t, 5*time.Second, "two buffered", func() bool { return source.SnapshotOf(s).Buffered == 2 })
+	s.Shutdown(context.Background())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stoppedAt < 0 || len(d.calls) == d.stoppedAt || d.calls[d.stoppedAt].op != "nack" {
+		t.Errorf("StopReceiving after call %d of %v: want it called before the release of the buffered messages", d.stoppedAt, d.calls)
+	}
+	for _, c := range d.calls[:max(d.stoppedAt, 0)] {
+		if c.op == "nack" {
+			t.Errorf("a release (%v) before StopReceiving", c.handles)
+		}
+	}
+}
