@@ -9,9 +9,11 @@ import (
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
-// check reads the subscription (and takes its settings), so a missing subscription or a missing
-// permission is logged at start with its name. Reading it needs pubsub.subscriptions.get, which roles/pubsub.subscriber lacks: when
-// only that is denied and the last pull succeeded, the subscription is fine for this source.
+// check reads the subscription (and takes its settings), so a missing or detached subscription or a
+// missing permission is logged at start with its name, and the prober keeps the source not ready
+// meanwhile. A detached subscription fails with errDetached (not_found): its pulls can never succeed.
+// Reading it needs pubsub.subscriptions.get, which roles/pubsub.subscriber lacks: when only that is
+// denied and the last pull succeeded, the subscription is fine for this source.
 func (d *driver) check(ctx context.Context) error {
 	s, err := d.sub.GetSubscription(ctx, &pb.GetSubscriptionRequest{Subscription: d.name}, noRetry)
 	if err != nil {
@@ -28,5 +30,8 @@ func (d *driver) check(ctx context.Context) error {
 		return fmt.Errorf("getting subscription %s%s: %w", d.name, hint, err)
 	}
 	d.applySettings(s)
+	if s.GetDetached() {
+		return fmt.Errorf("getting subscription %s (%s): %w", d.name, fixDetached, errDetached)
+	}
 	return nil
 }

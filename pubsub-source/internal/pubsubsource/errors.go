@@ -1,6 +1,9 @@
 package pubsubsource
 
 import (
+	"errors"
+	"strings"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -31,10 +34,20 @@ func (d *driver) entryError(op, reason string, code source.Code, err error) *sou
 	return &source.EntryError{Op: op, Resource: d.name, Reason: reason, Code: code, Err: err}
 }
 
-// errorCode classifies an error of this driver by its gRPC status.
+// errDetached is what a health check finds on a subscription detached from its topic: Pub/Sub has
+// dropped its messages and refuses every pull with FAILED_PRECONDITION, for good (a subscription
+// cannot be attached again). Classified not_found: the subscription the source reads is gone, so
+// readiness goes false and stays false.
+var errDetached = errors.New("the subscription is detached from its topic: Pub/Sub dropped its messages and refuses every pull")
+
+// errorCode classifies an error of this driver by its gRPC status; a detached subscription, found by a
+// health check or refused by a pull, is not_found.
 func errorCode(err error) source.Code {
 	if err == nil {
 		return source.Unknown
+	}
+	if errors.Is(err, errDetached) || detachedPull(err) {
+		return source.NotFound
 	}
 	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
 		if c, ok := codeTable[s.Code()]; ok {
@@ -42,4 +55,17 @@ func errorCode(err error) source.Code {
 		}
 	}
 	return source.Unknown
+}
+
+// detachedPull reports whether err is the service's refusal of a pull on a detached subscription.
+// Pub/Sub documents the code ("Pull and StreamingPull requests will return FAILED_PRECONDITION") but
+// not the text, so the status's own message (not the text wrapped around it, which names the
+// subscription) is matched on "detached", case-insensitively.
+func detachedPull(err error) bool {
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		return false
+	}
+	s := se.GRPCStatus()
+	return s.Code() == codes.FailedPrecondition && strings.Contains(strings.ToLower(s.Message()), "detached")
 }

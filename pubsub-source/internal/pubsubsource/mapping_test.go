@@ -65,7 +65,14 @@ func TestDeadLetterMessage(t *testing.T) {
 		Attributes: map[string]string{"tenant": "t1"},
 	}})
 	long := strings.Repeat("é", 600) // 1200 bytes
-	got := deadLetterMessage(msg, "projects/p/subscriptions/s", long)
+	req, fit, err := deadLetterRequest(msg, "projects/p/topics/dl", "projects/p/subscriptions/s", long)
+	if err != nil || len(req.GetMessages()) != 1 || req.GetTopic() != "projects/p/topics/dl" {
+		t.Fatalf("request %v, error %v", req, err)
+	}
+	if len(fit.folded)+len(fit.dropped)+len(fit.shed) > 0 {
+		t.Errorf("a message well inside the limits was fitted: %+v", fit)
+	}
+	got := req.GetMessages()[0]
 	if string(got.GetData()) != "poison" {
 		t.Errorf("data %q", got.GetData())
 	}

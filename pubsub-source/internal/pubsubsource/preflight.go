@@ -64,6 +64,8 @@ const (
 		"to the source's service account: without it the source cannot read the subscription's settings and pulls one batch at a time"
 	fixCredentials = "check the credentials the pod gets (Workload Identity annotation, GOOGLE_APPLICATION_CREDENTIALS)"
 	fixNetwork     = "check the network path from the pod to Pub/Sub (firewall, proxy, private access), or PUBSUB_EMULATOR_HOST"
+	fixDetached    = "a detached subscription cannot be attached again: create a new subscription on the topic and point " +
+		"PUBSUB_SUBSCRIPTION at it (and delete this one)"
 )
 
 // Preflight checks the subscription, each permission the connector needs on it, on the dead-letter
@@ -84,7 +86,10 @@ func (d *driver) Preflight(ctx context.Context) []source.Check {
 	}
 	if getErr != nil && errorCode(getErr) != source.PermissionDenied {
 		why := "the subscription could not be read"
-		if errorCode(getErr) == source.NotFound {
+		switch {
+		case errors.Is(getErr, errDetached):
+			why = "the subscription is detached from its topic"
+		case errorCode(getErr) == source.NotFound:
 			why = "the subscription does not exist"
 		}
 		checks = append(checks, source.Check{Name: getName, Err: getErr, Fix: d.subscriptionFix(getErr, fixGet)})
@@ -125,7 +130,8 @@ func (d *driver) Preflight(ctx context.Context) []source.Check {
 	return checks
 }
 
-// preflightGet reads the subscription (and takes its settings, as the start-up check does).
+// preflightGet reads the subscription (and takes its settings, as the start-up check does); a
+// detached subscription fails with errDetached.
 func (d *driver) preflightGet(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, preflightCallTimeout)
 	defer cancel()
@@ -134,6 +140,9 @@ func (d *driver) preflightGet(ctx context.Context) error {
 		return fmt.Errorf("getting subscription %s: %w", d.name, err)
 	}
 	d.applySettings(s)
+	if s.GetDetached() {
+		return fmt.Errorf("getting subscription %s: %w", d.name, errDetached)
+	}
 	return nil
 }
 
@@ -263,6 +272,9 @@ func missing(perm, resource string) error {
 // subscriptionFix is what to do about a failed call: grant when a permission is missing, else by the
 // kind of failure.
 func (d *driver) subscriptionFix(err error, grant string) string {
+	if errors.Is(err, errDetached) {
+		return fixDetached
+	}
 	if s, ok := status.FromError(err); ok && s.Code() == codes.Unauthenticated {
 		return fixCredentials
 	}

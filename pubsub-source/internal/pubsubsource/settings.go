@@ -16,6 +16,7 @@ type subSettings struct {
 	exactlyOnce bool
 	dlTopic     string // the subscription's dead-letter policy: topic, "" without one
 	maxAttempts int32  // ... and max_delivery_attempts
+	detached    bool   // detached from its topic: every pull fails (errDetached)
 }
 
 func settingsOf(s *pb.Subscription) *subSettings {
@@ -25,6 +26,7 @@ func settingsOf(s *pb.Subscription) *subSettings {
 		exactlyOnce: s.GetEnableExactlyOnceDelivery(),
 		dlTopic:     s.GetDeadLetterPolicy().GetDeadLetterTopic(),
 		maxAttempts: s.GetDeadLetterPolicy().GetMaxDeliveryAttempts(),
+		detached:    s.GetDetached(),
 	}
 }
 
@@ -39,6 +41,8 @@ func settingsOf(s *pb.Subscription) *subSettings {
 //     was told is logged, since only a restart applies it;
 //   - dead-letter policy: Pub/Sub fills in DeliveryAttempt only with one (the adapter then counts
 //     MaxDeliveries across replicas); logged.
+//   - detached: logged, with a warning when the subscription is found detached; the health check
+//     then fails (errDetached) and pulls are refused, so the source stays not ready.
 func (d *driver) applySettings(s *pb.Subscription) {
 	n := settingsOf(s)
 	old := d.settings.Swap(n)
@@ -46,13 +50,17 @@ func (d *driver) applySettings(s *pb.Subscription) {
 	case old == nil:
 		d.log.Info("subscription settings", "subscription", d.name, "message_ordering", n.ordered,
 			"ack_deadline", n.ackDeadline.String(), "exactly_once", n.exactlyOnce,
-			"dead_letter_topic", n.dlTopic, "max_delivery_attempts", n.maxAttempts)
+			"dead_letter_topic", n.dlTopic, "max_delivery_attempts", n.maxAttempts, "detached", n.detached)
 	case *old != *n:
 		d.log.Info("subscription settings changed", "subscription", d.name, "message_ordering", n.ordered,
 			"ack_deadline", n.ackDeadline.String(), "exactly_once", n.exactlyOnce,
-			"dead_letter_topic", n.dlTopic, "max_delivery_attempts", n.maxAttempts,
+			"dead_letter_topic", n.dlTopic, "max_delivery_attempts", n.maxAttempts, "detached", n.detached,
 			"previous_ack_deadline", old.ackDeadline.String(), "previous_dead_letter_topic", old.dlTopic,
 			"previous_max_delivery_attempts", old.maxAttempts)
+	}
+	if n.detached && (old == nil || !old.detached) {
+		d.log.Warn("the subscription is detached from its topic: its messages are gone and every pull fails; the source stays not ready",
+			"subscription", d.name, "fix", fixDetached)
 	}
 	if d.capsSet.Load() && n.ordered && !d.caps.OrderedKeys && (old == nil || !old.ordered) {
 		// Only a subscription recreated under the same name can do this (ordering is immutable).
