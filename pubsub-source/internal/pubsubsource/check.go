@@ -33,5 +33,20 @@ func (d *driver) check(ctx context.Context) error {
 	if s.GetDetached() {
 		return fmt.Errorf("getting subscription %s (%s): %w", d.name, fixDetached, errDetached)
 	}
-	return nil
+	return d.checkConsume(ctx)
+}
+
+// checkConsume, after pulls were refused for permission, asks IAM whether the caller may consume
+// from the subscription: one that may read it but not pull from it would otherwise pass every health
+// check while every pull fails, and readiness would flip back and forth. Without an answer (an
+// emulator has no IAM, or testing permissions is itself denied) the check passes, as before.
+func (d *driver) checkConsume(ctx context.Context) error {
+	if !d.pullDenied.Load() || d.subIAM == nil {
+		return nil
+	}
+	granted, err := testPermissions(ctx, d.subIAM, d.name, permConsume)
+	if err != nil || granted[permConsume] {
+		return nil
+	}
+	return fmt.Errorf("checking permissions on subscription %s: %w", d.name, errNoConsume)
 }

@@ -68,6 +68,7 @@ type driver struct {
 	closers    []func() error
 	pullWait   time.Duration // deadline of one Pull (pullWait; shorter in tests)
 	pullOK     atomic.Bool   // the last Pull that ended succeeded (empty or not)
+	pullDenied atomic.Bool   // the last Pull that ended was refused for permission
 	closeOnce  sync.Once
 	closeErr   error
 	publishedM sync.Mutex

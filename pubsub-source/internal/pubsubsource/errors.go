@@ -40,14 +40,22 @@ func (d *driver) entryError(op, reason string, code source.Code, err error) *sou
 // readiness goes false and stays false.
 var errDetached = errors.New("the subscription is detached from its topic: Pub/Sub dropped its messages and refuses every pull")
 
+// errNoConsume is what a health check finds when pulls are refused for permission and IAM confirms
+// the caller lacks pubsub.subscriptions.consume on the subscription (it may still read it).
+var errNoConsume = errors.New("the caller lacks pubsub.subscriptions.consume on the subscription (grant roles/pubsub.subscriber)")
+
 // errorCode classifies an error of this driver by its gRPC status; a detached subscription, found by a
-// health check or refused by a pull, is not_found.
+// health check or refused by a pull, is not_found; a missing consume permission found by a health
+// check is permission_denied.
 func errorCode(err error) source.Code {
 	if err == nil {
 		return source.Unknown
 	}
 	if errors.Is(err, errDetached) || detachedPull(err) {
 		return source.NotFound
+	}
+	if errors.Is(err, errNoConsume) {
+		return source.PermissionDenied
 	}
 	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
 		if c, ok := codeTable[s.Code()]; ok {

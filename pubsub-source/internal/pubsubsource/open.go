@@ -23,7 +23,7 @@ type apis struct {
 	sub      subscriberAPI
 	pub      publisherAPI
 	backlog  backlogReader
-	subIAM   iamAPI      // pre-flight checks only
+	subIAM   iamAPI      // pre-flight checks, and health checks after pulls refused for permission
 	topicIAM topicIAMAPI // pre-flight checks only, with PUBSUB_DEAD_LETTER_TOPIC
 }
 

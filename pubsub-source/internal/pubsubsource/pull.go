@@ -66,6 +66,7 @@ func (d *driver) pull(ctx context.Context, n int) (*pb.PullResponse, error) {
 	waited := ctx.Err() == nil && pctx.Err() != nil && status.Code(err) == codes.DeadlineExceeded
 	if ctx.Err() == nil {
 		d.pullOK.Store(err == nil || waited)
+		d.pullDenied.Store(err != nil && !waited && errorCode(err) == source.PermissionDenied)
 	}
 	switch {
 	case waited:
