@@ -37,6 +37,8 @@ type driver struct {
 	runWG     sync.WaitGroup
 	resize    chan struct{} // the window should change: the supervisor re-consumes
 	retry     chan struct{} // the broker is back (a check passed): reconnect without waiting
+	stopRecv  chan struct{} // closed by StopReceiving: no consumer is started again
+	stopOnce  sync.Once
 
 	mu      sync.Mutex
 	sess    *session      // the connected session; nil while (re)connecting
@@ -66,10 +68,11 @@ type driver struct {
 }
 
 var (
-	_ source.Driver       = (*driver)(nil)
-	_ source.DeadLetterer = (*driver)(nil)
-	_ source.Checker      = (*driver)(nil)
-	_ source.Preflighter  = (*driver)(nil)
+	_ source.Driver         = (*driver)(nil)
+	_ source.DeadLetterer   = (*driver)(nil)
+	_ source.Checker        = (*driver)(nil)
+	_ source.Preflighter    = (*driver)(nil)
+	_ source.ReceiveStopper = (*driver)(nil)
 )
 
 // Capabilities: one receive at a time (it takes what the channel has), local redelivery of nacks
@@ -115,6 +118,13 @@ func (d *driver) Extend(ctx context.Context, handles []source.Handle, _ time.Dur
 // holds unanswered.
 func (d *driver) Backlog(ctx context.Context) (int64, error) {
 	return d.backlog(ctx)
+}
+
+// StopReceiving cancels the consumer for good (shutdown): the broker pushes nothing more here, what
+// the driver holds queued for Receive goes back to the broker at once, and what the adapter holds stays
+// answerable until Close. Without a connection it only keeps the driver from consuming again.
+func (d *driver) StopReceiving(ctx context.Context) error {
+	return d.stopReceiving(ctx)
 }
 
 // ErrorCode classifies AMQP reply codes and the driver's own errors (errors.go).

@@ -26,6 +26,8 @@ type fakeChannel struct {
 	cancels    chan string
 	consumeErr error
 	qos        []int
+	// cancelBlock, when set, holds Cancel until it is closed (a broker that does not answer).
+	cancelBlock chan struct{}
 }
 
 func newFakeChannel() *fakeChannel {
@@ -63,6 +65,12 @@ func (c *fakeChannel) Consume(_, tag string, _, _, _, _ bool, _ amqp.Table) (<-c
 }
 
 func (c *fakeChannel) Cancel(tag string, _ bool) error {
+	c.mu.Lock()
+	block := c.cancelBlock
+	c.mu.Unlock()
+	if block != nil {
+		<-block
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ch, ok := c.consumers[tag]; ok {

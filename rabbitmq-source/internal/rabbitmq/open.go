@@ -77,6 +77,7 @@ func newDriver(cfg *Config, tag string, b server.Budget, dial dialFunc, log *slo
 		prefetchBytes: max(b.Bytes, 1),
 		resize:        make(chan struct{}, 1),
 		retry:         make(chan struct{}, 1),
+		stopRecv:      make(chan struct{}),
 		changed:       make(chan struct{}),
 		logged:        map[uint64]bool{},
 		ackedIDs:      map[string]time.Time{},

@@ -50,8 +50,12 @@ type handle struct {
 	id  string // the message-id property; "" when the publisher set none
 }
 
-// receive waits for the current session to have deliveries and takes up to max of them.
+// receive waits for the current session to have deliveries and takes up to max of them. After
+// StopReceiving it returns nothing: what is queued then goes back to the broker (stop.go).
 func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error) {
+	if d.receivingStopped() {
+		return nil, nil
+	}
 	d.start(ctx)
 	timer := time.NewTimer(receiveWait)
 	defer timer.Stop()
@@ -59,6 +63,10 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 	for {
 		d.mu.Lock()
 		s, lastErr, changed := d.sess, d.lastErr, d.changed
+		if d.receivingStopped() {
+			d.mu.Unlock()
+			return nil, nil
+		}
 		if s != nil && len(s.queue) > 0 {
 			n := min(max, len(s.queue))
 			took := make([]amqp.Delivery, n)
@@ -95,6 +103,7 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 			return nil, lastErr
 		case <-changed:
 		case <-data:
+		case <-d.stopRecv:
 		}
 	}
 }

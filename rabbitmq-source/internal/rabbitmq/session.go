@@ -25,7 +25,10 @@ type session struct {
 	target int           // the window wanted for the whole channel when the consumer started
 	ctag   string        // the current consumer's tag
 	seq    int           // consumers started on this channel
-	fwd    chan struct{} // closed when the current consumer's forwarder has ended
+	fwd    chan struct{} // closed when the current consumer's forwarder has ended; nil: no consumer
+	// stopped is closed once serve has cancelled the consumer for StopReceiving and handed back the
+	// queue (stop.go).
+	stopped chan struct{}
 
 	connClosed, chClosed chan *amqp.Error // amqp091-go's close notifications
 	cancels              chan string      // consumer tags the broker cancelled (basic.cancel)
@@ -113,15 +116,16 @@ func (d *driver) start(ctx context.Context) {
 	})
 }
 
-// run connects, serves a session until it is lost, and reconnects with backoff, until Close.
+// run connects, serves a session until it is lost, and reconnects with backoff, until Close or, once
+// no session is left to serve, StopReceiving.
 func (d *driver) run() {
 	defer d.runWG.Done()
 	wait := minReconnect
 	var lastLogged string
-	for d.runCtx.Err() == nil {
+	for d.runCtx.Err() == nil && !d.receivingStopped() {
 		s, err := d.connect(d.runCtx)
 		if err != nil {
-			if d.runCtx.Err() != nil {
+			if d.runCtx.Err() != nil || d.receivingStopped() {
 				return
 			}
 			d.setErr(err)
@@ -131,6 +135,8 @@ func (d *driver) run() {
 			}
 			select {
 			case <-d.runCtx.Done():
+				return
+			case <-d.stopRecv:
 				return
 			case <-time.After(wait):
 			case <-d.retry: // the broker answered a check: try now
@@ -153,6 +159,8 @@ func (d *driver) run() {
 		// failed attempt, so a flapping session never becomes a reconnect loop.
 		select {
 		case <-d.runCtx.Done():
+			return
+		case <-d.stopRecv:
 			return
 		case <-time.After(wait):
 		case <-d.retry:
@@ -177,7 +185,7 @@ func (d *driver) connect(ctx context.Context) (*session, error) {
 	}
 	d.mu.Lock()
 	d.gen++
-	s := &session{gen: d.gen, conn: conn, ch: ch, done: make(chan struct{}), data: make(chan struct{}, 1),
+	s := &session{gen: d.gen, conn: conn, ch: ch, done: make(chan struct{}), data: make(chan struct{}, 1), stopped: make(chan struct{}),
 		live: make(map[uint64]liveEntry), byID: make(map[string][]uint64), expired: make(map[uint64]bool),
 		connClosed: conn.NotifyClose(make(chan *amqp.Error, 1)), chClosed: ch.NotifyClose(make(chan *amqp.Error, 1)),
 		cancels: ch.NotifyCancel(make(chan string, 1))}
@@ -195,8 +203,12 @@ func (d *driver) connect(ctx context.Context) (*session, error) {
 }
 
 // consume starts a consumer on s with prefetch window, for a channel-wide target. basic.qos
-// (global=false) applies to consumers started after it, so a new window takes a new consumer.
+// (global=false) applies to consumers started after it, so a new window takes a new consumer. After
+// StopReceiving it starts none (errStopped); one it starts as StopReceiving comes is cancelled by serve.
 func (d *driver) consume(s *session, window, target int) error {
+	if d.receivingStopped() {
+		return errStopped
+	}
 	if err := s.ch.Qos(window, 0, false); err != nil {
 		return fmt.Errorf("setting the prefetch of queue %s: %w", d.queue, err)
 	}
@@ -288,13 +300,22 @@ func (d *driver) observeLocked(s *session, size int64) bool {
 // node of a classic queue went down) ends the session too: the supervisor reconnects with backoff,
 // Receive reports why a new consumer cannot start (a missing queue is not_found) and readiness goes
 // false until the queue is back.
+//
+// After StopReceiving it cancels the consumer (stopConsuming) and serves on without one, so the
+// deliveries the adapter holds stay answerable until the session ends.
 func (d *driver) serve(s *session) error {
 	tick := time.NewTicker(min(max(d.holdLimit/20, 100*time.Millisecond), time.Second))
 	defer tick.Stop()
+	stop := d.stopRecv
 	for {
 		select {
 		case <-d.runCtx.Done():
 			return nil
+		case <-stop:
+			stop = nil
+			if err := d.stopConsuming(s); err != nil {
+				return err
+			}
 		case e, ok := <-s.connClosed:
 			return lossError("connection", e, ok)
 		case e, ok := <-s.chClosed:
@@ -357,7 +378,7 @@ func (d *driver) rewindow(s *session) error {
 	d.mu.Lock()
 	want := d.windowFor(d.sizeEst)
 	d.mu.Unlock()
-	if want == s.target {
+	if want == s.target || s.fwd == nil {
 		return nil
 	}
 	if err := d.cancelConsumer(s); err != nil || d.runCtx.Err() != nil {
@@ -369,6 +390,7 @@ func (d *driver) rewindow(s *session) error {
 	for held > want/4 {
 		select {
 		case <-deadline.C:
+		case <-d.stopRecv: // no new consumer: serve hands back what the old one delivered
 		case <-d.runCtx.Done():
 			return nil
 		case <-time.After(10 * time.Millisecond):
@@ -378,7 +400,7 @@ func (d *driver) rewindow(s *session) error {
 		break
 	}
 	d.log.Debug("prefetch window changed", "from", s.target, "to", want, "unanswered", held)
-	return d.consume(s, max(1, want-held), want)
+	return d.reconsume(s, max(1, want-held), want)
 }
 
 // widen replaces a consumer whose prefetch was cut below the target (rewindow left room for
@@ -389,7 +411,7 @@ func (d *driver) widen(s *session) error {
 	held, window, target := len(s.live), s.window, s.target
 	d.mu.Unlock()
 	room := target - held
-	if window >= target || room <= window || (held > 0 && room-window < max(1, target/4)) {
+	if s.fwd == nil || window >= target || room <= window || (held > 0 && room-window < max(1, target/4)) {
 		return nil
 	}
 	if err := d.cancelConsumer(s); err != nil || d.runCtx.Err() != nil {
@@ -397,12 +419,22 @@ func (d *driver) widen(s *session) error {
 	}
 	held = d.liveCount(s) // with what the cancelled consumer received meanwhile
 	d.log.Debug("prefetch window widened", "from", window, "to", max(1, target-held), "target", target)
-	return d.consume(s, max(1, target-held), target)
+	return d.reconsume(s, max(1, target-held), target)
+}
+
+// reconsume starts the consumer that replaces a cancelled one, unless StopReceiving came meanwhile:
+// then s stays without one (serve hands back what the old one delivered).
+func (d *driver) reconsume(s *session, window, target int) error {
+	if err := d.consume(s, window, target); !errors.Is(err, errStopped) {
+		return err
+	}
+	return nil
 }
 
 // cancelConsumer cancels the current consumer and waits until its last deliveries are registered:
 // amqp091-go closes its channel after basic.cancel-ok, so this does not block. Until then a tag of it
-// could be unknown to live, and a multiple ack of a newer tag would ack it unseen.
+// could be unknown to live, and a multiple ack of a newer tag would ack it unseen. s then has no
+// consumer (fwd nil) until consume starts one.
 func (d *driver) cancelConsumer(s *session) error {
 	if err := s.ch.Cancel(s.ctag, false); err != nil {
 		return fmt.Errorf("cancelling consumer %s on queue %s: %w", s.ctag, d.queue, err)
@@ -411,6 +443,9 @@ func (d *driver) cancelConsumer(s *session) error {
 	case <-s.fwd:
 	case <-d.runCtx.Done():
 	}
+	d.mu.Lock()
+	s.fwd = nil
+	d.mu.Unlock()
 	return nil
 }
 
@@ -490,6 +525,11 @@ func (d *driver) lose(s *session, reason error) {
 		return
 	}
 	d.lost.Add(1)
+	if d.receivingStopped() {
+		d.log.Warn("rabbitmq session lost after receiving stopped; not reconnecting (the broker requeues unanswered deliveries)",
+			"session", s.gen, "unanswered", held, "error", reason)
+		return
+	}
 	d.log.Warn("rabbitmq session lost; reconnecting (the broker requeues unanswered deliveries)",
 		"session", s.gen, "unanswered", held, "error", reason)
 }
