@@ -73,6 +73,14 @@ type App[C any] struct {
 	Preflight func(ctx context.Context, cfg *C, env *Env) []source.Check
 }
 
+// PlatformValidator is implemented by a connector's configuration whose checks need what Numaflow sets
+// in the container (config.Platform: pod, namespace, pipeline, vertex or MonoVertex names), which the
+// common configuration reads: Run calls it once both loaded without problems, before any network
+// call, and its problems (config.Problem, joined) exit 2 like any other.
+type PlatformValidator interface {
+	ValidatePlatform(p config.Platform) error
+}
+
 // Exit statuses of Run.
 const (
 	ExitOK     = 0 // graceful shutdown, --help, --version
@@ -154,6 +162,11 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	)
 	if bad := printProblems(stderr, config.Load(&cfg, environ), config.Load(&common, environ)); bad {
 		return ExitConfig
+	}
+	if pv, ok := any(&cfg).(PlatformValidator); ok {
+		if bad := printProblems(stderr, pv.ValidatePlatform(common.Platform)); bad {
+			return ExitConfig
+		}
 	}
 	if validate {
 		fmt.Fprintf(stdout, "%s: configuration valid\n", app.Name)
@@ -310,6 +323,15 @@ func printProblems(w io.Writer, errs ...error) bool {
 		bad = true
 		var ce *config.Errors
 		if !errors.As(err, &ce) {
+			if j, ok := err.(interface{ Unwrap() []error }); ok { // errors.Join of problems
+				printProblems(w, j.Unwrap()...)
+				continue
+			}
+			var fe *config.FieldError
+			if errors.As(err, &fe) {
+				fmt.Fprintf(w, "config: %s: %s\n", fe.Var, fe.Problem)
+				continue
+			}
 			fmt.Fprintf(w, "config: %v\n", err)
 			continue
 		}

@@ -17,6 +17,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/numaflow-connectors/sources/common/config"
 	"github.com/numaflow-connectors/sources/common/numatest"
 	"github.com/numaflow-connectors/sources/common/proctest"
 	"github.com/numaflow-connectors/sources/common/source"
@@ -503,5 +504,48 @@ func TestRunMetricsDisabled(t *testing.T) {
 	}
 	if code := r.stop(t); code != 0 {
 		t.Errorf("exit %d, want 0", code)
+	}
+}
+
+// podConfig needs a name that only the platform variables can give: inside Numaflow (NUMAFLOW_POD set)
+// without NUMAFLOW_VERTEX_NAME it is refused.
+type podConfig struct {
+	Group string `env:"DEMO_GROUP" envDefault:"<vertex>" desc:"Group; <vertex> is the vertex name."`
+}
+
+func (c *podConfig) ValidatePlatform(p config.Platform) error {
+	if p.Pod != "" && p.Vertex == "" && strings.Contains(c.Group, "<vertex>") {
+		return errors.Join(config.Problem("DEMO_GROUP", "has <vertex>, but NUMAFLOW_VERTEX_NAME is not set"),
+			config.Problem("NUMAFLOW_VERTEX_NAME", "is not set"))
+	}
+	return nil
+}
+
+// A configuration that implements PlatformValidator is checked against the platform variables before
+// any network call: its problems exit 2, one line each, naming their variables.
+func TestPlatformValidatorExitsTwo(t *testing.T) {
+	app := App[podConfig]{Name: "demo", Open: func(context.Context, *podConfig, *Env) (source.Driver, error) {
+		t.Error("Open called with a configuration the platform check refuses")
+		return nil, errors.New("unreachable")
+	}}
+	for _, tc := range []struct {
+		environ []string
+		code    int
+	}{
+		{[]string{"NUMAFLOW_POD=p-0"}, ExitConfig},
+		{[]string{"NUMAFLOW_POD=p-0", "NUMAFLOW_VERTEX_NAME=in"}, ExitOK},
+		{nil, ExitOK},
+	} {
+		var out, errOut bytes.Buffer
+		if code := Run(t.Context(), app, []string{"--validate"}, tc.environ, &out, &errOut); code != tc.code {
+			t.Errorf("%v: exit %d, want %d\n%s", tc.environ, code, tc.code, errOut.String())
+		}
+		if tc.code == ExitConfig {
+			for _, want := range []string{"config: DEMO_GROUP: has <vertex>", "config: NUMAFLOW_VERTEX_NAME: is not set"} {
+				if !strings.Contains(errOut.String(), want+"") {
+					t.Errorf("%v: no line %q in:\n%s", tc.environ, want, errOut.String())
+				}
+			}
+		}
 	}
 }

@@ -19,26 +19,20 @@ import (
 	"github.com/numaflow-connectors/sources/common/server"
 )
 
-// Placeholders of MQTT_SHARE_GROUP and MQTT_CLIENT_ID, filled from the NUMAFLOW_* variables.
-const (
-	phPipeline = "<pipeline>"
-	phVertex   = "<vertex>"
-	phReplica  = "<replica>"
-)
-
 // Limits the configuration is checked against.
 const (
 	maxSessionExpiry = time.Duration(math.MaxUint32) * time.Second
 	maxKeepAlive     = time.Duration(math.MaxUint16) * time.Second
 	maxReceiveMax    = math.MaxUint16
+	maxMQTTString    = math.MaxUint16 // bytes of an MQTT UTF-8 string (a client id, a topic filter)
 )
 
 // Config is the mqtt-source configuration, read from environment variables.
 type Config struct {
 	URL            string        `env:"MQTT_URL,required" desc:"Broker URL: mqtt://host:1883, mqtts://host:8883 (TLS), ws://host/path or wss://host/path (WebSockets). Credentials go in MQTT_USERNAME and MQTT_PASSWORD, not in the URL."`
 	Topics         string        `env:"MQTT_TOPICS,required" desc:"Comma-separated topic filters to subscribe to; + and # wildcards work (e.g. factory/+/temperature,alarms/#)."`
-	ShareGroup     string        `env:"MQTT_SHARE_GROUP" envDefault:"<pipeline>-<vertex>" envKeepEmpty:"true" desc:"Shared subscription group: every filter is subscribed as $share/<group>/<filter>, so the replicas of the vertex split the messages. <pipeline>, <vertex> and <replica> are replaced from the NUMAFLOW_* variables (outside Numaflow: mqtt, source). Set it empty to subscribe without sharing (every replica then gets every message)."`
-	ClientID       string        `env:"MQTT_CLIENT_ID" envDefault:"<pipeline>-<vertex>-<replica>" desc:"Client identifier, which names the persistent session: it must be stable per replica and unique across replicas, so a restarted replica resumes its session. Placeholders as in MQTT_SHARE_GROUP."`
+	ShareGroup     string        `env:"MQTT_SHARE_GROUP" envDefault:"<namespace>-<pipeline>-<vertex>" envKeepEmpty:"true" desc:"Shared subscription group: every filter is subscribed as $share/<group>/<filter>, so the replicas of the vertex split the messages. <namespace>, <pipeline>, <vertex> and <replica> are replaced from the NUMAFLOW_* variables; in a MonoVertex <pipeline> is its name and <vertex> is source. Outside Numaflow (no NUMAFLOW_POD) mqtt and source stand in for missing names, and an empty <namespace> is left out with its dash; inside Numaflow a placeholder without its variable is refused. No /, + or #. Set it empty to subscribe without sharing (every replica then gets every message)."`
+	ClientID       string        `env:"MQTT_CLIENT_ID" envDefault:"<namespace>-<pipeline>-<vertex>-<replica>" desc:"Client identifier, which names the persistent session: it must be stable per replica and unique across replicas and across every source of the broker, so a restarted replica resumes its session. Placeholders as in MQTT_SHARE_GROUP. MQTT guarantees only 23 bytes: set a shorter one for a broker that limits the length."`
 	QoS            int           `env:"MQTT_QOS" envDefault:"1" desc:"Maximum QoS of the subscriptions: 1 (at least once) or 2 (exactly once between broker and source). Messages published with a lower QoS arrive with it; QoS 0 messages cannot be redelivered."`
 	SessionExpiry  time.Duration `env:"MQTT_SESSION_EXPIRY" envDefault:"1h" desc:"How long the broker keeps this replica's session (subscriptions and unacknowledged messages) while it is disconnected. A replica that does not come back within it loses its session's messages (see the README). Whole seconds, at least 1s."`
 	KeepAlive      time.Duration `env:"MQTT_KEEP_ALIVE" envDefault:"30s" desc:"Keep-alive interval: a dead connection is noticed within about twice this. Whole seconds, 1s to 18h."`
@@ -78,7 +72,7 @@ func (c *Config) Validate() error {
 	if c.Topics != "" && len(filters) == 0 && len(problems) == 0 {
 		add("MQTT_TOPICS", "has no topic filter")
 	}
-	if strings.ContainsAny(c.ShareGroup, "/+#") {
+	if strings.ContainsAny(c.ShareGroup, "/+#") { // with its placeholders filled: ValidatePlatform
 		add("MQTT_SHARE_GROUP", "must not contain /, + or #, got %q", c.ShareGroup)
 	}
 	if strings.TrimSpace(c.ClientID) == "" {
@@ -242,14 +236,46 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 		ServerName: c.TLSServerName, Insecure: c.TLSInsecure}.Config()
 }
 
-// fill replaces the placeholders of MQTT_SHARE_GROUP and MQTT_CLIENT_ID from the platform variables;
-// outside Numaflow (no pipeline or vertex name) "mqtt-source" stands in for them.
-func fill(s string, p server.Env) string {
-	pipeline, vertex := p.Platform.Pipeline, p.Platform.Vertex
-	if pipeline == "" && vertex == "" {
-		pipeline, vertex = "mqtt", "source"
+// ValidatePlatform checks MQTT_SHARE_GROUP and MQTT_CLIENT_ID with their placeholders filled from what
+// Numaflow set (server.PlatformValidator: the server calls it after Validate, before any network
+// call, and its problems exit 2): inside Numaflow every placeholder needs its variable, and the rules
+// apply to the filled values.
+func (c *Config) ValidatePlatform(p config.Platform) error {
+	var errs []error
+	add := func(name, format string, args ...any) { errs = append(errs, config.Problem(name, format, args...)) }
+	n := namesOf(p)
+	if u := n.unfilled(c.ShareGroup); u != "" {
+		add("MQTT_SHARE_GROUP", "%s", u)
+	} else if group := n.fill(c.ShareGroup, maxReplica); c.ShareGroup != "" {
+		switch {
+		case group == "":
+			add("MQTT_SHARE_GROUP", "%q is empty once its placeholders are filled: set it empty to subscribe without sharing", c.ShareGroup)
+		case strings.ContainsAny(group, "/+#"):
+			add("MQTT_SHARE_GROUP", "must not contain /, + or #, got %q%s", group, from(c.ShareGroup, group))
+		case len(group) > maxMQTTString-len("$share//"):
+			add("MQTT_SHARE_GROUP", "must be at most %d bytes with its placeholders filled, got %d", maxMQTTString-len("$share//"), len(group))
+		}
 	}
-	return strings.NewReplacer(phPipeline, pipeline, phVertex, vertex, phReplica, strconv.Itoa(p.Platform.Replica)).Replace(s)
+	if u := n.unfilled(c.ClientID); u != "" {
+		add("MQTT_CLIENT_ID", "%s", u)
+	} else {
+		id := n.fill(c.ClientID, maxReplica)
+		switch {
+		case strings.TrimSpace(id) == "":
+			add("MQTT_CLIENT_ID", "must not be empty once its placeholders are filled: it names the persistent session")
+		case len(id) > maxMQTTString:
+			add("MQTT_CLIENT_ID", "must be at most %d bytes with its placeholders filled, got %d", maxMQTTString, len(id))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// from says which value a filled one came from, when it differs.
+func from(template, filled string) string {
+	if template == filled {
+		return ""
+	}
+	return fmt.Sprintf(" (from %q)", template)
 }
 
 // receiveMaximum is MQTT_RECEIVE_MAXIMUM, or the adapter's message budget within [1, 65535].

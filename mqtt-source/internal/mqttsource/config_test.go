@@ -16,8 +16,8 @@ import (
 
 func validConfig() Config {
 	return Config{
-		URL: "mqtt://127.0.0.1:1883", Topics: "factory/+/temperature", ShareGroup: "<pipeline>-<vertex>",
-		ClientID: "<pipeline>-<vertex>-<replica>", QoS: 1, SessionExpiry: time.Hour, KeepAlive: 30 * time.Second,
+		URL: "mqtt://127.0.0.1:1883", Topics: "factory/+/temperature", ShareGroup: "<namespace>-<pipeline>-<vertex>",
+		ClientID: "<namespace>-<pipeline>-<vertex>-<replica>", QoS: 1, SessionExpiry: time.Hour, KeepAlive: 30 * time.Second,
 		ConnectTimeout: 10 * time.Second, ReconnectMax: 10 * time.Second,
 	}
 }
@@ -138,8 +138,8 @@ func TestPlaceholders(t *testing.T) {
 		{"fixed", "orders", "in", 3, "fixed"},
 		{"<pipeline>-<vertex>-<replica>", "", "", 0, "mqtt-source-0"},
 	} {
-		env := server.Env{Platform: config.Platform{Pipeline: tt.pipeline, Vertex: tt.vertex, Replica: tt.replica}}
-		if got := fill(tt.in, env); got != tt.want {
+		p := config.Platform{Pipeline: tt.pipeline, Vertex: tt.vertex, Replica: tt.replica}
+		if got := fill(tt.in, p); got != tt.want {
 			t.Errorf("fill(%q, %+v) = %q, want %q", tt.in, tt, got, tt.want)
 		}
 	}

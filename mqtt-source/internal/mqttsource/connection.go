@@ -32,6 +32,7 @@ func (d *driver) connectionUp(sessionPresent bool) {
 	d.mu.Lock()
 	first := !d.everConnected
 	d.connected, d.everConnected, d.downErr = true, true, nil
+	d.upAt = d.now()
 	d.subscribed, d.subErr = false, nil
 	d.broadcast()
 	d.mu.Unlock()
@@ -50,6 +51,9 @@ func (d *driver) connectionUp(sessionPresent bool) {
 func (d *driver) connectionDown() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.connected {
+		d.countLifetimeLocked(d.now().Sub(d.upAt))
+	}
 	d.connected, d.subscribed = false, false
 	if d.downErr == nil {
 		d.downErr = errDown
@@ -86,10 +90,15 @@ func (d *driver) dropStaleLocked() {
 	keep := func(ds []*delivery) []*delivery {
 		out := ds[:0]
 		for _, x := range ds {
-			if x.pub.QoS == 0 {
+			switch {
+			case x.pub.QoS == 0:
 				out = append(out, x)
-			} else if x.queued {
+			case x.queued:
+				x.queued = false
 				d.queueBytes -= int64(len(x.pub.Payload))
+			case x.back:
+				x.back = false
+				d.requeuedBytes -= int64(len(x.pub.Payload))
 			}
 		}
 		clear(ds[len(out):])

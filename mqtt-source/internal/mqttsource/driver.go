@@ -39,8 +39,8 @@ type driver struct {
 	skipRetained bool
 	dlq          string
 	mapper       mapper
-	maxQueue     int   // most deliveries waiting for Receive before the connection is read no further
-	maxBytes     int64 // most payload bytes waiting for Receive, likewise
+	maxQueue     int   // most deliveries waiting for Receive (queued, handed back, read by paho) before the connection is read no further
+	maxBytes     int64 // most bytes waiting for Receive, likewise
 	now          func() time.Time
 	wg           sync.WaitGroup // subscribe calls started on connection up
 	onClose      func()         // called at the end of Close (tests: a harness reuses the client id)
@@ -52,6 +52,8 @@ type driver struct {
 	closed        bool
 	connected     bool
 	everConnected bool        // a connection was up once (connectionUp logs a first start apart)
+	upAt          time.Time   // when the current or last connection came up
+	shortLived    int         // connections in a row that were lost within stableConnection (backoff.go)
 	conn          acker       // the connection the current deliveries arrived on; nil before the first
 	downErr       error       // why the last connection attempt or connection failed
 	subscribed    bool        // the current connection's SUBSCRIBE was accepted
@@ -60,6 +62,7 @@ type driver struct {
 	queue         []*delivery // received, not yet returned by Receive, in arrival order
 	queueBytes    int64       // payload bytes in queue
 	requeued      []*delivery // handed back by Nack, each due at its time
+	requeuedBytes int64       // payload bytes in requeued
 	inPaho        []int64     // sizes of PUBLISH packets read from the connection, not yet delivered (flow.go)
 	inPahoBytes   int64
 	gated         bool                   // the connection's reader waits for room (flow.go)

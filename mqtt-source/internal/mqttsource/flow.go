@@ -15,8 +15,8 @@ import (
 // paho reads every PUBLISH into a channel of that many entries before the driver sees it: with 1 MiB
 // messages and a Receive Maximum of 1000 that is a gigabyte. So the connection is read through
 // flowConn, which counts the PUBLISH packets it reads (from their fixed headers) and stops reading
-// while the packets read but not yet delivered to the driver, plus the driver's queue, hold the byte
-// budget (one message always passes).
+// while the packets read but not yet delivered to the driver, plus what waits for Receive (the queue
+// and the deliveries the adapter handed back), hold the byte budget (one message always passes).
 
 // mqttPublish is the PUBLISH control packet type (MQTT 5, section 2.1.2).
 const mqttPublish = 3
@@ -139,15 +139,20 @@ func (d *driver) publishDeliveredLocked() {
 	}
 }
 
-// waitForRoom blocks while what was read and not yet received fills the byte budget or Receive
-// Maximum (a broker that exceeds its window would otherwise fill paho's channel, where the reader
-// blocks unseen by the pinger), until Receive makes room or the driver is closed.
+// waitForRoom blocks while what was read and not yet received (handed-back deliveries included) fills
+// the byte budget or Receive Maximum (a broker that exceeds its window would otherwise fill paho's
+// channel, where the reader blocks unseen by the pinger), until Receive makes room (it takes the
+// queue, and the handed-back deliveries once they are due) or the driver is closed.
 func (d *driver) waitForRoom() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	waited := false
-	for !d.closed && (len(d.inPaho) > 0 || len(d.queue) > 0) &&
-		(d.inPahoBytes+d.queueBytes >= d.maxBytes || len(d.inPaho)+len(d.queue) >= d.maxQueue) {
+	for !d.closed {
+		n, bytes := d.waitingLocked()
+		n, bytes = n+len(d.inPaho), bytes+d.inPahoBytes
+		if n == 0 || (bytes < d.maxBytes && n < d.maxQueue) {
+			break
+		}
 		waited, d.gated = true, true
 		wake := d.wake
 		d.mu.Unlock()

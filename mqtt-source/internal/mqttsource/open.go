@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/numaflow-connectors/sources/common/config"
 	"github.com/numaflow-connectors/sources/common/server"
 	"github.com/numaflow-connectors/sources/common/source"
 )
@@ -22,8 +23,6 @@ import (
 const (
 	// ackFlushInterval is how often paho sends the acknowledgements released in order.
 	ackFlushInterval = 10 * time.Millisecond
-	// reconnectMin is the first wait before a reconnection attempt.
-	reconnectMin = 100 * time.Millisecond
 	// readAheadShare: the driver reads ahead of the adapter at most this share of PREFETCH_BYTES
 	// (and at least minReadAhead).
 	readAheadShare = 4
@@ -42,8 +41,15 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 	if err != nil {
 		return nil, fmt.Errorf("loading TLS settings: %w", err)
 	}
-	clientID := fill(cfg.ClientID, *env)
-	group := fill(cfg.ShareGroup, *env)
+	// ValidatePlatform checked the same names, unless the caller skipped it.
+	names := namesOf(env.Platform)
+	for _, f := range []struct{ name, value string }{{"MQTT_SHARE_GROUP", cfg.ShareGroup}, {"MQTT_CLIENT_ID", cfg.ClientID}} {
+		if p := names.unfilled(f.value); p != "" {
+			return nil, config.Problem(f.name, "%s", p)
+		}
+	}
+	clientID := names.fill(cfg.ClientID, env.Platform.Replica)
+	group := names.fill(cfg.ShareGroup, env.Platform.Replica)
 	log := env.Log.With("client_id", clientID)
 	d := newDriver(cfg, clientID, group, filters, env.Budget, log)
 	rm := cfg.receiveMaximum(env.Budget)
@@ -57,7 +63,7 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 		KeepAlive:                     uint16(cfg.KeepAlive / time.Second),
 		CleanStartOnInitialConnection: false, // resume the session: the broker sends what we did not acknowledge
 		SessionExpiryInterval:         expiry,
-		ReconnectBackoff:              autopaho.NewExponentialBackoff(reconnectMin, max(cfg.ReconnectMax, 2*reconnectMin), reconnectMin*2, 2),
+		ReconnectBackoff:              d.reconnectBackoff(cfg.ReconnectMax),
 		ConnectTimeout:                cfg.ConnectTimeout,
 		ConnectUsername:               cfg.Username,
 		ConnectPassword:               []byte(cfg.Password.Reveal()),

@@ -24,7 +24,7 @@ import (
 // not (the README says so).
 func Preflight(ctx context.Context, cfg *Config, env *server.Env) []source.Check {
 	filters, _ := parseTopics(cfg.Topics)
-	group := fill(cfg.ShareGroup, *env)
+	group := fill(cfg.ShareGroup, env.Platform)
 	subName := func(f string) string {
 		if group != "" {
 			return "SUBSCRIBE " + f + " (shared)"
@@ -58,7 +58,7 @@ func Preflight(ctx context.Context, cfg *Config, env *server.Env) []source.Check
 		connect.Err, connect.Fix = err, preflightFix(err, "")
 		return skip("the broker is not reachable")
 	}
-	id := fill(cfg.ClientID, *env) + "-check-" + nonce()
+	id := fill(cfg.ClientID, env.Platform) + "-check-" + nonce()
 	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: id})
 	zero := uint32(0)
 	ca, err := c.Connect(ctx, &paho.Connect{

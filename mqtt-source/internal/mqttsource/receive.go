@@ -20,6 +20,7 @@ type delivery struct {
 	id     string
 	due    time.Time // when handed back: when Receive may return it again
 	queued bool      // in queue, counted in queueBytes
+	back   bool      // in requeued (handed back), counted in requeuedBytes
 }
 
 // onPublish takes a message from paho (one at a time, in arrival order).
@@ -28,9 +29,11 @@ func (d *driver) onPublish(pr paho.PublishReceived) (bool, error) {
 	return true, nil
 }
 
-// deliver queues one message that arrived on conn for Receive. While the read-ahead budget is full it
-// waits: the connection's reader (flow.go) has stopped already, and for WebSocket connections, which
-// it does not read, this is what stops paho, once its channel of Receive Maximum packets is full.
+// deliver queues one message that arrived on conn for Receive. While the read-ahead budget is full
+// (queued and handed-back deliveries, see waitingLocked) it waits: the connection's reader (flow.go)
+// has stopped already, and for WebSocket connections, which it does not read, this is what stops paho,
+// once its channel of Receive Maximum packets is full. Receive makes room: it takes the queue, and the
+// handed-back deliveries once they are due.
 //
 // The message counts as read (flow.go) until it is queued, so the reader never sees the room it
 // briefly has between the two and reads past Receive Maximum.
@@ -53,7 +56,10 @@ func (d *driver) deliver(conn acker, p *paho.Publish) {
 		d.dropStaleLocked()
 		d.conn = del.conn
 	}
-	for !d.closed && len(d.queue) > 0 && (len(d.queue) >= d.maxQueue || d.queueBytes+size > d.maxBytes) {
+	for !d.closed {
+		if n, bytes := d.waitingLocked(); n == 0 || (n < d.maxQueue && bytes+size <= d.maxBytes) {
+			break // room, or nothing waits: one message always passes
+		}
 		wake := d.wake
 		d.mu.Unlock()
 		<-wake
@@ -134,12 +140,21 @@ func (d *driver) receive(ctx context.Context, limit int) ([]*source.Message, err
 	}
 }
 
+// waitingLocked is what waits for Receive, counted against the read-ahead budget: the queue and the
+// handed-back deliveries (the adapter's budgets no longer count them), in deliveries and payload bytes.
+// d.mu is held.
+func (d *driver) waitingLocked() (int, int64) {
+	return len(d.queue) + len(d.requeued), d.queueBytes + d.requeuedBytes
+}
+
 // takeLocked removes up to limit deliveries (due handed-back ones first) and maps them. d.mu is held.
 func (d *driver) takeLocked(limit int, now time.Time) []*source.Message {
 	var out []*source.Message
 	kept := d.requeued[:0]
 	for _, x := range d.requeued {
 		if len(out) < limit && !x.due.After(now) {
+			x.back = false
+			d.requeuedBytes -= int64(len(x.pub.Payload))
 			out = append(out, d.mapper.message(x, now))
 			continue
 		}
@@ -158,8 +173,9 @@ func (d *driver) takeLocked(limit int, now time.Time) []*source.Message {
 	return out
 }
 
-// requeue hands deliveries back to Receive after delay. Deliveries of a lost connection are dropped:
-// the broker sends them again.
+// requeue hands deliveries back to Receive after delay. They count against the read-ahead budget until
+// Receive returns them: the adapter gives back what its own budgets have no room for. Deliveries of a
+// lost connection are dropped: the broker sends them again.
 func (d *driver) requeue(handles []source.Handle, delay time.Duration) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -172,9 +188,12 @@ func (d *driver) requeue(handles []source.Handle, delay time.Duration) error {
 			failed[i] = d.entryError("handing back", "not a delivery of this source")
 		case d.closed || (x.pub.QoS > 0 && x.conn != d.conn):
 			// the session keeps it; the broker sends it again on the next connection
-		default:
+		case x.back: // handed back twice: the later delay holds
 			x.due = due
+		default:
+			x.due, x.back = due, true
 			d.requeued = append(d.requeued, x)
+			d.requeuedBytes += int64(len(x.pub.Payload))
 		}
 	}
 	d.broadcast()
