@@ -18,12 +18,23 @@ if ((${#need[@]})); then
 	SUDO=""
 	[ "$(id -u)" = 0 ] || SUDO="sudo"
 	$SUDO apt-get update -qq
-	[ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d; }
+	# policy-rc.d keeps apt from starting the packages' services; only for this install, and only when
+	# the machine has none of its own.
+	policy=""
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		policy=/usr/sbin/policy-rc.d
+		printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+		$SUDO chmod +x "$policy"
+		trap '$SUDO rm -f "$policy"' EXIT
+	fi
+	epmd_before=" $(pgrep -x epmd 2>/dev/null | tr '\n' ' ' || true)"
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	[ -z "$policy" ] || { $SUDO rm -f "$policy"; trap - EXIT; }
 	# Erlang's package starts an epmd daemon (user epmd or rabbitmq, every interface, port 4369) despite
-	# policy-rc.d. The tests run their own epmd on loopback; stop the packaged one, by PID.
+	# policy-rc.d. The tests run their own epmd on loopback; stop the one the install started, by PID
+	# (an epmd that ran before is not ours).
 	for pid in $(pgrep -x epmd 2>/dev/null || true); do
-		[ "$(ps -o user= -p "$pid" 2>/dev/null)" = root ] && continue
+		case "$epmd_before" in *" $pid "*) continue ;; esac
 		echo "deps: stopping epmd $pid started by apt"
 		$SUDO kill "$pid" 2>/dev/null || true
 	done

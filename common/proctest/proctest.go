@@ -57,6 +57,11 @@ type Options struct {
 	Timeout time.Duration // default 30 s
 	// KeepRunning leaves the process running after the test (never use outside a test binary's TestMain).
 	KeepRunning bool
+	// Launcher says the command is a launcher that runs the server as a child of its own (the
+	// rabbitmq-server script backgrounds the Erlang VM and waits for it). The kernel's kill on the test
+	// binary's death reaches only the direct child, so a watcher in the process group kills the whole
+	// group when the test binary dies (it reads a pipe the test binary holds open) or the launcher ends.
+	Launcher bool
 }
 
 // Start runs name with args, waits until opts.Ready succeeds and registers a cleanup that kills the
@@ -79,6 +84,20 @@ func Start(t testing.TB, name string, args []string, opts Options) *Process {
 // StartE is Start without a test: the caller must Kill the process.
 func StartE(name string, args []string, opts Options) (*Process, error) {
 	cmd := exec.Command(name, args...)
+	var guard *os.File // with Launcher: the watcher's pipe, closed when the process has ended
+	if opts.Launcher {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("starting %s: %w", name, err)
+		}
+		defer r.Close()
+		// The watcher (fd 3) waits for end of file, which comes when the test binary dies or closes w,
+		// and kills the process group; it holds none of the output pipes (Wait would wait for it), and
+		// the launcher itself execs without fd 3.
+		cmd = exec.Command("/bin/sh", append([]string{"-c", `(read _ <&3; kill -KILL 0) </dev/null >/dev/null 2>&1 & exec 3<&-; exec "$0" "$@"`, name}, args...)...)
+		cmd.ExtraFiles = []*os.File{r}
+		guard = w
+	}
 	cmd.Dir = opts.Dir
 	cmd.Env = append(os.Environ(), opts.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -86,10 +105,19 @@ func StartE(name string, args []string, opts Options) (*Process, error) {
 	out := &Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
+		if guard != nil {
+			guard.Close()
+		}
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &Process{Cmd: cmd, out: out, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
+	go func() {
+		p.err = cmd.Wait()
+		if guard != nil {
+			guard.Close() // the launcher ended: the watcher kills what it left behind
+		}
+		close(p.done)
+	}()
 	if opts.Ready == nil {
 		return p, nil
 	}

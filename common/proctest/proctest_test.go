@@ -1,8 +1,13 @@
 package proctest
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -35,5 +40,68 @@ func TestTreeCountsChildren(t *testing.T) {
 	got := tc.Of(cmd.Process.Pid)
 	if whole := TreeCPUTime(Tree(os.Getpid())); got < child || got >= whole {
 		t.Fatalf("TreeCPU of the child %v: not the child's tree alone (child %v, with this process %v)", got, child, whole)
+	}
+}
+
+// TestLauncherChild runs in a child test binary (TestLauncherDiesWithTheTestBinary): it starts a
+// launcher that leaves a server of its own, prints the server's PID, and dies as a test binary killed
+// by -timeout does, without its cleanups.
+func TestLauncherChild(t *testing.T) {
+	if os.Getenv("PROCTEST_LAUNCHER_CHILD") != "1" {
+		t.Skip("run by TestLauncherDiesWithTheTestBinary")
+	}
+	p, err := StartE("/bin/sh", []string{"-c", "sleep 300 & echo SERVER=$!; wait"}, Options{Launcher: true,
+		Ready: func(context.Context) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(p.Output(), "SERVER=") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Println(strings.TrimSpace(p.Output()))
+	os.Exit(2)
+}
+
+// The kernel's kill on the test binary's death reaches only its direct child; a launcher's server
+// (rabbitmq-server's Erlang VM) was left running, serving on its port. With Options.Launcher it dies
+// with the test binary. Without the watcher this fails: the server is still alive after 3 s.
+func TestLauncherDiesWithTheTestBinary(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLauncherChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "PROCTEST_LAUNCHER_CHILD=1")
+	out, _ := cmd.CombinedOutput()
+	var pid int
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "SERVER="); ok {
+			pid, _ = strconv.Atoi(v)
+		}
+	}
+	if pid == 0 {
+		t.Fatalf("no server PID in the child's output:\n%s", out)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the launcher's server %d outlived the test binary by 3 s", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A launcher stopped normally takes what it left with it, and Kill still works.
+func TestLauncherEndsWithItsServer(t *testing.T) {
+	p := Start(t, "/bin/sh", []string{"-c", "sleep 300 & echo SERVER=$!; wait"}, Options{Launcher: true})
+	for !strings.Contains(p.Output(), "SERVER=") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(p.Output()), "SERVER=")))
+	p.Kill()
+	deadline := time.Now().Add(3 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("server %d alive after Kill", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -248,6 +248,12 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			if r.maxedOut { // its lease ran out and it came back to us: a fresh extension window
 				r.maxedOut, r.received = false, now
 			}
+			if r.state != committing || !r.releasing {
+				// Held (its lease lapsed, say in a network cut): this delivery never reaches numa, which
+				// has the message or will get it from the buffer once. Only a message being released is
+				// handed out again from this delivery (takeBack), and there the broker's count is right.
+				l.unseen.add(m.ID)
+			}
 			r.deliveries = max(r.deliveries, l.deliveriesOf(m))
 			if r.msg.Payload == nil {
 				r.msg.Payload = m.Payload // dropped when its release began: kept again, see takeBack

@@ -11,8 +11,10 @@ package source_test
 //     within 2 leases + 2 s;
 //   - budgets: buffered + in flight <= Prefetch and their bytes <= PrefetchBytes (one oversize message
 //     alone is allowed); locally delayed messages stay within the same budgets of their own;
-//   - key order (OrderedKeys): a message is first read only after every earlier message of its key was
-//     acked, dead-lettered, or is in flight at numa;
+//   - key order (OrderedKeys): a message is read (the first time or again) only after every earlier
+//     message of its key was acked, dead-lettered, or is in flight at numa;
+//   - MaxDeliveries: a message is dead-lettered or dropped for it only once numa has read it that often
+//     (unless a lost receive response made the broker count a delivery numa never saw);
 //   - Pending is never below what the adapter holds, nor below the broker's backlog after a quiet
 //     period.
 //
@@ -57,7 +59,7 @@ var (
 	modelBudget = flag.Duration("model.budget", 0, "model test: stop starting schedules after this long "+
 		"(default 45s unless -model.n is given; negative: no limit)")
 	modelIgnore = flag.String("model.ignore", "", "model test: comma-separated invariants not to check "+
-		"(prefetch, bytes, delayed, dup, order, stall, pending, lost, release, read)")
+		"(prefetch, bytes, delayed, dup, order, stall, pending, lost, early, release, read)")
 	modelStacks = flag.Bool("model.stacks", false, "model test: add every goroutine's stack to a failing trace")
 	modelTrace  = flag.Bool("model.trace", false, "model test: print the trace of passing schedules too")
 )
@@ -224,6 +226,10 @@ type mmsg struct {
 	// mayVanish: the adapter may legitimately remove it without numa acking it (too large, or nacked
 	// with MaxDeliveries: dead-lettered, or dropped by FallbackDrop).
 	mayVanish bool
+	tooLarge  bool
+	// minMaxDel is the smallest MaxDeliveries numa nacked it with (0: none): it may be dead-lettered or
+	// dropped for it only once numa has read it that often.
+	minMaxDel int
 }
 
 type scheduleResult struct {
@@ -267,6 +273,7 @@ type model struct {
 	faulty       bool      // a fault or outage is (or may be) active
 	healedAt     time.Time // when faults were last cleared
 	everFaulty   bool      // a fault or outage happened (a given-up ack leaves a lease behind)
+	lostReceives bool      // a receive's response was lost: the broker counted deliveries numa never saw
 	maxNackDelay time.Duration
 
 	trace []string
@@ -427,7 +434,7 @@ func (m *model) publish(n int) {
 			asRead.Keys = []string{mm.key}
 		}
 		if m.cfg.MaxMessageBytes > 0 && source.WireSize(asRead) > int64(m.cfg.MaxMessageBytes) {
-			mm.mayVanish = true
+			mm.mayVanish, mm.tooLarge = true, true
 		}
 		m.msgs[id] = mm
 		m.order = append(m.order, mm)
@@ -462,7 +469,7 @@ func (m *model) read(n int, timeout time.Duration) int {
 			m.fail("dup", "%s handed to numa while numa still holds it unanswered (two copies in flight)", id)
 			continue
 		}
-		if m.cfg.OrderedKeys && mm.key != "" && mm.reads == 0 {
+		if m.cfg.OrderedKeys && mm.key != "" {
 			for _, e := range m.order[:mm.seq] {
 				if e.key != mm.key || e.state == acked || e.state == atNuma || e.state == orphaned {
 					continue
@@ -470,7 +477,7 @@ func (m *model) read(n int, timeout time.Duration) int {
 				if !m.b.Has(queueName, e.id) {
 					continue // dead-lettered or dropped
 				}
-				m.fail("order", "key %q out of order: %s read for the first time while the earlier %s is %s", mm.key, id, e.id, e.state)
+				m.fail("order", "key %q out of order: %s read (read %d times before) while the earlier %s is %s", mm.key, id, mm.reads, e.id, e.state)
 			}
 		}
 		mm.state = atNuma
@@ -556,6 +563,9 @@ func (m *model) nackSome() {
 			reason := "model"
 			o.Reason = &reason
 			mm.mayVanish = true
+			if mm.minMaxDel == 0 || int(md) < mm.minMaxDel {
+				mm.minMaxDel = int(md)
+			}
 			d += fmt.Sprintf(" max=%d", md)
 		}
 		items[i] = sourcer.NackOffset{Offset: offsetOf(mm), NackOptions: &o}
@@ -584,6 +594,7 @@ func (m *model) injectFault() {
 		f.Latency = time.Duration(10+r.IntN(200)) * time.Millisecond
 	default:
 		f.LoseResponse = true
+		m.lostReceives = true
 	}
 	if r.IntN(2) == 0 {
 		f.Times = 1 + r.IntN(5)
@@ -771,6 +782,20 @@ func (m *model) final() {
 	}
 	if len(lost) > 0 {
 		m.fail("lost", " %v are gone from the broker, but numa never acked them and none may be dead-lettered or dropped", lost)
+	}
+	// Dead-lettered or dropped for MaxDeliveries before numa had read it that often: a delivery numa
+	// never saw was counted (unless a lost receive response made the broker count one).
+	var early []string
+	for _, mm := range m.order {
+		if mm.state == acked || mm.tooLarge || mm.minMaxDel == 0 || m.b.Has(queueName, mm.id) || m.lostReceives {
+			continue
+		}
+		if mm.reads < mm.minMaxDel {
+			early = append(early, fmt.Sprintf("%s(read %d times, MaxDeliveries %d)", mm.id, mm.reads, mm.minMaxDel))
+		}
+	}
+	if len(early) > 0 {
+		m.fail("early", "%v were dead-lettered or dropped before numa had read them MaxDeliveries times", early)
 	}
 	if !m.everFaulty {
 		if n, _ := m.b.Leased(queueName); n > 0 {

@@ -293,7 +293,8 @@ func (l *ledger) forget(rs []*record, gens []int32) (again []*record) {
 
 // takeBack makes released records that our own receive got back during the release readable again,
 // in receive order, as far as the receive budget allows; the others are returned, to be released
-// once more. Nothing is taken back once the ledger is closed.
+// once more, and with ordered keys so are the later records of their keys, which must not overtake
+// them. Nothing is taken back once the ledger is closed.
 func (l *ledger) takeBack(rs []*record) (left []*record) {
 	if len(rs) == 0 {
 		return nil
@@ -302,11 +303,22 @@ func (l *ledger) takeBack(rs []*record) (left []*record) {
 	defer l.mu.Unlock()
 	slices.SortFunc(rs, func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
 	var back []*record
+	var leftKeys map[string]bool // ordered keys: a key whose earlier record stays left keeps the later ones left too
 	for _, r := range rs {
 		p := l.pools[receivePool]
 		fits := p.n < l.prefetch && (p.n == 0 || p.bytes+r.size <= l.prefetchBytes)
-		if l.closed || r.msg.Payload == nil && r.size > 0 || !fits {
+		key := ""
+		if l.ordered && len(r.msg.Keys) > 0 {
+			key = r.msg.Keys[0]
+		}
+		if l.closed || r.msg.Payload == nil && r.size > 0 || !fits || key != "" && leftKeys[key] {
 			left = append(left, r)
+			if key != "" {
+				if leftKeys == nil {
+					leftKeys = map[string]bool{}
+				}
+				leftKeys[key] = true
+			}
 			continue
 		}
 		l.setState(r, buffered)

@@ -29,9 +29,9 @@ type Options struct {
 	// do not count while their commit is under way, up to another 2 x Prefetch.
 	Prefetch int
 	// PrefetchBytes is the most message bytes (WireSize: payload, offset, keys, headers) held at once
-	// for numa, buffered or in flight (default
-	// DefaultPrefetchBytes). A single message larger than it is still delivered, one at a time.
-	// Locally delayed redeliveries have a budget of their own of the same size.
+	// for numa, buffered or in flight (default DefaultPrefetchBytes). A single message larger than it
+	// is still delivered, one at a time. Locally delayed redeliveries have a budget of their own of the
+	// same size.
 	PrefetchBytes int64
 	// MaxMessageBytes: a larger message (WireSize: payload, offset, keys, headers) is dead-lettered (or
 	// handled by Fallback) with a reason instead of being handed to numa (default 4 MiB, numa's

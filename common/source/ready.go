@@ -95,16 +95,23 @@ func (r *readiness) set(v bool) {
 	}
 }
 
+// probe runs the health check until it passes. It stops probing before it sets readiness true: a
+// failure reported between the two (set(false) while probing) would otherwise find a prober still
+// marked as running, start none, and leave readiness false for good on an idle source.
 func (r *readiness) probe() {
-	defer r.probing.Store(false)
 	bo := backoff{min: time.Second, max: maxProbeInterval}
 	for !r.get() && sleepCtx(r.ctx, bo.next()) {
 		c, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 		err := r.chk.Check(c)
 		cancel()
 		if err == nil {
+			r.probing.Store(false)
 			r.set(true)
 			return
 		}
+	}
+	r.probing.Store(false)
+	if !r.get() && r.ctx.Err() == nil && r.probing.CompareAndSwap(false, true) && !r.bg.run(r.probe) {
+		r.probing.Store(false) // a failure came between the loop's last look and now: probe again
 	}
 }

@@ -1,6 +1,7 @@
 package source_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -1023,5 +1024,88 @@ func TestShutdownStopsDeliveriesBeforeReleasing(t *testing.T) {
 		if c.op == "nack" {
 			t.Errorf("a release (%v) before StopReceiving", c.handles)
 		}
+	}
+}
+
+// The broker redelivers a message the source still holds (its lease lapsed in a network cut, and our
+// own receive got it back): the adapter keeps it from numa a second time, and must not count that
+// delivery either. It took the broker's count, and numa's first nack with MaxDeliveries 2 dropped (or
+// dead-lettered) a message numa had seen once.
+func TestSwallowedRedeliveryDoesNotCountTowardsMaxDeliveries(t *testing.T) {
+	for _, inFlight := range []bool{false, true} {
+		t.Run(map[bool]string{false: "buffered", true: "in flight"}[inFlight], func(t *testing.T) {
+			f := newFake(source.Capabilities{})
+			s, _ := newSource(t, f, source.Options{Fallback: source.FallbackDrop})
+			first := msg("a", "h1")
+			first.Deliveries = 1
+			f.in <- []*source.Message{first}
+			var got []sourcer.Message
+			if inFlight {
+				got = read(s, 10, 2*time.Second)
+			} else {
+				waitFor(t, 3*time.Second, "a buffered", func() bool { return source.SnapshotOf(s).Buffered == 1 })
+			}
+			again := msg("a", "h2")
+			again.Deliveries = 2 // the broker's count: it delivered a again, to us
+			f.in <- []*source.Message{again}
+			time.Sleep(400 * time.Millisecond) // admitted as a duplicate: numa is not handed it twice
+			if !inFlight {
+				got = read(s, 10, 2*time.Second)
+			}
+			if len(got) != 1 {
+				t.Fatalf("read %d messages", len(got))
+			}
+			two := uint32(2)
+			nack(s, &sourcer.NackOptions{MaxDeliveries: &two}, got...) // numa's first delivery of a
+			time.Sleep(300 * time.Millisecond)
+			if acks := f.callsOf("ack"); len(acks) != 0 {
+				t.Errorf("a was dropped (acked: %v) after numa saw it once, with MaxDeliveries 2", acks)
+			}
+		})
+	}
+}
+
+func sizedMsg(id, handle string, size int, key string) *source.Message {
+	return &source.Message{ID: id, Handle: handle, Payload: bytes.Repeat([]byte{'x'}, size), EventTime: time.Now(), Keys: []string{key}}
+}
+
+// A nacked message A and its buffered key-mate B are released (ordered keys); our own receive gets
+// both back while the release runs (an SQS FIFO long poll), together with a big message X of another
+// key. takeBack found room for the small B but not the big A: B was buffered and read before A. B must
+// go back to the broker with A.
+func TestTakeBackKeepsKeyOrder(t *testing.T) {
+	f := newFake(source.Capabilities{OrderedKeys: true})
+	f.nackWait = make(chan struct{})
+	s, _ := newSource(t, f, source.Options{PrefetchBytes: 1000, Prefetch: 100})
+	f.in <- []*source.Message{sizedMsg("A", "a1", 400, "K"), sizedMsg("B", "b1", 10, "K")}
+	waitFor(t, 3*time.Second, "A and B buffered", func() bool { return source.SnapshotOf(s).Buffered == 2 })
+	first := read(s, 1, time.Second)
+	if len(first) != 1 || ids(first)[0] != "A" {
+		t.Fatalf("first read %v", ids(first))
+	}
+	nack(s, nil, first...) // A and B released; the Nack call blocks
+	waitFor(t, 3*time.Second, "release under way", func() bool { return len(f.callsOf("nack")) == 1 })
+	f.in <- []*source.Message{sizedMsg("X", "x1", 500, "L"), sizedMsg("A", "a2", 400, "K"), sizedMsg("B", "b2", 10, "K")}
+	waitFor(t, 3*time.Second, "X buffered", func() bool { return source.SnapshotOf(s).Buffered == 1 })
+	time.Sleep(50 * time.Millisecond)
+	close(f.nackWait)
+	var got []string
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		ms := read(s, 10, 200*time.Millisecond)
+		got = append(got, ids(ms)...)
+		ack(s, ms...)
+	}
+	posA, posB := -1, -1
+	for i, id := range got {
+		if id == "A" && posA < 0 {
+			posA = i
+		}
+		if id == "B" && posB < 0 {
+			posB = i
+		}
+	}
+	if posB >= 0 && (posA < 0 || posB < posA) {
+		t.Fatalf("key K out of order after a release our receive got back: numa read %v (nack calls %v)", got, f.callsOf("nack"))
 	}
 }

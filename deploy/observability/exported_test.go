@@ -168,6 +168,7 @@ func scrapeRun(name, bin string, env, drive []string, want map[string]string) (e
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SOURCE_SOCKET=" + sock, "SOURCE_SERVER_INFO_FILE=" + info,
 		"METRICS_ADDR=" + metricsAddr, "LOG_LEVEL=warn", "NUMAFLOW_REPLICA=0"}, env...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}

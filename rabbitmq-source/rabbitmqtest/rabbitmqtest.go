@@ -185,7 +185,9 @@ func start(dir string, opts Options) (*Node, error) {
 
 // serverOptions start the server script and wait until the AMQP port answers.
 func (n *Node) serverOptions() proctest.Options {
-	return proctest.Options{Dir: n.Dir, Env: n.env, Timeout: 60 * time.Second,
+	// Launcher: the script runs the Erlang VM in the background and waits for it; without the
+	// watcher a test binary killed by -timeout left the node running on its port.
+	return proctest.Options{Dir: n.Dir, Env: n.env, Timeout: 60 * time.Second, Launcher: true,
 		Ready: func(context.Context) error {
 			c, err := amqp.Dial(n.URL())
 			if err != nil {
