@@ -10,7 +10,10 @@
 //     has room a Receive is always running; a delayed nack, a slow commit or a bad message never takes
 //     receive room from new messages.
 //   - Stable offsets: the offset is the broker's message id, the same on every redelivery; a message
-//     the broker redelivers while it is held here is not handed to numa a second time.
+//     the broker redelivers while it is held here is not handed to numa a second time, nor counted as
+//     a delivery: MaxDeliveries counts deliveries to numa.
+//   - Honest Pending: the broker's backlog from a reading at most Options.PendingRefresh old, never
+//     below what is held here; it errs high while a backlog drains, never low.
 //   - No dead handles: a held message's lease is extended until numa answers (lease.go); one whose
 //     lease ran out anyway before numa read it (a cut longer than the lease, or MaxExtension) is
 //     released to the broker, not handed to numa with a handle that may be dead while another replica
@@ -20,14 +23,17 @@
 //
 // Memory is bounded by count and by bytes (ledger.go):
 //
-//   - Options.Prefetch messages and Options.PrefetchBytes payload bytes, buffered or in flight at
-//     numa. Receives ask for what fits (from a running estimate of message size); a receive that
+//   - Options.Prefetch messages and Options.PrefetchBytes bytes (WireSize: payload, offset, keys,
+//     headers), buffered or in flight at numa, or kept for a dead letter until it is done. Receives ask for what fits (from a running estimate of message size); a receive that
 //     brings more bytes than fit hands the rest back to the broker at once. A single message larger
 //     than PrefetchBytes is still delivered, when nothing else is held: one at a time.
 //   - Locally delayed redeliveries (LocalRedelivery brokers) have a pool of the same size of their own;
 //     a nack that does not fit goes back to the broker with its delay.
-//   - Messages numa answered keep only their handle while the commit runs, at most 2 x Prefetch of
-//     them; beyond that, receiving pauses until commits land.
+//   - Messages numa answered keep only their handle while the commit runs (a dead letter keeps its
+//     body, counted above), at most 2 x Prefetch of them; beyond that, receiving pauses until commits
+//     land.
+//   - MaxMessageBytes bounds one message as numa receives it (at most numa's 64 MiB gRPC limit): a
+//     larger one is dead-lettered, never sent to fail numa's read stream.
 //
 // # Read-ahead and out-of-order answers
 //
@@ -40,5 +46,12 @@
 //
 // For brokers that order by key (Capabilities.OrderedKeys), every path that takes a message away from
 // numa (a nack, MaxDeliveries, an oversize message, a failed dead letter, an expired lease, shutdown)
-// takes the later buffered messages of its key with it.
+// takes the later buffered messages of its key with it, and a release our own receive gets back is
+// taken back only in key order.
+//
+// # Ordered acknowledgements
+//
+// For brokers that take acknowledgements only in order (Capabilities.OrderedAcks: MQTT), a message
+// kept for good would hold back every later one: the dead-letter fallback defaults to drop, and a dead
+// letter refused for good goes to the fallback.
 package source
