@@ -78,11 +78,17 @@ func TestLauncherDiesWithTheTestBinary(t *testing.T) {
 	if pid == 0 {
 		t.Fatalf("no server PID in the child's output:\n%s", out)
 	}
+	waitGone(t, pid, "the launcher's server outlived the test binary")
+}
+
+// waitGone fails the test when process pid is still alive 3 s from now (and kills it).
+func waitGone(t *testing.T, pid int, what string) {
+	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for syscall.Kill(pid, 0) == nil {
 		if time.Now().After(deadline) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("the launcher's server %d outlived the test binary by 3 s", pid)
+			t.Fatalf("%s: process %d alive after 3 s", what, pid)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -96,12 +102,5 @@ func TestLauncherEndsWithItsServer(t *testing.T) {
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(p.Output()), "SERVER=")))
 	p.Kill()
-	deadline := time.Now().Add(3 * time.Second)
-	for syscall.Kill(pid, 0) == nil {
-		if time.Now().After(deadline) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("server %d alive after Kill", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitGone(t, pid, "the launcher's server after Kill")
 }
