@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -143,6 +144,9 @@ func (r *monitoringReader) query(ctx context.Context, now time.Time) (int64, tim
 		if err != nil {
 			return -1, time.Time{}, fmt.Errorf("reading %s of subscription %s from Cloud Monitoring: %w", undeliveredMetric, r.subscriptionID, err)
 		}
+		if id := ts.GetResource().GetLabels()["project_id"]; id != "" && !projectNumber(r.project) && id != r.project {
+			continue // another project of a metrics scope (the filter should have left it out)
+		}
 		for _, p := range ts.GetPoints() {
 			end := p.GetInterval().GetEndTime().AsTime()
 			if value < 0 || end.After(newest) {
@@ -153,8 +157,22 @@ func (r *monitoringReader) query(ctx context.Context, now time.Time) (int64, tim
 	return value, newest, nil
 }
 
-// filter selects the subscription's num_undelivered_messages series.
+// filter selects the subscription's num_undelivered_messages series. A query sent to a project that
+// is a metrics scope returns the series of every project it monitors, and another project may have a
+// subscription of the same name, whose backlog would be taken for this one's: the filter names the
+// project too. The series carry the project's ID, so a subscription named with the project's number
+// is filtered by name only (the README says so).
 func (r *monitoringReader) filter() string {
-	return fmt.Sprintf(`metric.type = %q AND resource.type = "pubsub_subscription" AND resource.labels.subscription_id = %q`,
+	f := fmt.Sprintf(`metric.type = %q AND resource.type = "pubsub_subscription" AND resource.labels.subscription_id = %q`,
 		undeliveredMetric, r.subscriptionID)
+	if !projectNumber(r.project) {
+		f += fmt.Sprintf(` AND resource.labels.project_id = %q`, r.project)
+	}
+	return f
+}
+
+// projectNumber reports whether project is a project's number rather than its ID (IDs start with a
+// letter).
+func projectNumber(project string) bool {
+	return project != "" && strings.Trim(project, "0123456789") == ""
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/numaflow-connectors/sources/common/source"
 )
@@ -14,12 +15,17 @@ import (
 // has stored it, then acks the original. Without a topic, or when the message's data alone is over
 // Pub/Sub's publish request limit, it returns source.ErrNoDeadLetter (the adapter's
 // DEAD_LETTER_FALLBACK applies; with nack, the subscription's own dead-letter policy, if any).
+// publishedKeep is how long a dead letter's publish is remembered while the original's ack is retried
+// (the adapter retries for ACK_RETRY_TIMEOUT, 30 s by default, then nacks: the message may come back
+// and be acked normally, and its entry would stay for good).
+const publishedKeep = time.Hour
+
 func (d *driver) deadLetter(ctx context.Context, msg *source.Message, reason string) error {
 	if d.pub == nil {
 		return source.ErrNoDeadLetter
 	}
 	d.publishedM.Lock()
-	done := d.published[msg.ID]
+	_, done := d.published[msg.ID]
 	d.publishedM.Unlock()
 	if !done { // a retry after a failed ack must not publish the message twice
 		req, fit, err := deadLetterRequest(msg, d.dlTopic, d.name, reason)
@@ -33,7 +39,13 @@ func (d *driver) deadLetter(ctx context.Context, msg *source.Message, reason str
 		}
 		d.logFit(ctx, msg, fit)
 		d.publishedM.Lock()
-		d.published[msg.ID] = true
+		now := time.Now()
+		for id, at := range d.published { // a message acked normally after all is never asked again
+			if now.Sub(at) > publishedKeep {
+				delete(d.published, id)
+			}
+		}
+		d.published[msg.ID] = now
 		d.publishedM.Unlock()
 	}
 	err := d.Ack(ctx, []source.Handle{msg.Handle})

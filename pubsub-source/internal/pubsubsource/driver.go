@@ -72,7 +72,7 @@ type driver struct {
 	closeOnce  sync.Once
 	closeErr   error
 	publishedM sync.Mutex
-	published  map[string]bool // message IDs published to the dead-letter topic and not yet acked
+	published  map[string]time.Time // message IDs published to the dead-letter topic and not yet acked, with when
 
 	// The subscription's settings (settings.go): nil until a GetSubscription succeeded; read again in
 	// the background until they are known, then every settingsEvery.

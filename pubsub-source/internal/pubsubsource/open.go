@@ -61,7 +61,9 @@ func open(ctx context.Context, cfg *Config, log *slog.Logger, co clientOptions) 
 	codec := option.WithGRPCDialOption(grpc.WithDefaultCallOptions(grpc.ForceCodecV2(server.ProtoCodec())))
 	c, err := pubsub.NewClient(ctx, cfg.projectID(), append([]option.ClientOption{reconnect, codec}, co.pubsub...)...)
 	if err != nil {
-		return nil, fmt.Errorf("creating Pub/Sub client for project %s: %w", cfg.projectID(), err)
+		// Made before any network call, so it is about credentials: say where they come from.
+		return nil, fmt.Errorf("creating Pub/Sub client for project %s (credentials: the file named by GOOGLE_APPLICATION_CREDENTIALS "+
+			"when set, else the workload identity or other application default credentials): %w", cfg.projectID(), err)
 	}
 	a := apis{sub: c.SubscriptionAdminClient, subIAM: c.SubscriptionAdminClient}
 	closers := []func() error{c.Close}
@@ -110,7 +112,7 @@ func newDriver(cfg *Config, a apis, log *slog.Logger) *driver {
 		lease:         cfg.ackDeadline(),
 		maxExtend:     cfg.MaxExtension,
 		pullWait:      pullWait,
-		published:     make(map[string]bool),
+		published:     make(map[string]time.Time),
 		settingsEvery: settingsEvery,
 		settingsRetry: settingsRetry,
 		gate:          newPullGate(),
