@@ -2,6 +2,7 @@ package sqssource
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"regexp"
 	"slices"
@@ -38,10 +39,16 @@ func (d *driver) deadLetter(ctx context.Context, msg *source.Message, reason str
 	if !ok || rh == "" {
 		return d.entryError("dead-lettering a message of", "ReceiptHandleIsInvalid", fmt.Sprintf("handle of type %T is not a receipt handle", msg.Handle), true)
 	}
+	body, encoded := string(msg.Payload), false
+	if !validSQSText(body) { // possible after SQS_UNWRAP_SNS: the envelope escaped what SQS refuses
+		body, encoded = base64.StdEncoding.EncodeToString(msg.Payload), true
+	}
 	in := &sqs.SendMessageInput{
 		QueueUrl:    &d.cfg.DeadLetterQueueURL,
-		MessageBody: ptr(string(msg.Payload)),
+		MessageBody: &body,
 	}
+	dl := *msg
+	dl.Payload = []byte(body)
 	if d.dlqFIFO {
 		group := msg.Headers[HeaderGroupID]
 		if group == "" {
@@ -53,7 +60,10 @@ func (d *driver) deadLetter(ctx context.Context, msg *source.Message, reason str
 	for {
 		limit := d.deadLetterLimit()
 		attrs := deadLetterAttributes(msg, reason, d.cfg.QueueURL)
-		fit, err := d.fitDeadLetter(msg, attrs, limit)
+		if encoded {
+			attrs[AttrDeadLetterBodyEncoding] = types.MessageAttributeValue{DataType: ptr("String"), StringValue: ptr("base64")}
+		}
+		fit, err := d.fitDeadLetter(&dl, attrs, limit)
 		if err != nil {
 			return err
 		}
@@ -131,7 +141,8 @@ func (d *driver) fitDeadLetter(msg *source.Message, attrs map[string]types.Messa
 
 // ourAttributes are the dead-letter attributes the driver adds (dead-letter-headers is the message's
 // own attributes folded into one).
-var ourAttributes = []string{AttrDeadLetterReason, AttrDeadLetterSourceQueue, AttrDeadLetterMessageID, AttrDeadLetterReceiveCount}
+var ourAttributes = []string{AttrDeadLetterReason, AttrDeadLetterSourceQueue, AttrDeadLetterMessageID, AttrDeadLetterReceiveCount,
+	AttrDeadLetterBodyEncoding}
 
 // largestCopied names the largest attribute copied from the message (the first by name among equals),
 // or "" when none is left.

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -143,7 +144,11 @@ const (
 	// AttrDeadLetterHeaders carries the message's headers as a JSON object when they do not fit in
 	// SQS's 10 message attributes next to the four above.
 	AttrDeadLetterHeaders = "dead-letter-headers"
-	maxMessageAttributes  = 10
+	// AttrDeadLetterBodyEncoding is "base64" when the dead letter's body is the original payload in
+	// base64: SQS refuses a body with characters outside its set (control characters, which an
+	// unwrapped SNS message may hold), and the dead letter must not fail for good.
+	AttrDeadLetterBodyEncoding = "dead-letter-body-encoding"
+	maxMessageAttributes       = 10
 )
 
 // isSystemHeader reports whether a header was made by this driver rather than copied from a message
@@ -160,7 +165,7 @@ func deadLetterAttributes(msg *source.Message, reason, queueURL string) map[stri
 		reason = "unspecified"
 	}
 	str := func(s string) types.MessageAttributeValue {
-		return types.MessageAttributeValue{DataType: ptr("String"), StringValue: ptr(s)}
+		return types.MessageAttributeValue{DataType: ptr("String"), StringValue: ptr(sqsText(s))}
 	}
 	out := map[string]types.MessageAttributeValue{
 		AttrDeadLetterReason:      str(reason),
@@ -204,3 +209,38 @@ func deref(s *string) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// sqsChar reports whether SQS takes r in a message body or a String attribute value: tab, LF, CR and
+// #x20-#xD7FF, #xE000-#xFFFD, #x10000-#x10FFFF (XML's characters).
+func sqsChar(r rune) bool {
+	return r == '\t' || r == '\n' || r == '\r' || r >= 0x20 && r <= 0xD7FF || r >= 0xE000 && r <= 0xFFFD || r >= 0x10000 && r <= 0x10FFFF
+}
+
+// sqsText returns s with every character SQS refuses (and every byte that is not UTF-8) replaced by
+// U+FFFD: numa's nack reason (a UDF's error text, with terminal colour escapes, say) and copied
+// attribute values go into a dead letter's attributes, and one refused character failed the dead
+// letter for good.
+func sqsText(s string) string {
+	if validSQSText(s) {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !sqsChar(r) {
+			return '\uFFFD'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+}
+
+// validSQSText reports whether SQS takes s as it is.
+func validSQSText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !sqsChar(r) {
+			return false
+		}
+	}
+	return true
+}
