@@ -5,6 +5,7 @@ package proctest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -48,6 +49,9 @@ type Process struct {
 	err  error
 }
 
+// ErrAborted is what StartE's error wraps when the process printed Options.Abort.
+var ErrAborted = errors.New("aborted")
+
 // Options for Start.
 type Options struct {
 	Dir string
@@ -57,6 +61,10 @@ type Options struct {
 	Timeout time.Duration // default 30 s
 	// KeepRunning leaves the process running after the test (never use outside a test binary's TestMain).
 	KeepRunning bool
+	// Abort is output that means the process will never be ready although it keeps running (the Java
+	// Pub/Sub emulator's "Address already in use" leaves its JVM up): StartE kills it at once and
+	// returns an error wrapping ErrAborted, instead of waiting out Timeout.
+	Abort string
 	// Launcher says the command is a launcher that runs the server as a child of its own (the
 	// rabbitmq-server script backgrounds the Erlang VM and waits for it). The kernel's kill on the test
 	// binary's death reaches only the direct child, so a watcher in the process group kills the whole
@@ -133,6 +141,10 @@ func StartE(name string, args []string, opts Options) (*Process, error) {
 		case <-p.done:
 			return nil, fmt.Errorf("%s exited before it was ready (%v):\n%s", name, p.err, out.String())
 		default:
+		}
+		if opts.Abort != "" && strings.Contains(out.String(), opts.Abort) {
+			p.Kill()
+			return nil, fmt.Errorf("%s will not be ready (%w: %q):\n%s", name, ErrAborted, opts.Abort, out.String())
 		}
 		cctx, ccancel := context.WithTimeout(ctx, time.Second)
 		last = opts.Ready(cctx)

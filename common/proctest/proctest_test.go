@@ -2,6 +2,7 @@ package proctest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -103,4 +104,19 @@ func TestLauncherEndsWithItsServer(t *testing.T) {
 	pid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(p.Output()), "SERVER=")))
 	p.Kill()
 	waitGone(t, pid, "the launcher's server after Kill")
+}
+
+// A process that prints Options.Abort is killed at once and StartE says so, instead of waiting out the
+// timeout for a process that keeps running without ever being ready.
+func TestAbortStopsWaiting(t *testing.T) {
+	start := time.Now()
+	_, err := StartE("/bin/sh", []string{"-c", "echo 'java.net.BindException: Address already in use'; sleep 300"}, Options{
+		Timeout: 30 * time.Second, Abort: "Address already in use",
+		Ready: func(context.Context) error { return errors.New("not yet") }})
+	if !errors.Is(err, ErrAborted) {
+		t.Fatalf("StartE: %v, want ErrAborted", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %s to give up", took)
+	}
 }

@@ -122,21 +122,33 @@ func startE() (*Emulator, error) {
 	return startPstest()
 }
 
+// startJava starts the Java emulator on a free port. The port is free when picked, but the JVM takes
+// seconds to bind it, and another process (any outgoing connection's ephemeral port) may take it
+// first: the emulator then prints a BindException and keeps running without serving, so that is
+// caught at once and a new port tried (seen in CI: one test lost a minute and failed).
 func startJava(launcher string) (*Emulator, error) {
-	port, err := proctest.FreePortE()
-	if err != nil {
-		return nil, err
+	var err error
+	for range 3 {
+		var port int
+		if port, err = proctest.FreePortE(); err != nil {
+			return nil, err
+		}
+		host := fmt.Sprintf("127.0.0.1:%d", port)
+		var p *proctest.Process
+		p, err = proctest.StartE(launcher, []string{"--host=127.0.0.1", fmt.Sprintf("--port=%d", port)}, proctest.Options{
+			Env:     []string{"JAVA_TOOL_OPTIONS=-Xmx256m -XX:+UseSerialGC"},
+			Timeout: 60 * time.Second,
+			Ready:   proctest.HTTPReady("http://"+host+"/", ""),
+			Abort:   "Address already in use",
+		})
+		if err == nil {
+			return &Emulator{Host: host, Kind: KindJava, proc: p}, nil
+		}
+		if !errors.Is(err, proctest.ErrAborted) {
+			return nil, err
+		}
 	}
-	host := fmt.Sprintf("127.0.0.1:%d", port)
-	p, err := proctest.StartE(launcher, []string{"--host=127.0.0.1", fmt.Sprintf("--port=%d", port)}, proctest.Options{
-		Env:     []string{"JAVA_TOOL_OPTIONS=-Xmx256m -XX:+UseSerialGC"},
-		Timeout: 60 * time.Second,
-		Ready:   proctest.HTTPReady("http://"+host+"/", ""),
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &Emulator{Host: host, Kind: KindJava, proc: p}, nil
+	return nil, err
 }
 
 var (
