@@ -243,7 +243,7 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 func (c *Config) ValidatePlatform(p config.Platform) error {
 	var errs []error
 	add := func(name, format string, args ...any) { errs = append(errs, config.Problem(name, format, args...)) }
-	n := namesOf(p)
+	n := numaflowNames(p)
 	if u := n.unfilled(c.ShareGroup); u != "" {
 		add("MQTT_SHARE_GROUP", "%s", u)
 	} else if group := n.fill(c.ShareGroup, maxReplica); c.ShareGroup != "" {

@@ -27,15 +27,8 @@ const (
 // check the longest value.
 const maxReplica = 65535
 
-// numaflowNames are the platform variables the placeholders come from (config.Platform's).
-type numaflowNames struct {
-	Pod, Namespace, Pipeline, Vertex, MonoVertex string
-}
-
-// namesOf takes the names from the adapter's platform variables.
-func namesOf(p config.Platform) numaflowNames {
-	return numaflowNames{Pod: p.Pod, Namespace: p.Namespace, Pipeline: p.Pipeline, Vertex: p.Vertex, MonoVertex: p.MonoVertex}
-}
+// numaflowNames are the platform variables the placeholders come from.
+type numaflowNames config.Platform
 
 // values returns what fills each placeholder but <replica>: the namespace, the pipeline and vertex
 // names, or a MonoVertex's name and "source"; outside Numaflow (no NUMAFLOW_POD) the stand-ins for
@@ -110,5 +103,5 @@ func (n numaflowNames) fill(s string, replica int) string {
 
 // fill is n.fill with the names and the replica of the adapter's platform variables.
 func fill(s string, p config.Platform) string {
-	return namesOf(p).fill(s, p.Replica)
+	return numaflowNames(p).fill(s, p.Replica)
 }

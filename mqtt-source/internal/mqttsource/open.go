@@ -42,7 +42,7 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 		return nil, fmt.Errorf("loading TLS settings: %w", err)
 	}
 	// ValidatePlatform checked the same names, unless the caller skipped it.
-	names := namesOf(env.Platform)
+	names := numaflowNames(env.Platform)
 	for _, f := range []struct{ name, value string }{{"MQTT_SHARE_GROUP", cfg.ShareGroup}, {"MQTT_CLIENT_ID", cfg.ClientID}} {
 		if p := names.unfilled(f.value); p != "" {
 			return nil, config.Problem(f.name, "%s", p)
