@@ -228,6 +228,17 @@ func (b *fakeBroker) channel(i int) *fakeChannel {
 	return b.chans[i]
 }
 
+// awaitConsumer starts d's session (a Receive starts it) and returns channel 0 once its consumer is
+// up.
+func awaitConsumer(t *testing.T, b *fakeBroker, d *driver) *fakeChannel {
+	t.Helper()
+	waitFor(t, "a consumer", func() bool {
+		_, _ = d.Receive(context.Background(), 0)
+		return b.channel(0).consuming()
+	})
+	return b.channel(0)
+}
+
 func newFakeDriver(t *testing.T, b *fakeBroker) *driver {
 	cfg := testConfig("amqp://u:p@127.0.0.1:1/", "q")
 	d := newDriver(&cfg, "tag", server.Budget{Messages: 50, Bytes: 1 << 20}, b.dial, testLogger(t))
@@ -437,11 +448,7 @@ func TestWindowFor(t *testing.T) {
 func TestWindowFollowsMessageSize(t *testing.T) {
 	b := &fakeBroker{}
 	d := newFakeDriver(t, b) // prefetch 50, 1 MiB
-	waitFor(t, "a consumer", func() bool {
-		_, _ = d.Receive(context.Background(), 0)
-		return b.channel(0).consuming()
-	})
-	c := b.channel(0)
+	c := awaitConsumer(t, b, d)
 	c.send(amqp.Delivery{DeliveryTag: 1, Body: make([]byte, 100)})
 	target := func() int { d.mu.Lock(); defer d.mu.Unlock(); return d.sess.target }
 	waitFor(t, "a wider window", func() bool { return target() == 100 })

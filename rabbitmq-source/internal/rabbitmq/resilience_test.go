@@ -106,11 +106,7 @@ func TestBrokerCancelEndsTheSession(t *testing.T) {
 func TestTwinDeliveriesAnsweredTogether(t *testing.T) {
 	b := &fakeBroker{}
 	d := newFakeDriver(t, b)
-	waitFor(t, "a consumer", func() bool {
-		_, _ = d.Receive(context.Background(), 0)
-		return b.channel(0).consuming()
-	})
-	c := b.channel(0)
+	c := awaitConsumer(t, b, d)
 	for i, id := range []string{"a", "a", "b", "c", "c"} {
 		c.send(amqp.Delivery{DeliveryTag: uint64(i + 1), MessageId: id, Body: []byte(id)})
 	}
@@ -165,11 +161,7 @@ func TestTwinDeliveriesAnsweredTogether(t *testing.T) {
 func TestWindowWidensOnceAnswered(t *testing.T) {
 	b := &fakeBroker{}
 	d := newFakeDriver(t, b) // prefetch 50, 1 MiB
-	waitFor(t, "a consumer", func() bool {
-		_, _ = d.Receive(context.Background(), 0)
-		return b.channel(0).consuming()
-	})
-	c := b.channel(0)
+	c := awaitConsumer(t, b, d)
 	c.send(amqp.Delivery{DeliveryTag: 1, Body: make([]byte, 100)})
 	window := func() (int, int) { d.mu.Lock(); defer d.mu.Unlock(); return d.sess.window, d.sess.target }
 	waitFor(t, "a wider window", func() bool { _, tg := window(); return tg == 100 })

@@ -34,11 +34,7 @@ func supervisorDone(d *driver) <-chan struct{} {
 func TestStopReceivingCancelsTheConsumer(t *testing.T) {
 	b := &fakeBroker{}
 	d := newFakeDriver(t, b) // prefetch 50, 1 MiB
-	waitFor(t, "a consumer", func() bool {
-		_, _ = d.Receive(context.Background(), 0)
-		return b.channel(0).consuming()
-	})
-	c := b.channel(0)
+	c := awaitConsumer(t, b, d)
 	c.send(amqp.Delivery{DeliveryTag: 1, MessageId: "a", Body: []byte("a")})
 	waitFor(t, "the window widened", func() bool { d.mu.Lock(); defer d.mu.Unlock(); return d.sess.target == 100 })
 	held := receiveN(t, d, 1)
@@ -151,11 +147,7 @@ func TestStopReceivingWhileDisconnected(t *testing.T) {
 func TestStopReceivingBoundedByContext(t *testing.T) {
 	b := &fakeBroker{}
 	d := newFakeDriver(t, b)
-	waitFor(t, "a consumer", func() bool {
-		_, _ = d.Receive(context.Background(), 0)
-		return b.channel(0).consuming()
-	})
-	c := b.channel(0)
+	c := awaitConsumer(t, b, d)
 	block := make(chan struct{})
 	c.mu.Lock()
 	c.cancelBlock = block
