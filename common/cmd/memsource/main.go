@@ -1,5 +1,6 @@
-// Command memsource is a source connector over an in-memory broker seeded at start: the demo that
-// `make run` drives, and the smallest complete example of a connector built on common.
+// Command memsource is a source connector over an in-memory broker that publishes as it is consumed:
+// the in-memory demo (`bin/udsource-run -- bin/memsource`), the protocol ceiling of the benchmarks,
+// and the smallest complete example of a connector built on common.
 package main
 
 import (
@@ -11,7 +12,7 @@ import (
 func main() {
 	server.Main(server.App[demo.Config]{
 		Name:        "memsource",
-		Description: "Demo source over an in-memory broker seeded with MEM_MESSAGES messages.",
+		Description: "Demo source over an in-memory broker that publishes MEM_MESSAGES messages as they are consumed.",
 		Open:        demo.Open,
 	})
 }
