@@ -33,7 +33,13 @@ var opNames = [...]string{"acking", "nacking", "extending"}
 // slot, hold back multiple acks and count in Pending until the hold limit.
 //
 // Acks of the oldest unanswered tags go out as one basic.ack multiple=true.
-func (d *driver) answer(_ context.Context, handles []source.Handle, op answerOp) error {
+//
+// A nack with a delay (the adapter gives a message up with one: the growing delay of a message it
+// could not dead-letter, or a nack its delayed pool had no room for) keeps the delivery unacked for
+// the delay and nacks it then (nackLaterLocked): nacked at once, it would come straight back from
+// the broker, and a message that can never be handed to numa (over MAX_MESSAGE_BYTES, no dead-letter
+// target) went round thousands of times a second.
+func (d *driver) answer(_ context.Context, handles []source.Handle, op answerOp, delay time.Duration) error {
 	failed := map[int]error{}
 	var tags []uint64
 	var idx []int
@@ -59,6 +65,9 @@ func (d *driver) answer(_ context.Context, handles []source.Handle, op answerOp)
 				tags = append(tags, hh.tag)
 			}
 		default:
+			if op == opNack && delay > 0 && d.nackLaterLocked(s, hh.tag, delay) {
+				continue
+			}
 			if e, live := s.unholdLocked(hh.tag); live {
 				tags = append(tags, hh.tag)
 				idx = append(idx, i)
@@ -85,6 +94,46 @@ func (d *driver) answer(_ context.Context, handles []source.Handle, op answerOp)
 		}
 	}
 	return source.BatchResult(len(handles), failed)
+}
+
+// nackLaterLocked keeps a live delivery of s for delay and reports whether it did; nackDue nacks it
+// (requeue) once due, the hand-back at the hold limit if that comes first. Such deliveries hold
+// slots of the prefetch window that the adapter does not count, so at most a quarter of the window
+// is kept this way (at least one): the rest is nacked at once. Caller holds mu.
+func (d *driver) nackLaterLocked(s *session, tag uint64, delay time.Duration) bool {
+	if _, live := s.live[tag]; !live {
+		return false
+	}
+	if _, held := s.later[tag]; !held && len(s.later) >= max(1, s.target/4) {
+		return false
+	}
+	s.later[tag] = d.now().Add(delay)
+	return true
+}
+
+// nackDue nacks (requeue) the deliveries kept for a nack delay that is over, with the other
+// deliveries of their message-id (twins).
+func (d *driver) nackDue(s *session) {
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
+	d.mu.Lock()
+	now := d.now()
+	var tags []uint64
+	for tag, due := range s.later {
+		if now.Before(due) {
+			continue
+		}
+		if e, live := s.unholdLocked(tag); live { // takes it out of later too
+			tags = append(tags, tag)
+			tags = append(tags, s.twinsLocked(e.id)...)
+		}
+	}
+	d.mu.Unlock()
+	for _, t := range tags {
+		if err := s.ch.Nack(t, false, true); err != nil {
+			return // the channel is going: the broker requeues the rest
+		}
+	}
 }
 
 // liveOrNil is s.live, or nil for no session.

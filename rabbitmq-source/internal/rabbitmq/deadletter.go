@@ -30,7 +30,7 @@ func (d *driver) deadLetter(ctx context.Context, msg *source.Message, reason str
 		}
 		// Published: a stale tag now only means the broker redelivers the original (a duplicate in
 		// the dead-letter exchange, never a loss), so only a failed send is an error.
-		err := d.answer(ctx, []source.Handle{h}, opAck)
+		err := d.answer(ctx, []source.Handle{h}, opAck, 0)
 		if err != nil && errorCode(err) != source.InvalidArgument {
 			return err
 		}

@@ -99,19 +99,20 @@ func (d *driver) Receive(ctx context.Context, max int) ([]*source.Message, error
 
 // Ack sends basic.ack for deliveries of the current channel; see answer for the others.
 func (d *driver) Ack(ctx context.Context, handles []source.Handle) error {
-	return d.answer(ctx, handles, opAck)
+	return d.answer(ctx, handles, opAck, 0)
 }
 
-// Nack sends basic.nack requeue=true (readable at once: RabbitMQ has no delay; the adapter keeps
-// delayed nacks itself and calls Nack only to give messages up).
-func (d *driver) Nack(ctx context.Context, handles []source.Handle, _ time.Duration) error {
-	return d.answer(ctx, handles, opNack)
+// Nack sends basic.nack requeue=true. RabbitMQ has no delayed nack, and the adapter keeps delayed
+// nacks itself and calls Nack only to give messages up; one it gives up with a delay is kept unacked
+// for the delay, within a share of the prefetch window (see answer).
+func (d *driver) Nack(ctx context.Context, handles []source.Handle, delay time.Duration) error {
+	return d.answer(ctx, handles, opNack, delay)
 }
 
 // Extend makes no broker call: a delivery of the current channel is held until it is answered or
 // reaches the hold limit. Others fail as invalid_argument.
 func (d *driver) Extend(ctx context.Context, handles []source.Handle, _ time.Duration) error {
-	return d.answer(ctx, handles, opExtend)
+	return d.answer(ctx, handles, opExtend, 0)
 }
 
 // Backlog is the queue's ready messages (passive queue.declare) plus the deliveries this replica

@@ -345,7 +345,7 @@ func TestAckMultiple(t *testing.T) {
 	if err := d.Ack(t.Context(), handlesOf(msgs[5:])); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Nack(t.Context(), handlesOf(msgs[3:5]), time.Second); err != nil {
+	if err := d.Nack(t.Context(), handlesOf(msgs[3:5]), 0); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"ack 3 true", "ack 6 false", "nack 4 requeue=true", "nack 5 requeue=true"}

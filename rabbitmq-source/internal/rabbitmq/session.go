@@ -38,6 +38,7 @@ type session struct {
 	live    map[uint64]liveEntry // unanswered deliveries: queued or handed to the adapter
 	byID    map[string][]uint64  // live tags by message-id (two when a publisher sent a message twice)
 	expired map[uint64]bool      // handed back at the hold limit; their answers are dropped
+	later   map[uint64]time.Time // live deliveries nacked with a delay: nacked (requeue) when due (ack.go)
 }
 
 type liveEntry struct {
@@ -61,6 +62,7 @@ func (s *session) unholdLocked(tag uint64) (liveEntry, bool) {
 		return e, false
 	}
 	delete(s.live, tag)
+	delete(s.later, tag)
 	if e.id != "" {
 		tags := slices.DeleteFunc(s.byID[e.id], func(t uint64) bool { return t == tag })
 		if len(tags) == 0 {
@@ -85,6 +87,7 @@ func (s *session) twinsLocked(id string) []uint64 {
 	delete(s.byID, id)
 	for _, t := range tags {
 		delete(s.live, t)
+		delete(s.later, t)
 	}
 	s.queue = slices.DeleteFunc(s.queue, func(dl amqp.Delivery) bool { return slices.Contains(tags, dl.DeliveryTag) })
 	return tags
@@ -186,7 +189,7 @@ func (d *driver) connect(ctx context.Context) (*session, error) {
 	d.mu.Lock()
 	d.gen++
 	s := &session{gen: d.gen, conn: conn, ch: ch, done: make(chan struct{}), data: make(chan struct{}, 1), stopped: make(chan struct{}),
-		live: make(map[uint64]liveEntry), byID: make(map[string][]uint64), expired: make(map[uint64]bool),
+		live: make(map[uint64]liveEntry), byID: make(map[string][]uint64), expired: make(map[uint64]bool), later: make(map[uint64]time.Time),
 		connClosed: conn.NotifyClose(make(chan *amqp.Error, 1)), chClosed: ch.NotifyClose(make(chan *amqp.Error, 1)),
 		cancels: ch.NotifyCancel(make(chan string, 1))}
 	window := d.windowFor(d.sizeEst)
@@ -333,6 +336,7 @@ func (d *driver) serve(s *session) error {
 			}
 		case <-tick.C:
 			d.handBack(s)
+			d.nackDue(s)
 			if err := d.widen(s); err != nil {
 				return err
 			}
@@ -509,7 +513,7 @@ func (d *driver) lose(s *session, reason error) {
 	d.mu.Lock()
 	close(s.done)
 	held := len(s.live)
-	s.queue, s.live, s.byID = nil, nil, nil
+	s.queue, s.live, s.byID, s.later = nil, nil, nil, nil
 	if d.sess == s {
 		d.sess = nil
 	}
