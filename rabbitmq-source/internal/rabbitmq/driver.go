@@ -54,6 +54,7 @@ type driver struct {
 	reacked atomic.Int64 // redeliveries acked at once: numa had acked them on a lost channel
 
 	ackedIDs map[string]time.Time // message-ids whose ack was dropped, by when (under mu; see ack.go)
+	unread   map[string]unreadIDs // message-ids returned to the broker before the adapter took them (under mu; see receive.go)
 
 	// sendMu is held from choosing the tags of an ack, nack or hand-back until they are sent, so a
 	// multiple ack never covers a tag another call has taken out of live but not yet answered.

@@ -81,6 +81,7 @@ func newDriver(cfg *Config, tag string, b server.Budget, dial dialFunc, log *slo
 		changed:       make(chan struct{}),
 		logged:        map[uint64]bool{},
 		ackedIDs:      map[string]time.Time{},
+		unread:        map[string]unreadIDs{},
 		probe:         newLink(false),
 		pub:           newLink(true),
 	}

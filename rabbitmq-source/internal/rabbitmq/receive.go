@@ -74,10 +74,19 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 			clear(s.queue[:n])
 			s.queue = s.queue[n:]
 			now := d.now()
+			unread := make([]int, n)
+			for i := range took {
+				unread[i] = d.takeUnreadLocked(took[i].MessageId, now)
+			}
 			d.mu.Unlock()
 			out := make([]*source.Message, n)
 			for i := range took {
 				out[i] = d.toMessage(s.gen, &took[i], now)
+				if out[i].Deliveries > unread[i] { // the max builtin is shadowed here
+					out[i].Deliveries -= unread[i]
+				} else if out[i].Deliveries > 0 {
+					out[i].Deliveries = 1
+				}
 			}
 			return out, nil
 		}
@@ -106,6 +115,47 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 		case <-d.stopRecv:
 		}
 	}
+}
+
+// Deliveries the driver had queued and the adapter never took, which went back to the broker (the
+// session was lost, or the hold limit handed them back), count in a quorum queue's x-delivery-count,
+// but numa never saw them: MaxDeliveries counts deliveries to numa. They are remembered by message-id
+// (bounded by count and age, as the dropped acks are) and taken off the broker's count of the
+// message's next delivery here. Without a message-id a redelivery cannot be matched.
+type unreadIDs struct {
+	n  int
+	at time.Time
+}
+
+// addUnreadLocked remembers a queued delivery of message-id id returned to the broker unread. Caller
+// holds mu.
+func (d *driver) addUnreadLocked(id string) {
+	if id == "" {
+		return
+	}
+	now := d.now()
+	if len(d.unread) >= ackedIDsMax {
+		for k, u := range d.unread {
+			if now.Sub(u.at) > ackedIDsTTL || len(d.unread) >= ackedIDsMax {
+				delete(d.unread, k)
+			}
+		}
+	}
+	d.unread[id] = unreadIDs{n: d.unread[id].n + 1, at: now}
+}
+
+// takeUnreadLocked returns (and forgets) how many deliveries of message-id id went back unread.
+// Caller holds mu.
+func (d *driver) takeUnreadLocked(id string, now time.Time) int {
+	u, ok := d.unread[id]
+	if !ok {
+		return 0
+	}
+	delete(d.unread, id)
+	if now.Sub(u.at) > ackedIDsTTL {
+		return 0
+	}
+	return u.n
 }
 
 // toMessage maps one delivery: offset, headers, keys, event time, delivery count.

@@ -240,6 +240,7 @@ func (d *driver) forward(s *session, deliveries <-chan amqp.Delivery, done chan 
 		d.mu.Lock()
 		select {
 		case <-s.done: // lost: the broker requeued it
+			d.addUnreadLocked(dl.MessageId)
 			d.mu.Unlock()
 			continue
 		default:
@@ -488,6 +489,8 @@ func (d *driver) handBack(s *session) {
 		for _, dl := range s.queue {
 			if !drop[dl.DeliveryTag] {
 				kept = append(kept, dl)
+			} else {
+				d.addUnreadLocked(dl.MessageId)
 			}
 		}
 		clear(s.queue[len(kept):])
@@ -513,6 +516,9 @@ func (d *driver) lose(s *session, reason error) {
 	d.mu.Lock()
 	close(s.done)
 	held := len(s.live)
+	for _, dl := range s.queue {
+		d.addUnreadLocked(dl.MessageId) // requeued by the broker before the adapter took it
+	}
 	s.queue, s.live, s.byID, s.later = nil, nil, nil, nil
 	if d.sess == s {
 		d.sess = nil
