@@ -6,8 +6,12 @@
 package rabbitmq
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
+	"maps"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,7 +28,7 @@ const (
 
 // Config is the rabbitmq-source configuration, read from environment variables.
 type Config struct {
-	URL             config.Secret `env:"RABBITMQ_URL,required" desc:"Broker URL with credentials and virtual host: amqp://user:password@host:5672/vhost, or amqps:// for TLS (percent-encode special characters; the vhost / is %2F)."`
+	URL             config.Secret `env:"RABBITMQ_URL,required" desc:"Broker URL with credentials and virtual host: amqp://user:password@host:5672/vhost, or amqps:// for TLS (percent-encode special characters; the vhost / is %2F). Query parameters: auth_mechanism and channel_max only (TLS files and the heartbeat have variables of their own)."`
 	Queue           string        `env:"RABBITMQ_QUEUE,required" desc:"Queue to consume (classic or quorum). It must exist: the source never declares it."`
 	ConsumerTag     string        `env:"RABBITMQ_CONSUMER_TAG" desc:"Consumer tag and connection name of this replica, as shown by rabbitmqctl list_consumers. Default: NUMAFLOW_POD, else rabbitmq-source-<replica>."`
 	TLSCAFile       string        `env:"RABBITMQ_TLS_CA_FILE" desc:"PEM file of the CA(s) that sign the broker's certificate, instead of the system's pool (amqps:// only)."`
@@ -55,6 +59,16 @@ func (c *Config) Validate() error {
 			add("RABBITMQ_URL", "is not a valid amqp:// or amqps:// URL: %s", redact(err.Error(), raw))
 		case u.Scheme != "amqps" && c.tlsSet():
 			add("RABBITMQ_URL", "RABBITMQ_TLS_* settings need an amqps:// URL")
+		}
+		if err == nil && (u.Port < 1 || u.Port > 65535) {
+			add("RABBITMQ_URL", "port must be between 1 and 65535, got %d", u.Port)
+		}
+		if q, err := url.Parse(raw); err == nil {
+			for _, name := range slices.Sorted(maps.Keys(q.Query())) {
+				if why, ok := urlParams[name]; !ok || why != "" {
+					add("RABBITMQ_URL", "query parameter %s is not used: %s", name, cmp.Or(why, "only auth_mechanism and channel_max are"))
+				}
+			}
 		}
 	}
 	if c.Queue != "" && len(c.Queue) > 255 {
@@ -88,6 +102,22 @@ func (c *Config) Validate() error {
 		add("RABBITMQ_HEARTBEAT", "must be at least 1s, got %s", c.Heartbeat)
 	}
 	return errors.Join(errs...)
+}
+
+// urlParams are the URI query parameters amqp091-go reads: "" for those the source honours, else why
+// it does not. A parameter the source overrides or ignores would otherwise be accepted silently: a
+// heartbeat of 0 turned off the dead-connection detection RABBITMQ_HEARTBEAT is checked for, and TLS
+// files named there were read only at each connection attempt (a missing one failed every attempt
+// instead of the start) or not at all (with RABBITMQ_TLS_*).
+var urlParams = map[string]string{
+	"auth_mechanism":         "",
+	"channel_max":            "",
+	"heartbeat":              "set RABBITMQ_HEARTBEAT instead (the URL's value would override it)",
+	"connection_timeout":     "the source bounds each connection attempt itself (10s)",
+	"certfile":               "set RABBITMQ_TLS_CERT_FILE instead",
+	"keyfile":                "set RABBITMQ_TLS_KEY_FILE instead",
+	"cacertfile":             "set RABBITMQ_TLS_CA_FILE instead",
+	"server_name_indication": "set RABBITMQ_TLS_SERVER_NAME instead",
 }
 
 // HoldLimit is how long the source holds one delivery before it hands it back to the broker: nine

@@ -37,6 +37,12 @@ func TestConfigValidate(t *testing.T) {
 			want: []string{"RABBITMQ_CONSUMER_TIMEOUT: must be at least 2s", "RABBITMQ_RECONNECT_MAX", "RABBITMQ_HEARTBEAT"}},
 		{name: "dead letters", env: []string{"RABBITMQ_URL=amqp://u:p@h/v", "RABBITMQ_QUEUE=q", "RABBITMQ_DEAD_LETTER_ROUTING_KEY=k", "RABBITMQ_DEAD_LETTER_REJECT=true"},
 			want: []string{"RABBITMQ_DEAD_LETTER_ROUTING_KEY: is only used with RABBITMQ_DEAD_LETTER_EXCHANGE"}},
+		{name: "port out of range", env: []string{"RABBITMQ_URL=amqp://u:s3cret@h:99999/v", "RABBITMQ_QUEUE=q"}, want: []string{"RABBITMQ_URL: port must be"}},
+		{name: "heartbeat in the URL", env: []string{"RABBITMQ_URL=amqp://u:s3cret@h/v?heartbeat=0", "RABBITMQ_QUEUE=q"},
+			want: []string{"RABBITMQ_URL: query parameter heartbeat", "RABBITMQ_HEARTBEAT"}},
+		{name: "TLS files in the URL", env: []string{"RABBITMQ_URL=amqps://u:s3cret@h/v?cacertfile=/nonexistent", "RABBITMQ_QUEUE=q"},
+			want: []string{"RABBITMQ_URL: query parameter cacertfile", "RABBITMQ_TLS_"}},
+		{name: "auth mechanism in the URL", env: []string{"RABBITMQ_URL=amqps://u:p@h/v?auth_mechanism=EXTERNAL", "RABBITMQ_QUEUE=q"}},
 		{name: "exchange and reject", env: []string{"RABBITMQ_URL=amqp://u:p@h/v", "RABBITMQ_QUEUE=q", "RABBITMQ_DEAD_LETTER_EXCHANGE=x", "RABBITMQ_DEAD_LETTER_REJECT=true"},
 			want: []string{"RABBITMQ_DEAD_LETTER_REJECT: set only one"}},
 	}
