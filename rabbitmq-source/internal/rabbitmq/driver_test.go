@@ -466,3 +466,19 @@ func TestWindowFollowsMessageSize(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The window follows the whole size of a delivery, headers included (PREFETCH_BYTES counts them): a
+// small body under large headers must not open a window sized for the body alone.
+func TestWindowCountsHeaders(t *testing.T) {
+	b := &fakeBroker{}
+	d := newFakeDriver(t, b) // prefetch 50, 1 MiB: the window is 2 MiB
+	c := awaitConsumer(t, b, d)
+	big := amqp.Table{"trace": string(make([]byte, 100<<10))}
+	c.send(amqp.Delivery{DeliveryTag: 1, Body: []byte("x"), Headers: big})
+	target := func() int { d.mu.Lock(); defer d.mu.Unlock(); return d.sess.target }
+	waitFor(t, "the window sized from the delivery", func() bool { return target() != initialWindow })
+	if got := target(); got > 2*(1<<20)/(100<<10) {
+		t.Fatalf("window %d for deliveries of 100 KiB headers and a 1-byte body: %d KiB unacked allowed, want at most 2 MiB",
+			got, got*100)
+	}
+}

@@ -236,7 +236,7 @@ func (d *driver) forward(s *session, deliveries <-chan amqp.Delivery, done chan 
 	defer d.runWG.Done()
 	defer close(done)
 	for dl := range deliveries {
-		size := int64(len(dl.Body))
+		size := int64(len(dl.Body)) + tableSize(dl.Headers)
 		d.mu.Lock()
 		select {
 		case <-s.done: // lost: the broker requeued it
@@ -268,6 +268,36 @@ func (d *driver) forward(s *session, deliveries <-chan amqp.Delivery, done chan 
 			}
 		}
 	}
+}
+
+// tableSize is about how many bytes an AMQP table takes: its keys, the text of strings and byte
+// arrays, 8 bytes for other values, nested tables and arrays counted the same way. The window and
+// PREFETCH_BYTES count headers too: a small body under large headers (up to a frame, 128 KiB) must
+// not open a window sized for the body alone.
+func tableSize(t amqp.Table) int64 {
+	var n int64
+	for k, v := range t {
+		n += int64(len(k)) + valueSize(v)
+	}
+	return n
+}
+
+func valueSize(v any) int64 {
+	switch x := v.(type) {
+	case string:
+		return int64(len(x))
+	case []byte:
+		return int64(len(x))
+	case amqp.Table:
+		return tableSize(x)
+	case []any:
+		var n int64
+		for _, e := range x {
+			n += valueSize(e)
+		}
+		return n
+	}
+	return 8
 }
 
 // ackNow acks one live delivery of s on s's channel (s may not be the driver's session yet: this runs
