@@ -45,7 +45,8 @@ type driver struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	noStreamInfo atomic.Bool // XINFO STREAM was refused (NOPERM), logged once
+	noStreamInfo atomic.Bool  // XINFO STREAM was refused (NOPERM), logged once
+	dlAdded      deadLettered // copied to the dead-letter stream, ack not yet landed
 
 	// Receive state. Receive runs one call at a time (ReceiveConcurrency 1); mu also keeps a second
 	// caller safe.
