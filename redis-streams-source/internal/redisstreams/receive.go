@@ -229,7 +229,7 @@ func (d *driver) noGroup(ctx context.Context, err error) ([]*source.Message, err
 // ensureGroups creates the group on every stream (and the stream) unless it exists.
 func (d *driver) ensureGroups(ctx context.Context) error {
 	for _, s := range d.streams {
-		err := d.api.XGroupCreateMkStream(ctx, s, d.group, d.startID).Err()
+		err := d.createGroup(ctx, s)
 		switch {
 		case err == nil:
 			d.log.Info("consumer group created", "stream", s, "group", d.group, "start", d.startID)
@@ -239,6 +239,26 @@ func (d *driver) ensureGroups(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// createGroup creates the group on stream s (and the stream) at REDIS_START_FROM. At latest, on a
+// Redis 7 stream that holds entries, the group starts at the stream's last ID with ENTRIESREAD set to
+// its entries-added, both from one XINFO STREAM reply: Redis keeps no entries-read for a group created
+// at $, so its lag is NULL from the first entry added until the group has read up to the newest one,
+// and the backlog could only be bounded by the stream's length. Otherwise (an empty or missing stream,
+// Redis 6.2, no permission) the group is created at $ as before.
+func (d *driver) createGroup(ctx context.Context, s string) error {
+	if d.startID == "$" {
+		st, err := d.api.XInfoStream(ctx, s).Result()
+		if err == nil && st.Length > 0 && st.EntriesAdded >= st.Length && st.LastGeneratedID != "" {
+			err := d.api.Do(ctx, "XGROUP", "CREATE", s, d.group, st.LastGeneratedID, "ENTRIESREAD", st.EntriesAdded).Err()
+			if err == nil || redis.HasErrorPrefix(err, "BUSYGROUP") {
+				return err
+			}
+			// The stream deleted meanwhile, or a server that refuses ENTRIESREAD: the plain form.
+		}
+	}
+	return d.api.XGroupCreateMkStream(ctx, s, d.group, d.startID).Err()
 }
 
 func splitDeleted(es []entry) (live, gone []entry) {
