@@ -20,6 +20,12 @@ import (
 // blocking XREADGROUP (sent through Do, which go-redis gives no per-command timeout) is never cut short.
 const readTimeoutMargin = 3 * time.Second
 
+// clusterReload is how old the cluster client's slot map may get before it is read again (CLUSTER
+// SLOTS, one call). go-redis reloads it at once only on MOVED, ASK or READONLY: after a failover the
+// dead master refuses connections, which triggers none of them, and with go-redis's default (60 s) the
+// source kept calling the dead node for up to a minute after its replica had taken over.
+const clusterReload = 2 * time.Second
+
 // Open builds the Redis client and the driver. It makes no network call: a Redis that is down or a
 // missing group shows in Receive's errors (the adapter retries) and in Check's start-up message.
 func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, error) {
@@ -104,6 +110,7 @@ func newClient(cfg *Config) (redis.UniversalClient, error) {
 			o.Protocol, o.ReadTimeout, o.ContextTimeoutEnabled, o.DisableIdentity = 2, readTimeout, true, true
 			o.DialerRetries = 1 // one dial per call: the adapter retries, with its own backoff
 			o.MaintNotificationsConfig = maint()
+			o.ClusterStateReloadInterval = clusterReload
 			return redis.NewClusterClient(o), nil
 		}
 		o, err := redis.ParseURL(u)
@@ -134,7 +141,9 @@ func newClient(cfg *Config) (redis.UniversalClient, error) {
 	}
 	switch cfg.Mode {
 	case ModeCluster:
-		return redis.NewClusterClient(uo.Cluster()), nil
+		o := uo.Cluster()
+		o.ClusterStateReloadInterval = clusterReload
+		return redis.NewClusterClient(o), nil
 	case ModeSentinel:
 		uo.MasterName = cfg.SentinelMaster
 		uo.SentinelUsername = cfg.SentinelUsername
