@@ -87,9 +87,12 @@ func (d *driver) release(ctx context.Context, handles []source.Handle, delay tim
 
 // claimOwn runs XCLAIM ... JUSTID (with IDLE when idle is set) on the entries this consumer still
 // owns, checked first with XPENDING per entry, so an entry another replica has claimed is not taken
-// back. JUSTID leaves the delivery count alone; without idle it resets the idle time (Extend), so no
-// other replica's XAUTOCLAIM takes the entry. An entry no longer ours (acked, deleted, or claimed by
-// another consumer after our lease lapsed) fails with invalid_argument and is left alone.
+// back. The XCLAIM's min-idle-time is the least idle time XPENDING reported for them: an entry another
+// replica claims between the check and the XCLAIM has its idle time reset to about 0, and is left to
+// that replica (with 0, the XCLAIM took it back); ours only grew idler meanwhile. JUSTID leaves the
+// delivery count alone; without idle it resets the idle time (Extend), so no other replica's XAUTOCLAIM
+// takes the entry. An entry no longer ours (acked, deleted, or claimed by another consumer after our
+// lease lapsed) fails with invalid_argument and is left alone.
 func (d *driver) claimOwn(ctx context.Context, op string, handles []source.Handle, idle *time.Duration) error {
 	failed := map[int]error{}
 	for _, b := range d.byStream(op, handles, failed) {
@@ -108,15 +111,19 @@ func (d *driver) claimOwn(ctx context.Context, op string, handles []source.Handl
 			continue
 		}
 		var owned []string
+		var minIdle time.Duration
 		for i, c := range checks {
 			if ps, err := c.Result(); err == nil && len(ps) == 1 {
+				if len(owned) == 0 || ps[0].Idle < minIdle {
+					minIdle = ps[0].Idle
+				}
 				owned = append(owned, b.ids[i])
 			}
 		}
 		claimed := map[string]bool{}
 		if len(owned) > 0 {
 			args := make([]any, 0, 9+len(owned))
-			args = append(args, "XCLAIM", b.stream, d.group, d.consumer, 0)
+			args = append(args, "XCLAIM", b.stream, d.group, d.consumer, max(minIdle.Milliseconds(), 0))
 			for _, id := range owned {
 				args = append(args, id)
 			}
