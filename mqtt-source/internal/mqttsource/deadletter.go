@@ -41,10 +41,16 @@ func (d *driver) deadLetter(ctx context.Context, msg *source.Message, reason str
 		paho.UserProperty{Key: PropDeadLetterTopic, Value: x.pub.Topic},
 		paho.UserProperty{Key: PropDeadLetterDeliveries, Value: strconv.Itoa(msg.Deliveries)})
 	resp, err := d.api.Publish(ctx, p)
-	if resp != nil && resp.ReasonCode >= 0x80 { // refused in the PUBACK (e.g. not authorized)
+	// Refused in the PUBACK (e.g. not authorized), or accepted with no subscription matching it: an
+	// MQTT topic keeps nothing by itself, so the broker discarded the copy, and acknowledging the
+	// original would lose the message while reporting it dead-lettered.
+	if resp != nil && (resp.ReasonCode >= 0x80 || resp.ReasonCode == noMatchingSubscribers) {
 		re := &ReasonError{Op: "publishing to dead-letter topic " + d.dlq, Code: resp.ReasonCode}
 		if resp.Properties != nil {
 			re.Reason = resp.Properties.ReasonString
+		}
+		if re.Code == noMatchingSubscribers && re.Reason == "" {
+			re.Reason = "no matching subscribers: the broker discarded the copy (subscribe a persistent session to the topic)"
 		}
 		return re
 	}

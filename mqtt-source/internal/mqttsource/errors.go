@@ -11,7 +11,8 @@ import (
 	"github.com/numaflow-connectors/sources/common/source"
 )
 
-// ReasonError is a refusal by the broker: a SUBACK or PUBACK reason code of 0x80 or more.
+// ReasonError is a refusal by the broker: a SUBACK or PUBACK reason code of 0x80 or more, or a
+// dead letter's PUBACK 0x10 (no matching subscribers: the broker discarded it).
 type ReasonError struct {
 	Op     string // what was refused, as a gerund phrase: "subscribing to a/#"
 	Code   byte
@@ -26,8 +27,13 @@ func (e *ReasonError) Error() string {
 	return msg
 }
 
+// noMatchingSubscribers is PUBACK's reason code 0x10: accepted, but no subscription matched, so
+// nobody will ever receive the message.
+const noMatchingSubscribers = 0x10
+
 // reasonCodes classifies MQTT 5 reason codes of CONNACK, SUBACK and PUBACK (section 2.4).
 var reasonCodes = map[byte]source.Code{
+	0x10: source.FailedPrecondition, // no matching subscribers (a dead letter: see deadLetter)
 	0x80: source.Unknown,            // unspecified error
 	0x81: source.InvalidArgument,    // malformed packet
 	0x82: source.InvalidArgument,    // protocol error
