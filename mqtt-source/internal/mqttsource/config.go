@@ -199,20 +199,27 @@ func checkFilter(f string) string {
 	return ""
 }
 
-// topicMatches reports whether topic filter f matches topic name t.
+// topicMatches reports whether topic filter f matches topic name t. It allocates nothing: the driver
+// checks every message with it.
 func topicMatches(f, t string) bool {
-	fl, tl := strings.Split(f, "/"), strings.Split(t, "/")
-	for i, l := range fl {
-		switch {
-		case l == "#":
-			return true
-		case i >= len(tl):
-			return false
-		case l != "+" && l != tl[i]:
+	tDone := false // every level of t was matched
+	for {
+		fl, frest, fmore := strings.Cut(f, "/")
+		if fl == "#" {
+			return true // also the parent level: a/# matches a
+		}
+		if tDone {
 			return false
 		}
+		tl, trest, tmore := strings.Cut(t, "/")
+		if fl != "+" && fl != tl {
+			return false
+		}
+		if !fmore {
+			return !tmore
+		}
+		f, t, tDone = frest, trest, !tmore
 	}
-	return len(fl) == len(tl)
 }
 
 // tlsSettings reports whether any MQTT_TLS_* variable is set.

@@ -169,6 +169,8 @@ func TestTopicMatches(t *testing.T) {
 	}{
 		{"a/b", "a/b", true}, {"a/+", "a/b", true}, {"a/+", "a/b/c", false}, {"a/#", "a", true},
 		{"a/#", "a/b/c", true}, {"#", "x", true}, {"a/+/c", "a/b/d", false}, {"a/b", "a/b/c", false},
+		{"a/+", "a", false}, {"a/+", "a/", true}, {"+", "/a", false}, {"/+", "/a", true}, {"a", "a/", false},
+		{"+/+", "a/b", true}, {"a/b/#", "a/b", true}, {"a/b/#", "a/c", false}, {"", "", true}, {"a//b", "a//b", true},
 	} {
 		if got := topicMatches(tt.f, tt.topic); got != tt.want {
 			t.Errorf("topicMatches(%q, %q) = %v", tt.f, tt.topic, got)

@@ -68,6 +68,7 @@ type driver struct {
 	gated         bool                   // the connection's reader waits for room (flow.go)
 	gateOpened    time.Time              // when it last stopped waiting
 	held          map[string][]*delivery // id -> unacknowledged deliveries of the current connection, oldest first
+	staleWarned   acker                  // the connection a message of a stale subscription was logged for
 	wake          chan struct{}          // closed and replaced whenever the state above changes
 }
 

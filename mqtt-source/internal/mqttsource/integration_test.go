@@ -554,3 +554,37 @@ func TestIntegrationWebSockets(t *testing.T) {
 		})
 	}
 }
+
+// A resumed session keeps every subscription it ever had: after MQTT_TOPICS changed (here a/ to b/,
+// and the share group with it) the broker still sends the session what the old filter matches. The
+// source must not hand numa messages of a topic no filter of MQTT_TOPICS matches; they are
+// acknowledged (MQTT acknowledges in order) and dropped with a warning, and the configured topic flows.
+func TestIntegrationChangedTopicsAreNotRead(t *testing.T) {
+	srv := mqtttest.Shared(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	name := mqtttest.Name(t)
+	old := testConfig(srv, name+"/a/#", name+"-0", name)
+	if err := openReady(ctx, t, old, harnessBudget).Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(srv, name+"/b/#", name+"-0", name+"-new")
+	d := openReady(ctx, t, cfg, harnessBudget)
+	pub := srv.Connect(t, "")
+	for _, topic := range []string{name + "/a/1", name + "/b/1", name + "/a/2", name + "/b/2"} {
+		if err := pub.Publish(ctx, topic, 1, nil, []byte(topic)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := receiveUntil(t, d, 3, 3*time.Second)
+	if want := []string{name + "/b/1", name + "/b/2"}; !slices.Equal(payloadsOf(got), want) {
+		t.Fatalf("MQTT_TOPICS is %s only, got %q", cfg.Topics, payloadsOf(got))
+	}
+	if err := d.Ack(ctx, handles(got...)); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing held back: the dropped messages were acknowledged, so the acks of the others went out.
+	time.Sleep(ackSettle)
+	_ = d.Close(ctx)
+	expectNothing(t, openReady(ctx, t, cfg, harnessBudget), 1500*time.Millisecond, "unacknowledged after a restart")
+}

@@ -39,13 +39,23 @@ func (d *driver) onPublish(pr paho.PublishReceived) (bool, error) {
 // briefly has between the two and reads past Receive Maximum.
 func (d *driver) deliver(conn acker, p *paho.Publish) {
 	if d.skipRetained && p.Retain {
+		d.discard(conn, p)
+		return
+	}
+	if !d.filtered(p.Topic) {
+		// A subscription of an earlier configuration: the session the broker resumed keeps every
+		// subscription it ever had, and MQTT cannot list them to unsubscribe.
 		d.mu.Lock()
-		d.publishDeliveredLocked()
-		d.broadcast() // room for the connection's reader
+		warn := d.staleWarned != conn
+		d.staleWarned = conn
 		d.mu.Unlock()
-		if p.QoS > 0 {
-			_ = conn.Ack(p)
+		if warn {
+			d.log.Warn("a message on a topic no filter of MQTT_TOPICS matches: the resumed session still holds a "+
+				"subscription of an earlier configuration; its messages are acknowledged and dropped. To end it, "+
+				"drain the source and change MQTT_CLIENT_ID, or wait for MQTT_SESSION_EXPIRY with the source stopped",
+				"topic", p.Topic, "filters", d.filters)
 		}
+		d.discard(conn, p)
 		return
 	}
 	del := &delivery{conn: conn, pub: p, id: d.mapper.id(p)}
@@ -78,6 +88,28 @@ func (d *driver) deliver(conn acker, p *paho.Publish) {
 		d.held[del.id] = append(d.held[del.id], del)
 	}
 	d.broadcast()
+}
+
+// discard acknowledges a message that is not delivered (a retained one with MQTT_SKIP_RETAINED, one of a
+// stale subscription): MQTT acknowledges in order, so one left unacknowledged would hold back the rest.
+func (d *driver) discard(conn acker, p *paho.Publish) {
+	d.mu.Lock()
+	d.publishDeliveredLocked()
+	d.broadcast() // room for the connection's reader
+	d.mu.Unlock()
+	if p.QoS > 0 {
+		_ = conn.Ack(p)
+	}
+}
+
+// filtered reports whether a filter of MQTT_TOPICS matches topic.
+func (d *driver) filtered(topic string) bool {
+	for _, f := range d.filters {
+		if topicMatches(f, topic) {
+			return true
+		}
+	}
+	return false
 }
 
 // receive returns up to limit deliveries: handed-back ones that are due, then new ones in order.
