@@ -42,7 +42,8 @@ func TestValidate(t *testing.T) {
 			c.URL, c.TLSCAFile, c.TLSCertFile, c.TLSKeyFile, c.TLSServerName = "mqtts://b:8883", certs.CAFile, certs.ClientCertFile, certs.ClientKeyFile, "b"
 		}, nil},
 		{"websockets", func(c *Config) { c.URL = "wss://broker.example.com/mqtt" }, nil},
-		{"several filters, no sharing, qos 2", func(c *Config) { c.Topics = "a/#, b/+/c ,#"; c.ShareGroup = ""; c.QoS = 2 }, nil},
+		{"several filters, no sharing, qos 2", func(c *Config) { c.Topics = "a/#, b/+/c ,c"; c.ShareGroup = ""; c.QoS = 2 }, nil},
+		{"filters that share no topic", func(c *Config) { c.Topics = "a/+,a/+/b,a/b/c,$SYS/#,+/+/+/x,b" }, nil},
 		{"dead letter topic outside the filters", func(c *Config) { c.DeadLetterTopic = "dlq/factory" }, nil},
 
 		{"bad scheme", func(c *Config) { c.URL = "tcp://b:1883" }, []string{"MQTT_URL: must start with mqtt://"}},
@@ -54,6 +55,11 @@ func TestValidate(t *testing.T) {
 		{"share prefix given", func(c *Config) { c.Topics = "$share/g/a" }, []string{"MQTT_TOPICS: filter \"$share/g/a\": give the plain filter"}},
 		{"duplicate filter", func(c *Config) { c.Topics = "a,a" }, []string{"MQTT_TOPICS: names the filter \"a\" twice"}},
 		{"only commas", func(c *Config) { c.Topics = " , " }, []string{"MQTT_TOPICS: has no topic filter"}},
+		// Mosquitto sends a message once per matching filter, shared or not (measured): twice to numa.
+		{"overlapping filters", func(c *Config) { c.Topics = "factory/#,factory/+/alarm" },
+			[]string{`MQTT_TOPICS: filters "factory/#" and "factory/+/alarm" overlap`}},
+		{"partly overlapping filters", func(c *Config) { c.Topics = "a/+,+/b" }, []string{`MQTT_TOPICS: filters "a/+" and "+/b" overlap`}},
+		{"a filter and its parent", func(c *Config) { c.Topics = "a,a/#" }, []string{`MQTT_TOPICS: filters "a" and "a/#" overlap`}},
 		{"bad group", func(c *Config) { c.ShareGroup = "a/b" }, []string{"MQTT_SHARE_GROUP: must not contain"}},
 		{"empty client id", func(c *Config) { c.ClientID = " " }, []string{"MQTT_CLIENT_ID: must not be empty"}},
 		{"qos 0", func(c *Config) { c.QoS = 0 }, []string{"MQTT_QOS: must be 1 or 2"}},
@@ -174,6 +180,21 @@ func TestTopicMatches(t *testing.T) {
 	} {
 		if got := topicMatches(tt.f, tt.topic); got != tt.want {
 			t.Errorf("topicMatches(%q, %q) = %v", tt.f, tt.topic, got)
+		}
+	}
+}
+
+func TestFiltersOverlap(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want bool
+	}{
+		{"a/#", "a/b", true}, {"a", "a/#", true}, {"a", "a/+", false}, {"a/+", "+/b", true}, {"a/b", "a/c", false},
+		{"a/+/c", "a/b", false}, {"a/+/#", "a", false}, {"a/+/#", "a/x", true}, {"#", "b/c", true}, {"#", "$SYS/x", false},
+		{"+/x", "$SYS/x", false}, {"$SYS/+", "$SYS/x", true}, {"a/b/#", "a/b", true}, {"+", "/", false}, {"+/+", "/", true},
+	} {
+		if got, back := filtersOverlap(tt.a, tt.b), filtersOverlap(tt.b, tt.a); got != tt.want || back != tt.want {
+			t.Errorf("filtersOverlap(%q, %q) = %v, reversed %v; want %v", tt.a, tt.b, got, back, tt.want)
 		}
 	}
 }
