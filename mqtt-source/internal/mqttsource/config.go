@@ -30,7 +30,7 @@ const (
 // Config is the mqtt-source configuration, read from environment variables.
 type Config struct {
 	URL            string        `env:"MQTT_URL,required" desc:"Broker URL: mqtt://host:1883, mqtts://host:8883 (TLS), ws://host/path or wss://host/path (WebSockets). Credentials go in MQTT_USERNAME and MQTT_PASSWORD, not in the URL."`
-	Topics         string        `env:"MQTT_TOPICS,required" desc:"Comma-separated topic filters to subscribe to; + and # wildcards work (e.g. factory/+/temperature,alarms/#). No topic may match two of them: the broker would send its messages once per filter."`
+	Topics         string        `env:"MQTT_TOPICS,required" desc:"Comma-separated topic filters to subscribe to; + and # wildcards work (e.g. factory/+/temperature,alarms/#). A filter that another one covers is refused (the broker would send its messages once per filter); filters that overlap only in part (a/+ and +/b) are warned about at start."`
 	ShareGroup     string        `env:"MQTT_SHARE_GROUP" envDefault:"<namespace>-<pipeline>-<vertex>" envKeepEmpty:"true" desc:"Shared subscription group: every filter is subscribed as $share/<group>/<filter>, so the replicas of the vertex split the messages. <namespace>, <pipeline>, <vertex> and <replica> are replaced from the NUMAFLOW_* variables; in a MonoVertex <pipeline> is its name and <vertex> is source. Outside Numaflow (no NUMAFLOW_POD) mqtt and source stand in for missing names, and an empty <namespace> is left out with its dash; inside Numaflow a placeholder without its variable is refused. No /, + or #. Set it empty to subscribe without sharing (every replica then gets every message)."`
 	ClientID       string        `env:"MQTT_CLIENT_ID" envDefault:"<namespace>-<pipeline>-<vertex>-<replica>" desc:"Client identifier, which names the persistent session: it must be stable per replica and unique across replicas and across every source of the broker, so a restarted replica resumes its session. Placeholders as in MQTT_SHARE_GROUP. MQTT guarantees only 23 bytes: set a shorter one for a broker that limits the length."`
 	QoS            int           `env:"MQTT_QOS" envDefault:"1" desc:"Maximum QoS of the subscriptions: 1 (at least once) or 2 (exactly once between broker and source). Messages published with a lower QoS arrive with it; QoS 0 messages cannot be redelivered."`
@@ -174,16 +174,63 @@ func parseTopics(s string) (filters, problems []string) {
 			continue
 		}
 		seen[f] = true
+		// The broker delivers a message once for each matching subscription (MQTT 5, section 3.3.4;
+		// Mosquitto does, shared or not): numa would get it twice, with two offsets. A filter another
+		// one covers adds nothing but those copies, so it is refused; filters that only partly
+		// overlap (a/+ and +/b) cannot be written any other way, and Open warns about them.
 		for _, g := range filters {
-			if filtersOverlap(g, f) {
-				// The broker delivers a message once for each matching subscription (MQTT 5, section
-				// 3.3.4; Mosquitto does, shared or not): numa would get it twice, with two offsets.
-				problems = append(problems, fmt.Sprintf("filters %q and %q overlap: a message both match would be read twice", g, f))
+			wide, narrow := g, f
+			if filterCovers(f, g) {
+				wide, narrow = f, g
+			}
+			if filterCovers(wide, narrow) {
+				problems = append(problems, fmt.Sprintf("filter %q covers %q: remove %q (a message both match would be read twice)", wide, narrow, narrow))
 			}
 		}
 		filters = append(filters, f)
 	}
 	return filters, problems
+}
+
+// partlyOverlapping returns the pairs of filters that some topic matches both of, neither covering
+// the other (parseTopics refuses those): the broker delivers such a topic's messages twice.
+func partlyOverlapping(filters []string) [][2]string {
+	var pairs [][2]string
+	for i, a := range filters {
+		for _, b := range filters[i+1:] {
+			if filtersOverlap(a, b) && !filterCovers(a, b) && !filterCovers(b, a) {
+				pairs = append(pairs, [2]string{a, b})
+			}
+		}
+	}
+	return pairs
+}
+
+// filterCovers reports whether every topic name f matches also matches g (MQTT 5, section 4.7).
+func filterCovers(g, f string) bool {
+	if gl, _, _ := strings.Cut(g, "/"); strings.HasPrefix(f, "$") && (gl == "+" || gl == "#") {
+		return false // a wildcard never matches a first level starting with $ (section 4.7.2)
+	}
+	for {
+		gl, grest, gmore := strings.Cut(g, "/")
+		fl, frest, fmore := strings.Cut(f, "/")
+		switch {
+		case gl == "#":
+			return true
+		case fl == "#":
+			return false // f matches any depth from here, g does not
+		case gl != "+" && gl != fl:
+			return false // a level g names that f does not (or f's + is wider)
+		}
+		switch {
+		case gmore && fmore:
+			g, f = grest, frest
+		case gmore:
+			return grest == "#" // f ended: g/# matches g's parent level too
+		default:
+			return !fmore
+		}
+	}
 }
 
 // filtersOverlap reports whether some topic name matches both filters (MQTT 5, section 4.7).

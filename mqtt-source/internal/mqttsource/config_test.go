@@ -56,10 +56,10 @@ func TestValidate(t *testing.T) {
 		{"duplicate filter", func(c *Config) { c.Topics = "a,a" }, []string{"MQTT_TOPICS: names the filter \"a\" twice"}},
 		{"only commas", func(c *Config) { c.Topics = " , " }, []string{"MQTT_TOPICS: has no topic filter"}},
 		// Mosquitto sends a message once per matching filter, shared or not (measured): twice to numa.
-		{"overlapping filters", func(c *Config) { c.Topics = "factory/#,factory/+/alarm" },
-			[]string{`MQTT_TOPICS: filters "factory/#" and "factory/+/alarm" overlap`}},
-		{"partly overlapping filters", func(c *Config) { c.Topics = "a/+,+/b" }, []string{`MQTT_TOPICS: filters "a/+" and "+/b" overlap`}},
-		{"a filter and its parent", func(c *Config) { c.Topics = "a,a/#" }, []string{`MQTT_TOPICS: filters "a" and "a/#" overlap`}},
+		{"a filter covering another", func(c *Config) { c.Topics = "factory/#,factory/+/alarm" },
+			[]string{`MQTT_TOPICS: filter "factory/#" covers "factory/+/alarm": remove "factory/+/alarm"`}},
+		{"a filter covered by a later one", func(c *Config) { c.Topics = "a/b,a/+" }, []string{`MQTT_TOPICS: filter "a/+" covers "a/b": remove "a/b"`}},
+		{"a filter and its parent", func(c *Config) { c.Topics = "a,a/#" }, []string{`MQTT_TOPICS: filter "a/#" covers "a": remove "a"`}},
 		{"bad group", func(c *Config) { c.ShareGroup = "a/b" }, []string{"MQTT_SHARE_GROUP: must not contain"}},
 		{"empty client id", func(c *Config) { c.ClientID = " " }, []string{"MQTT_CLIENT_ID: must not be empty"}},
 		{"qos 0", func(c *Config) { c.QoS = 0 }, []string{"MQTT_QOS: must be 1 or 2"}},
@@ -196,6 +196,25 @@ func TestFiltersOverlap(t *testing.T) {
 		if got, back := filtersOverlap(tt.a, tt.b), filtersOverlap(tt.b, tt.a); got != tt.want || back != tt.want {
 			t.Errorf("filtersOverlap(%q, %q) = %v, reversed %v; want %v", tt.a, tt.b, got, back, tt.want)
 		}
+	}
+}
+
+func TestFilterCovers(t *testing.T) {
+	for _, tt := range []struct {
+		g, f string
+		want bool
+	}{
+		{"a/#", "a/b", true}, {"a/b", "a/#", false}, {"a/#", "a", true}, {"a/+", "a/b", true}, {"a/b", "a/+", false},
+		{"a/+", "+/b", false}, {"+/b", "a/+", false}, {"#", "$SYS/x", false}, {"$SYS/#", "$SYS/x", true}, {"+/x", "$SYS/x", false},
+		{"a/+", "a/b/c", false}, {"a/+/#", "a/b/c", true}, {"a/+/#", "a", false}, {"a/b", "a/b", true}, {"+", "/", false},
+		{"+/+", "/", true}, {"a/+", "a/#", false}, {"#", "a/#", true},
+	} {
+		if got := filterCovers(tt.g, tt.f); got != tt.want {
+			t.Errorf("filterCovers(%q, %q) = %v; want %v", tt.g, tt.f, got, tt.want)
+		}
+	}
+	if got := partlyOverlapping([]string{"a/+", "+/b", "c/d/#", "x"}); len(got) != 1 || got[0] != [2]string{"a/+", "+/b"} {
+		t.Errorf("partlyOverlapping = %v, want [[a/+ +/b]]", got)
 	}
 }
 

@@ -51,6 +51,10 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 	clientID := names.fill(cfg.ClientID, env.Platform.Replica)
 	group := names.fill(cfg.ShareGroup, env.Platform.Replica)
 	log := env.Log.With("client_id", clientID)
+	for _, p := range partlyOverlapping(filters) {
+		log.Warn("topic filters overlap: the broker delivers a message that matches both twice, and numa reads it twice (two offsets)",
+			"filters", p[0]+","+p[1])
+	}
 	d := newDriver(cfg, clientID, group, filters, env.Budget, log)
 	rm := cfg.receiveMaximum(env.Budget)
 	expiry := uint32(cfg.SessionExpiry / time.Second)
