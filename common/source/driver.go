@@ -150,7 +150,9 @@ type Driver interface {
 // exceeded, and for a message over the configured size limit. Return ErrNoDeadLetter when no
 // dead-letter target is configured; the adapter then applies its configured fallback.
 //
-// msg is a copy made for the call, with the newest handle: the driver may keep it.
+// msg is a copy made for the call, with the newest handle: the driver may keep it. Its Deliveries is
+// how many times the message was delivered as far as the adapter knows: the broker's count, or more
+// when the adapter counted more (deliveries it redelivered itself, a broker that does not count).
 type DeadLetterer interface {
 	DeadLetter(ctx context.Context, msg *Message, reason string) error
 }

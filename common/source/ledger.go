@@ -34,6 +34,7 @@ type ledger struct {
 	prefetch      int
 	prefetchBytes int64
 	maxCommitting int
+	firstUnit     int // the largest ask before a message's size is known (see firstReceive)
 
 	mu       sync.Mutex
 	recs     map[string]*record
@@ -110,11 +111,12 @@ type record struct {
 	away       bool // taken away from numa (released, dead-lettered, delayed): later messages of its key wait
 }
 
-func newLedger(prefetch int, prefetchBytes int64, ordered, leased bool) *ledger {
+func newLedger(prefetch int, prefetchBytes int64, maxMessage int, ordered, leased bool) *ledger {
 	return &ledger{
 		ordered: ordered, leased: leased, away: make(map[string]int),
 		prefetch: prefetch, prefetchBytes: prefetchBytes, maxCommitting: 2 * prefetch,
-		recs: make(map[string]*record),
+		firstUnit: int(min(max(prefetchBytes/int64(max(maxMessage, 1)), 1), firstReceive)),
+		recs:      make(map[string]*record),
 	}
 }
 
@@ -143,7 +145,7 @@ func (l *ledger) reserve(limit int) (n int, bytes int64, whole bool) {
 	}
 	est := l.estimate()
 	if !l.sized {
-		unit = min(unit, firstReceive) // no size seen yet: a small first ask, in case messages are big
+		unit = min(unit, l.firstUnit) // no size seen yet: a small first ask, in case messages are big
 	} else {
 		// One receive brings at most an eighth of the byte budget: a broker client holds a reply in
 		// its own buffers (often twice) while it decodes it, on top of what the ledger holds.
@@ -161,7 +163,9 @@ func (l *ledger) reserve(limit int) (n int, bytes int64, whole bool) {
 	return n, int64(n) * est, n == unit
 }
 
-// firstReceive caps each receive until the ledger has seen a message's size.
+// firstReceive caps each receive until the ledger has seen a message's size, and so does the number
+// of messages of MaxMessageBytes PrefetchBytes holds (at least one): a restart with a backlog of 50
+// MiB messages must not take ten of them into a 64 MiB budget.
 const firstReceive = 10
 
 // receiveShare: one receive asks for at most 1/receiveShare of the byte budget.

@@ -185,6 +185,7 @@ func (s *Source) dlRetry(r *record, reason string) ([]int32, error) {
 	retryLoop(s.bgCtx, time.Now().Add(s.opts.AckRetry), &bo, func() bool {
 		s.led.mu.Lock()
 		m := *r.msg
+		m.Deliveries = max(m.Deliveries, r.deliveries) // numa's count (the driver's may miss local redeliveries)
 		gens = []int32{r.gen}
 		s.led.mu.Unlock()
 		err = s.commits.attempt(s.bgCtx, nil, func(ctx context.Context, _ []Handle) error {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -533,5 +534,62 @@ func TestRegressDeadLetterBodiesStayInTheByteBudget(t *testing.T) {
 	}
 	if worst > 2 {
 		t.Errorf("%d oversize messages of 1 MiB held at once for their dead letters, with PREFETCH_BYTES 2 MiB", worst)
+	}
+}
+
+// A message the adapter redelivered itself (LocalRedelivery) reaches MaxDeliveries with the broker's
+// count still at its first delivery; the copy DeadLetter gets must carry numa's count, which drivers
+// write into the dead letter (x-dead-letter-deliveries said 0 after 3 deliveries on RabbitMQ).
+func TestDeadLetterCarriesNumasDeliveryCount(t *testing.T) {
+	b, want := newQueue(t, 1, 8, "")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", LocalRedelivery: true, DeadLetter: true, Wait: 50 * time.Millisecond})
+	s, _ := newSource(t, d, source.Options{})
+	for i := range 3 {
+		var got []sourcer.Message
+		waitFor(t, 5*time.Second, "delivery "+strconv.Itoa(i+1), func() bool {
+			got = read(s, 1, 200*time.Millisecond)
+			return len(got) == 1
+		})
+		if ids(got)[0] != want[0] {
+			t.Fatalf("delivery %d: read %v, want %s", i+1, ids(got), want[0])
+		}
+		nackWith(s, 0, 3, got...)
+	}
+	waitFor(t, 5*time.Second, "the dead letter", func() bool { return len(b.DeadLetters("q")) == 1 })
+	if dl := b.DeadLetters("q")[0]; dl.Deliveries != 3 {
+		t.Fatalf("dead letter after 3 deliveries to numa carries Deliveries %d (broker count %d)", dl.Deliveries, 1)
+	}
+}
+
+// askRecorder is a memsource driver that records the max of every Receive call.
+type askRecorder struct {
+	*memsource.Driver
+	mu   sync.Mutex
+	asks []int
+}
+
+func (a *askRecorder) Receive(ctx context.Context, max int) ([]*source.Message, error) {
+	a.mu.Lock()
+	a.asks = append(a.asks, max)
+	a.mu.Unlock()
+	return a.Driver.Receive(ctx, max)
+}
+
+// Before it has seen a message the adapter cannot size a receive by bytes; it must not ask for more
+// messages of MaxMessageBytes than PrefetchBytes holds. Symptom: a restart with a backlog of 50 MiB
+// messages took 10 of them (500 MiB) at once into a pod with a 64 MiB budget, and crash-looped.
+func TestFirstReceiveFitsTheByteBudgetAtMaxMessageBytes(t *testing.T) {
+	b, _ := newQueue(t, 6, 3<<20, "")
+	d := &askRecorder{Driver: memsource.NewDriver(b, memsource.Options{Queue: "q", Wait: 50 * time.Millisecond})}
+	s, _ := newSource(t, d, source.Options{MaxMessageBytes: 8 << 20, PrefetchBytes: 16 << 20})
+	waitFor(t, 5*time.Second, "a receive", func() bool { d.mu.Lock(); defer d.mu.Unlock(); return len(d.asks) > 0 })
+	d.mu.Lock()
+	first := d.asks[0]
+	d.mu.Unlock()
+	if first > 2 {
+		t.Fatalf("first receive asked for %d messages: up to %d MiB at MaxMessageBytes 8 MiB, with PrefetchBytes 16 MiB", first, first*8)
+	}
+	if got := readAck(s, 10, 2*time.Second); len(got) == 0 {
+		t.Fatalf("nothing read (snapshot %+v)", source.SnapshotOf(s))
 	}
 }

@@ -80,7 +80,7 @@ func New(d Driver, opts Options, log *slog.Logger, reg prometheus.Registerer) (*
 	}
 	s := &Source{
 		d: d, caps: caps, opts: opts, log: log, m: metrics.New(reg),
-		led:  newLedger(opts.Prefetch, opts.PrefetchBytes, caps.OrderedKeys, caps.Lease > 0),
+		led:  newLedger(opts.Prefetch, opts.PrefetchBytes, opts.MaxMessageBytes, caps.OrderedKeys, caps.Lease > 0),
 		jobs: newTracker(),
 		bg:   newTracker(),
 	}

@@ -39,7 +39,8 @@ type Publication struct {
 // DeadLetter is a message moved to a dead-letter queue.
 type DeadLetter struct {
 	Publication
-	Reason string
+	Reason     string
+	Deliveries int // Message.Deliveries as DeadLetter got it
 }
 
 // Broker holds named queues in memory. Safe for concurrent use.
@@ -502,7 +503,7 @@ func (d *Driver) DeadLetter(ctx context.Context, m *source.Message, reason strin
 	if e == nil {
 		return nil // already gone
 	}
-	q.dead = append(q.dead, DeadLetter{Publication: e.pub, Reason: reason})
+	q.dead = append(q.dead, DeadLetter{Publication: e.pub, Reason: reason, Deliveries: m.Deliveries})
 	q.remove(e)
 	return nil
 }
