@@ -341,6 +341,9 @@ func (c *Client) Read(ctx context.Context, count uint64, timeout time.Duration) 
 		if r == nil {
 			return nil, c.fail(ctx, errors.New("reading: response has neither result nor end of transmission"))
 		}
+		if err := numaTakes(r); err != nil {
+			return nil, c.fail(ctx, fmt.Errorf("reading message %d of the batch: %w", len(out), err))
+		}
 		m := Message{
 			Payload: r.GetPayload(),
 			Offset:  Offset{Value: r.GetOffset().GetOffset(), Partition: r.GetOffset().GetPartitionId()},
@@ -352,6 +355,21 @@ func (c *Client) Read(ctx context.Context, count uint64, timeout time.Duration) 
 		}
 		out = append(out, m)
 	}
+}
+
+// numaTakes reports why numa would not take a result as a message: it fails the whole read (a "user
+// code error", and v1.8 restarts) for a result without an offset or with an empty one, and panics on
+// one without an event time.
+func numaTakes(r *sourcepb.ReadResponse_Result) error {
+	switch {
+	case r.GetOffset() == nil:
+		return errors.New("result has no offset (numa fails the read)")
+	case len(r.GetOffset().GetOffset()) == 0:
+		return errors.New("result has an empty offset (numa fails the read)")
+	case r.GetEventTime() == nil:
+		return errors.New("result has no event time (numa panics)")
+	}
+	return nil
 }
 
 func toProtoOffsets(offsets []Offset) []*sourcepb.Offset {

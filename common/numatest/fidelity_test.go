@@ -1,0 +1,141 @@
+package numatest
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	sourcepb "github.com/numaproj/numaflow-go/pkg/apis/proto/source/v1"
+	"github.com/numaproj/numaflow-go/pkg/info"
+	"github.com/numaproj/numaflow-go/pkg/sourcer"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// rawSource is a source.v1 server that answers every read request with results as given (a server
+// not built on numaflow-go, or a broken one), then an end of transmission.
+type rawSource struct {
+	sourcepb.UnimplementedSourceServer
+	results []*sourcepb.ReadResponse_Result
+	parts   []int32
+}
+
+func (s *rawSource) ReadFn(stream sourcepb.Source_ReadFnServer) error {
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	if err := stream.Send(&sourcepb.ReadResponse{Status: &sourcepb.ReadResponse_Status{}, Handshake: &sourcepb.Handshake{Sot: true}}); err != nil {
+		return err
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			return nil
+		}
+		for _, r := range s.results {
+			if err := stream.Send(&sourcepb.ReadResponse{Result: r, Status: &sourcepb.ReadResponse_Status{}}); err != nil {
+				return err
+			}
+		}
+		if err := stream.Send(&sourcepb.ReadResponse{Status: &sourcepb.ReadResponse_Status{Eot: true}}); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *rawSource) AckFn(stream sourcepb.Source_AckFnServer) error {
+	ok := &sourcepb.AckResponse_Result{Success: &emptypb.Empty{}}
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	if err := stream.Send(&sourcepb.AckResponse{Result: ok, Handshake: &sourcepb.Handshake{Sot: true}}); err != nil {
+		return err
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			return nil
+		}
+		if err := stream.Send(&sourcepb.AckResponse{Result: ok}); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *rawSource) PartitionsFn(context.Context, *emptypb.Empty) (*sourcepb.PartitionsResponse, error) {
+	return &sourcepb.PartitionsResponse{Result: &sourcepb.PartitionsResponse_Result{Partitions: s.parts}}, nil
+}
+
+func (s *rawSource) IsReady(context.Context, *emptypb.Empty) (*sourcepb.ReadyResponse, error) {
+	return &sourcepb.ReadyResponse{Ready: true}, nil
+}
+
+// serveRaw serves src on a fresh socket with a server-info file saying si.
+func serveRaw(t *testing.T, src sourcepb.SourceServer, si info.ServerInfo) Options {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "numatest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Socket: filepath.Join(dir, "source.sock"), ServerInfoFile: filepath.Join(dir, "server-info")}
+	writeInfo(t, opts.ServerInfoFile, si)
+	lis, err := net.Listen("unix", opts.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	sourcepb.RegisterSourceServer(g, src)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = g.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		g.Stop()
+		<-done
+		_ = os.RemoveAll(dir)
+	})
+	return opts
+}
+
+var goInfo = info.ServerInfo{Protocol: info.UDS, Language: info.Go, Version: "v0.12.0", MinimumNumaflowVersion: "1.4.0-z"}
+
+// numa turns a ReadFn result into its message and fails the read (a "user code error") when the result
+// has no offset or an empty one, and panics when it has no event time. numatest used to hand such
+// messages to the test as if numa had taken them.
+func TestReadRefusesResultsNumaRefuses(t *testing.T) {
+	now := timestamppb.New(time.UnixMilli(1_700_000_000_000))
+	good := &sourcepb.ReadResponse_Result{Payload: []byte("p"), Offset: &sourcepb.Offset{Offset: []byte("o-1")}, EventTime: now}
+	tests := []struct {
+		name string
+		r    *sourcepb.ReadResponse_Result
+		want string
+	}{
+		{"no offset", &sourcepb.ReadResponse_Result{Payload: []byte("p"), EventTime: now}, "no offset"},
+		{"empty offset", &sourcepb.ReadResponse_Result{Payload: []byte("p"), Offset: &sourcepb.Offset{}, EventTime: now}, "empty offset"},
+		{"no event time", &sourcepb.ReadResponse_Result{Payload: []byte("p"), Offset: &sourcepb.Offset{Offset: []byte("o-2")}}, "no event time"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dial(t, serveRaw(t, &rawSource{results: []*sourcepb.ReadResponse_Result{good, tt.r}}, goInfo))
+			msgs, err := c.Read(context.Background(), 10, time.Second)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Read = %d messages, error %v; want an error saying %q, as numa fails this read", len(msgs), err, tt.want)
+			}
+		})
+	}
+
+	// A source on numaflow-go's own server can send an empty offset too (sourcer.NewOffset(nil, 0)).
+	t.Run("empty offset from numaflow-go", func(t *testing.T) {
+		src := newTestSource(0)
+		src.push(sourcer.NewMessage([]byte("p"), sourcer.NewOffset(nil, 0), time.Now()))
+		c := dial(t, serve(t, src))
+		msgs, err := c.Read(context.Background(), 10, time.Second)
+		if err == nil {
+			t.Fatalf("Read = %d messages with offsets %q and no error; numa refuses an empty offset", len(msgs), offsets(msgs))
+		}
+	})
+}
