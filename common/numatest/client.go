@@ -369,6 +369,18 @@ func numaTakes(r *sourcepb.ReadResponse_Result) error {
 	case r.GetEventTime() == nil:
 		return errors.New("result has no event time (numa panics)")
 	}
+	return partitionFits(r.GetOffset().GetPartitionId())
+}
+
+// maxPartition is the largest partition id numa keeps: it holds them as 16 bits.
+const maxPartition = 1<<16 - 1
+
+// partitionFits reports a partition id numa would cut to 16 bits: an offset of partition -1 would be
+// acked as partition 65535, and a reported partition would be another watermark processor's.
+func partitionFits(p int32) error {
+	if p < 0 || p > maxPartition {
+		return fmt.Errorf("partition id %d is outside 0..%d (numa takes it as %d)", p, maxPartition, uint16(p))
+	}
 	return nil
 }
 
@@ -458,6 +470,11 @@ func (c *Client) Partitions(ctx context.Context) ([]int32, *int32, error) {
 	r := resp.GetResult()
 	if r == nil {
 		return nil, nil, errors.New("getting partitions: response has no result")
+	}
+	for _, p := range r.GetPartitions() {
+		if err := partitionFits(p); err != nil {
+			return nil, nil, fmt.Errorf("getting partitions: %w", err)
+		}
 	}
 	return r.GetPartitions(), r.TotalPartitions, nil
 }

@@ -2,6 +2,7 @@ package numatest
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -138,4 +139,33 @@ func TestReadRefusesResultsNumaRefuses(t *testing.T) {
 			t.Fatalf("Read = %d messages with offsets %q and no error; numa refuses an empty offset", len(msgs), offsets(msgs))
 		}
 	})
+}
+
+// numa keeps a partition id as 16 bits (partition_id as u16): an offset of partition -1 or 70000 is
+// acked as partition 65535 or 4464, and reported partitions are cut the same way (watermarks under
+// another processor). numatest passed such ids through unchanged, so acks matched.
+func TestPartitionsOutsideSixteenBitsAreRefused(t *testing.T) {
+	now := timestamppb.Now()
+	for _, p := range []int32{-1, 65536, 70000} {
+		t.Run(fmt.Sprint(p), func(t *testing.T) {
+			r := &sourcepb.ReadResponse_Result{Payload: []byte("p"), Offset: &sourcepb.Offset{Offset: []byte("o-1"), PartitionId: p}, EventTime: now}
+			c := dial(t, serveRaw(t, &rawSource{results: []*sourcepb.ReadResponse_Result{r}}, goInfo))
+			if msgs, err := c.Read(context.Background(), 10, time.Second); err == nil {
+				t.Errorf("Read = %+v and no error; numa would ack this offset as partition %d", msgs, uint16(p))
+			}
+			c2 := dial(t, serveRaw(t, &rawSource{parts: []int32{0, p}}, goInfo))
+			if parts, _, err := c2.Partitions(context.Background()); err == nil {
+				t.Errorf("Partitions = %v and no error; numa takes partition %d as %d", parts, p, uint16(p))
+			}
+		})
+	}
+	// The whole range is fine.
+	r := &sourcepb.ReadResponse_Result{Payload: []byte("p"), Offset: &sourcepb.Offset{Offset: []byte("o-1"), PartitionId: 65535}, EventTime: now}
+	c := dial(t, serveRaw(t, &rawSource{results: []*sourcepb.ReadResponse_Result{r}, parts: []int32{0, 65535}}, goInfo))
+	if msgs, err := c.Read(context.Background(), 10, time.Second); err != nil || len(msgs) != 1 || msgs[0].Offset.Partition != 65535 {
+		t.Errorf("Read = %+v, %v", msgs, err)
+	}
+	if parts, _, err := c.Partitions(context.Background()); err != nil || len(parts) != 2 {
+		t.Errorf("Partitions = %v, %v", parts, err)
+	}
 }
