@@ -170,7 +170,7 @@ func summary(w io.Writer, s numatest.Stats) {
 	fmt.Fprintf(w, "  acked       %d\n", s.Acked)
 	fmt.Fprintf(w, "  nacked      %d\n", s.Nacked)
 	if s.NackSkipped > 0 {
-		fmt.Fprintf(w, "  not nacked  %d (the source's SDK is older than v0.11.0: numa sends it no nacks)\n", s.NackSkipped)
+		fmt.Fprintf(w, "  not nacked  %d (numa sends no nacks to the source's SDK: see the warning at start)\n", s.NackSkipped)
 	}
 	fmt.Fprintf(w, "  held        %d\n", s.Held)
 	fmt.Fprintf(w, "  duplicates  %d\n", s.Duplicates)

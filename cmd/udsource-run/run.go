@@ -136,8 +136,9 @@ func drive(stopCtx context.Context, c *config, ch *child, socket, serverInfo str
 		}
 	}()
 	if !client.NackSupported() && c.nackRatio > 0 {
-		fmt.Fprintf(stderr, "udsource-run: the source's SDK version %q is older than v0.11.0: numa would send it no nacks, neither will this run\n",
-			client.ServerInfo().Version)
+		si := client.ServerInfo()
+		fmt.Fprintf(stderr, "udsource-run: numa sends no nacks to the source's SDK (language %q, version %q: nacks need a known language and Go, Java or Python 0.11.0, Rust 0.4.0), neither will this run\n",
+			si.Language, si.Version)
 	}
 
 	disp := newDisplay(stdout, stderr, c.progressEvery)

@@ -39,8 +39,14 @@ const NumaVersion = "1.8.3"
 
 var numaVersion = semver{1, 8, 3, ""}
 
-// nackMinSDKVersion is the first SDK version numa sends nacks to.
-var nackMinSDKVersion = semver{0, 11, 0, ""}
+// nackMinSDKVersion is the first SDK version numa sends nacks to, by the server info's language. numa
+// sends none to a language it does not know (or an empty one).
+var nackMinSDKVersion = map[info.Language]semver{
+	info.Go:  {0, 11, 0, ""},
+	"java":   {0, 11, 0, ""},
+	"python": {0, 11, 0, ""},
+	"rust":   {0, 4, 0, ""},
+}
 
 // closeWait bounds how long Close waits for the server to end the streams.
 const closeWait = 2 * time.Second
@@ -136,8 +142,10 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		version = opts.SDKVersion
 	}
 	nack := false
-	if v, err := parseSemver(version); err == nil && v.compare(nackMinSDKVersion) >= 0 {
-		nack = true
+	if first, ok := nackMinSDKVersion[si.Language]; ok {
+		if v, err := parseSemver(version); err == nil && v.compare(first) >= 0 {
+			nack = true
+		}
 	}
 
 	abs, err := filepath.Abs(opts.Socket)
@@ -269,7 +277,8 @@ func withCtx(ctx context.Context, err error) error {
 }
 
 // NackSupported reports whether numa would send nacks to this source: only when the server info's
-// version parses as semver >= 0.11.0.
+// language is one numa knows and its version parses as semver at least that language's first SDK with
+// nacks (0.11.0; Rust 0.4.0).
 func (c *Client) NackSupported() bool { return c.nack }
 
 // ServerInfo returns the parsed server-info file.

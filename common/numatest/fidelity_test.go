@@ -169,3 +169,31 @@ func TestPartitionsOutsideSixteenBitsAreRefused(t *testing.T) {
 		t.Errorf("Partitions = %v, %v", parts, err)
 	}
 }
+
+// numa sends nacks only to an SDK whose language it knows, from that language's first SDK with nacks
+// (Go, Java and Python 0.11.0, Rust 0.4.0). numatest looked at the version alone, as if every SDK
+// were Go's.
+func TestNackSupportFollowsTheLanguage(t *testing.T) {
+	tests := []struct {
+		lang, version string
+		want          bool
+	}{
+		{"go", "v0.12.0", true},
+		{"go", "v0.10.3", false},
+		{"", "v0.12.0", false},       // no language: numa assumes no nacks
+		{"golang", "v0.12.0", false}, // not a language numa knows
+		{"java", "0.11.2", true},
+		{"python", "0.11.0", true},
+		{"rust", "0.4.0", true},
+		{"rust", "0.3.1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.lang+" "+tt.version, func(t *testing.T) {
+			si := info.ServerInfo{Protocol: info.UDS, Language: info.Language(tt.lang), Version: tt.version, MinimumNumaflowVersion: "1.4.0-z"}
+			c := dial(t, serveRaw(t, &rawSource{}, si))
+			if got := c.NackSupported(); got != tt.want {
+				t.Errorf("NackSupported = %v for language %q version %q; numa says %v", got, tt.lang, tt.version, tt.want)
+			}
+		})
+	}
+}

@@ -608,7 +608,7 @@ func TestSemver(t *testing.T) {
 			t.Errorf("parseSemver(%q) error %v, want bad=%v", tt.v, err, tt.bad)
 			continue
 		}
-		if err == nil && (v.compare(nackMinSDKVersion) >= 0) != tt.atLeast {
+		if err == nil && (v.compare(nackMinSDKVersion[info.Go]) >= 0) != tt.atLeast {
 			t.Errorf("%q >= 0.11.0 = %v, want %v", tt.v, !tt.atLeast, tt.atLeast)
 		}
 	}
