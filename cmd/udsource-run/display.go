@@ -174,6 +174,9 @@ func summary(w io.Writer, s numatest.Stats) {
 	}
 	fmt.Fprintf(w, "  held        %d\n", s.Held)
 	fmt.Fprintf(w, "  duplicates  %d\n", s.Duplicates)
+	if s.Deduplicated > 0 {
+		fmt.Fprintf(w, "  offset reused %d (acked, but an ISB drops them: the offset was written within %s)\n", s.Deduplicated, numatest.DefaultDedupWindow)
+	}
 	fmt.Fprintf(w, "  batches     %d (%d empty reads)\n", s.Batches, s.EmptyReads)
 	if s.LastPending < 0 {
 		fmt.Fprintf(w, "  pending     unknown\n")

@@ -112,6 +112,7 @@ type Client struct {
 	ackStream  sourcepb.Source_AckFnClient
 	broken     error
 	closed     bool
+	isb        isbWindow // offsets Run wrote to the ISB lately
 }
 
 // Dial waits (bounded by ctx) until the server-info file is complete, connects to the socket, waits

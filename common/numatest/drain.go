@@ -69,3 +69,55 @@ func offsetHash(seed maphash.Seed, o Offset) uint64 {
 	_, _ = h.Write(o.Value)
 	return h.Sum64()
 }
+
+// maxISBWindow bounds the offsets isbWindow remembers (about 40 MiB): past it, the oldest are
+// forgotten before the window ends, so a fast run does not hold a minute of offsets.
+const maxISBWindow = 1 << 20
+
+// isbWindow is a pipeline's ISB as numa meets it: the offsets written within the duplicate window,
+// by a 64-bit hash (see Drain), oldest first.
+type isbWindow struct {
+	seed  maphash.Seed
+	at    map[uint64]time.Time
+	order []isbWrite
+}
+
+type isbWrite struct {
+	h  uint64
+	at time.Time
+}
+
+// has reports whether o was written within window before now.
+func (w *isbWindow) has(o Offset, now time.Time, window time.Duration) bool {
+	if w.at == nil {
+		return false
+	}
+	at, ok := w.at[offsetHash(w.seed, o)]
+	return ok && now.Sub(at) < window
+}
+
+// add records offsets written at now and forgets those older than window. A duplicate write does
+// not renew an offset (JetStream's window runs from the first).
+func (w *isbWindow) add(offs []Offset, now time.Time, window time.Duration) {
+	if w.at == nil {
+		w.seed, w.at = maphash.MakeSeed(), map[uint64]time.Time{}
+	}
+	for _, o := range offs {
+		h := offsetHash(w.seed, o)
+		if at, ok := w.at[h]; ok && now.Sub(at) < window {
+			continue
+		}
+		w.at[h] = now
+		w.order = append(w.order, isbWrite{h, now})
+	}
+	drop := 0
+	for drop < len(w.order) && (now.Sub(w.order[drop].at) >= window || len(w.order)-drop > maxISBWindow) {
+		if e := w.order[drop]; w.at[e.h] == e.at {
+			delete(w.at, e.h)
+		}
+		drop++
+	}
+	if drop > 0 {
+		w.order = append(w.order[:0:0], w.order[drop:]...)
+	}
+}

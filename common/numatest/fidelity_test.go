@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,5 +196,93 @@ func TestNackSupportFollowsTheLanguage(t *testing.T) {
 				t.Errorf("NackSupported = %v for language %q version %q; numa says %v", got, tt.lang, tt.version, tt.want)
 			}
 		})
+	}
+}
+
+// In a pipeline numa writes each message to the ISB under an id made from its offset, and JetStream
+// drops an id it saw in the last 60 s; numa then acks the message as written. A source that reuses an
+// offset for another message loses that message. numatest forwarded it (OnBatch) as if it arrived.
+func TestRunDropsAnOffsetReusedWithinTheISBWindow(t *testing.T) {
+	src := newTestSource(0)
+	c := dial(t, serve(t, src))
+	at := time.UnixMilli(1_700_000_000_000)
+	src.push(sourcer.NewMessage([]byte("first"), sourcer.NewOffset([]byte("x"), 0), at))
+	var forwarded []string
+	run := func() {
+		t.Helper()
+		if _, err := c.Run(context.Background(), LoopOptions{Timeout: 50 * time.Millisecond, Idle: 1,
+			OnBatch: func(ms []Message) {
+				for _, m := range ms {
+					forwarded = append(forwarded, string(m.Payload))
+				}
+			}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run()
+	// The offset is acked (written); the source hands it out again for another message.
+	src.push(sourcer.NewMessage([]byte("second"), sourcer.NewOffset([]byte("x"), 0), at))
+	run()
+	if want := []string{"first"}; !slices.Equal(forwarded, want) {
+		t.Errorf("forwarded %q; numa's ISB drops the reused offset's message (%q is lost), want %q", forwarded, forwarded[len(forwarded)-1], want)
+	}
+	// numa acks the dropped message as if written.
+	if _, acks, _, _ := src.snapshot(); len(acks) != 2 || !slices.Equal(acks[1], []string{"x"}) {
+		t.Errorf("ack requests %v, want x acked twice", acks)
+	}
+}
+
+// The ISB's window: an offset written more than DedupWindow ago, or any offset with the window off
+// (a MonoVertex), is forwarded again; a nacked offset was never written.
+func TestRunDedupWindow(t *testing.T) {
+	src := newTestSource(0)
+	c := dial(t, serve(t, src))
+	at := time.UnixMilli(1_700_000_000_000)
+	msg := func(p, off string) sourcer.Message {
+		m := sourcer.NewMessage([]byte(p), sourcer.NewOffset([]byte(off), 0), at)
+		src.mu.Lock()
+		src.byOffset[off] = m // what a nack puts back
+		src.mu.Unlock()
+		return m
+	}
+	run := func(window time.Duration, decide func(Message) Decision) (Stats, []string) {
+		t.Helper()
+		var got []string
+		st, err := c.Run(context.Background(), LoopOptions{Timeout: 50 * time.Millisecond, Idle: 1, DedupWindow: window, Decide: decide,
+			OnBatch: func(ms []Message) {
+				for _, m := range ms {
+					got = append(got, string(m.Payload))
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st, got
+	}
+	nackOnce := map[string]bool{}
+	src.push(msg("a", "x"), msg("b", "y"))
+	if _, got := run(0, func(m Message) Decision {
+		if string(m.Offset.Value) == "y" && !nackOnce["y"] {
+			nackOnce["y"] = true
+			return Nack(nil)
+		}
+		return Ack
+	}); !slices.Equal(got, []string{"a", "b", "b"}) {
+		t.Errorf("forwarded %q, want a, b and b's redelivery after its nack", got)
+	}
+	// x was written.
+	src.push(msg("a2", "x"), msg("z", "z"))
+	st, got := run(0, nil)
+	if !slices.Equal(got, []string{"z"}) || st.Deduplicated != 1 || st.Acked != 2 {
+		t.Errorf("within the window: forwarded %q, stats %+v; want z only, x deduplicated and acked", got, st)
+	}
+	src.push(msg("a3", "x"))
+	if _, got := run(-1, nil); !slices.Equal(got, []string{"a3"}) {
+		t.Errorf("window off: forwarded %q, want a3", got)
+	}
+	time.Sleep(30 * time.Millisecond)
+	src.push(msg("a4", "x"))
+	if _, got := run(20*time.Millisecond, nil); !slices.Equal(got, []string{"a4"}) {
+		t.Errorf("after the window: forwarded %q, want a4", got)
 	}
 }

@@ -391,14 +391,16 @@ func TestRunDuplicates(t *testing.T) {
 		t.Errorf("OnBatch got %v, want %v", forwarded, want)
 	}
 
-	// A held offset stays in flight: when the source emits it again, it is a duplicate.
-	src.push(a)
+	// A held offset stays in flight: when the source emits it again, it is a duplicate. (A new one:
+	// a's offset was written to the ISB, which would drop a again.)
+	h := src.msg(3)
+	src.push(h)
 	reads := 0
 	st, err = c.Run(context.Background(), LoopOptions{Timeout: 50 * time.Millisecond, Idle: 1,
 		Decide: func(Message) Decision { return Hold },
 		OnBatch: func([]Message) {
 			if reads++; reads == 1 {
-				src.push(a)
+				src.push(h)
 			}
 		}})
 	if err != nil {

@@ -54,6 +54,8 @@ const (
 	DefaultPartitionsEvery = 10 * time.Second
 	// DefaultStopGrace bounds how long the batch in progress may take once Run's ctx has ended.
 	DefaultStopGrace = 30 * time.Second
+	// DefaultDedupWindow is the ISB's duplicate window (JetStream's, as numa sets it up).
+	DefaultDedupWindow = 60 * time.Second
 )
 
 // LoopOptions configure Run. Zero values take numa's defaults.
@@ -76,6 +78,12 @@ type LoopOptions struct {
 	// StopGrace bounds the batch in progress once ctx has ended (default 30 s): the read returns by
 	// its timeout, then the batch is acked and nacked, then Run returns.
 	StopGrace time.Duration
+	// DedupWindow plays the ISB of a pipeline: numa writes each message under an id made from its
+	// offset, JetStream drops an id written within this window (default 60 s) and numa acks the
+	// message as written. Such a message is acked without reaching Decide or OnBatch (a source that
+	// reuses an offset for another message loses it). Negative turns it off, as in a MonoVertex,
+	// which has no ISB.
+	DedupWindow time.Duration
 	// OnBatch gets each non-empty batch as numa would forward it (duplicates removed), before the
 	// decisions are made. OnStats gets a snapshot after every read and when Run returns. Both run
 	// on Run's goroutine and slow the loop down while they run.
@@ -94,7 +102,10 @@ type Stats struct {
 	EmptyReads  int64
 	// Duplicates counts messages whose offset was read again while still unacked in this client
 	// (read earlier in this batch or held): numa drops them and never acks them twice.
-	Duplicates      int64
+	Duplicates int64
+	// Deduplicated counts messages acked but dropped by the ISB (see LoopOptions.DedupWindow): their
+	// offset was written within the window. They are counted in Acked too.
+	Deduplicated    int64
 	LastPending     int64 // last PendingFn answer; -1 before the first (or when disabled)
 	LastPartitions  []int32
 	TotalPartitions *int32
@@ -117,6 +128,9 @@ func (o *LoopOptions) defaults() {
 	}
 	if o.StopGrace <= 0 {
 		o.StopGrace = DefaultStopGrace
+	}
+	if o.DedupWindow == 0 {
+		o.DedupWindow = DefaultDedupWindow
 	}
 }
 
@@ -223,27 +237,51 @@ func (c *Client) Run(ctx context.Context, opts LoopOptions) (Stats, error) {
 		idle = 0
 		st.Batches++
 
+		// Each message's way, in read order: dropped as in flight, acked as an ISB duplicate, or
+		// forwarded (then its decision says).
+		const dropped, isbDup, forwarded = 0, 1, 2
+		way := make([]uint8, len(msgs))
+		now = time.Now()
 		batch := msgs[:0:0]
-		for _, m := range msgs {
+		for i, m := range msgs {
 			k := m.Offset.key()
 			if _, dup := inflight[k]; dup {
 				st.Duplicates++
 				continue
 			}
+			if opts.DedupWindow > 0 && c.isb.has(m.Offset, now, opts.DedupWindow) {
+				way[i] = isbDup
+				st.Deduplicated++
+				continue
+			}
 			inflight[k] = struct{}{}
+			way[i] = forwarded
 			batch = append(batch, m)
 		}
 		if opts.OnBatch != nil && len(batch) > 0 {
 			opts.OnBatch(batch)
 		}
 
-		var acks []Offset
-		var nacks []NackItem
-		for _, m := range batch {
-			d := Ack
+		decisions := make([]Decision, len(batch))
+		for i, m := range batch {
+			decisions[i] = Ack
 			if opts.Decide != nil {
-				d = opts.Decide(m)
+				decisions[i] = opts.Decide(m)
 			}
+		}
+		var acks, written []Offset // written: acked and new to the ISB
+		var nacks []NackItem
+		next := 0
+		for i, m := range msgs {
+			switch way[i] {
+			case isbDup:
+				acks = append(acks, m.Offset)
+				continue
+			case dropped:
+				continue
+			}
+			d := decisions[next]
+			next++
 			switch d.Action {
 			case ActionNack:
 				nacks = append(nacks, NackItem{Offset: m.Offset, Options: d.Options})
@@ -251,6 +289,7 @@ func (c *Client) Run(ctx context.Context, opts LoopOptions) (Stats, error) {
 				st.Held++
 			default:
 				acks = append(acks, m.Offset)
+				written = append(written, m.Offset)
 			}
 		}
 
@@ -268,6 +307,9 @@ func (c *Client) Run(ctx context.Context, opts LoopOptions) (Stats, error) {
 			}
 			for _, o := range acks {
 				delete(inflight, o.key())
+			}
+			if opts.DedupWindow > 0 {
+				c.isb.add(written, time.Now(), opts.DedupWindow)
 			}
 			st.Acked += int64(len(acks))
 		}
