@@ -52,9 +52,13 @@ type Env struct {
 }
 
 // Budget is how much the adapter holds at most: Messages messages and Bytes payload bytes.
+// MaxMessageBytes is MAX_MESSAGE_BYTES: until a driver has seen a message's size, a window it takes
+// from the broker should hold no more messages of this size than Bytes holds (at least one), as the
+// adapter's first receives do; 0 when unknown.
 type Budget struct {
-	Messages int
-	Bytes    int64
+	Messages        int
+	Bytes           int64
+	MaxMessageBytes int64
 }
 
 // App describes a connector binary. C is its configuration struct, read from env vars (caarlos0/env
@@ -227,8 +231,8 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 
 	// Driver and adapter.
 	opts := sourceOptions(&common, prefetchBytes)
-	env := &Env{Log: logger, Platform: common.Platform, Budget: Budget{Messages: common.PrefetchOrDefault(), Bytes: opts.PrefetchBytes},
-		Fallback: opts.Fallback}
+	env := &Env{Log: logger, Platform: common.Platform, Budget: Budget{Messages: common.PrefetchOrDefault(), Bytes: opts.PrefetchBytes,
+		MaxMessageBytes: int64(opts.MaxMessageBytes)}, Fallback: opts.Fallback}
 	driver, err := app.Open(ctx, &cfg, env)
 	if err == nil && driver == nil {
 		err = errors.New("open returned no driver")

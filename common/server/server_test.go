@@ -114,6 +114,7 @@ type harness struct {
 	app    App[demoConfig]
 	opened atomic.Int32
 	cfg    atomic.Pointer[demoConfig]
+	env    atomic.Pointer[Env]
 }
 
 func newHarness(d source.Driver, openErr error) *harness {
@@ -124,6 +125,7 @@ func newHarness(d source.Driver, openErr error) *harness {
 		Open: func(_ context.Context, cfg *demoConfig, env *Env) (source.Driver, error) {
 			h.opened.Add(1)
 			h.cfg.Store(cfg)
+			h.env.Store(env)
 			if env.Log == nil {
 				return nil, errors.New("no logger")
 			}
@@ -283,6 +285,24 @@ func TestRunOpenFails(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), "bad region") {
 		t.Errorf("the error is not logged:\n%s", errOut.String())
+	}
+}
+
+// Open gets the adapter's budget with MAX_MESSAGE_BYTES: a driver that takes a window from its broker
+// sizes the first one from it before it has seen a message (rabbitmq-source's prefetch).
+func TestRunBudgetCarriesMaxMessageBytes(t *testing.T) {
+	environ, _, _ := baseEnv(t)
+	environ = append(environ, "PREFETCH=40", "PREFETCH_BYTES=8Mi", "MAX_MESSAGE_BYTES=2097152")
+	h := newHarness(nil, errors.New("stop after Open"))
+	if code := Run(t.Context(), h.app, nil, environ, io.Discard, io.Discard); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	env := h.env.Load()
+	if env == nil {
+		t.Fatal("Open was not called")
+	}
+	if want := (Budget{Messages: 40, Bytes: 8 << 20, MaxMessageBytes: 2 << 20}); env.Budget != want {
+		t.Errorf("Open got budget %+v, want %+v", env.Budget, want)
 	}
 }
 

@@ -30,6 +30,7 @@ type driver struct {
 	// The adapter's receive budget (server.Env.Budget): the window is sized from it.
 	prefetch      int
 	prefetchBytes int64
+	maxMessage    int64 // MAX_MESSAGE_BYTES (0: unknown): bounds the window before a size is seen
 
 	startOnce sync.Once
 	runCtx    context.Context // the supervisor's; cancelled by Close

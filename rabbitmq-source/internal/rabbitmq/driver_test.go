@@ -444,6 +444,46 @@ func TestWindowFor(t *testing.T) {
 	}
 }
 
+// Before a message size is seen, the window holds no more messages of MAX_MESSAGE_BYTES than
+// PREFETCH_BYTES does (at least one), as the adapter's first receives: the broker pushes the whole
+// window before the first delivery shows how big messages are, so a restart with a backlog of 50 MiB
+// messages must not take ten of them into a 64 MiB budget. The first small delivery widens it.
+func TestFirstWindowFitsTheByteBudgetAtMaxMessageBytes(t *testing.T) {
+	cfg := testConfig("amqp://u:p@127.0.0.1:1/", "q")
+	for _, tc := range []struct {
+		name string
+		b    server.Budget
+		want int
+	}{
+		{"defaults", server.Budget{Messages: 1000, Bytes: 64 << 20, MaxMessageBytes: 4 << 20}, initialWindow},
+		{"64 MiB messages, 64 MiB budget", server.Budget{Messages: 1000, Bytes: 64 << 20, MaxMessageBytes: 64 << 20}, 1},
+		{"4 MiB messages, 16 MiB budget", server.Budget{Messages: 1000, Bytes: 16 << 20, MaxMessageBytes: 4 << 20}, 4},
+		{"budget below one message", server.Budget{Messages: 1000, Bytes: 1 << 20, MaxMessageBytes: 4 << 20}, 1},
+		{"small count budget", server.Budget{Messages: 2, Bytes: 64 << 20, MaxMessageBytes: 1 << 20}, 4},
+		{"MAX_MESSAGE_BYTES unknown", server.Budget{Messages: 1000, Bytes: 1 << 20}, initialWindow},
+	} {
+		d := newDriver(&cfg, "tag", tc.b, nil, testLogger(t))
+		if got := d.windowFor(0); got != tc.want {
+			t.Errorf("%s: first window %d, want %d", tc.name, got, tc.want)
+		}
+	}
+
+	// The first consumer's prefetch, then a small delivery widens it.
+	b := &fakeBroker{}
+	d := newDriver(&cfg, "tag", server.Budget{Messages: 50, Bytes: 64 << 20, MaxMessageBytes: 64 << 20}, b.dial, testLogger(t))
+	t.Cleanup(func() { _ = d.Close(context.Background()) })
+	c := awaitConsumer(t, b, d)
+	c.mu.Lock()
+	first := c.qos[0]
+	c.mu.Unlock()
+	if first != 1 {
+		t.Fatalf("first prefetch %d with PREFETCH_BYTES 64 MiB and MAX_MESSAGE_BYTES 64 MiB, want 1", first)
+	}
+	c.send(amqp.Delivery{DeliveryTag: 1, Body: make([]byte, 1024)})
+	target := func() int { d.mu.Lock(); defer d.mu.Unlock(); return d.sess.target }
+	waitFor(t, "the window for 1 KiB deliveries", func() bool { return target() == 100 })
+}
+
 // A bigger payload narrows the window at once: the consumer is replaced with a smaller prefetch.
 func TestWindowFollowsMessageSize(t *testing.T) {
 	b := &fakeBroker{}

@@ -226,6 +226,64 @@ func TestIntegrationBigMessagesStayWithinByteBudget(t *testing.T) {
 	}
 }
 
+// A restart with a backlog of big messages: before the first delivery shows their size, the prefetch
+// holds no more messages of MAX_MESSAGE_BYTES than PREFETCH_BYTES does, so the broker does not push a
+// whole initial window of them (10 x 4 MiB into an 8 MiB budget); once the size is known the window
+// follows it, and the channel never holds more than 2 x PREFETCH_BYTES while nothing is answered.
+func TestIntegrationFirstWindowFitsTheByteBudget(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, rabbitmqtest.Classic, nil)
+	const size, n = 4 << 20, 12
+	const budget, maxMessage = 8 << 20, 8 << 20
+	payload := []byte(strings.Repeat("x", size))
+	msgs := make([]amqp.Publishing, n)
+	for i := range msgs {
+		msgs[i] = amqp.Publishing{Body: payload, MessageId: fmt.Sprint("big-", i)}
+	}
+	if err := f.publish(t.Context(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	d := openBudget(t.Context(), t, f.config(), server.Budget{Messages: 20, Bytes: budget, MaxMessageBytes: maxMessage})
+	held := func() (count int, bytes int64) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.sess == nil {
+			return 0, 0
+		}
+		for _, e := range d.sess.live {
+			count++
+			bytes += e.size
+		}
+		return count, bytes
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var first []*source.Message
+	for len(first) == 0 && ctx.Err() == nil {
+		var err error
+		if first, err = d.Receive(ctx, 1); err != nil && ctx.Err() == nil {
+			t.Fatalf("Receive: %v", err)
+		}
+	}
+	if len(first) == 0 {
+		t.Fatal("no message")
+	}
+	atFirst, _ := held()
+	// Nothing is answered: what the broker pushes now is what the window lets through.
+	peak, peakBytes := atFirst, int64(0)
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if c, b := held(); b > peakBytes {
+			peak, peakBytes = c, b
+		}
+	}
+	t.Logf("%d x %d MiB queued, PREFETCH_BYTES %d MiB, MAX_MESSAGE_BYTES %d MiB: %d held when the first Receive returned, at most %d (%d MiB) before any answer",
+		n, size>>20, budget>>20, maxMessage>>20, atFirst, peak, peakBytes>>20)
+	if peakBytes > 2*budget {
+		t.Errorf("the channel held %d messages (%d MiB) before any answer, want at most 2 x PREFETCH_BYTES (%d MiB)",
+			peak, peakBytes>>20, 2*budget>>20)
+	}
+}
+
 // consumer_timeout: a delivery held past the hold limit (nine tenths of RABBITMQ_CONSUMER_TIMEOUT)
 // is handed back before the broker closes the channel; a source configured with a longer timeout than
 // the broker's sees its channel closed (PRECONDITION_FAILED) and recovers like any other loss.

@@ -75,6 +75,7 @@ func newDriver(cfg *Config, tag string, b server.Budget, dial dialFunc, log *slo
 		idPrefix:      "rmq-" + hex.EncodeToString(r[:]),
 		prefetch:      max(b.Messages, 1),
 		prefetchBytes: max(b.Bytes, 1),
+		maxMessage:    max(b.MaxMessageBytes, 0),
 		resize:        make(chan struct{}, 1),
 		retry:         make(chan struct{}, 1),
 		stopRecv:      make(chan struct{}),

@@ -93,17 +93,24 @@ func (s *session) twinsLocked(id string) []uint64 {
 	return tags
 }
 
-// initialWindow is the prefetch before any message size has been seen: small, in case messages are
-// big (the adapter's first receive is as small).
+// initialWindow is the most the prefetch is before any message size has been seen: small, in case
+// messages are big (the adapter's first receive is as small).
 const initialWindow = 10
 
 // windowFor is the prefetch for payloads of about est bytes (0: unknown): the adapter's receive budget
 // plus its delayed-redelivery budget, in count and in bytes, so a burst of delayed nacks as large as
 // the receive budget leaves the receive budget free and the bytes received stay within what the
-// adapter may hold. Caller holds mu.
+// adapter may hold. Before a size is seen it also holds no more messages of MAX_MESSAGE_BYTES than
+// PREFETCH_BYTES does (at least one), as the adapter's first receives: the broker pushes the whole
+// window before the first delivery shows how big messages are, and a restart with a backlog of 50 MiB
+// messages must not take ten of them into a 64 MiB budget. Caller holds mu.
 func (d *driver) windowFor(est int64) int {
 	if est <= 0 {
-		return max(1, min(initialWindow, 2*d.prefetch))
+		n := min(initialWindow, 2*d.prefetch)
+		if d.maxMessage > 0 {
+			n = int(min(int64(n), d.prefetchBytes/d.maxMessage))
+		}
+		return max(1, n)
 	}
 	n := min(int64(2*d.prefetch), 2*d.prefetchBytes/est)
 	return int(max(1, min(n, 65535)))
