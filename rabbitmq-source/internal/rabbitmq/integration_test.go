@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -444,6 +445,62 @@ func TestIntegrationTLS(t *testing.T) {
 			}
 			t.Fatal("no message over TLS")
 		})
+	}
+}
+
+// The session, probe and dead-letter connections dial concurrently (a Receive, a Backlog and a dead
+// letter at once, or reconnections after an outage), all with the TLS settings of RABBITMQ_TLS_*.
+// amqp091-go writes the URL's host into the tls.Config's ServerName on each dial when none is set, so
+// one shared *tls.Config is a data race (-race fails this test); each dial gets its own copy.
+func TestIntegrationTLSConcurrentDials(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a node of its own")
+	}
+	node := rabbitmqtest.Start(t, rabbitmqtest.Options{TLS: true})
+	q := rabbitmqtest.Name(t)
+	node.DeclareQueue(t, q, rabbitmqtest.Classic, nil)
+	if err := node.Publish(t.Context(), q, pubs(1, "secure", true)...); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(node.TLSURL("127.0.0.1"), q)
+	cfg.TLSCAFile = node.Certs.CAFile // no RABBITMQ_TLS_SERVER_NAME: amqp091-go sets it from the URL
+	d := openTest(t.Context(), t, cfg)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 4 { // connections as the session and the links make them
+		wg.Go(func() {
+			conn, err := d.dialer()(ctx)
+			if err != nil {
+				errs <- fmt.Errorf("dialing: %w", err)
+				return
+			}
+			_ = conn.Close()
+		})
+	}
+	wg.Go(func() { // the session
+		for ctx.Err() == nil {
+			msgs, err := d.Receive(ctx, 1)
+			if err != nil {
+				errs <- fmt.Errorf("Receive: %w", err)
+				return
+			}
+			if len(msgs) == 1 {
+				return
+			}
+		}
+	})
+	wg.Go(func() { // the probe
+		if _, err := d.Backlog(ctx); err != nil {
+			errs <- fmt.Errorf("Backlog: %w", err)
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
 

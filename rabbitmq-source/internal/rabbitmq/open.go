@@ -33,8 +33,11 @@ func Open(_ context.Context, cfg *Config, env *server.Env) (source.Driver, error
 	dial := func(ctx context.Context) (amqpConn, error) {
 		var raw net.Conn // the socket, kept for Abort (amqp091-go closes it only after a close-ok)
 		c, err := amqp.DialConfig(cfg.URL.Reveal(), amqp.Config{
-			Heartbeat:       cfg.Heartbeat,
-			TLSClientConfig: tc,
+			Heartbeat: cfg.Heartbeat,
+			// A copy per dial: amqp091-go writes the URL's host into ServerName when it is empty, and
+			// the session, probe and dead-letter connections dial concurrently (a data race on one
+			// shared config). Clone of nil is nil.
+			TLSClientConfig: tc.Clone(),
 			Properties:      amqp.Table{"connection_name": tag, "product": "numaflow rabbitmq-source"},
 			Dial: func(network, addr string) (net.Conn, error) {
 				dctx, cancel := context.WithTimeout(ctx, dialTimeout)
