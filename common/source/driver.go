@@ -150,9 +150,9 @@ type Driver interface {
 // exceeded, and for a message over the configured size limit. Return ErrNoDeadLetter when no
 // dead-letter target is configured; the adapter then applies its configured fallback.
 //
-// msg is a copy made for the call, with the newest handle: the driver may keep it. Its Deliveries is
-// how many times the message was delivered as far as the adapter knows: the broker's count, or more
-// when the adapter counted more (deliveries it redelivered itself, a broker that does not count).
+// msg is a copy made for the call, with the newest handle: the driver may keep it. With
+// LocalRedelivery its Deliveries counts the deliveries the adapter made itself too (the broker's count
+// misses them); otherwise it is the broker's count (0 when the broker has none).
 type DeadLetterer interface {
 	DeadLetter(ctx context.Context, msg *Message, reason string) error
 }

@@ -185,7 +185,9 @@ func (s *Source) dlRetry(r *record, reason string) ([]int32, error) {
 	retryLoop(s.bgCtx, time.Now().Add(s.opts.AckRetry), &bo, func() bool {
 		s.led.mu.Lock()
 		m := *r.msg
-		m.Deliveries = max(m.Deliveries, r.deliveries) // numa's count (the driver's may miss local redeliveries)
+		if s.caps.LocalRedelivery { // the redeliveries were ours: the broker's count misses them
+			m.Deliveries = max(m.Deliveries, r.deliveries)
+		}
 		gens = []int32{r.gen}
 		s.led.mu.Unlock()
 		err = s.commits.attempt(s.bgCtx, nil, func(ctx context.Context, _ []Handle) error {
