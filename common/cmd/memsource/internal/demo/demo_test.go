@@ -47,13 +47,13 @@ func TestFeederPublishesAsMessagesAreConsumed(t *testing.T) {
 				}
 				handles := make([]source.Handle, len(msgs))
 				for i, m := range msgs {
-					want := fmt.Sprintf("message %d ", seen)
+					want := fmt.Sprintf("message %d ", seen%tc.window)
 					if len(m.Payload) != tc.bytes || !strings.HasPrefix(string(m.Payload), want) ||
 						strings.Trim(string(m.Payload[len(want):]), ".") != "" {
 						t.Fatalf("message %d: payload %.40q (%d bytes)", seen, m.Payload, len(m.Payload))
 					}
-					if m.Headers["seq"] != fmt.Sprint(seen) || m.Keys[0] != fmt.Sprintf("k%d", seen%8) {
-						t.Fatalf("message %d: headers %v, keys %v", seen, m.Headers, m.Keys)
+					if m.Headers["x-mem-id"] != m.ID || m.Keys[0] != fmt.Sprintf("k%d", seen%8) {
+						t.Fatalf("message %d: id %s, headers %v, keys %v", seen, m.ID, m.Headers, m.Keys)
 					}
 					handles[i] = m.Handle
 					seen++
