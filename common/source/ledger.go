@@ -4,6 +4,7 @@ import (
 	"math"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // The ledger is the one record of what the adapter holds, and the one place that decides whether
@@ -205,7 +206,7 @@ func (l *ledger) deliveriesOf(m *Message) int {
 }
 
 // WireSize is at most how many bytes m takes in numa's ReadResponse: its payload, offset (ID), keys
-// and headers, plus the protobuf framing of each field (a tag and a length: at most 6 bytes for a field
+// and headers (made valid UTF-8, see wireLen), plus the protobuf framing of each field (a tag and a length: at most 6 bytes for a field
 // up to 64 MiB; 18 per header entry, which is a message of two fields) and of the response around it.
 // It is what Options.MaxMessageBytes and Options.PrefetchBytes count, so a message whose headers push
 // it over numa's gRPC limit is dead-lettered as too large instead of failing numa's read stream again
@@ -214,12 +215,21 @@ func WireSize(m *Message) int64 {
 	const fieldFraming, entryFraming, responseFraming = 6, 18, 64
 	n := int64(len(m.Payload) + len(m.ID) + responseFraming)
 	for _, k := range m.Keys {
-		n += int64(len(k) + fieldFraming)
+		n += int64(wireLen(k) + fieldFraming)
 	}
 	for k, v := range m.Headers {
-		n += int64(len(k) + len(v) + entryFraming)
+		n += int64(wireLen(k) + wireLen(v) + entryFraming)
 	}
 	return n
+}
+
+// wireLen is at most how long s is on the wire: a key or header that is not valid UTF-8 is sent with
+// U+FFFD (3 bytes) for each run of bad bytes (see validKeys), so up to three times as long.
+func wireLen(s string) int {
+	if utf8.ValidString(s) {
+		return len(s)
+	}
+	return 3 * len(s)
 }
 
 // admit gives back the reservation (n, bytes) and turns the received messages into buffered records.

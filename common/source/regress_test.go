@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -591,5 +592,20 @@ func TestFirstReceiveFitsTheByteBudgetAtMaxMessageBytes(t *testing.T) {
 	}
 	if got := readAck(s, 10, 2*time.Second); len(got) == 0 {
 		t.Fatalf("nothing read (snapshot %+v)", source.SnapshotOf(s))
+	}
+}
+
+// Keys and headers that are not valid UTF-8 go out with U+FFFD (3 bytes) for each run of bad bytes:
+// WireSize must count that, or a message near MaxMessageBytes with such headers passes the check and
+// then fails numa's read stream over the gRPC limit.
+func TestWireSizeCountsRepairedKeysAndHeaders(t *testing.T) {
+	bad := strings.Repeat("\xff.", 1000) // 2,000 bytes that go out as 4,000
+	m := &source.Message{ID: "id", Payload: make([]byte, 100), Keys: []string{bad}, Headers: map[string]string{"h": bad, bad: "v"}}
+	sent := len(m.Payload) + len(m.ID)
+	for _, s := range []string{bad, "h", bad, bad, "v"} {
+		sent += len(strings.ToValidUTF8(s, "\uFFFD"))
+	}
+	if got := source.WireSize(m); got < int64(sent) {
+		t.Fatalf("WireSize = %d for a message whose fields take %d bytes once made valid UTF-8", got, sent)
 	}
 }
