@@ -300,6 +300,7 @@ func TestConsumerName(t *testing.T) {
 		{"", "", "orders", "in", "", 3, "orders-in-3"},
 		{"", "prod", "", "", "alarms", 1, "prod-alarms-1"}, // a MonoVertex
 		{"fixed", "prod", "orders", "in", "", 3, "fixed"},
+		{"src-<replica>", "prod", "orders", "in", "", 3, "src-3"},
 		{"", "", "", "", "", 0, "redis-streams-source-0"},
 	} {
 		c := Config{Consumer: tt.consumer}
@@ -307,6 +308,21 @@ func TestConsumerName(t *testing.T) {
 			MonoVertex: tt.mono, Replica: tt.replica}}
 		if got := consumerName(&c, env); got != tt.want {
 			t.Errorf("consumerName(%+v) = %q, want %q", tt, got, tt.want)
+		}
+	}
+}
+
+// A fixed REDIS_CONSUMER inside Numaflow is every replica's name: warned about unless it has <replica>.
+func TestSharedConsumer(t *testing.T) {
+	for _, tt := range []struct {
+		consumer, pod string
+		want          bool
+	}{
+		{"fixed", "p-in-0", true}, {"src-<replica>", "p-in-0", false}, {"", "p-in-0", false}, {"fixed", "", false},
+	} {
+		env := &server.Env{Platform: config.Platform{Pod: tt.pod}}
+		if got := sharedConsumer(&Config{Consumer: tt.consumer}, env); got != tt.want {
+			t.Errorf("sharedConsumer(REDIS_CONSUMER=%q, NUMAFLOW_POD=%q) = %v, want %v", tt.consumer, tt.pod, got, tt.want)
 		}
 	}
 }

@@ -35,6 +35,9 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 	}
 	consumer := consumerName(cfg, env)
 	log := env.Log.With("group", cfg.Group, "consumer", consumer)
+	if sharedConsumer(cfg, env) {
+		log.Warn("REDIS_CONSUMER is one name for every replica of the vertex: replicas would replay each other's pending entries and deliver them twice; add <replica> to it, or leave it unset")
+	}
 	// go-redis reports failed dials on its own logger, once per call: the adapter already counts and
 	// logs (rate-limited) every failed call, so go-redis's lines go to debug.
 	redis.SetLogger(debugLogger{log})
@@ -66,12 +69,19 @@ func newDriver(cfg *Config, consumer string, api redisAPI, log *slog.Logger) *dr
 	}
 }
 
-// consumerName is REDIS_CONSUMER, or <namespace>-<pipeline>-<vertex>-<replica> (a MonoVertex:
+// sharedConsumer says REDIS_CONSUMER gives every replica of a vertex one consumer name: set inside
+// Numaflow (NUMAFLOW_POD) without <replica>. Replicas sharing a name replay each other's pending
+// entries as their own and no claim protects a held entry from another replica.
+func sharedConsumer(cfg *Config, env *server.Env) bool {
+	return cfg.Consumer != "" && env.Platform.Pod != "" && !strings.Contains(cfg.Consumer, "<replica>")
+}
+
+// consumerName is REDIS_CONSUMER (<replica> replaced by NUMAFLOW_REPLICA), or <namespace>-<pipeline>-<vertex>-<replica> (a MonoVertex:
 // <namespace>-<name>-<replica>): stable across restarts of a replica, so a restarted replica finds its
 // own pending list, and distinct for sources that share a group, so none replays another's entries.
 func consumerName(cfg *Config, env *server.Env) string {
 	if cfg.Consumer != "" {
-		return cfg.Consumer
+		return strings.ReplaceAll(cfg.Consumer, "<replica>", strconv.Itoa(env.Platform.Replica))
 	}
 	parts := env.Platform.NameParts()
 	if len(parts) == 0 {
