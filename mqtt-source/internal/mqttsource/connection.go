@@ -46,6 +46,16 @@ func (d *driver) connectionUp(sessionPresent bool) {
 	}
 }
 
+// grantedExpiry is the session expiry interval the broker set in its CONNACK when it is shorter than
+// the one asked for (MQTT 5, 3.2.2.3.2: a broker may cap it), and whether it did.
+func grantedExpiry(ca *paho.Connack, asked uint32) (uint32, bool) {
+	if ca == nil || ca.Properties == nil || ca.Properties.SessionExpiryInterval == nil {
+		return asked, false
+	}
+	got := *ca.Properties.SessionExpiryInterval
+	return got, got < asked
+}
+
 // connectionDown records a lost connection and drops what it delivered and Receive did not return: the
 // broker sends it again. It reports whether to reconnect (not once closed).
 func (d *driver) connectionDown() bool {

@@ -479,3 +479,23 @@ func TestReaderWaitsAtReceiveMaximum(t *testing.T) {
 		t.Fatal("the reader still waits after receive took a message")
 	}
 }
+
+// A broker may grant a shorter session expiry than MQTT_SESSION_EXPIRY asks for (MQTT 5, 3.2.2.3.2);
+// the source then warns, since a replica away longer loses its messages.
+func TestGrantedExpiry(t *testing.T) {
+	u := func(v uint32) *uint32 { return &v }
+	for _, tt := range []struct {
+		ca     *paho.Connack
+		got    uint32
+		capped bool
+	}{
+		{&paho.Connack{}, 3600, false},
+		{&paho.Connack{Properties: &paho.ConnackProperties{}}, 3600, false},
+		{&paho.Connack{Properties: &paho.ConnackProperties{SessionExpiryInterval: u(3600)}}, 3600, false},
+		{&paho.Connack{Properties: &paho.ConnackProperties{SessionExpiryInterval: u(300)}}, 300, true},
+	} {
+		if got, capped := grantedExpiry(tt.ca, 3600); got != tt.got || capped != tt.capped {
+			t.Errorf("grantedExpiry(%+v, 3600) = %d, %v; want %d, %v", tt.ca.Properties, got, capped, tt.got, tt.capped)
+		}
+	}
+}

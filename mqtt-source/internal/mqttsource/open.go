@@ -81,6 +81,10 @@ func Open(ctx context.Context, cfg *Config, env *server.Env) (source.Driver, err
 		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 			d.connectionUp(ca.SessionPresent)
+			if got, capped := grantedExpiry(ca, expiry); capped {
+				log.Warn("the broker keeps this replica's session for less than MQTT_SESSION_EXPIRY: the messages of a replica away longer than that are lost",
+					"broker_session_expiry", (time.Duration(got) * time.Second).String(), "session_expiry", cfg.SessionExpiry.String())
+			}
 			d.goLocked(func() { d.subscribe(life, cm) }) // d.api may not be set yet
 		},
 		OnConnectionDown: func() bool { return d.connectionDown() },
