@@ -188,34 +188,21 @@ func (d *driver) dropLocked(op answerOp, h handle, why string) error {
 }
 
 // Acks that could not reach the broker (their channel was lost, or the delivery was handed back) are
-// remembered by message-id for a while: numa has the message, so when the broker redelivers it the
-// source acks it at once instead of handing it out again (forward). Bounded by count and age.
-const (
-	ackedIDsMax = 100_000
-	ackedIDsTTL = 10 * time.Minute
-)
+// remembered by message-id for a while (d.ackedIDs): numa has the message, so when the broker
+// redelivers it the source acks it at once instead of handing it out again (forward).
 
 // rememberAckLocked records a dropped ack of a message with a message-id. Caller holds mu.
 func (d *driver) rememberAckLocked(op answerOp, h handle) {
-	if op != opAck || h.id == "" {
-		return
+	if op == opAck && h.id != "" {
+		d.ackedIDs.put(h.id, true, d.now())
 	}
-	now := d.now()
-	if len(d.ackedIDs) >= ackedIDsMax {
-		for id, at := range d.ackedIDs {
-			if now.Sub(at) > ackedIDsTTL || len(d.ackedIDs) >= ackedIDsMax {
-				delete(d.ackedIDs, id)
-			}
-		}
-	}
-	d.ackedIDs[h.id] = now
 }
 
 // reackQueuedLocked takes out of s's queue the redeliveries of messages whose ack was just dropped
 // (they came back before the ack did, and the adapter has not taken them yet) and returns their tags
 // to ack now. Caller holds mu.
 func (d *driver) reackQueuedLocked(s *session) []uint64 {
-	if len(d.ackedIDs) == 0 || len(s.queue) == 0 {
+	if d.ackedIDs.len() == 0 || len(s.queue) == 0 {
 		return nil
 	}
 	var tags []uint64
@@ -240,9 +227,6 @@ func (d *driver) ackedBeforeLocked(id string) bool {
 	if id == "" {
 		return false
 	}
-	at, ok := d.ackedIDs[id]
-	if ok {
-		delete(d.ackedIDs, id)
-	}
-	return ok && d.now().Sub(at) <= ackedIDsTTL
+	_, ok := d.ackedIDs.take(id, d.now())
+	return ok
 }

@@ -54,8 +54,8 @@ type driver struct {
 	lost    atomic.Int64 // sessions lost (connection or channel closed)
 	reacked atomic.Int64 // redeliveries acked at once: numa had acked them on a lost channel
 
-	ackedIDs map[string]time.Time // message-ids whose ack was dropped, by when (under mu; see ack.go)
-	unread   map[string]unreadIDs // message-ids returned to the broker before the adapter took them (under mu; see receive.go)
+	ackedIDs idMemory[bool] // message-ids whose ack was dropped (under mu; see ack.go)
+	unread   idMemory[int]  // deliveries by message-id returned to the broker before the adapter took them (under mu; see receive.go)
 
 	// sendMu is held from choosing the tags of an ack, nack or hand-back until they are sent, so a
 	// multiple ack never covers a tag another call has taken out of live but not yet answered.

@@ -84,8 +84,8 @@ func newDriver(cfg *Config, tag string, b server.Budget, dial dialFunc, log *slo
 		stopRecv:      make(chan struct{}),
 		changed:       make(chan struct{}),
 		logged:        map[uint64]bool{},
-		ackedIDs:      map[string]time.Time{},
-		unread:        map[string]unreadIDs{},
+		ackedIDs:      newIDMemory[bool](),
+		unread:        newIDMemory[int](),
 		probe:         newLink(false),
 		pub:           newLink(true),
 	}

@@ -52,7 +52,7 @@ type handle struct {
 
 // receive waits for the current session to have deliveries and takes up to max of them. After
 // StopReceiving it returns nothing: what is queued then goes back to the broker (stop.go).
-func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error) {
+func (d *driver) receive(ctx context.Context, limit int) ([]*source.Message, error) {
 	if d.receivingStopped() {
 		return nil, nil
 	}
@@ -68,7 +68,7 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 			return nil, nil
 		}
 		if s != nil && len(s.queue) > 0 {
-			n := min(max, len(s.queue))
+			n := min(limit, len(s.queue))
 			took := make([]amqp.Delivery, n)
 			copy(took, s.queue)
 			clear(s.queue[:n])
@@ -82,11 +82,7 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 			out := make([]*source.Message, n)
 			for i := range took {
 				out[i] = d.toMessage(s.gen, &took[i], now)
-				if out[i].Deliveries > unread[i] { // the max builtin is shadowed here
-					out[i].Deliveries -= unread[i]
-				} else if out[i].Deliveries > 0 {
-					out[i].Deliveries = 1
-				}
+				out[i].Deliveries = max(out[i].Deliveries-unread[i], min(out[i].Deliveries, 1))
 			}
 			return out, nil
 		}
@@ -120,42 +116,22 @@ func (d *driver) receive(ctx context.Context, max int) ([]*source.Message, error
 // Deliveries the driver had queued and the adapter never took, which went back to the broker (the
 // session was lost, or the hold limit handed them back), count in a quorum queue's x-delivery-count,
 // but numa never saw them: MaxDeliveries counts deliveries to numa. They are remembered by message-id
-// (bounded by count and age, as the dropped acks are) and taken off the broker's count of the
-// message's next delivery here. Without a message-id a redelivery cannot be matched.
-type unreadIDs struct {
-	n  int
-	at time.Time
-}
+// (d.unread) and taken off the broker's count of the message's next delivery here. Without a
+// message-id a redelivery cannot be matched.
 
 // addUnreadLocked remembers a queued delivery of message-id id returned to the broker unread. Caller
 // holds mu.
 func (d *driver) addUnreadLocked(id string) {
-	if id == "" {
-		return
+	if id != "" {
+		d.unread.update(id, d.now(), func(n int) int { return n + 1 })
 	}
-	now := d.now()
-	if len(d.unread) >= ackedIDsMax {
-		for k, u := range d.unread {
-			if now.Sub(u.at) > ackedIDsTTL || len(d.unread) >= ackedIDsMax {
-				delete(d.unread, k)
-			}
-		}
-	}
-	d.unread[id] = unreadIDs{n: d.unread[id].n + 1, at: now}
 }
 
 // takeUnreadLocked returns (and forgets) how many deliveries of message-id id went back unread.
 // Caller holds mu.
 func (d *driver) takeUnreadLocked(id string, now time.Time) int {
-	u, ok := d.unread[id]
-	if !ok {
-		return 0
-	}
-	delete(d.unread, id)
-	if now.Sub(u.at) > ackedIDsTTL {
-		return 0
-	}
-	return u.n
+	n, _ := d.unread.take(id, now)
+	return n
 }
 
 // toMessage maps one delivery: offset, headers, keys, event time, delivery count.
