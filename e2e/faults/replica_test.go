@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -285,8 +286,26 @@ func newReplica(t *testing.T, k *kit, res resource, id int, addr string, extra .
 	return r
 }
 
-// start runs the connector process (again) and dials it.
+// start runs the connector process (again) and dials it. A metrics port another process took after
+// FreePort chose it (the connector exits: address already in use) gets a new one, up to twice.
 func (r *replica) start(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		err := r.startOnce(ctx)
+		if !errors.Is(err, errMetricsPortTaken) || attempt == 2 {
+			return err
+		}
+		r.metricsAddr = "127.0.0.1:" + strconv.Itoa(proctest.FreePort(r.t))
+		for i, kv := range r.env {
+			if strings.HasPrefix(kv, "METRICS_ADDR=") {
+				r.env[i] = "METRICS_ADDR=" + r.metricsAddr
+			}
+		}
+	}
+}
+
+var errMetricsPortTaken = errors.New("the metrics port was taken")
+
+func (r *replica) startOnce(ctx context.Context) error {
 	_ = os.Remove(r.info) // a stale file would send the client to the socket before it is served
 	p, err := proctest.StartE(r.bin, nil, proctest.Options{Env: r.env})
 	if err != nil {
@@ -304,9 +323,19 @@ func (r *replica) start(ctx context.Context) error {
 	})
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	go func() { // a process that exits will never serve: stop waiting for it
+		select {
+		case <-p.Done():
+			cancel()
+		case <-dctx.Done():
+		}
+	}()
 	c, err := numatest.Dial(dctx, numatest.Options{Socket: r.sock, ServerInfoFile: r.info})
 	if err != nil {
 		p.Kill()
+		if strings.Contains(p.Output(), "starting the metrics server failed") && strings.Contains(p.Output(), "address already in use") {
+			return fmt.Errorf("replica %d: %w: %s\n%s", r.id, errMetricsPortTaken, r.metricsAddr, tail(p.Output(), 40))
+		}
 		return fmt.Errorf("replica %d: %w\n%s", r.id, err, tail(p.Output(), 40))
 	}
 	r.mu.Lock()
