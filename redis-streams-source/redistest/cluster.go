@@ -60,6 +60,10 @@ func StartClusterWith(t testing.TB, opts ClusterOptions) *Cluster {
 			"--cluster-node-timeout", "2000",
 			"--cluster-port", strconv.Itoa(bus),
 			"--cluster-announce-ip", "127.0.0.1",
+			// A replica's first sync starts at once, not after the default 5 s diskless-sync delay:
+			// until it ends, a master's writes are not on its replica (WAIT returns 0) and a failover
+			// test would kill the only copy.
+			"--repl-diskless-sync-delay", "0",
 		}
 		if opts.TLS {
 			args = append(args, "--tls-cluster", "yes")
@@ -95,6 +99,9 @@ func StartClusterWith(t testing.TB, opts ClusterOptions) *Cluster {
 			}
 			return nil
 		})
+		if err == nil {
+			err = waitFor(ctx, func() error { return replicaInSync(ctx, cl, n.Addr) })
+		}
 		_ = cl.Close()
 		if err != nil {
 			t.Fatalf("waiting for the cluster: %v", err)
@@ -131,6 +138,19 @@ func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 	cl := c.newClient()
 	t.Cleanup(func() { _ = cl.Close() })
 	return cl
+}
+
+// replicaInSync returns nil for a master, and for a replica whose link to its master is up (its
+// first full sync done).
+func replicaInSync(ctx context.Context, cl *redis.Client, addr string) error {
+	info, err := cl.Info(ctx, "replication").Result()
+	if err != nil {
+		return err
+	}
+	if strings.Contains(info, "role:slave") && !strings.Contains(info, "master_link_status:up") {
+		return fmt.Errorf("replica %s: not in sync with its master yet", addr)
+	}
+	return nil
 }
 
 // waitFor polls check every 100 ms until it returns nil or ctx ends.

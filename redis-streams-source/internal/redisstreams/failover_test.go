@@ -40,8 +40,16 @@ func TestIntegrationClusterFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Do(ctx, "WAIT", 1, 5000).Err(); err != nil {
-		t.Fatal(err)
+	// The entries must be on the replica before its master dies. WAIT blocks for its timeout, which
+	// must stay under the client's 3 s read timeout.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		n, err := m.Do(ctx, "WAIT", 1, 1000).Int()
+		if err == nil && n >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the master's writes did not reach its replica in 20 s (WAIT: %d, %v)", n, err)
+		}
 	}
 	addr := m.Options().Addr
 	for _, n := range cl.Nodes {
