@@ -110,6 +110,7 @@ type record struct {
 	keepBody   bool // committing for a dead letter: the payload is still needed
 	releasing  bool // committing for a release: the release sets its lease, extensions must not
 	away       bool // taken away from numa (released, dead-lettered, delayed): later messages of its key wait
+	repair     bool // a key or header is not valid UTF-8: toWire sends a repaired copy
 }
 
 func newLedger(prefetch int, prefetchBytes int64, maxMessage int, ordered, leased bool) *ledger {
@@ -212,24 +213,37 @@ func (l *ledger) deliveriesOf(m *Message) int {
 // it over numa's gRPC limit is dead-lettered as too large instead of failing numa's read stream again
 // and again.
 func WireSize(m *Message) int64 {
-	const fieldFraming, entryFraming, responseFraming = 6, 18, 64
-	n := int64(len(m.Payload) + len(m.ID) + responseFraming)
-	for _, k := range m.Keys {
-		n += int64(wireLen(k) + fieldFraming)
-	}
-	for k, v := range m.Headers {
-		n += int64(wireLen(k) + wireLen(v) + entryFraming)
-	}
+	n, _ := wireSize(m)
 	return n
 }
 
-// wireLen is at most how long s is on the wire: a key or header that is not valid UTF-8 is sent with
-// U+FFFD (3 bytes) for each run of bad bytes (see validKeys), so up to three times as long.
-func wireLen(s string) int {
-	if utf8.ValidString(s) {
-		return len(s)
+// wireSize is WireSize, and whether every key and header is valid UTF-8 already: then they go on the
+// wire as they are, with no second look (see toWire).
+func wireSize(m *Message) (n int64, valid bool) {
+	const fieldFraming, entryFraming, responseFraming = 6, 18, 64
+	n, valid = int64(len(m.Payload)+len(m.ID)+responseFraming), true
+	for _, k := range m.Keys {
+		kn, ok := wireLen(k)
+		n += int64(kn + fieldFraming)
+		valid = valid && ok
 	}
-	return 3 * len(s)
+	for k, v := range m.Headers {
+		kn, kok := wireLen(k)
+		vn, vok := wireLen(v)
+		n += int64(kn + vn + entryFraming)
+		valid = valid && kok && vok
+	}
+	return n, valid
+}
+
+// wireLen is at most how long s is on the wire, and whether s is valid UTF-8: a key or header that is
+// not is sent with U+FFFD (3 bytes) for each run of bad bytes (see validKeys), so up to three times as
+// long.
+func wireLen(s string) (int, bool) {
+	if utf8.ValidString(s) {
+		return len(s), true
+	}
+	return 3 * len(s), false
 }
 
 // admit gives back the reservation (n, bytes) and turns the received messages into buffered records.
@@ -275,7 +289,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			out.dups++
 			continue
 		}
-		size := WireSize(m)
+		size, valid := wireSize(m)
 		batchBytes += size
 		sizedMsgs++
 		if l.closed || full {
@@ -307,7 +321,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			m.EventTime = now
 		}
 		l.seq++
-		r := &record{msg: m, size: size, received: now, leaseUntil: now.Add(lease), heapIndex: -1, seq: l.seq}
+		r := &record{msg: m, size: size, received: now, leaseUntil: now.Add(lease), heapIndex: -1, seq: l.seq, repair: !valid}
 		r.deliveries = max(l.deliveriesOf(m), nackedDeliveries(m.ID)+1)
 		l.recs[m.ID] = r
 		if tooLarge {

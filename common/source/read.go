@@ -149,11 +149,9 @@ func (s *Source) numaGone(stream uint64) {
 func (s *Source) toWire(w *WireMessage, r *record, payload []byte) {
 	m := r.msg
 	*w = WireMessage{ID: m.ID, Partition: s.opts.Partition, Payload: payload, EventTime: m.EventTime}
-	if len(m.Keys) > 0 {
-		w.Keys = validKeys(m.Keys)
-	}
-	if len(m.Headers) > 0 {
-		w.Headers = validHeaders(m.Headers)
+	w.Keys, w.Headers = m.Keys, m.Headers
+	if r.repair { // found at admit (wireSize): most messages need no second look
+		w.Keys, w.Headers = validKeys(m.Keys), validHeaders(m.Headers)
 	}
 }
 
