@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -53,8 +54,10 @@ func (c *Common) Validate() error {
 		add("LOG_FORMAT", "must be json or text, got %q", c.LogFormat)
 	}
 	if c.MetricsAddr != "" {
-		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
-			add("METRICS_ADDR", "must be host:port or :port (or empty to disable), got %q", c.MetricsAddr)
+		// The port must be a number net.Listen takes: a name or an out-of-range number would pass here and
+		// fail only at start, with exit 1 and no variable named.
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || !validPort(port) {
+			add("METRICS_ADDR", "must be host:port or :port with a port from 0 to 65535 (or empty to disable), got %q", c.MetricsAddr)
 		}
 	}
 	if c.SourceSocket == "" {
@@ -107,6 +110,12 @@ func (c *Common) Validate() error {
 		add("NUMAFLOW_READ_TIMEOUT_MS", "must be more than 0, got %d", c.ReadTimeoutMS)
 	}
 	return errors.Join(errs...)
+}
+
+// validPort reports whether port is a decimal port number, 0 to 65535.
+func validPort(port string) bool {
+	_, err := strconv.ParseUint(port, 10, 16)
+	return err == nil
 }
 
 // PrefetchOrDefault is PREFETCH, or when it is 0 twice NUMAFLOW_READ_BATCH_SIZE: the adapter's

@@ -285,6 +285,14 @@ func TestCommon(t *testing.T) {
 			t.Errorf("error %v, want %s", err, want)
 		}
 	})
+	t.Run("METRICS_ADDR forms", func(t *testing.T) {
+		for _, v := range []string{":9090", ":0", "0.0.0.0:9090", "127.0.0.1:65535", "[::1]:9090", "localhost:9090"} {
+			var c Common
+			if err := Load(&c, []string{"METRICS_ADDR=" + v}); err != nil {
+				t.Errorf("METRICS_ADDR=%q: %v", v, err)
+			}
+		}
+	})
 	t.Run("empty METRICS_ADDR disables", func(t *testing.T) {
 		var c Common
 		if err := Load(&c, []string{"METRICS_ADDR="}); err != nil {
@@ -301,6 +309,10 @@ func TestCommon(t *testing.T) {
 		{"LOG_LEVEL=verbose", []string{"LOG_LEVEL"}},
 		{"LOG_FORMAT=xml", []string{"LOG_FORMAT"}},
 		{"METRICS_ADDR=nonsense", []string{"METRICS_ADDR"}},
+		{"METRICS_ADDR=:99999", []string{"METRICS_ADDR"}}, // net.Listen refuses it: exit 1 after start, not 2
+		{"METRICS_ADDR=:-1", []string{"METRICS_ADDR"}},
+		{"METRICS_ADDR=:metrics", []string{"METRICS_ADDR"}},
+		{"METRICS_ADDR=:9090 ", []string{"METRICS_ADDR"}},
 		{"PREFETCH=-1", []string{"PREFETCH"}},
 		{"PREFETCH_BYTES=-1", []string{"PREFETCH_BYTES"}},
 		{"PREFETCH_BYTES=-64Mi", []string{"PREFETCH_BYTES"}},
