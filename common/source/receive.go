@@ -191,7 +191,10 @@ func (r *receivers) receive(n int, bytes int64) (int, error) {
 		code := Classify(s.d, err)
 		if code != Canceled || r.ctx.Err() == nil {
 			s.errs.report("receive", code, err)
-			if code.unreachable() {
+			// A receive refused for good (failed_precondition: the broker refuses this consumer in
+			// its state) reads nothing either, until someone fixes it: not ready, as for an
+			// unreachable broker. Only for receives: an ack or nack refused so is about one message.
+			if code.unreachable() || code == FailedPrecondition {
 				s.ready.set(false)
 			}
 		}

@@ -790,6 +790,51 @@ func TestSilentPartitionIsNotReadyUntilTheCheckPasses(t *testing.T) {
 	waitFor(t, 5*time.Second, "ready after the check passes", s.Ready)
 }
 
+// refusedFake is a broker that refuses this consumer for good while refused is set (failed_precondition:
+// a Redis key of another type, an exclusive consumer holding a RabbitMQ queue, a disabled SQS KMS key):
+// every receive and every health check fail with it.
+type refusedFake struct {
+	*fake
+	refused atomic.Bool
+}
+
+var errRefused = errors.New("refused in the broker's state")
+
+func (f *refusedFake) Receive(ctx context.Context, max int) ([]*source.Message, error) {
+	if f.refused.Load() {
+		return nil, fmt.Errorf("receiving: %w", errRefused)
+	}
+	return f.fake.Receive(ctx, max)
+}
+func (f *refusedFake) Check(context.Context) error {
+	if f.refused.Load() {
+		return fmt.Errorf("checking: %w", errRefused)
+	}
+	return nil
+}
+func (f *refusedFake) ErrorCode(err error) source.Code {
+	if errors.Is(err, errRefused) {
+		return source.FailedPrecondition
+	}
+	return f.fake.ErrorCode(err)
+}
+
+// A source whose every receive the broker refuses for good reads nothing: it must not report ready
+// (/readyz, numaflow_source_ready and the NumaflowSourceNotReady alert), and it is ready again once
+// the refusal ends.
+func TestReceiveRefusedForGoodIsNotReady(t *testing.T) {
+	f := &refusedFake{fake: newFake(source.Capabilities{})}
+	f.refused.Store(true)
+	s, _ := newSource(t, f, source.Options{})
+	waitFor(t, 5*time.Second, "not ready while every receive is refused", func() bool { return !s.Ready() })
+	f.refused.Store(false)
+	waitFor(t, 5*time.Second, "ready once the broker takes the consumer again", s.Ready)
+	f.in <- []*source.Message{msg("a", "ha")}
+	if got := read(s, 10, 2*time.Second); len(got) != 1 {
+		t.Fatalf("read %d after the refusal ended", len(got))
+	}
+}
+
 // Keys and headers must reach numaflow-go as valid UTF-8 (protobuf strings), whatever the broker held;
 // payloads pass byte for byte.
 func TestInvalidUTF8InKeysAndHeadersIsReplaced(t *testing.T) {
