@@ -15,10 +15,11 @@ import (
 const maxProbeInterval = 2 * time.Second
 
 // readiness is whether the broker can be used now. A call that finds it unreachable (Code.unreachable),
-// or a receive it refuses for good (FailedPrecondition), makes it false; a receive with messages, or the prober, makes it true again. While it is false the
-// prober calls the driver's Checker every second or two, so readiness comes back within about that
-// long of the broker whatever else is running, and a silent network (calls neither fail nor answer) stays
-// not-ready until a check really answers. Readiness is for operators (/readyz) and to spare an
+// or a receive it refuses for good (FailedPrecondition), makes it false; a receive with messages, or
+// the prober, makes it true again. While it is false the prober calls the driver's Checker every
+// second or two, so readiness comes back within about that long of the broker whatever else is
+// running, and a silent network (calls neither fail nor answer) stays not-ready until a check really
+// answers. Readiness is for operators (/readyz) and to spare an
 // unreachable broker calls; leases and receives do not wait for it.
 type readiness struct {
 	log     *slog.Logger
