@@ -62,6 +62,9 @@ func (c *Common) Validate() error {
 	}
 	if c.SourceSocket == "" {
 		add("SOURCE_SOCKET", "must not be empty")
+	} else if len(c.SourceSocket) > maxSocketPath {
+		// bind would refuse it only after the driver was opened, with exit 1 and no variable named.
+		add("SOURCE_SOCKET", "must be at most %d bytes (a unix socket path), got %d", maxSocketPath, len(c.SourceSocket))
 	}
 	if c.SourceServerInfoFile == "" {
 		add("SOURCE_SERVER_INFO_FILE", "must not be empty")
@@ -111,6 +114,9 @@ func (c *Common) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// maxSocketPath is the longest unix socket path Linux binds (sun_path holds 108 bytes with the NUL).
+const maxSocketPath = 107
 
 // validPort reports whether port is a decimal port number, 0 to 65535.
 func validPort(port string) bool {

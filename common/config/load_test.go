@@ -313,6 +313,7 @@ func TestCommon(t *testing.T) {
 		{"METRICS_ADDR=:-1", []string{"METRICS_ADDR"}},
 		{"METRICS_ADDR=:metrics", []string{"METRICS_ADDR"}},
 		{"METRICS_ADDR=:9090 ", []string{"METRICS_ADDR"}},
+		{"SOURCE_SOCKET=/tmp/" + strings.Repeat("s", 103), []string{"SOURCE_SOCKET"}}, // 108 bytes: bind refuses it
 		{"PREFETCH=-1", []string{"PREFETCH"}},
 		{"PREFETCH_BYTES=-1", []string{"PREFETCH_BYTES"}},
 		{"PREFETCH_BYTES=-64Mi", []string{"PREFETCH_BYTES"}},
