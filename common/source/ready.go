@@ -36,9 +36,20 @@ type readiness struct {
 
 func newReadiness(log *slog.Logger, m *metrics.Source, chk Checker, bg *tracker, ctx context.Context) *readiness {
 	r := &readiness{log: log, m: m, chk: chk, bg: bg, ctx: ctx, readyCh: make(chan struct{})}
-	close(r.readyCh)
-	r.ready.Store(true)
-	m.Ready.Set(1)
+	if chk == nil {
+		close(r.readyCh)
+		r.ready.Store(true)
+		m.Ready.Set(1)
+		return r
+	}
+	// With a health check, ready once the broker has answered it (or a receive brought messages), not
+	// before: a source that cannot reach its broker at start must not report ready until its first
+	// receive times out (30 s against a silent SQS endpoint).
+	m.Ready.Set(0)
+	r.probing.Store(true)
+	if !bg.run(func() { r.probeAfter(0) }) {
+		r.probing.Store(false)
+	}
 	return r
 }
 
@@ -99,9 +110,17 @@ func (r *readiness) set(v bool) {
 // probe runs the health check until it passes. It stops probing before it sets readiness true: a
 // failure reported between the two (set(false) while probing) would otherwise find a prober still
 // marked as running, start none, and leave readiness false for good on an idle source.
-func (r *readiness) probe() {
+func (r *readiness) probe() { r.probeAfter(-1) }
+
+// probeAfter is probe with a first wait of first (< 0: the backoff's).
+func (r *readiness) probeAfter(first time.Duration) {
 	bo := backoff{min: time.Second, max: maxProbeInterval}
-	for !r.get() && sleepCtx(r.ctx, bo.next()) {
+	wait := first
+	if wait < 0 {
+		wait = bo.next()
+	}
+	for !r.get() && sleepCtx(r.ctx, wait) {
+		wait = bo.next()
 		c, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 		err := r.chk.Check(c)
 		cancel()

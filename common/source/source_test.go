@@ -790,6 +790,21 @@ func TestSilentPartitionIsNotReadyUntilTheCheckPasses(t *testing.T) {
 	waitFor(t, 5*time.Second, "ready after the check passes", s.Ready)
 }
 
+// A source whose broker is silent from the start (its check times out, receives answer nothing) is not
+// ready: it reported ready until a first receive failed, which against a silent endpoint takes that
+// receive's whole timeout (30 s on SQS). It is ready as soon as the check passes.
+func TestNotReadyAtStartUntilTheBrokerAnswers(t *testing.T) {
+	f := &silentFake{fake: newFake(source.Capabilities{}), silent: true}
+	s, _ := newSource(t, f, source.Options{})
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if s.Ready() {
+			t.Fatal("ready at start before the broker answered")
+		}
+	}
+	f.set(false)
+	waitFor(t, 3*time.Second, "ready once the check passes", s.Ready)
+}
+
 // refusedFake is a broker that refuses this consumer for good while refused is set (failed_precondition:
 // a Redis key of another type, an exclusive consumer holding a RabbitMQ queue, a disabled SQS KMS key):
 // every receive and every health check fail with it.
