@@ -43,7 +43,7 @@ type Config struct {
 	Password       config.Secret `env:"MQTT_PASSWORD" desc:"Password sent in CONNECT (needs MQTT_USERNAME)."`
 
 	TLSCAFile     string `env:"MQTT_TLS_CA_FILE" desc:"PEM file of the CA(s) that sign the broker's certificate, instead of the system's pool (mqtts:// and wss://)."`
-	TLSCertFile   string `env:"MQTT_TLS_CERT_FILE" desc:"PEM client certificate for mutual TLS (with MQTT_TLS_KEY_FILE)."`
+	TLSCertFile   string `env:"MQTT_TLS_CERT_FILE" desc:"PEM client certificate for mutual TLS (with MQTT_TLS_KEY_FILE). Read again for each new connection when the files have changed (a rotated secret); the CA file is read once."`
 	TLSKeyFile    string `env:"MQTT_TLS_KEY_FILE" desc:"PEM private key of MQTT_TLS_CERT_FILE."`
 	TLSServerName string `env:"MQTT_TLS_SERVER_NAME" desc:"Name the broker's certificate must carry, when it differs from the host in MQTT_URL."`
 	TLSInsecure   bool   `env:"MQTT_TLS_INSECURE_SKIP_VERIFY" envDefault:"false" desc:"Accept any broker certificate (testing only: it allows a man in the middle)."`

@@ -32,7 +32,7 @@ type Config struct {
 	Queue           string        `env:"RABBITMQ_QUEUE,required" desc:"Queue to consume (classic or quorum). It must exist: the source never declares it."`
 	ConsumerTag     string        `env:"RABBITMQ_CONSUMER_TAG" desc:"Consumer tag and connection name of this replica, as shown by rabbitmqctl list_consumers. Default: NUMAFLOW_POD, else rabbitmq-source-<replica>."`
 	TLSCAFile       string        `env:"RABBITMQ_TLS_CA_FILE" desc:"PEM file of the CA(s) that sign the broker's certificate, instead of the system's pool (amqps:// only)."`
-	TLSCertFile     string        `env:"RABBITMQ_TLS_CERT_FILE" desc:"PEM client certificate for mutual TLS (with RABBITMQ_TLS_KEY_FILE)."`
+	TLSCertFile     string        `env:"RABBITMQ_TLS_CERT_FILE" desc:"PEM client certificate for mutual TLS (with RABBITMQ_TLS_KEY_FILE). Read again for each new connection when the files have changed (a rotated secret); the CA file is read once."`
 	TLSKeyFile      string        `env:"RABBITMQ_TLS_KEY_FILE" desc:"PEM private key of RABBITMQ_TLS_CERT_FILE."`
 	TLSServerName   string        `env:"RABBITMQ_TLS_SERVER_NAME" desc:"Name the broker's certificate must carry, when it differs from the host in RABBITMQ_URL."`
 	TLSInsecure     bool          `env:"RABBITMQ_TLS_INSECURE_SKIP_VERIFY" envDefault:"false" desc:"Accept any broker certificate (testing only: it allows a man in the middle)."`

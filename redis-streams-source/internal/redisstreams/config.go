@@ -56,7 +56,7 @@ type Config struct {
 	DB               int           `env:"REDIS_DB" envDefault:"0" desc:"Database number with REDIS_ADDRS (standalone and sentinel; cluster has only 0). With REDIS_URL the URL's path sets it."`
 	TLS              bool          `env:"REDIS_TLS_ENABLED" envDefault:"false" desc:"Use TLS with REDIS_ADDRS and the system's CA pool. Implied by a rediss:// URL and by any REDIS_TLS_* file or setting."`
 	TLSCAFile        string        `env:"REDIS_TLS_CA_FILE" desc:"PEM file of the CA(s) that sign the server certificate, instead of the system's pool."`
-	TLSCertFile      string        `env:"REDIS_TLS_CERT_FILE" desc:"PEM client certificate for mutual TLS (with REDIS_TLS_KEY_FILE)."`
+	TLSCertFile      string        `env:"REDIS_TLS_CERT_FILE" desc:"PEM client certificate for mutual TLS (with REDIS_TLS_KEY_FILE). Read again for each new connection when the files have changed (a rotated secret); the CA file is read once."`
 	TLSKeyFile       string        `env:"REDIS_TLS_KEY_FILE" desc:"PEM private key of REDIS_TLS_CERT_FILE."`
 	TLSServerName    string        `env:"REDIS_TLS_SERVER_NAME" desc:"Name the server certificate must carry, when it differs from the host connected to."`
 	TLSInsecure      bool          `env:"REDIS_TLS_INSECURE_SKIP_VERIFY" envDefault:"false" desc:"Accept any server certificate (testing only: it allows a man in the middle)."`
