@@ -54,6 +54,16 @@ func (s *Source) ReadEach(ctx context.Context, count uint64, timeout time.Durati
 	start := time.Now()
 	defer func() { s.m.ReadLatency.Observe(time.Since(start).Seconds()) }()
 	stream := s.watchStream(ctx)
+	streamCtx := ctx
+	defer func() {
+		// The stream ended while this Read ran: numaGone may have made its messages readable before
+		// a later take handed them to it again (a send can still succeed on a stream that is ending),
+		// and no numa will answer for those. This is the stream's last Read, so nothing is taken for
+		// it after this.
+		if streamCtx.Err() != nil {
+			s.numaGone(stream)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	want := int(min(count, uint64(1<<30)))
