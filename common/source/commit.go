@@ -34,6 +34,8 @@ type batchOp struct {
 	// readable ops make messages readable at once (a release with no delay): a message our own
 	// receive got back while the call ran is kept and read again, not released once more.
 	readable bool
+	// setsLease ops (releases) set the lease themselves: they wait for extensions under way.
+	setsLease bool
 }
 
 func newCommitter(s *Source) *committer {
@@ -48,7 +50,7 @@ func (s *Source) releaseOp(name string, delay time.Duration) batchOp {
 	if s.caps.MaxNackDelay > 0 {
 		delay = min(delay, s.caps.MaxNackDelay)
 	}
-	return batchOp{name: name, readable: delay == 0, call: func(ctx context.Context, h []Handle) error { return s.d.Nack(ctx, h, delay) }}
+	return batchOp{name: name, readable: delay == 0, setsLease: true, call: func(ctx context.Context, h []Handle) error { return s.d.Nack(ctx, h, delay) }}
 }
 
 // commit runs op on the records' handles in the background and then forgets them, records that
@@ -65,6 +67,9 @@ func (s *Source) commit(rs []*record, op batchOp, done func(ok []*record)) {
 
 func (s *Source) commitNow(rs []*record, op batchOp, done func(ok []*record)) {
 	start := time.Now()
+	if op.setsLease {
+		s.led.awaitExtensions(s.bgCtx, rs)
+	}
 	for len(rs) > 0 {
 		handles, gens := s.led.handles(rs)
 		failed := s.commits.call(s.bgCtx, op, handles)

@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -74,9 +75,50 @@ func (s *Source) dueLeases(now time.Time, limit int) []dueLease {
 				"held", now.Sub(r.received).Round(time.Second).String())
 			continue
 		}
+		r.extending = true
 		due = append(due, dueLease{r, r.msg.Handle, r.gen})
 	}
 	return due
+}
+
+// extensionsDone clears the marks dueLeases set once the extension call for due has returned, and
+// wakes releases waiting for it. Caller holds the ledger's lock.
+func (l *ledger) extensionsDone(due []dueLease) {
+	for _, d := range due {
+		d.r.extending = false
+	}
+	if l.extCh != nil {
+		close(l.extCh)
+		l.extCh = nil
+	}
+}
+
+// awaitExtensions waits until no lease extension call for rs is under way (or ctx ends). A release
+// sets the lease itself (a nack's delay, or visibility now) with the same call an extension makes
+// (SQS ChangeMessageVisibility, Pub/Sub ModifyAckDeadline): an extension sent before the release and
+// landing after it would set the lease back to a full one, so the nack's delay is not honoured.
+// Extensions are bounded by their own timeout, so the wait is short.
+func (l *ledger) awaitExtensions(ctx context.Context, rs []*record) {
+	for {
+		l.mu.Lock()
+		busy := slices.ContainsFunc(rs, func(r *record) bool { return r.extending })
+		var ch chan struct{}
+		if busy {
+			if l.extCh == nil {
+				l.extCh = make(chan struct{})
+			}
+			ch = l.extCh
+		}
+		l.mu.Unlock()
+		if !busy {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func (s *Source) extendOp() batchOp {
@@ -117,6 +159,9 @@ func (s *Source) extendProbe(ctx context.Context, now time.Time) bool {
 		failed = be.Failed
 	default:
 		s.errs.report("extend", Classify(s.d, err), err)
+		s.led.mu.Lock()
+		s.led.extensionsDone(due)
+		s.led.mu.Unlock()
 		return false
 	}
 	s.extended(start, due, failed)
@@ -135,6 +180,7 @@ func (s *Source) extended(at time.Time, due []dueLease, failed map[int]error) {
 		d.r.leaseUntil = at.Add(s.caps.Lease)
 		n++
 	}
+	s.led.extensionsDone(due)
 	s.led.mu.Unlock()
 	s.m.Extensions.Add(float64(n))
 }

@@ -56,6 +56,7 @@ type ledger struct {
 	unseen   idCounts
 	dataCh   chan struct{}
 	roomCh   chan struct{}
+	extCh    chan struct{}                                       // closed when lease extension calls end (see awaitExtensions)
 	onChange func(counts [numStates]int, pools [numPools]budget) // gauges; called under mu
 }
 
@@ -109,6 +110,7 @@ type record struct {
 	maxedOut   bool // MaxExtension reached: no more extensions
 	keepBody   bool // committing for a dead letter: the payload is still needed
 	releasing  bool // committing for a release: the release sets its lease, extensions must not
+	extending  bool // a lease extension call for it is under way (lease.go): a release waits for it
 	away       bool // taken away from numa (released, dead-lettered, delayed): later messages of its key wait
 	repair     bool // a key or header is not valid UTF-8: toWire sends a repaired copy
 }

@@ -5,6 +5,8 @@ package source_test
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,5 +61,63 @@ func TestMessagesReadOnAnEndedStreamAreReadAgain(t *testing.T) {
 		s.Ack(context.Background(), numatest.AckRequest(got[0].Offset()))
 		end2()
 		waitFor(t, 5*time.Second, "acked", func() bool { return b.Len("q") == 0 })
+	}
+}
+
+// visibilityFake is a broker with SQS's and Pub/Sub's lease semantics: a nack with a delay and a lease
+// extension are the same call (ChangeMessageVisibility, ModifyAckDeadline) on the same handle, and the
+// one that reaches the broker last sets when the message is visible again. Extensions are slow.
+type visibilityFake struct {
+	*fake
+	mu        sync.Mutex
+	visibleAt time.Time
+	extending atomic.Int32
+}
+
+func (v *visibilityFake) Extend(ctx context.Context, h []source.Handle, lease time.Duration) error {
+	v.extending.Add(1)
+	defer v.extending.Add(-1)
+	select { // a slow call: it lands at the broker when it returns
+	case <-time.After(300 * time.Millisecond):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	v.mu.Lock()
+	v.visibleAt = time.Now().Add(lease)
+	v.mu.Unlock()
+	return v.fake.Extend(ctx, h, lease)
+}
+
+func (v *visibilityFake) Nack(ctx context.Context, h []source.Handle, delay time.Duration) error {
+	v.mu.Lock()
+	v.visibleAt = time.Now().Add(delay)
+	v.mu.Unlock()
+	return v.fake.Nack(ctx, h, delay)
+}
+
+// numa nacks a message with a delay while the lease keeper's extension of it is on its way to the
+// broker (SQS and Pub/Sub run several such calls at once). The extension must not land after the nack:
+// it would set the message's visibility back to one lease, so the nack's delay is not honoured (here
+// 10 s becomes 1 s: numa's retry hammers again long before the delay it asked for).
+func TestNackDelayIsNotUndoneByAnExtensionUnderWay(t *testing.T) {
+	const lease = time.Second
+	v := &visibilityFake{fake: newFake(source.Capabilities{Lease: lease, AckConcurrency: 4})}
+	s, _ := newSource(t, v, source.Options{ExtendEvery: 50 * time.Millisecond})
+	v.in <- []*source.Message{msg("a", "ha")}
+	got := read(s, 10, 2*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("read %d messages", len(got))
+	}
+	waitFor(t, 5*time.Second, "an extension under way", func() bool { return v.extending.Load() > 0 })
+	delay := uint64(10_000)
+	nack(s, &sourcer.NackOptions{Delay: &delay}, got...)
+	waitFor(t, 5*time.Second, "the nack", func() bool { return len(v.callsOf("nack")) == 1 })
+	waitFor(t, 5*time.Second, "no extension under way", func() bool { return v.extending.Load() == 0 })
+	v.mu.Lock()
+	left := time.Until(v.visibleAt)
+	v.mu.Unlock()
+	if left < 8*time.Second {
+		t.Errorf("the message is visible again in %s, want about 10 s (the nack's delay): an extension landed after the nack",
+			left.Round(100*time.Millisecond))
 	}
 }
