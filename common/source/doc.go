@@ -27,7 +27,9 @@
 //     headers), buffered or in flight at numa, or kept for a dead letter until it is done. Receives
 //     ask for what fits (from a running estimate of message size); a receive that brings more bytes
 //     than fit hands the rest back to the broker at once. A single message larger than PrefetchBytes
-//     is still delivered, when nothing else is held: one at a time.
+//     is still delivered, when nothing else is held: one at a time. While numa reads slower than
+//     that (a buffered message reached MaxExtension before numa read it), receives fill no more than
+//     numa read meanwhile, so unread messages are not released and received again and again.
 //   - Locally delayed redeliveries (LocalRedelivery brokers) have a pool of the same size of their own;
 //     a nack that does not fit goes back to the broker with its delay.
 //   - Messages numa answered keep only their handle while the commit runs (a dead letter keeps its

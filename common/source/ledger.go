@@ -34,6 +34,9 @@ type ledger struct {
 	leased        bool // Capabilities.Lease > 0: a record whose lease ran out is not handed to numa
 	prefetch      int
 	prefetchBytes int64
+	// limit is how many messages receives may fill the receive pool up to: Prefetch, less while numa
+	// reads slower than the buffer holds (see take).
+	limit         int
 	maxCommitting int
 	firstUnit     int // the largest ask before a message's size is known (see firstReceive)
 
@@ -48,6 +51,7 @@ type ledger struct {
 	sizeEst  int64      // running estimate of a payload's size
 	sized    bool       // sizeEst has seen a message
 	seq      uint64
+	handOuts uint64         // records handed to numa so far (see take)
 	closed   bool           // shutting down: nothing more is admitted
 	away     map[string]int // ordered keys: records per key taken away from numa (released, dead-lettered, delayed)
 	// unseen counts, by message ID, the broker deliveries this process handed back before numa read
@@ -98,6 +102,7 @@ type record struct {
 	leaseUntil time.Time
 	due        time.Time // delayed: when it becomes readable again
 	seq        uint64    // receive order
+	handOuts   uint64    // ledger.handOuts when it was received
 	stream     uint64    // in flight: the read stream it was handed to (see Source.watchStream)
 	deliveries int       // deliveries to numa, this one included (max of broker count and ours)
 	handed     int       // deliveries at the last hand-out to numa (see ledger.take)
@@ -118,7 +123,7 @@ type record struct {
 func newLedger(prefetch int, prefetchBytes int64, maxMessage int, ordered, leased bool) *ledger {
 	return &ledger{
 		ordered: ordered, leased: leased, away: make(map[string]int),
-		prefetch: prefetch, prefetchBytes: prefetchBytes, maxCommitting: 2 * prefetch,
+		prefetch: prefetch, prefetchBytes: prefetchBytes, maxCommitting: 2 * prefetch, limit: prefetch,
 		firstUnit: int(min(max(prefetchBytes/int64(max(maxMessage, 1)), 1), firstReceive)),
 		recs:      make(map[string]*record),
 	}
@@ -139,7 +144,7 @@ func (l *ledger) reserve(limit int) (n int, bytes int64, whole bool) {
 	}
 	held := l.pools[receivePool].n + l.reserved
 	heldBytes := l.pools[receivePool].bytes + l.resBytes
-	room := l.prefetch - held
+	room := l.limit - held
 	if room <= 0 || (heldBytes >= l.prefetchBytes && held > 0) {
 		return 0, 0, false
 	}
@@ -276,7 +281,7 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			r.gen++
 			r.leaseUntil = now.Add(lease)
 			if r.maxedOut { // its lease ran out and it came back to us: a fresh extension window
-				r.maxedOut, r.received = false, now
+				r.maxedOut, r.received, r.handOuts = false, now, l.handOuts
 			}
 			if r.state != committing || !r.releasing {
 				// Held (its lease lapsed, say in a network cut): this delivery never reaches numa, which
@@ -323,7 +328,8 @@ func (l *ledger) admit(msgs []*Message, n int, bytes int64, now time.Time, lease
 			m.EventTime = now
 		}
 		l.seq++
-		r := &record{msg: m, size: size, received: now, leaseUntil: now.Add(lease), heapIndex: -1, seq: l.seq, repair: !valid}
+		r := &record{msg: m, size: size, received: now, leaseUntil: now.Add(lease), heapIndex: -1, seq: l.seq, repair: !valid,
+			handOuts: l.handOuts}
 		r.deliveries = max(l.deliveriesOf(m), nackedDeliveries(m.ID)+1)
 		l.recs[m.ID] = r
 		if tooLarge {

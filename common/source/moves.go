@@ -29,8 +29,12 @@ func (l *ledger) take(n int, now time.Time, stream uint64) taken {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var t taken
+	readable := -1 // what numa read while a message that reached MaxExtension waited (-1: none did)
 	hand := func(r *record) {
 		if l.leased && !r.leaseUntil.After(now) {
+			if r.maxedOut && r.emitted == 0 {
+				readable = max(readable, int(min(l.handOuts-r.handOuts, uint64(l.prefetch))))
+			}
 			t.expired = append(t.expired, l.expire(r)...)
 		} else {
 			t.recs = append(t.recs, r)
@@ -50,9 +54,21 @@ func (l *ledger) take(n int, now time.Time, stream uint64) taken {
 		}
 		hand(r)
 	}
+	// A message that reached MaxExtension in the buffer before numa read it: numa reads slower than
+	// the buffer holds. Released and received again it would wait as long once more, one more delivery
+	// at the broker each time (a redrive policy dead-letters it unread), so receives fill no more than
+	// numa read meanwhile (at most half as much as before), until numa finds the buffer short: then
+	// the limit doubles on each short read while it was what kept the buffer short.
+	switch {
+	case readable >= 0:
+		l.limit = max(min(l.limit/2, readable), 1)
+	case len(t.recs) < n && l.limit < l.prefetch && l.pools[receivePool].n+l.reserved >= l.limit:
+		l.limit = min(2*l.limit, l.prefetch)
+	}
 	t.payloads = make([][]byte, len(t.recs))
 	for i, r := range t.recs {
 		l.setState(r, inFlight)
+		l.handOuts++
 		l.setAway(r, false)
 		r.stream = stream
 		r.emitted++

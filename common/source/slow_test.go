@@ -121,3 +121,38 @@ func TestNackDelayIsNotUndoneByAnExtensionUnderWay(t *testing.T) {
 			left.Round(100*time.Millisecond))
 	}
 }
+
+// A pipeline slower than the buffer: numa reads 10 messages a second, the adapter buffers 20, and a
+// buffered message reaches MaxExtension before numa gets to it. Its lease runs out, it is released
+// and received again, buffered at the back, and runs out again: every turn is one more delivery at the
+// broker, where a redrive policy (SQS maxReceiveCount, a Pub/Sub dead-letter policy) counts it and
+// moves the message to the dead-letter queue although numa never read it. The adapter must not buffer
+// more than numa reads within the leases it may hold (here a message was delivered 17 times before
+// numa read it once).
+func TestSlowPipelineDoesNotChurnBufferedMessages(t *testing.T) {
+	b, ids := newQueue(t, 60, 8, "")
+	d := memsource.NewDriver(b, memsource.Options{Queue: "q", Lease: 200 * time.Millisecond,
+		MaxExtension: 400 * time.Millisecond, Wait: 100 * time.Millisecond})
+	s, _ := newSource(t, d, source.Options{Prefetch: 20})
+	worst, worstID := 0, ""
+	seen := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(seen) < len(ids) && time.Now().Before(deadline) {
+		got := read(s, 1, time.Second)
+		for _, m := range got {
+			id := string(m.Offset().Value())
+			if n := b.Deliveries("q", id); !seen[id] && n > worst {
+				worst, worstID = n, id
+			}
+			seen[id] = true
+		}
+		time.Sleep(100 * time.Millisecond) // the pipeline's pace
+		ack(s, got...)
+	}
+	if len(seen) < len(ids) {
+		t.Fatalf("read %d of %d messages", len(seen), len(ids))
+	}
+	if worst > 4 {
+		t.Errorf("%s was delivered %d times by the broker before numa read it once", worstID, worst)
+	}
+}
