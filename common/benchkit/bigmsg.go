@@ -36,10 +36,11 @@ type BigCase struct {
 
 // BigCases: "bounded" is what the server derives from a 256 MiB cgroup (GOMEMLIMIT 90% of it,
 // PREFETCH_BYTES a quarter); "unbounded" is the before, bounded by count only (GOMEMLIMIT=off is the
-// runtime's default, spelled out so the test's own environment cannot leak a limit in).
+// runtime's default, spelled out so the test's own environment cannot leak a limit in). Both raise
+// MAX_MESSAGE_BYTES to 2 MiB, as a pipeline whose inter-step buffer takes 1 MiB messages must.
 var BigCases = []BigCase{
-	{"bounded", "GOMEMLIMIT=230MiB PREFETCH_BYTES=64Mi"},
-	{"unbounded", "GOMEMLIMIT=off PREFETCH_BYTES=1Gi"},
+	{"bounded", "GOMEMLIMIT=230MiB PREFETCH_BYTES=64Mi MAX_MESSAGE_BYTES=2097152"},
+	{"unbounded", "GOMEMLIMIT=off PREFETCH_BYTES=1Gi MAX_MESSAGE_BYTES=2097152"},
 }
 
 // BigMessages runs the scenario for every BigCase: setup fills a fresh queue (stream, subscription)

@@ -569,3 +569,15 @@ func TestPlatformValidatorExitsTwo(t *testing.T) {
 		}
 	}
 }
+
+// MAX_MESSAGE_BYTES's default is the adapter's: a connector started with no setting and a driver built
+// on source.Options alone dead-letter the same messages.
+func TestMaxMessageBytesDefaultIsTheAdapters(t *testing.T) {
+	var c config.Common
+	if err := config.Load(&c, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxMessageBytes != source.DefaultMaxMessageBytes {
+		t.Errorf("MAX_MESSAGE_BYTES defaults to %d, source.DefaultMaxMessageBytes is %d", c.MaxMessageBytes, source.DefaultMaxMessageBytes)
+	}
+}

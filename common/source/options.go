@@ -34,8 +34,9 @@ type Options struct {
 	// same size.
 	PrefetchBytes int64
 	// MaxMessageBytes: a larger message (WireSize: payload, offset, keys, headers) is dead-lettered (or
-	// handled by Fallback) with a reason instead of being handed to numa (default 4 MiB, numa's
-	// per-message gRPC limit before v1.8.3; numa's read stream fails on a message over its limit).
+	// handled by Fallback) with a reason instead of being handed to numa (default
+	// DefaultMaxMessageBytes; numa's read stream fails on a message over its gRPC limit, and numa
+	// cannot write one over its inter-step buffer's max_payload).
 	MaxMessageBytes int
 	// Fallback applies when a message must be dead-lettered and the driver has no target (default nack;
 	// drop for a driver with Capabilities.OrderedAcks, where a message kept for good stops the source).
@@ -73,6 +74,12 @@ func DefaultPrefetch(batch int, c Capabilities) int {
 // DefaultPrefetchBytes is PrefetchBytes when neither the option nor the container's memory limit sets it.
 const DefaultPrefetchBytes = 64 << 20
 
+// DefaultMaxMessageBytes is the default Options.MaxMessageBytes (and MAX_MESSAGE_BYTES): the 1 MiB
+// max_payload of numa's inter-step buffer (JetStream) by default, less 16 KiB for what numa adds to a
+// message (its id, its own header). A larger message reaches numa, which then fails to write it to the
+// buffer again and again: the vertex stalls on it.
+const DefaultMaxMessageBytes = 1<<20 - 16<<10
+
 func (o Options) withDefaults(c Capabilities) (Options, error) {
 	if o.ReadBatchSize <= 0 {
 		o.ReadBatchSize = 500
@@ -84,7 +91,7 @@ func (o Options) withDefaults(c Capabilities) (Options, error) {
 		o.PrefetchBytes = DefaultPrefetchBytes
 	}
 	if o.MaxMessageBytes <= 0 {
-		o.MaxMessageBytes = 4 << 20
+		o.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	switch o.Fallback {
 	case "":

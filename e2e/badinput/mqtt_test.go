@@ -44,7 +44,7 @@ func publishMQTT(ctx context.Context, t *testing.T, srv *mqtttest.Server, msgs .
 
 // Poison messages and oversize ones on MQTT: non-UTF-8 bytes in the payload and in the correlation
 // data (binary in MQTT: base64 in its header), a user property that tries to forge the connector's
-// x-mqtt-topic header, an empty payload, a 1 MiB payload, then a normal message, which must arrive, as
+// x-mqtt-topic header, an empty payload, a 1000 KiB payload, then a normal message, which must arrive, as
 // must each of the others with valid UTF-8 headers. MQTT itself requires UTF-8 in topics and
 // properties (mosquitto refuses others), so those cannot reach the connector. Over MAX_MESSAGE_BYTES
 // with 2,500 messages after it (more than the broker's window of 1,000 unacknowledged): with a
@@ -69,14 +69,14 @@ func TestMQTTPoisonAndOversize(t *testing.T) {
 			&paho.Publish{Topic: topic, Payload: []byte("forged-topic"), Properties: &paho.PublishProperties{
 				User: paho.UserProperties{{Key: "x-mqtt-topic", Value: "elsewhere"}, {Key: "ok", Value: "1"}}}},
 			&paho.Publish{Topic: topic, Payload: nil, Properties: &paho.PublishProperties{User: paho.UserProperties{{Key: "empty", Value: "yes"}}}},
-			&paho.Publish{Topic: topic, Payload: []byte(oneMiB)},
+			&paho.Publish{Topic: topic, Payload: []byte(largeBody)},
 			&paho.Publish{Topic: topic, Payload: []byte("after-poison")},
 		)
 		conn := startConnector(t, mqttSource, mqttEnv(srv, topic))
 		msgs := conn.drainUntil(t, drainTimeout, seenEach(
 			payloadIs(nonUTF8), payloadIs("binary-correlation"), payloadIs("forged-topic"),
 			func(m numatest.Message) bool { return len(m.Payload) == 0 && m.Headers["empty"] == "yes" },
-			payloadIs(oneMiB), payloadIs("after-poison"),
+			payloadIs(largeBody), payloadIs("after-poison"),
 		))
 		for _, m := range msgs {
 			for k, v := range m.Headers {

@@ -23,8 +23,9 @@ const (
 var (
 	// bigPayload is over smallLimit.
 	bigPayload = strings.Repeat("b", 2000)
-	// oneMiB is a 1 MiB payload, under the default MAX_MESSAGE_BYTES (4 MiB).
-	oneMiB = strings.Repeat("m", 1<<20)
+	// largeBody is a 1000 KiB payload, just under the default MAX_MESSAGE_BYTES (1008 KiB: the
+	// inter-step buffer's default 1 MiB, less what numa adds).
+	largeBody = strings.Repeat("m", 1000<<10)
 	// nonUTF8 is not valid UTF-8 (a lone continuation byte, an invalid start byte, a NUL).
 	nonUTF8 = "\x80\xff\xfe\x00poison"
 )

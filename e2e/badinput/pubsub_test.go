@@ -37,15 +37,15 @@ func TestPubSubPoisonAndOversize(t *testing.T) {
 	emu := pubsubtest.Start(t)
 	t.Logf("emulator: %s", emu.Kind)
 
-	// Poison: non-UTF-8 data, empty data (Pub/Sub needs data or an attribute: it has one), 1 MiB; then
+	// Poison: non-UTF-8 data, empty data (Pub/Sub needs data or an attribute: it has one), 1000 KiB; then
 	// a normal message, which must arrive, as must each of the others, byte for byte.
 	t.Run("poison", func(t *testing.T) {
 		topic := emu.CreateTopic(t, "poison")
 		sub := emu.CreateSubscription(t, "poison", pubsubtest.Subscription{Topic: topic})
-		publish(t, emu, topic, data(nonUTF8), &pb.PubsubMessage{Attributes: map[string]string{"kind": "empty"}}, data(oneMiB))
+		publish(t, emu, topic, data(nonUTF8), &pb.PubsubMessage{Attributes: map[string]string{"kind": "empty"}}, data(largeBody))
 		c := startConnector(t, pubsubSource, pubsubEnv(t, emu, sub, "LOG_FORMAT=json"))
 		emptyData := func(m numatest.Message) bool { return len(m.Payload) == 0 && m.Headers["kind"] == "empty" }
-		c.drainUntil(t, drainTimeout, seenEach(payloadIs(nonUTF8), payloadIs(oneMiB), emptyData))
+		c.drainUntil(t, drainTimeout, seenEach(payloadIs(nonUTF8), payloadIs(largeBody), emptyData))
 		publish(t, emu, topic, data("after-poison"))
 		c.drainUntil(t, drainTimeout, payloadIs("after-poison"))
 		c.finish(t)

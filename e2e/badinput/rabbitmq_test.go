@@ -21,7 +21,7 @@ func rabbitEnv(node *rabbitmqtest.Node, queue string, extra ...string) []string 
 
 // Poison messages and oversize ones on RabbitMQ: non-UTF-8 bytes in the body, in a header value
 // (an AMQP byte array), in a header name and in the routing key (the message key); an empty body; a
-// 1 MiB body; then a normal message, which must arrive, as must each of the others with valid UTF-8
+// 1000 KiB body; then a normal message, which must arrive, as must each of the others with valid UTF-8
 // headers and keys. Over MAX_MESSAGE_BYTES with a dead-letter exchange: published there with the
 // reason, acked, and the queue goes on.
 func TestRabbitMQPoisonAndOversize(t *testing.T) {
@@ -52,7 +52,7 @@ func TestRabbitMQPoisonAndOversize(t *testing.T) {
 		pub("k", amqp.Publishing{Body: []byte("bad-header-name"), Headers: amqp.Table{nonUTF8: "v"}})
 		pub(nonUTF8, amqp.Publishing{Body: []byte("bad-key")})
 		pub("k", amqp.Publishing{Body: nil, MessageId: "empty"})
-		pub("k", amqp.Publishing{Body: []byte(oneMiB)})
+		pub("k", amqp.Publishing{Body: []byte(largeBody)})
 		pub("k", amqp.Publishing{Body: []byte("after-poison")})
 		conn := startConnector(t, rabbitSource, rabbitEnv(node, q))
 		msgs := conn.drainUntil(t, drainTimeout, seenEach(
@@ -60,7 +60,7 @@ func TestRabbitMQPoisonAndOversize(t *testing.T) {
 			func(m numatest.Message) bool {
 				return len(m.Payload) == 0 && m.Headers["x-rabbitmq-message-id"] == "empty"
 			},
-			payloadIs(oneMiB), payloadIs("after-poison"),
+			payloadIs(largeBody), payloadIs("after-poison"),
 		))
 		for _, m := range msgs {
 			for k, v := range m.Headers {

@@ -40,19 +40,19 @@ func TestRedisPoisonAndOversize(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{Password: sentinel})
 	rc := srv.Client(t)
 
-	// Poison with REDIS_PAYLOAD_FIELD set: non-UTF-8 bytes, an empty value, 1 MiB, an entry without
+	// Poison with REDIS_PAYLOAD_FIELD set: non-UTF-8 bytes, an empty value, 1000 KiB, an entry without
 	// the payload field; then a normal entry, which must arrive, as must each of the others.
 	t.Run("poison", func(t *testing.T) {
 		stream := redistest.Name(t)
 		xadd(t, rc, stream, "data", nonUTF8, "n", "1")
 		xadd(t, rc, stream, "data", "", "n", "2")
-		xadd(t, rc, stream, "data", oneMiB, "n", "3")
+		xadd(t, rc, stream, "data", largeBody, "n", "3")
 		xadd(t, rc, stream, "other", "no payload field", "n", "4")
 		c := startConnector(t, redisSource, redisEnv(srv, stream, "LOG_FORMAT=json", "REDIS_PAYLOAD_FIELD=data"))
 		c.drainUntil(t, drainTimeout, seenEach(
 			payloadIs(nonUTF8),
 			func(m numatest.Message) bool { return len(m.Payload) == 0 && m.Headers["n"] == "2" },
-			payloadIs(oneMiB),
+			payloadIs(largeBody),
 			func(m numatest.Message) bool {
 				return len(m.Payload) == 0 && m.Headers["n"] == "4" && m.Headers["x-redis-missing-payload-field"] == "data"
 			},

@@ -46,7 +46,7 @@ func TestSQSPoisonAndOversize(t *testing.T) {
 	t.Parallel()
 	srv := sqstest.Start(t)
 
-	// Poison: edge characters, non-UTF-8 bytes in a Binary attribute, a 1 MiB body; then a normal
+	// Poison: edge characters, non-UTF-8 bytes in a Binary attribute, a 1000 KiB body; then a normal
 	// message, which must arrive, as must each of the others, byte for byte.
 	t.Run("poison", func(t *testing.T) {
 		url := srv.CreateQueue(t, sqstest.QueueName(t), nil)
@@ -59,7 +59,7 @@ func TestSQSPoisonAndOversize(t *testing.T) {
 		if err != nil {
 			t.Fatalf("sending a binary attribute: %v", err)
 		}
-		sqsSend(t, srv, url, sqsEdgeBody, oneMiB)
+		sqsSend(t, srv, url, sqsEdgeBody, largeBody)
 		for _, body := range []string{"", "\x00nul"} {
 			if _, err := srv.Client().SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String(body)}); err == nil {
 				t.Errorf("SQS accepted the body %q; the connector's handling of it is untested", body)
@@ -69,7 +69,7 @@ func TestSQSPoisonAndOversize(t *testing.T) {
 			t.Logf("a non-UTF-8 body was sent without the checksum error seen so far")
 		}
 		c := startConnector(t, sqsSource, sqsEnv(srv, url, "LOG_FORMAT=json"))
-		msgs := c.drainUntil(t, drainTimeout, seenAll("binary-attribute", sqsEdgeBody, oneMiB, "\ufffd\ufffdmangled"))
+		msgs := c.drainUntil(t, drainTimeout, seenAll("binary-attribute", sqsEdgeBody, largeBody, "\ufffd\ufffdmangled"))
 		sqsSend(t, srv, url, "after-poison")
 		msgs = append(msgs, c.drainUntil(t, drainTimeout, payloadIs("after-poison"))...)
 

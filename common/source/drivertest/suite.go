@@ -113,6 +113,9 @@ func (f *fixture) replicaOf(open func(context.Context) (source.Driver, error)) *
 	src, err := source.New(d, source.Options{
 		Partition: partition, ReadBatchSize: 100, AckRetry: 5 * time.Second,
 		ReleaseWait: 300 * time.Millisecond, PendingRefresh: 100 * time.Millisecond,
+		// The broker's largest payload is delivered (testPayloads), as in a pipeline whose inter-step
+		// buffer takes it: room for it and for its keys, headers and framing.
+		MaxMessageBytes: max(f.caps.MaxPayload+64<<10, source.DefaultMaxMessageBytes),
 	}, log, reg)
 	if err != nil {
 		f.t.Fatalf("creating source: %v", err)
