@@ -28,6 +28,7 @@ type config struct {
 	ackDelay      time.Duration
 	noAck         bool
 	seed          uint64
+	maxPayload    int
 
 	socket     string
 	serverInfo string
@@ -79,6 +80,7 @@ flags:
 	fs.DurationVar(&c.ackDelay, "ack-delay", 0, "wait this long before acking each batch (a slow pipeline)")
 	fs.BoolVar(&c.noAck, "no-ack", false, "never ack nor nack, like a crashed numa")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed of the RNG that picks the messages to nack")
+	fs.IntVar(&c.maxPayload, "isb-max-payload", numatest.DefaultMaxPayload, "the ISB's max_payload in bytes: stop with an error at a larger message (payload, keys and headers), which numa cannot write to its buffer and retries forever; 0 = none (a MonoVertex)")
 	fs.StringVar(&c.socket, "socket", "", "attach to the source listening on this unix socket instead of starting one")
 	fs.StringVar(&c.serverInfo, "server-info", "", "server-info file of the source given by --socket")
 	fs.BoolVar(&c.childLogs, "child-logs", false, "let the connector write to this terminal instead of a log file")

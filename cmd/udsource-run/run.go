@@ -143,14 +143,18 @@ func drive(stopCtx context.Context, c *config, ch *child, socket, serverInfo str
 
 	disp := newDisplay(stdout, stderr, c.progressEvery)
 	opts := numatest.LoopOptions{
-		BatchSize: c.batch,
-		Timeout:   c.timeout,
-		Decide:    decider(c),
-		AckDelay:  c.ackDelay,
-		Limit:     c.limit,
-		Idle:      c.idle,
-		StopGrace: c.stopTimeout,
-		OnStats:   disp.update,
+		BatchSize:  c.batch,
+		Timeout:    c.timeout,
+		Decide:     decider(c),
+		AckDelay:   c.ackDelay,
+		Limit:      c.limit,
+		Idle:       c.idle,
+		StopGrace:  c.stopTimeout,
+		OnStats:    disp.update,
+		MaxPayload: c.maxPayload,
+	}
+	if c.maxPayload <= 0 {
+		opts.MaxPayload = -1 // none
 	}
 	if c.print == printFull {
 		opts.OnBatch = disp.printBatch
@@ -178,6 +182,8 @@ func drive(stopCtx context.Context, c *config, ch *child, socket, serverInfo str
 		t.Stop()
 	}
 	switch {
+	case errors.Is(err, numatest.ErrOverMaxPayload):
+		fmt.Fprintf(stderr, "udsource-run: %v (in a pipeline whose ISB takes such messages, raise --isb-max-payload with its max_payload; else lower the connector's MAX_MESSAGE_BYTES)\n", err)
 	case ch != nil && ch.exited():
 		fmt.Fprintf(stderr, "udsource-run: the source exited early (%s): %v\n", describeExit(ch.err), err)
 	default:

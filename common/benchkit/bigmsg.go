@@ -34,6 +34,9 @@ type BigCase struct {
 	Env  string // space-separated NAME=value settings of the connector
 }
 
+// bigMaxPayload is the max_payload of the ISB the scenario plays: raised, as 1 MiB messages need.
+const bigMaxPayload = 2 << 20
+
 // BigCases: "bounded" is what the server derives from a 256 MiB cgroup (GOMEMLIMIT 90% of it,
 // PREFETCH_BYTES a quarter); "unbounded" is the before, bounded by count only (GOMEMLIMIT=off is the
 // runtime's default, spelled out so the test's own environment cannot leak a limit in). Both raise
@@ -72,7 +75,7 @@ func bigDrain(ctx context.Context, b *testing.B, bin string, env []string) (int6
 	p, c, stop := startConnector(ctx, b, bin, nil, env)
 	defer stop()
 	st, err := c.Run(ctx, numatest.LoopOptions{BatchSize: bigRead, Timeout: time.Second, AckDelay: bigAckDelay,
-		Limit: BigCount, PendingEvery: -1, PartitionsEvery: -1})
+		Limit: BigCount, PendingEvery: -1, PartitionsEvery: -1, MaxPayload: bigMaxPayload})
 	got, took := int(st.Acked), time.Since(start)
 	rss := proctest.PeakRSS(p.Cmd.Process.Pid)
 	if err != nil || got < BigCount {

@@ -2,6 +2,7 @@ package numatest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -284,5 +285,28 @@ func TestRunDedupWindow(t *testing.T) {
 	src.push(msg("a4", "x"))
 	if _, got := run(20*time.Millisecond, nil); !slices.Equal(got, []string{"a4"}) {
 		t.Errorf("after the window: forwarded %q, want a4", got)
+	}
+}
+
+// numa cannot write a message larger than the ISB's max_payload (1 MiB by default) and retries it
+// forever: Run fails on it instead of passing it on, and passes it with the limit raised or off (a
+// MonoVertex, or an ISB service with a larger max_payload).
+func TestRunRefusesAMessageOverTheISBsMaxPayload(t *testing.T) {
+	src := newTestSource(0)
+	c := dial(t, serve(t, src))
+	at := time.UnixMilli(1_700_000_000_000)
+	big := sourcer.NewMessage(make([]byte, DefaultMaxPayload), sourcer.NewOffset([]byte("big"), 0), at).
+		WithKeys([]string{"k"})
+	src.push(big)
+	_, err := c.Run(context.Background(), LoopOptions{Timeout: 50 * time.Millisecond, Idle: 1})
+	if !errors.Is(err, ErrOverMaxPayload) {
+		t.Fatalf("Run over a message of 1 MiB plus a key: %v, want ErrOverMaxPayload", err)
+	}
+	for _, limit := range []int{DefaultMaxPayload + 1, -1} {
+		src.push(big)
+		st, err := c.Run(context.Background(), LoopOptions{Timeout: 50 * time.Millisecond, Idle: 1, MaxPayload: limit, DedupWindow: -1})
+		if err != nil || st.Acked != 1 {
+			t.Errorf("MaxPayload %d: acked %d, %v; want the message acked", limit, st.Acked, err)
+		}
 	}
 }

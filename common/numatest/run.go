@@ -2,6 +2,7 @@ package numatest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -56,7 +57,13 @@ const (
 	DefaultStopGrace = 30 * time.Second
 	// DefaultDedupWindow is the ISB's duplicate window (JetStream's, as numa sets it up).
 	DefaultDedupWindow = 60 * time.Second
+	// DefaultMaxPayload is the ISB's max_payload: JetStream's 1 MiB, unless the ISB service raises it.
+	DefaultMaxPayload = 1 << 20
 )
+
+// ErrOverMaxPayload: Run read a message larger than the ISB's max_payload (LoopOptions.MaxPayload).
+// numa cannot write it to the buffer and retries it forever, never acking it: the vertex stalls.
+var ErrOverMaxPayload = errors.New("a message is larger than the ISB's max_payload: numa cannot write it and retries it forever")
 
 // LoopOptions configure Run. Zero values take numa's defaults.
 type LoopOptions struct {
@@ -84,6 +91,11 @@ type LoopOptions struct {
 	// reuses an offset for another message loses it). Negative turns it off, as in a MonoVertex,
 	// which has no ISB.
 	DedupWindow time.Duration
+	// MaxPayload plays the ISB's max_payload in a pipeline (default DefaultMaxPayload): a message
+	// whose payload, keys and headers are larger (numa adds its own header too) cannot be written to
+	// the buffer, so Run returns ErrOverMaxPayload where numa would retry it forever. Negative turns
+	// it off (a MonoVertex, or an ISB service that raised max_payload).
+	MaxPayload int
 	// OnBatch gets each non-empty batch as numa would forward it (duplicates removed), before the
 	// decisions are made. OnStats gets a snapshot after every read and when Run returns. Both run
 	// on Run's goroutine and slow the loop down while they run.
@@ -132,6 +144,21 @@ func (o *LoopOptions) defaults() {
 	if o.DedupWindow == 0 {
 		o.DedupWindow = DefaultDedupWindow
 	}
+	if o.MaxPayload == 0 {
+		o.MaxPayload = DefaultMaxPayload
+	}
+}
+
+// isbSize is at least how many bytes numa writes to the ISB for m: its payload, keys and headers.
+func isbSize(m Message) int {
+	n := len(m.Payload)
+	for _, k := range m.Keys {
+		n += len(k)
+	}
+	for k, v := range m.Headers {
+		n += len(k) + len(v)
+	}
+	return n
 }
 
 // Run plays numa's loop until ctx ends, Limit or Idle is reached, or a call fails: read a batch, ack
@@ -253,6 +280,10 @@ func (c *Client) Run(ctx context.Context, opts LoopOptions) (Stats, error) {
 				way[i] = isbDup
 				st.Deduplicated++
 				continue
+			}
+			if opts.MaxPayload > 0 && isbSize(m) > opts.MaxPayload {
+				return finish(fmt.Errorf("%w: offset %q, %d bytes of payload, keys and headers, max_payload %d",
+					ErrOverMaxPayload, m.Offset.Value, isbSize(m), opts.MaxPayload))
 			}
 			inflight[k] = struct{}{}
 			way[i] = forwarded
