@@ -26,7 +26,7 @@ func TestIntegrationRequeueCountsInReadAhead(t *testing.T) {
 	budget := server.Budget{Messages: 200, Bytes: 4 << 20} // the driver reads ahead 1 MiB
 	cfg := testConfig(srv, name, name+"-0", name)
 	d := openReady(ctx, t, cfg, budget)
-	src, err := source.New(d, source.Options{ReadBatchSize: 10, Prefetch: budget.Messages, PrefetchBytes: budget.Bytes},
+	src, err := source.New(d, source.Options{ReadBatchSize: 10, Prefetch: budget.Messages, PrefetchBytes: budget.Bytes, MaxMessageBytes: 2 << 20},
 		testLogger(t), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
