@@ -19,8 +19,8 @@ const maxProbeInterval = 2 * time.Second
 // the prober, makes it true again. While it is false the prober calls the driver's Checker every
 // second or two, so readiness comes back within about that long of the broker whatever else is
 // running, and a silent network (calls neither fail nor answer) stays not-ready until a check really
-// answers. Readiness is for operators (/readyz) and to spare an
-// unreachable broker calls; leases and receives do not wait for it.
+// answers. A driver with a check starts not ready (see newReadiness). Readiness is for operators
+// (/readyz) and to spare an unreachable broker calls; leases and receives do not wait for it.
 type readiness struct {
 	log     *slog.Logger
 	m       *metrics.Source
