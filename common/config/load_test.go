@@ -241,7 +241,7 @@ func TestCommon(t *testing.T) {
 		}
 		want := Common{LogLevel: "info", LogFormat: "json", MetricsAddr: ":9090",
 			SourceSocket: "/var/run/numaflow/source.sock", SourceServerInfoFile: "/var/run/numaflow/sourcer-server-info",
-			Prefetch: 0, PrefetchBytes: 0, MaxMessageBytes: 4 << 20, DeadLetterFallback: "",
+			Prefetch: 0, PrefetchBytes: 0, MaxMessageBytes: 1<<20 - 16<<10, DeadLetterFallback: "",
 			AckRetryTimeout: 30 * time.Second, PendingRefresh: 5 * time.Second, ReleaseWait: 0, ShutdownTimeout: 25 * time.Second,
 			Platform: Platform{Replica: 3, ReadBatchSize: 100, ReadTimeoutMS: 1000, ContainerType: "unknown-container"}}
 		if c != want {

@@ -163,7 +163,7 @@ func TestSourceOptions(t *testing.T) {
 	if err := config.Load(&c, []string{"NUMAFLOW_REPLICA=3", "NUMAFLOW_READ_BATCH_SIZE=100", "PREFETCH=50", "DEAD_LETTER_FALLBACK=drop"}); err != nil {
 		t.Fatal(err)
 	}
-	want := source.Options{Partition: 3, ReadBatchSize: 100, Prefetch: 50, PrefetchBytes: 32 * mi, MaxMessageBytes: 4 << 20,
+	want := source.Options{Partition: 3, ReadBatchSize: 100, Prefetch: 50, PrefetchBytes: 32 * mi, MaxMessageBytes: source.DefaultMaxMessageBytes,
 		Fallback: source.FallbackDrop, AckRetry: 30 * time.Second, PendingRefresh: 5 * time.Second, ReleaseWait: 2 * time.Second}
 	if got := sourceOptions(&c, 32*mi); got != want {
 		t.Errorf("sourceOptions =\n%+v\nwant\n%+v", got, want)
@@ -173,7 +173,7 @@ func TestSourceOptions(t *testing.T) {
 	if err := config.Load(&d, nil); err != nil {
 		t.Fatal(err)
 	}
-	want = source.Options{ReadBatchSize: 500, PrefetchBytes: source.DefaultPrefetchBytes, MaxMessageBytes: 4 << 20,
+	want = source.Options{ReadBatchSize: 500, PrefetchBytes: source.DefaultPrefetchBytes, MaxMessageBytes: source.DefaultMaxMessageBytes,
 		AckRetry: 30 * time.Second, PendingRefresh: 5 * time.Second, ReleaseWait: 2 * time.Second}
 	if got := sourceOptions(&d, source.DefaultPrefetchBytes); got != want {
 		t.Errorf("sourceOptions of the defaults =\n%+v\nwant\n%+v", got, want)

@@ -245,7 +245,7 @@ func TestRegressPrefetchBytesBoundsHeldPayload(t *testing.T) {
 	publishN(t, b, 1, 3*budget/2, "") // one oversize message: delivered alone
 	publishN(t, b, 4, 256<<10, "")
 	d := memsource.NewDriver(b, memsource.Options{Queue: "q", MaxReceive: 10, Wait: 200 * time.Millisecond})
-	s, _ := newSource(t, d, source.Options{Prefetch: 100, PrefetchBytes: budget})
+	s, _ := newSource(t, d, source.Options{Prefetch: 100, PrefetchBytes: budget, MaxMessageBytes: 4 << 20})
 	var worst source.Snapshot
 	check := func() {
 		snap := source.SnapshotOf(s)
