@@ -28,29 +28,11 @@ func TestIntegrationClusterFailover(t *testing.T) {
 	cfg := testConfig("", stream)
 	cfg.URL, cfg.Addrs, cfg.Mode = "", strings.Join(cl.Addrs, ","), ModeCluster
 	d := openTest(ctx, t, cfg)
-	publishN(t, c, stream, 10, "before")
-	got, _ := receiveUntil(t, d, 10, 10*time.Second)
-	if len(got) != 10 {
-		t.Fatalf("received %d of 10", len(got))
-	}
-	if err := d.Ack(ctx, handles(got)); err != nil {
-		t.Fatal(err)
-	}
 	m, err := c.MasterForKey(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The entries must be on the replica before its master dies. WAIT blocks for its timeout, which
-	// must stay under the client's 3 s read timeout.
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		n, err := m.Do(ctx, "WAIT", 1, 1000).Int()
-		if err == nil && n >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the master's writes did not reach its replica in 20 s (WAIT: %d, %v)", n, err)
-		}
-	}
+	readBeforeFailover(ctx, t, d, c, m, stream)
 	addr := m.Options().Addr
 	for _, n := range cl.Nodes {
 		if n.Addr == addr {
@@ -72,10 +54,37 @@ func TestIntegrationClusterFailover(t *testing.T) {
 		t.Fatalf("publishing after the failover: %v", pubErr)
 	}
 	recovered := time.Since(start)
-	got, err = receiveUntil(t, d, 1, 15*time.Second)
+	got, err := receiveUntil(t, d, 1, 15*time.Second)
 	if len(got) != 1 || string(got[0].Payload) != "after" {
 		t.Fatalf("the cluster took %s to fail over; 15 s later the source still had not read from the new master (last error: %v)",
 			recovered.Round(100*time.Millisecond), err)
 	}
 	t.Logf("failed over in %s, read %s later", recovered.Round(100*time.Millisecond), (time.Since(start) - recovered).Round(100*time.Millisecond))
+}
+
+// readBeforeFailover publishes 10 entries to stream, reads and acks them with d, and waits until a
+// replica of master has them (the group's state included): a failover must not lose what the test
+// counts on. WAIT blocks for its timeout, which must stay under the client's 3 s read timeout.
+func readBeforeFailover(ctx context.Context, t *testing.T, d *driver, c redis.Cmdable,
+	master interface {
+		Do(context.Context, ...any) *redis.Cmd
+	}, stream string) {
+	t.Helper()
+	publishN(t, c, stream, 10, "before")
+	got, _ := receiveUntil(t, d, 10, 10*time.Second)
+	if len(got) != 10 {
+		t.Fatalf("received %d of 10", len(got))
+	}
+	if err := d.Ack(ctx, handles(got)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		n, err := master.Do(ctx, "WAIT", 1, 1000).Int()
+		if err == nil && n >= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the master's writes did not reach a replica in 20 s (WAIT: %d, %v)", n, err)
+		}
+	}
 }

@@ -471,18 +471,7 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 	cfg := testConfig("", stream)
 	cfg.URL, cfg.Addrs, cfg.Mode, cfg.SentinelMaster = "", strings.Join(sn.SentinelAddrs, ","), ModeSentinel, sn.MasterName
 	d := openTest(ctx, t, cfg)
-	publishN(t, c, stream, 10, "before")
-	got, _ := receiveUntil(t, d, 10, 10*time.Second)
-	if len(got) != 10 {
-		t.Fatalf("received %d of 10", len(got))
-	}
-	if err := d.Ack(ctx, handles(got)); err != nil {
-		t.Fatal(err)
-	}
-	// Make sure the replica has everything, then fail over.
-	if err := c.Do(ctx, "WAIT", 1, 5000).Err(); err != nil {
-		t.Fatal(err)
-	}
+	readBeforeFailover(ctx, t, d, c, c, stream)
 	start := time.Now()
 	newMaster := sn.KillMaster(t)
 	t.Logf("sentinels promoted %s after %s", newMaster, time.Since(start).Round(time.Millisecond))
