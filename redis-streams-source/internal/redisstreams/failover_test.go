@@ -62,13 +62,15 @@ func TestIntegrationClusterFailover(t *testing.T) {
 	t.Logf("failed over in %s, read %s later", recovered.Round(100*time.Millisecond), (time.Since(start) - recovered).Round(100*time.Millisecond))
 }
 
+// doer sends a command as it is (redis.Cmdable has no Do): a master's client.
+type doer interface {
+	Do(ctx context.Context, args ...any) *redis.Cmd
+}
+
 // readBeforeFailover publishes 10 entries to stream, reads and acks them with d, and waits until a
 // replica of master has them (the group's state included): a failover must not lose what the test
 // counts on. WAIT blocks for its timeout, which must stay under the client's 3 s read timeout.
-func readBeforeFailover(ctx context.Context, t *testing.T, d *driver, c redis.Cmdable,
-	master interface {
-		Do(context.Context, ...any) *redis.Cmd
-	}, stream string) {
+func readBeforeFailover(ctx context.Context, t *testing.T, d *driver, c redis.Cmdable, master doer, stream string) {
 	t.Helper()
 	publishN(t, c, stream, 10, "before")
 	got, _ := receiveUntil(t, d, 10, 10*time.Second)
