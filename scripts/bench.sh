@@ -195,6 +195,7 @@ bigmsg() {
 	echo "connector configured for a batch of 500 (\`NUMAFLOW_READ_BATCH_SIZE=500\`). Bounded: what the server derives"
 	echo "from a 256 MiB pod (\`GOMEMLIMIT=230MiB\`, \`PREFETCH_BYTES=64Mi\`); unbounded, the before: \`PREFETCH_BYTES=1Gi\`,"
 	echo "\`GOMEMLIMIT=off\` (no soft limit, the runtime's default). Every message must be delivered and acked or the benchmark fails."
+	[ "$m" = rabbitmq-source ] || echo "Both raise \`MAX_MESSAGE_BYTES\` to 2 MiB, as a pipeline whose inter-step buffer takes 1 MiB messages must (the default is 1008 KiB; runs before 2026-12-01 08:20 UTC had a 4 MiB default, which held them too)."
 	[ "$m" = pubsub-source ] && echo "The benchmark starts an emulator of its own; the Java one gets a 2 GiB heap (the shared emulator's 256 MiB heap runs out holding 400 MiB)."
 	echo
 	echo "| case | peak RSS | acked | time | budget | verdict |"
