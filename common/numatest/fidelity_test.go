@@ -310,3 +310,72 @@ func TestRunRefusesAMessageOverTheISBsMaxPayload(t *testing.T) {
 		}
 	}
 }
+
+// backlogSource answers Pending from testSource's state: every message not yet acked, or, forgetful,
+// only those not yet read (a source that subtracts what it handed out).
+type backlogSource struct {
+	*testSource
+	forgetful bool
+}
+
+func (s *backlogSource) Pending(context.Context) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pendings++
+	if s.forgetful {
+		return int64(len(s.queue))
+	}
+	acked := map[string]bool{}
+	for _, a := range s.acks {
+		for _, o := range a {
+			acked[o] = true
+		}
+	}
+	return int64(len(s.byOffset) - len(acked))
+}
+
+// numa's lag reader runs on its own timer and waits for the source's actor, which is free while a
+// batch is written to the ISB: Pending mostly lands between a Read and its Ack, when the batch is read
+// but not acked, and the contract counts those messages in the backlog. Run called PendingFn only
+// between batches, so a source that leaves them out (0 while numa holds the last batch: scale to
+// zero) passed.
+func TestRunPendingCountsReadButUnacked(t *testing.T) {
+	run := func(forgetful, strict bool) (Stats, error) {
+		t.Helper()
+		c := dial(t, serve(t, &backlogSource{newTestSource(30), forgetful}))
+		return c.Run(context.Background(), LoopOptions{BatchSize: 10, Timeout: 50 * time.Millisecond, Idle: 1,
+			PendingEvery: time.Nanosecond, PendingStrict: strict})
+	}
+	st, err := run(false, true)
+	if err != nil || st.Acked != 30 || st.PendingMidBatch != 3 || st.PendingShort != 0 {
+		t.Errorf("honest source: stats %+v, %v; want 30 acked, Pending between each of the 3 reads and its ack, none short", st, err)
+	}
+	// The forgetful source answers 20, 10, then 0 with the last 10 read and not acked.
+	st, err = run(true, true)
+	if !errors.Is(err, ErrPendingBelowInFlight) || st.Acked != 20 || st.PendingShort != 1 {
+		t.Errorf("forgetful source, strict: stats %+v, %v; want ErrPendingBelowInFlight at the third batch", st, err)
+	}
+	st, err = run(true, false)
+	if err != nil || st.Acked != 30 || st.PendingShort != 1 {
+		t.Errorf("forgetful source: stats %+v, %v; want 30 acked and 1 short answer counted", st, err)
+	}
+}
+
+// A PendingFn that came due while a batch was being written (AckDelay) is called before that batch's
+// Ack, as numa's timer lands it; one due during an empty read waits for the next Read to return.
+func TestRunPendingLandsWhereNumasTimerDoes(t *testing.T) {
+	src := &backlogSource{testSource: newTestSource(4)}
+	c := dial(t, serve(t, src))
+	st, err := c.Run(context.Background(), LoopOptions{BatchSize: 1, Timeout: 50 * time.Millisecond, Idle: 1,
+		AckDelay: 120 * time.Millisecond, PendingEvery: 100 * time.Millisecond, PendingStrict: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One before the first read, then one during each of the 4 batches' writes.
+	if st.PendingMidBatch != 4 || st.PendingShort != 0 {
+		t.Errorf("stats %+v; want PendingFn between each Read and its Ack", st)
+	}
+	if _, _, _, n := src.snapshot(); n != 5 {
+		t.Errorf("PendingFn called %d times, want 5", n)
+	}
+}

@@ -65,6 +65,13 @@ const (
 // numa cannot write it to the buffer and retries it forever, never acking it: the vertex stalls.
 var ErrOverMaxPayload = errors.New("a message is larger than the ISB's max_payload: numa cannot write it and retries it forever")
 
+// ErrPendingBelowInFlight: with LoopOptions.PendingStrict, a PendingFn answer taken between a Read and
+// its Ack was below the messages that Read returned, which the source had handed out and not yet had
+// answered. The contract counts read-but-unacked messages in the backlog: numa's lag reader runs on its
+// own timer and mostly lands while a batch is written to the ISB, so an answer that leaves them out
+// tells the autoscaler a backlog smaller than it is (0 while numa holds a batch scales to zero).
+var ErrPendingBelowInFlight = errors.New("PendingFn answered less than the messages read and not yet acked")
+
 // LoopOptions configure Run. Zero values take numa's defaults.
 type LoopOptions struct {
 	BatchSize uint64        // num_records of each read; default 500
@@ -79,9 +86,17 @@ type LoopOptions struct {
 	// Idle stops the loop after this many consecutive empty reads; 0 means never.
 	Idle int
 	// PendingEvery and PartitionsEvery schedule PendingFn (default 5 s) and PartitionsFn (default
-	// 10 s), called between batches, first before the first read. Negative disables.
+	// 10 s), first before the first read. Negative disables. PartitionsFn is called between batches.
+	// PendingFn runs where numa's own timer lands it: numa's lag reader waits for the source's actor,
+	// which is free while a batch is written to the ISB, so a call that came due during a non-empty
+	// Read (or AckDelay, the ISB write) is made after it, before that batch's Ack
+	// (Stats.PendingMidBatch); one that came due during an empty read or an Ack, before the next Read.
 	PendingEvery    time.Duration
 	PartitionsEvery time.Duration
+	// PendingStrict ends Run with ErrPendingBelowInFlight when a known PendingFn answer taken between a
+	// Read and its Ack is below the messages that Read returned (they are read but not yet acked, so
+	// they are part of the backlog). Without it such answers are only counted (Stats.PendingShort).
+	PendingStrict bool
 	// StopGrace bounds the batch in progress once ctx has ended (default 30 s): the read returns by
 	// its timeout, then the batch is acked and nacked, then Run returns.
 	StopGrace time.Duration
@@ -117,8 +132,12 @@ type Stats struct {
 	Duplicates int64
 	// Deduplicated counts messages acked but dropped by the ISB (see LoopOptions.DedupWindow): their
 	// offset was written within the window. They are counted in Acked too.
-	Deduplicated    int64
-	LastPending     int64 // last PendingFn answer; -1 before the first (or when disabled)
+	Deduplicated int64
+	LastPending  int64 // last PendingFn answer; -1 before the first (or when disabled)
+	// PendingMidBatch counts PendingFn calls made between a Read and its Ack. PendingShort counts
+	// those whose known answer (not negative) was below the batch read (see PendingStrict).
+	PendingMidBatch int64
+	PendingShort    int64
 	LastPartitions  []int32
 	TotalPartitions *int32
 	Elapsed         time.Duration
@@ -330,6 +349,25 @@ func (c *Client) Run(ctx context.Context, opts LoopOptions) (Stats, error) {
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
+			}
+		}
+		// numa's lag reader, due during the read or the ISB write, asks now: every message this batch
+		// forwarded is handed out and unanswered at the source, so the backlog holds at least that
+		// many. (Held messages of earlier batches are left out: a source may have let their lease run
+		// out and count them again only at its next backlog reading.)
+		if now := time.Now(); opts.PendingEvery > 0 && !now.Before(nextPending) {
+			p, err := c.Pending(opCtx)
+			if err != nil {
+				return finish(err)
+			}
+			st.LastPending = p
+			st.PendingMidBatch++
+			nextPending = now.Add(opts.PendingEvery)
+			if unacked := int64(len(batch)); p >= 0 && p < unacked {
+				st.PendingShort++
+				if opts.PendingStrict {
+					return finish(fmt.Errorf("%w: %d, between a Read of %d messages and their Ack", ErrPendingBelowInFlight, p, unacked))
+				}
 			}
 		}
 		if len(acks) > 0 {

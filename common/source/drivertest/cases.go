@@ -442,6 +442,60 @@ func testPending(f *fixture) {
 	})
 }
 
+// testPendingDuringBatch: numa's lag reader runs on its own timer and waits for the source's actor,
+// which is free while a batch is written to the ISB, so Pending mostly lands between a Read and its
+// Ack. The batch is read but not acked: it is part of the backlog. Over the socket numatest.Run asks
+// between every Read and its Ack (PendingStrict); in process the same loop runs by hand. Each write
+// takes longer than the harness's PendingRefresh, so the answer comes from a reading taken while the
+// batch was out, and the last batch is the whole backlog.
+func testPendingDuringBatch(f *fixture) {
+	if !f.caps.Backlog {
+		return
+	}
+	const n, batch, write = 30, 10, 300 * time.Millisecond
+	f.publishN(n, "inflight")
+	r := f.replica()
+	// Once the backlog is seen, the answers below are known (not -1).
+	eventually(f.t, 20*time.Second, "pending = 30", func() bool {
+		p, err := r.numa.pending(f.ctx)
+		return err == nil && p == n
+	})
+	if s, ok := r.numa.(overSocket); ok {
+		ctx, cancel := context.WithTimeout(f.ctx, time.Minute)
+		defer cancel()
+		st, err := s.c.Run(ctx, numatest.LoopOptions{BatchSize: batch, Timeout: 500 * time.Millisecond, Limit: n,
+			AckDelay: write, PendingEvery: time.Nanosecond, PartitionsEvery: -1, PendingStrict: true})
+		if err != nil {
+			f.t.Fatalf("numa's loop with Pending between each Read and its Ack: %v (stats %+v)", err, st)
+		}
+		if st.Acked != n || st.PendingMidBatch < st.Batches {
+			f.t.Fatalf("stats %+v; want %d acked and Pending between each Read and its Ack", st, n)
+		}
+		return
+	}
+	acked := 0
+	deadline := time.Now().Add(time.Minute)
+	for acked < n && time.Now().Before(deadline) {
+		msgs := r.read(batch, 500*time.Millisecond)
+		if len(msgs) == 0 {
+			continue
+		}
+		time.Sleep(write)
+		p, err := r.numa.pending(f.ctx)
+		if err != nil {
+			f.t.Fatalf("pending: %v", err)
+		}
+		if p >= 0 && p < int64(len(msgs)) {
+			f.t.Fatalf("pending = %d with %d messages read and not yet acked; read-but-unacked messages are part of the backlog", p, len(msgs))
+		}
+		r.ack(msgs...)
+		acked += len(msgs)
+	}
+	if acked < n {
+		f.t.Fatalf("%d of %d messages read within a minute", acked, n)
+	}
+}
+
 func testPartitions(f *fixture) {
 	f.publishN(3, "part")
 	r := f.replica()

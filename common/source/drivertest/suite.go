@@ -75,6 +75,7 @@ var cases = []struct {
 	{"missing_resource_is_not_found", testMissing},
 	{"close_is_idempotent", testCloseIdempotent},
 	{"pending_reaches_zero_after_drain", testPending},
+	{"pending_counts_the_batch_being_written", testPendingDuringBatch},
 	{"partitions_match_offsets", testPartitions},
 }
 
