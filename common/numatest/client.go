@@ -33,8 +33,9 @@ const (
 	DefaultMaxMessageSize = 64 << 20
 )
 
-// NumaVersion is the Numaflow version this client plays. A source whose server info asks for a newer
-// minimum_numaflow_version is refused, as numa would.
+// NumaVersion is the Numaflow version this client plays. Dial refuses a server info numa would refuse
+// (see numaRefuses): a minimum_numaflow_version numa cannot read or newer than this, or an SDK version
+// numa cannot read or older than it runs.
 const NumaVersion = "1.8.3"
 
 var numaVersion = semver{1, 8, 3, ""}
@@ -46,6 +47,47 @@ var nackMinSDKVersion = map[info.Language]semver{
 	"java":   {0, 11, 0, ""},
 	"python": {0, 11, 0, ""},
 	"rust":   {0, 4, 0, ""},
+}
+
+// minSDKVersion is the oldest SDK numa runs as a user-defined source, by the server info's language:
+// it refuses an older one, or a version it cannot read, at start. It checks no other language.
+var minSDKVersion = map[info.Language]semver{
+	info.Go:  {0, 9, 0, ""},
+	"java":   {0, 9, 0, ""},
+	"python": {0, 9, 0, ""},
+	"rust":   {0, 2, 0, ""},
+}
+
+// numaRefuses says why numa would not start with this server info (version stands in for its SDK
+// version): a minimum_numaflow_version it cannot read or above its own, or, for a language it knows,
+// an SDK version it cannot read or below that language's oldest. An empty minimum or version, or an
+// empty or unknown language, skips that check, as numa does. numa reads Python versions as PEP 440,
+// which is not played: one that is not also a semantic version is not checked.
+func numaRefuses(si *info.ServerInfo, version string) error {
+	if m := si.MinimumNumaflowVersion; m != "" {
+		min, err := parseMinVersion(m)
+		if err != nil {
+			return fmt.Errorf("numa cannot read minimum_numaflow_version %q and refuses the source: %w", m, err)
+		}
+		if numaVersion.compare(min) < 0 {
+			return fmt.Errorf("the source needs numaflow >= %s, this client plays %s", m, NumaVersion)
+		}
+	}
+	first, known := minSDKVersion[si.Language]
+	if version == "" || !known {
+		return nil
+	}
+	v, err := parseSemver(version)
+	switch {
+	case err != nil && si.Language == "python":
+		return nil
+	case err != nil:
+		return fmt.Errorf("numa cannot read the %s SDK's version and refuses the source (numaflow-go takes it from the "+
+			"binary's build info: a replace to a local path makes it (devel)): %w", si.Language, err)
+	case !v.atLeastStable(first):
+		return fmt.Errorf("numa refuses %s SDK %s: it needs %d.%d.%d or later", si.Language, version, first.major, first.minor, first.patch)
+	}
+	return nil
 }
 
 // closeWait bounds how long Close waits for the server to end the streams.
@@ -132,15 +174,12 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if min, err := parseSemver(si.MinimumNumaflowVersion); err == nil {
-		if min.compare(numaVersion) > 0 {
-			return nil, fmt.Errorf("checking server info %s: the source needs numaflow >= %s, this client plays %s",
-				opts.ServerInfoFile, si.MinimumNumaflowVersion, NumaVersion)
-		}
-	}
 	version := si.Version
 	if version == "" {
 		version = opts.SDKVersion
+	}
+	if err := numaRefuses(si, version); err != nil {
+		return nil, fmt.Errorf("checking server info %s: %w", opts.ServerInfoFile, err)
 	}
 	nack := false
 	if first, ok := nackMinSDKVersion[si.Language]; ok {

@@ -379,3 +379,65 @@ func TestRunPendingLandsWhereNumasTimerDoes(t *testing.T) {
 		t.Errorf("PendingFn called %d times, want 5", n)
 	}
 }
+
+// numa reads the server info before anything else and refuses to start with a source whose
+// minimum_numaflow_version it cannot read or is above its own, or whose SDK version (for a language it
+// knows) it cannot read or is older than it runs (Go and Java 0.9.0, Rust 0.2.0). numatest skipped a
+// minimum it could not parse and never looked at the SDK's age, so a binary built with numaflow-go
+// replaced by a local path (version "(devel)") passed every test and would not start in a pipeline.
+func TestDialRefusesWhatNumaRefuses(t *testing.T) {
+	tests := []struct {
+		lang, version, min string
+		refused            bool
+	}{
+		{"go", "v0.12.0", "1.4.0-z", false},
+		{"go", "v0.12.0", "", false}, // no minimum: numa skips the check
+		{"go", "v0.12.0", "1.8", false},
+		{"go", "v0.12.0", " 1.8.3 ", false},
+		{"go", "v0.12.0", "1.8.3-rc1", false},
+		{"go", "v0.12.0", "1.9", true},
+		{"go", "v0.12.0", "1.8.4-z", true},
+		{"go", "v0.12.0", "v1.4.0", true}, // not a requirement numa can read
+		{"go", "v0.12.0", "1.4.0-", true},
+		{"go", "v0.12.0", "latest", true},
+		{"go", "(devel)", "1.4.0-z", true},
+		{"go", "v0.12.0-01", "1.4.0-z", true},
+		{"go", "v0.8.5", "1.4.0-z", true},
+		{"go", "v0.9.0-rc2", "1.4.0-z", true},
+		{"go", "v0.9.0", "1.4.0-z", false},
+		{"go", "v0.10.0-rc1", "1.4.0-z", false},
+		{"go", "v0.11.1-0.20250101000000-abcdef123456", "1.4.0-z", false},
+		{"go", "", "1.4.0-z", false},            // no version: numa skips the check
+		{"", "(devel)", "1.4.0-z", false},       // no language: skipped
+		{"golang", "(devel)", "1.4.0-z", false}, // a language numa does not know: skipped
+		{"java", "0.8.2", "1.4.0-z", true},
+		{"rust", "0.1.5", "1.4.0-z", true},
+		{"rust", "0.2.0", "1.4.0-z", false},
+		{"python", "0.8.0", "1.4.0-z", true},
+		{"python", "0.9.0.post1", "1.4.0-z", false}, // PEP 440, not checked here
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s %q min %q", tt.lang, tt.version, tt.min), func(t *testing.T) {
+			si := info.ServerInfo{Protocol: info.UDS, Language: info.Language(tt.lang), Version: tt.version, MinimumNumaflowVersion: tt.min}
+			opts := serveRaw(t, &rawSource{}, si)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, err := Dial(ctx, opts)
+			if err == nil {
+				defer c.Close()
+			}
+			if refused := err != nil; refused != tt.refused {
+				t.Errorf("Dial error %v; numa refuses this server info: %v", err, tt.refused)
+			}
+		})
+	}
+	// The version that stands in for an empty one (a test binary) is checked as the release's.
+	opts := serveRaw(t, &rawSource{}, info.ServerInfo{Protocol: info.UDS, Language: info.Go, MinimumNumaflowVersion: "1.4.0-z"})
+	opts.SDKVersion = "(devel)"
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if c, err := Dial(ctx, opts); err == nil {
+		c.Close()
+		t.Error("Dial accepted SDKVersion (devel)")
+	}
+}
