@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -94,7 +93,6 @@ const (
 
 // Bounds of the shutdown and start-up steps around the configured SHUTDOWN_TIMEOUT.
 const (
-	checkTimeout   = 10 * time.Second       // the driver's start-up Check
 	grpcStopWait   = time.Second            // the gRPC server after the source is closed
 	httpStopWait   = 500 * time.Millisecond // the metrics server
 	httpReadHeader = 5 * time.Second
@@ -242,13 +240,8 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 		return ExitFailed
 	}
 
-	checkCtx, stopCheck := context.WithCancel(ctx)
-	var checkWG sync.WaitGroup
-	defer checkWG.Wait()
-	defer stopCheck()
-	if chk, ok := driver.(source.Checker); ok {
-		checkWG.Go(func() { runCheck(checkCtx, chk, driver, logger) })
-	}
+	// A driver's start-up check (source.Checker) is the adapter's first readiness probe, which logs
+	// its outcome: one broker call for the log line and readiness.
 	src, err := source.New(driver, opts, logger, reg)
 	if err != nil {
 		logger.Error("creating the source failed", "error", err)
@@ -293,7 +286,6 @@ func run[C any](ctx context.Context, app App[C], args []string, environ []string
 	// Shutdown: release held messages at once, flush acks, close the driver, all within
 	// SHUTDOWN_TIMEOUT; then stop the gRPC server (numa's streams end with it).
 	h.stopping.Store(true)
-	stopCheck()
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), common.ShutdownTimeout)
 	defer cancel()
 	start := time.Now()
@@ -358,22 +350,6 @@ func restoreStdLog() func() {
 		log.SetOutput(out)
 		log.SetFlags(flags)
 		log.SetPrefix(prefix)
-	}
-}
-
-// runCheck runs the driver's start-up check once and logs what it found. The source runs either way.
-func runCheck(ctx context.Context, chk source.Checker, d source.Driver, logger *slog.Logger) {
-	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
-	defer cancel()
-	start := time.Now()
-	err := chk.Check(ctx)
-	switch {
-	case err == nil:
-		logger.Info("broker check passed", "took", time.Since(start).Round(time.Millisecond).String())
-	case errors.Is(err, context.Canceled):
-	default:
-		logger.Error("broker check failed; the source keeps running and retrying, and reports not ready",
-			"kind", d.ErrorCode(err).String(), "error", err)
 	}
 }
 

@@ -506,8 +506,34 @@ func TestRunCheckFailureIsLoggedNotFatal(t *testing.T) {
 	h := newHarness(d, nil)
 	r := start(t, h.app, environ)
 	line := r.waitLog(t, "broker check failed; the source keeps running and retrying, and reports not ready")
-	if !strings.Contains(line["error"].(string), "NonExistentQueue") || line["level"] != "ERROR" {
+	if !strings.Contains(line["error"].(string), "NonExistentQueue") || line["level"] != "ERROR" || line["kind"] == nil {
 		t.Errorf("check line: %v", line)
+	}
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+}
+
+// countingChecker is a driver whose start-up check passes and counts its calls.
+type countingChecker struct {
+	*fakeDriver
+	calls atomic.Int32
+}
+
+func (d *countingChecker) Check(context.Context) error { d.calls.Add(1); return nil }
+
+// At start the server logged its own health check while the readiness prober ran the same check at
+// once: two broker calls per start where one answers both. One check now does both: the log line and
+// readiness.
+func TestStartUpChecksTheBrokerOnce(t *testing.T) {
+	environ, _, _ := baseEnv(t)
+	d := &countingChecker{fakeDriver: &fakeDriver{}}
+	r := start(t, newHarness(d, nil).app, environ)
+	r.waitLog(t, "broker check passed")
+	r.waitLog(t, "broker reachable")
+	time.Sleep(300 * time.Millisecond) // a second check would have run by now
+	if n := d.calls.Load(); n != 1 {
+		t.Errorf("the health check ran %d times at start, want 1", n)
 	}
 	if code := r.stop(t); code != 0 {
 		t.Errorf("exit %d, want 0", code)

@@ -24,7 +24,8 @@ const maxProbeInterval = 2 * time.Second
 type readiness struct {
 	log     *slog.Logger
 	m       *metrics.Source
-	chk     Checker // nil: no health check
+	chk     Checker          // nil: no health check
+	kind    func(error) Code // classifies a failed check for the start-up log line; nil: Unknown
 	bg      *tracker
 	ctx     context.Context
 	ready   atomic.Bool
@@ -34,8 +35,8 @@ type readiness struct {
 	readyCh chan struct{} // closed while ready; replaced when readiness goes false
 }
 
-func newReadiness(log *slog.Logger, m *metrics.Source, chk Checker, bg *tracker, ctx context.Context) *readiness {
-	r := &readiness{log: log, m: m, chk: chk, bg: bg, ctx: ctx, readyCh: make(chan struct{})}
+func newReadiness(log *slog.Logger, m *metrics.Source, chk Checker, kind func(error) Code, bg *tracker, ctx context.Context) *readiness {
+	r := &readiness{log: log, m: m, chk: chk, kind: kind, bg: bg, ctx: ctx, readyCh: make(chan struct{})}
 	if chk == nil {
 		close(r.readyCh)
 		r.ready.Store(true)
@@ -44,7 +45,8 @@ func newReadiness(log *slog.Logger, m *metrics.Source, chk Checker, bg *tracker,
 	}
 	// With a health check, ready once the broker has answered it (or a receive brought messages), not
 	// before: a source that cannot reach its broker at start must not report ready until its first
-	// receive times out (30 s against a silent SQS endpoint).
+	// receive times out (30 s against a silent SQS endpoint). The prober's first check is the
+	// start-up check, whose outcome is logged (one broker call for both).
 	m.Ready.Set(0)
 	r.probing.Store(true)
 	if !bg.run(func() { r.probeAfter(0) }) {
@@ -112,18 +114,25 @@ func (r *readiness) set(v bool) {
 // marked as running, start none, and leave readiness false for good on an idle source.
 func (r *readiness) probe() { r.probeAfter(-1) }
 
-// probeAfter is probe with a first wait of first (< 0: the backoff's).
+// probeAfter is probe with a first wait of first (< 0: the backoff's). first 0 is the start-up check:
+// it runs even if a receive made readiness true meanwhile, and its outcome is logged.
 func (r *readiness) probeAfter(first time.Duration) {
 	bo := backoff{min: time.Second, max: maxProbeInterval}
 	wait := first
 	if wait < 0 {
 		wait = bo.next()
 	}
-	for !r.get() && sleepCtx(r.ctx, wait) {
+	startUp := first == 0
+	for (startUp || !r.get()) && sleepCtx(r.ctx, wait) {
 		wait = bo.next()
 		c, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+		began := time.Now()
 		err := r.chk.Check(c)
 		cancel()
+		if startUp {
+			startUp = false
+			r.logStartUp(err, time.Since(began))
+		}
 		if err == nil {
 			r.probing.Store(false)
 			r.set(true)
@@ -133,5 +142,21 @@ func (r *readiness) probeAfter(first time.Duration) {
 	r.probing.Store(false)
 	if !r.get() && r.ctx.Err() == nil && r.probing.CompareAndSwap(false, true) && !r.bg.run(r.probe) {
 		r.probing.Store(false) // a failure came between the loop's last look and now: probe again
+	}
+}
+
+// logStartUp logs the start-up check's outcome; nothing when the source closed during it.
+func (r *readiness) logStartUp(err error, took time.Duration) {
+	switch {
+	case err == nil:
+		r.log.Info("broker check passed", "took", took.Round(time.Millisecond).String())
+	case r.ctx.Err() != nil:
+	default:
+		kind := Unknown
+		if r.kind != nil {
+			kind = r.kind(err)
+		}
+		r.log.Error("broker check failed; the source keeps running and retrying, and reports not ready",
+			"kind", kind.String(), "error", err)
 	}
 }

@@ -41,7 +41,7 @@ func TestReadinessAfterAFlapRightAtRecovery(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); bg.wait(context.Background()) }()
 	chk := &okChecker{}
-	r := newReadiness(slog.New(h), metrics.New(nil), chk, bg, ctx)
+	r := newReadiness(slog.New(h), metrics.New(nil), chk, nil, bg, ctx)
 	h.hook = func() { r.set(false) } // a concurrent failing call (e.g. a receive on the old connection)
 	r.set(false)
 	deadline := time.Now().Add(6 * time.Second)

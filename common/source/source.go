@@ -92,7 +92,7 @@ func New(d Driver, opts Options, log *slog.Logger, reg prometheus.Registerer) (*
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background()) //nolint:contextcheck // owned by Close
 	s.errs = newErrorLog(s.bgCtx, log, s.m)
 	chk, _ := d.(Checker)
-	s.ready = newReadiness(log, s.m, chk, s.bg, s.bgCtx)
+	s.ready = newReadiness(log, s.m, chk, func(err error) Code { return Classify(d, err) }, s.bg, s.bgCtx)
 	s.commits = newCommitter(s)
 	s.pending = newPendingCache(s)
 	s.m.Pending.Set(-1)
