@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,17 +15,30 @@ type okChecker struct{ calls atomic.Int32 }
 
 func (c *okChecker) Check(context.Context) error { c.calls.Add(1); return nil }
 
-// hookHandler runs hook when a record with message msg is logged.
+// hookHandler runs hook once when a record with message msg is logged. The hook is set while the
+// prober may already be logging (it starts in newReadiness), hence the lock.
 type hookHandler struct {
 	msg  string
+	mu   sync.Mutex
 	hook func()
+}
+
+func (h *hookHandler) setHook(f func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hook = f
 }
 
 func (h *hookHandler) Enabled(context.Context, slog.Level) bool { return true }
 func (h *hookHandler) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == h.msg && h.hook != nil {
-		f := h.hook
-		h.hook = nil
+	if r.Message != h.msg {
+		return nil
+	}
+	h.mu.Lock()
+	f := h.hook
+	h.hook = nil
+	h.mu.Unlock()
+	if f != nil {
 		f()
 	}
 	return nil
@@ -42,7 +56,7 @@ func TestReadinessAfterAFlapRightAtRecovery(t *testing.T) {
 	defer func() { cancel(); bg.wait(context.Background()) }()
 	chk := &okChecker{}
 	r := newReadiness(slog.New(h), metrics.New(nil), chk, nil, bg, ctx)
-	h.hook = func() { r.set(false) } // a concurrent failing call (e.g. a receive on the old connection)
+	h.setHook(func() { r.set(false) }) // a concurrent failing call (e.g. a receive on the old connection)
 	r.set(false)
 	deadline := time.Now().Add(6 * time.Second)
 	for time.Now().Before(deadline) {
